@@ -1,0 +1,171 @@
+"""CLI: `python -m ray_pipeline ingest|search`, the same locally and under `ray job submit`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+
+from ray_pipeline.config import IngestConfig
+from ray_pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError
+from ray_pipeline.discover import DiscoveryError
+from ray_pipeline.model import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelError, ModelSpec
+from ray_pipeline.store import StoreError, StoreTarget
+
+# Errors that mean "the job could not run": one line on stderr and a non-zero exit.
+USER_ERRORS = (DiscoveryError, ModelError, StoreError, DecodeError, OSError)
+EXIT_CANNOT_RUN = 2
+
+
+def _actors(value: str) -> tuple[int, int]:
+    try:
+        parts = [int(p) for p in value.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or not 1 <= parts[0] <= parts[1]:
+        raise argparse.ArgumentTypeError(f"expected N or MIN,MAX with 1 <= MIN <= MAX, got {value!r}")
+    return parts[0], parts[1]
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def _add_store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--collection", required=True, help="Chroma collection name")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--chroma-path", default="./chroma_data", metavar="DIR", help="embedded Chroma folder (default ./chroma_data)")
+    where.add_argument("--chroma-url", metavar="URL", help="a Chroma server, e.g. http://chroma:8000")
+
+
+def _add_model_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """Ingest defaults to ViT-B-32/laion2b; search defaults to what the collection recorded."""
+    parser.add_argument("--model", default=DEFAULT_MODEL if defaults else None, metavar="NAME",
+                        help="OpenCLIP architecture, or a path to an OpenCLIP model-config JSON (default ViT-B-32)")
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument("--pretrained", default=DEFAULT_PRETRAINED if defaults else None, metavar="TAG",
+                         help="OpenCLIP pretrained tag (default laion2b_s34b_b79k)")
+    weights.add_argument("--checkpoint", metavar="FILE", help="a state dict of the architecture saved with torch.save")
+    parser.add_argument("--allow-random-weights", action="store_true",
+                        help="when the weights cannot be had, use seeded random ones (vectors are meaningless)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ray_pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ingest = commands.add_parser("ingest", help="embed photos and RAW files into a Chroma collection")
+    ingest.add_argument("paths", nargs="*", metavar="PATH", help="files or folders, walked recursively")
+    ingest.add_argument("--manifest", metavar="FILE", help="text file (one path per line) or Parquet with a 'path' column")
+    _add_store_options(ingest)
+    _add_model_options(ingest, defaults=True)
+    ingest.add_argument("--batch-size", type=_positive, help="embedding batch size (default 256 on CUDA, 32 on CPU)")
+    ingest.add_argument("--actors", type=_actors, metavar="N|MIN,MAX", help="embedding actor pool size (default: one per GPU, or 1)")
+    ingest.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ingest.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="torch.compile (auto: on for CUDA)")
+    ingest.add_argument("--errors", metavar="FILE", help="write one JSON line per failed file: {path, reason}")
+    ingest.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS,
+                        help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS})")
+
+    search = commands.add_parser("search", help="top-k photos for a text or an example photo")
+    search.add_argument("text", nargs="?", help="what to look for")
+    search.add_argument("--image", metavar="FILE", help="search with a photo instead of a text")
+    search.add_argument("-k", type=_positive, default=5, help="number of results (default 5)")
+    _add_store_options(search)
+    _add_model_options(search, defaults=False)
+    search.add_argument("--json", action="store_true", help="print the results as one JSON document")
+    return parser
+
+
+def _target(args) -> StoreTarget:
+    path = None if args.chroma_url else os.path.abspath(args.chroma_path)
+    return StoreTarget(collection=args.collection, path=path, url=args.chroma_url)
+
+
+def _write_errors(path: str, errors: list[dict]) -> None:
+    """All or nothing: the errors file appears complete or not at all."""
+    folder = os.path.dirname(os.path.abspath(path))
+    with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp", encoding="utf-8") as f:
+        for error in errors:
+            f.write(json.dumps(error, ensure_ascii=False) + "\n")
+    os.replace(f.name, path)
+
+
+def _ingest(args, parser) -> int:
+    if not args.paths and not args.manifest:
+        parser.error("give PATH ... or --manifest FILE")
+    if args.paths and args.manifest:
+        parser.error("give PATH ... or --manifest FILE, not both")
+    config = IngestConfig(
+        target=_target(args),
+        model=ModelSpec(args.model, args.pretrained, args.checkpoint, args.allow_random_weights),
+        paths=tuple(args.paths),
+        manifest=args.manifest,
+        batch_size=args.batch_size,
+        actors=args.actors,
+        device=args.device,
+        compile=args.compile,
+        errors_file=args.errors,
+        max_pixels=args.max_pixels,
+    )
+    from ray_pipeline.pipeline import run_ingest
+    from ray_pipeline.runtime import init_ray
+
+    logging.getLogger("ray_pipeline").info("running on %s", init_ray())
+    result = run_ingest(config)
+    errors = result.pop("errors")
+    random_weights = result.pop("random_weights")
+    if args.errors:
+        _write_errors(args.errors, errors)
+    for error in errors[:10]:
+        print(f"failed: {error['path']}: {error['reason']}", file=sys.stderr)
+    if len(errors) > 10:
+        print(f"... and {len(errors) - 10} more failed files" + (f" (see {args.errors})" if args.errors else ""), file=sys.stderr)
+    if random_weights:
+        print("WARNING: RANDOM WEIGHTS. These vectors come from an untrained model and are useless for "
+              "real search; the collection's metadata says random_weights=true.", file=sys.stderr)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def _search(args, parser) -> int:
+    if bool(args.text) == bool(args.image):
+        parser.error("give a TEXT or --image FILE")
+    from ray_pipeline import search
+
+    override = None
+    if args.model or args.checkpoint or args.pretrained or args.allow_random_weights:
+        override = ModelSpec(args.model or DEFAULT_MODEL, args.pretrained, args.checkpoint, args.allow_random_weights)
+    if args.image:
+        results = search.search_image(_target(args), args.image, args.k, override)
+    else:
+        results = search.search_text(_target(args), args.text, args.k, override)
+    if args.json:
+        print(json.dumps({"results": results}))
+        return 0
+    for rank, result in enumerate(results, 1):
+        caption = f"  {result['caption']}" if "caption" in result else ""
+        print(f"{rank}. {result['score']:.4f}  {result['path']}{caption}")
+    if not results:
+        print("no results: the collection is empty")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("ray_pipeline").setLevel(logging.INFO)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run = _ingest if args.command == "ingest" else _search
+    try:
+        return run(args, parser)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_RUN

@@ -1,0 +1,26 @@
+"""Config: everything one ingestion needs to know, in one object passed down the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ray_pipeline.decode import DEFAULT_MAX_PIXELS
+from ray_pipeline.model import ModelSpec
+from ray_pipeline.store import StoreTarget
+
+DECODE_BATCH_SIZE = 16  # files per CPU-stage call: small, since RAW files are large in memory
+DECODE_ACTOR_MEMORY = 2 * 1024**3  # declared to Ray per decode actor so a node is not over-packed
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    target: StoreTarget
+    model: ModelSpec = ModelSpec()
+    paths: tuple[str, ...] = ()
+    manifest: str | None = None
+    batch_size: int | None = None  # embedding batch; None: 256 on CUDA, 32 on CPU
+    actors: tuple[int, int] | None = None  # embedding actor pool bounds; None: one per GPU, or 1
+    device: str = "auto"  # auto | cpu | cuda
+    compile: str = "auto"  # auto (on for CUDA) | on | off
+    errors_file: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS

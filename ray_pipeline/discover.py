@@ -1,0 +1,95 @@
+"""Discovery: turn the user's folders, files or manifest into the list of photo paths to ingest."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PHOTO_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "tif", "tiff", "webp", "bmp", "gif"})
+RAW_EXTENSIONS = frozenset({"dng", "cr2", "cr3", "nef", "arw", "rw2", "orf", "raf", "pef", "srw"})
+SUPPORTED_EXTENSIONS = PHOTO_EXTENSIONS | RAW_EXTENSIONS
+
+
+class DiscoveryError(Exception):
+    """A path the user named cannot be used; the job does not start."""
+
+
+def extension_of(path: str) -> str:
+    """Lower-case extension without the dot ('' when there is none)."""
+    return os.path.splitext(path)[1][1:].lower()
+
+
+def is_raw(path: str) -> bool:
+    return extension_of(path) in RAW_EXTENSIONS
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _walk(root: str) -> list[str]:
+    """Recursive listing that skips hidden entries and never follows symlinked folders."""
+    found: list[str] = []
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # an unreadable folder holds nothing we could ingest
+        for entry in entries:
+            if _is_hidden(entry.name):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(entry.path)
+            elif extension_of(entry.name) in SUPPORTED_EXTENSIONS and (
+                entry.is_file(follow_symlinks=False) or entry.is_symlink()
+            ):
+                # A symlink to a file is kept (a broken one fails later with its reason).
+                found.append(entry.path)
+    return found
+
+
+def discover(paths: list[str]) -> list[str]:
+    """Absolute, sorted, de-duplicated photo paths under the given files and folders.
+
+    A named file is taken whatever its extension: the user asked for it explicitly.
+    """
+    found: set[str] = set()
+    for given in paths:
+        path = os.path.abspath(os.path.expanduser(given))
+        if os.path.isdir(path):
+            found.update(_walk(path))
+        elif os.path.lexists(path):
+            found.add(path)
+        else:
+            raise DiscoveryError(f"no such file or folder: {given}")
+    return sorted(found)
+
+
+def read_manifest(manifest: str) -> list[str]:
+    """Paths listed in a manifest: a text file (one path per line) or Parquet with a `path` column.
+
+    Relative entries are taken relative to the manifest's own folder, so a manifest can travel with
+    its library. Blank lines and lines starting with '#' are ignored.
+    """
+    manifest_path = Path(manifest).expanduser()
+    if not manifest_path.is_file():
+        raise DiscoveryError(f"no such manifest: {manifest}")
+    base = manifest_path.resolve().parent
+    if manifest_path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(manifest_path, columns=["path"])
+        except Exception as exc:  # pyarrow raises several types for a missing column
+            raise DiscoveryError(f"manifest {manifest}: cannot read a 'path' column ({exc})") from exc
+        entries = [p for p in table.column("path").to_pylist() if p]
+    else:
+        try:
+            text = manifest_path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DiscoveryError(f"manifest {manifest}: not UTF-8 text ({exc.reason})") from exc
+        entries = [line.strip() for line in text.splitlines()]
+        entries = [e for e in entries if e and not e.startswith("#")]
+    return sorted({os.path.abspath(os.path.join(base, os.path.expanduser(e))) for e in entries})

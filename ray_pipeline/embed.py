@@ -1,0 +1,84 @@
+"""Embed (the model stage): model-sized uint8 pixels -> L2-normalised CLIP image vectors.
+
+A Ray Data class UDF: each actor loads the model once. On CUDA it runs in fp16 under
+`torch.compile`, warmed up on the one batch shape it will ever see (short batches are padded), with
+pinned host memory, non-blocking copies and normalisation on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ray_pipeline import model as clip_model
+from ray_pipeline.prepare import NEW
+
+logger = logging.getLogger(__name__)
+
+
+class ImageEncoder:
+    """A loaded OpenCLIP image tower that takes (N, H, W, 3) uint8 arrays."""
+
+    def __init__(
+        self,
+        resolved: clip_model.ResolvedModel,
+        device: str = "cpu",
+        compile: bool = False,
+        batch_size: int = 0,
+        network=None,
+    ):
+        """`network`: an already loaded model of `resolved` to share (a search holds one); else loaded here."""
+        import torch
+
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        network = network if network is not None else clip_model.load(resolved, device=device)
+        self.visual = network.visual.to(self.dtype)
+        shape = (1, 3, 1, 1)
+        self.mean = torch.tensor(resolved.preprocess["mean"], device=self.device, dtype=self.dtype).view(shape)
+        self.std = torch.tensor(resolved.preprocess["std"], device=self.device, dtype=self.dtype).view(shape)
+        self.batch_size = batch_size
+        if compile:
+            self.visual = torch.compile(self.visual)
+            size = resolved.preprocess["size"]
+            height, width = (size, size) if isinstance(size, int) else size
+            self.encode(np.zeros((batch_size or 1, height, width, 3), np.uint8))  # compile now, once
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 unit vectors, one per picture."""
+        import torch
+
+        count = len(pixels)
+        if self.batch_size and count < self.batch_size:  # keep one shape: no recompiles
+            pad = np.zeros((self.batch_size - count, *pixels.shape[1:]), np.uint8)
+            pixels = np.concatenate([pixels, pad])
+        host = torch.from_numpy(np.require(pixels, np.uint8, ["C", "W"]))
+        if self.device.type == "cuda":
+            host = host.pin_memory()
+        with torch.inference_mode():
+            batch = host.to(self.device, non_blocking=True).permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
+            features = self.visual((batch - self.mean) / self.std).float()
+            features = torch.nn.functional.normalize(features, dim=-1)
+        return features[:count].cpu().numpy()
+
+
+class EmbedImages:
+    """Ray Data class UDF: embeds the batch's "new" rows, passes the others through."""
+
+    def __init__(self, resolved: clip_model.ResolvedModel, device: str, compile: bool, batch_size: int):
+        self.encoder = ImageEncoder(resolved, device, compile, batch_size)
+        size = resolved.preprocess["size"]
+        self.shape = (size, size, 3) if isinstance(size, int) else (*size, 3)
+        logger.info("embedding actor ready: %s on %s (compiled: %s)", resolved.architecture, device, compile)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        new = np.flatnonzero(batch["status"] == NEW)
+        embeddings = np.array([b""] * len(batch["status"]), dtype=object)
+        if len(new):
+            pixels = np.stack([np.frombuffer(batch["pixels"][i], np.uint8).reshape(self.shape) for i in new])
+            for i, vector in zip(new, self.encoder.encode(pixels)):
+                embeddings[i] = vector.astype(np.float32).tobytes()
+        batch["embedding"] = embeddings
+        del batch["pixels"]  # not needed downstream: keep it out of the object store
+        return batch

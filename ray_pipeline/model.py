@@ -1,0 +1,171 @@
+"""Model: which OpenCLIP weights a job uses, loading them, and the identity recorded with the vectors."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+RANDOM_SEED = 0  # every actor and every search must build the very same random model
+
+
+class ModelError(Exception):
+    """The requested weights cannot be used; the job does not start."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the user asked for. `name` is an OpenCLIP architecture or a path to a model-config JSON."""
+
+    name: str = DEFAULT_MODEL
+    pretrained: str | None = DEFAULT_PRETRAINED
+    checkpoint: str | None = None
+    allow_random_weights: bool = False
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Weights that are known to load: what each actor loads, and what the collection records."""
+
+    architecture: str  # the OpenCLIP model name
+    config_file: str | None  # the model-config JSON for architectures OpenCLIP does not ship
+    pretrained: str | None  # tag or local checkpoint path handed to open_clip.create_model
+    weights: str  # recorded identity: the tag, "checkpoint:sha256:<hex>", or "random:seed=0"
+    random_weights: bool
+    embedding_dim: int
+    preprocess: dict  # OpenCLIP's preprocess config: size, mean, std, interpolation, resize_mode
+
+    def collection_metadata(self) -> dict[str, Any]:
+        """Metadata stored on a collection so that later writes and searches use the same model."""
+        meta: dict[str, Any] = {
+            "model": self.architecture,
+            "weights": self.weights,
+            "random_weights": self.random_weights,
+            "embedding_dim": self.embedding_dim,
+        }
+        if self.config_file:
+            meta["model_config_file"] = self.config_file
+        if self.pretrained and os.path.isfile(self.pretrained):
+            meta["checkpoint_path"] = self.pretrained
+        return meta
+
+
+def _register_architecture(name: str) -> tuple[str, str | None]:
+    import open_clip
+
+    if name.lower().endswith(".json"):
+        path = os.path.abspath(os.path.expanduser(name))
+        if not os.path.isfile(path):
+            raise ModelError(f"no such model config file: {name}")
+        open_clip.add_model_config(path)
+        return os.path.splitext(os.path.basename(path))[0], path
+    if open_clip.get_model_config(name) is None and not name.startswith(("hf-hub:", "local-dir:")):
+        raise ModelError(f"unknown OpenCLIP architecture {name!r} (see open_clip.list_models())")
+    return name, None
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _build(architecture: str, pretrained: str | None, device: str = "cpu"):
+    import open_clip
+    import torch
+
+    if pretrained is None:
+        torch.manual_seed(RANDOM_SEED)
+    model = open_clip.create_model(architecture, pretrained=pretrained, device=device)
+    return model.eval()
+
+
+def resolve(spec: ModelSpec):
+    """Check that the weights load, once, on the driver; returns (ResolvedModel, the loaded model).
+
+    Failing here gives the user one clear line before any work starts, instead of a crash inside
+    every actor.
+    """
+    import open_clip
+
+    architecture, config_file = _register_architecture(spec.name)
+    if spec.checkpoint:
+        checkpoint = os.path.abspath(os.path.expanduser(spec.checkpoint))
+        if not os.path.isfile(checkpoint):
+            raise ModelError(f"no such checkpoint file: {spec.checkpoint}")
+        pretrained, weights = checkpoint, f"checkpoint:sha256:{file_sha256(checkpoint)}"
+    elif spec.pretrained:
+        if not open_clip.get_pretrained_cfg(architecture, spec.pretrained):
+            tags = open_clip.list_pretrained_tags_by_model(architecture)
+            raise ModelError(f"unknown pretrained tag {spec.pretrained!r} for {architecture}; known tags: {tags}")
+        pretrained, weights = spec.pretrained, spec.pretrained
+    else:
+        pretrained, weights = None, ""
+    random_weights = pretrained is None
+    try:
+        model = _build(architecture, pretrained)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if spec.checkpoint:
+            raise ModelError(f"checkpoint {spec.checkpoint} does not load into {architecture}: {reason}") from exc
+        if not spec.allow_random_weights:
+            raise ModelError(
+                f"cannot load pretrained weights {spec.pretrained!r} for {architecture} ({reason}); "
+                "pass --checkpoint FILE with a local copy, or --allow-random-weights to try the "
+                "pipeline with meaningless vectors"
+            ) from exc
+        logger.warning("cannot load pretrained weights %r: %s", spec.pretrained, reason)
+        pretrained, random_weights = None, True
+        model = _build(architecture, None)
+    if random_weights:
+        weights = f"random:seed={RANDOM_SEED}"
+    preprocess = dict(open_clip.get_model_preprocess_cfg(model))
+    resolved = ResolvedModel(
+        architecture=architecture,
+        config_file=config_file,
+        pretrained=pretrained,
+        weights=weights,
+        random_weights=random_weights,
+        embedding_dim=_probe_dim(model, preprocess),
+        preprocess=preprocess,
+    )
+    return resolved, model
+
+
+def _probe_dim(model, preprocess: dict) -> int:
+    import torch
+
+    size = preprocess["size"]
+    height, width = (size, size) if isinstance(size, int) else size
+    with torch.no_grad():
+        return int(model.encode_image(torch.zeros(1, 3, height, width)).shape[-1])
+
+
+def load(resolved: ResolvedModel, device: str = "cpu"):
+    """Build the model an actor or a search uses: the same weights that `resolve` checked."""
+    if resolved.config_file:
+        import open_clip
+
+        open_clip.add_model_config(resolved.config_file)
+    return _build(resolved.architecture, resolved.pretrained, device)
+
+
+def spec_from_collection(metadata: dict, override: ModelSpec | None = None) -> ModelSpec:
+    """The spec that rebuilds a collection's model, from what the collection recorded."""
+    if override is not None:
+        return override
+    name = metadata.get("model_config_file") or metadata.get("model") or DEFAULT_MODEL
+    weights = str(metadata.get("weights", ""))
+    if metadata.get("random_weights"):
+        return ModelSpec(name=name, pretrained=None, allow_random_weights=True)
+    if weights.startswith("checkpoint:"):
+        return ModelSpec(name=name, pretrained=None, checkpoint=metadata.get("checkpoint_path"))
+    return replace(ModelSpec(name=name), pretrained=weights or DEFAULT_PRETRAINED)

@@ -1,0 +1,148 @@
+"""Pipeline: the whole Ray Data plan of one ingestion, from paths to records in Chroma."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+
+import pyarrow as pa
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from ray_pipeline import model as clip_model
+from ray_pipeline.config import DECODE_ACTOR_MEMORY, DECODE_BATCH_SIZE, IngestConfig
+from ray_pipeline.decode import InputGeometry
+from ray_pipeline.discover import discover, read_manifest
+from ray_pipeline.embed import EmbedImages
+from ray_pipeline.prepare import DuplicateRegistry, PrepareImages
+from ray_pipeline.sink import ChromaDatasink
+from ray_pipeline.store import ChromaStore, StoreError, StoreHandle
+
+logger = logging.getLogger(__name__)
+
+
+class PipelineError(Exception):
+    """The job cannot run as configured; the message is the one line users see."""
+
+
+class _DeferredChromaStore(ChromaStore):
+    """The actor that owns an embedded Chroma: opened by `open` so its errors reach the driver as raised."""
+
+    def __init__(self):
+        pass
+
+    def open(self, target, model_metadata) -> None:
+        ChromaStore.__init__(self, target, model_metadata)
+
+
+def choose_device(requested: str) -> str:
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if requested == "cuda" and gpus < 1:
+        raise PipelineError("--device cuda, but the Ray cluster has no GPU")
+    if requested == "auto":
+        return "cuda" if gpus >= 1 else "cpu"
+    return requested
+
+
+def _paths_dataset(config: IngestConfig) -> ray.data.Dataset:
+    """The input as a dataset of `path` rows, cut in blocks small enough to spread over the CPU actors."""
+    if config.manifest and config.manifest.lower().endswith(".parquet"):
+        return _parquet_manifest(config.manifest)
+    paths = read_manifest(config.manifest) if config.manifest else discover(list(config.paths))
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    rows_per_block = min(1024, max(DECODE_BATCH_SIZE, math.ceil(len(paths) / (cpus * 8))))
+    blocks = [pa.table({"path": paths[i : i + rows_per_block]}) for i in range(0, len(paths), rows_per_block)]
+    return ray.data.from_arrow(blocks or [pa.table({"path": pa.array([], pa.string())})])
+
+
+def _parquet_manifest(manifest: str) -> ray.data.Dataset:
+    """A Parquet manifest is read by Ray itself, so a hundred million paths never sit in the driver."""
+    if not os.path.isfile(manifest):
+        raise PipelineError(f"no such manifest: {manifest}")
+    base = os.path.dirname(os.path.abspath(manifest))
+    try:
+        ds = ray.data.read_parquet(manifest, columns=["path"])
+        rows = ds.count()
+    except Exception as exc:
+        raise PipelineError(f"manifest {manifest}: cannot read a 'path' column ({type(exc).__name__})") from None
+
+    def absolute(batch):
+        batch["path"] = [os.path.abspath(os.path.join(base, os.path.expanduser(str(p)))) for p in batch["path"]]
+        return batch
+
+    return ds.repartition(max(1, math.ceil(rows / 1024))).map_batches(absolute, batch_format="numpy")
+
+
+def _open_store(config: IngestConfig, collection_metadata: dict, here) -> StoreHandle:
+    """Create or check the collection before any work; embedded Chroma gets its single owner actor."""
+    if not config.target.embedded:
+        ChromaStore(config.target, collection_metadata)
+        return StoreHandle(config.target)
+    owner = ray.remote(_DeferredChromaStore).options(num_cpus=0, scheduling_strategy=here).remote()
+    try:
+        ray.get(owner.open.remote(config.target, collection_metadata))
+    except StoreError as exc:
+        raise StoreError(str(getattr(exc, "cause", exc))) from None
+    return StoreHandle(config.target, owner)
+
+
+def _embedding_pool(device: str, actors: tuple[int, int] | None) -> tuple[int, int, float]:
+    """(min actors, max actors, CPUs per actor) for the embedding stage."""
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    if device == "cuda":
+        gpus = int(ray.cluster_resources().get("GPU", 1))
+        low, high = actors or (1, max(1, gpus))
+        return low, high, 1
+    low, high = actors or (1, 1)
+    return low, high, max(1, cpus // (2 * high))
+
+
+def run_ingest(config: IngestConfig) -> dict:
+    """Run one ingestion to the end and return its summary (the errors list under "errors")."""
+    started = time.monotonic()
+    resolved, _ = clip_model.resolve(config.model)
+    if resolved.random_weights:
+        logger.warning("RANDOM WEIGHTS: the vectors of %r will be meaningless for search", config.target.collection)
+    geometry = InputGeometry.from_preprocess(resolved.preprocess)
+    device = choose_device(config.device)
+    use_compile = config.compile == "on" or (config.compile == "auto" and device == "cuda")
+    batch_size = config.batch_size or (256 if device == "cuda" else 32)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+
+    store = _open_store(config, resolved.collection_metadata(), here)
+    registry = ray.remote(DuplicateRegistry).options(num_cpus=0, scheduling_strategy=here).remote()
+    low, high, embed_cpus = _embedding_pool(device, config.actors)
+    cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
+    decode_actors = max(1, cluster_cpus - high * embed_cpus)
+
+    sink = ChromaDatasink(store)
+    try:
+        (
+            _paths_dataset(config)
+            .map_batches(
+                PrepareImages,
+                fn_constructor_kwargs={"store": store, "registry": registry, "geometry": geometry, "max_pixels": config.max_pixels},
+                batch_size=DECODE_BATCH_SIZE,
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=decode_actors),
+                num_cpus=1,
+                memory=DECODE_ACTOR_MEMORY,
+            )
+            .map_batches(
+                EmbedImages,
+                fn_constructor_kwargs={"resolved": resolved, "device": device, "compile": use_compile, "batch_size": batch_size},
+                batch_size=batch_size,
+                compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
+                num_gpus=1 if device == "cuda" else 0,
+                num_cpus=embed_cpus,
+            )
+            .write_datasink(sink)
+        )
+    finally:  # release the embedded Chroma folder now, not when garbage collection gets to it
+        for actor in (store.actor, registry):
+            if actor is not None:
+                ray.kill(actor)
+    summary = {"collection": config.target.collection, **sink.tally.summary()}
+    summary["seconds"] = round(time.monotonic() - started, 2)
+    return {**summary, "errors": sink.tally.errors, "random_weights": resolved.random_weights}

@@ -1,0 +1,141 @@
+"""Prepare (the CPU stage): read each file once, hash it, skip what is stored, decode what is new.
+
+Rows leave this stage with a `status`: "new" rows carry model-sized pixels and their metadata;
+"existing", "duplicate" and "failed" rows carry only what the summary and the errors file need.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ray_pipeline.decode import DecodeError, DecodedPhoto, InputGeometry, decode_image, decode_raw
+from ray_pipeline.discover import extension_of, is_raw
+
+NEW, EXISTING, DUPLICATE, FAILED = "new", "existing", "duplicate", "failed"
+
+
+@dataclass
+class FileBytes:
+    path: str
+    data: bytes
+    size: int
+    mtime: float
+
+
+def read_file(path: str) -> FileBytes:
+    """The file's bytes and stat, or an OSError whose message is the reason users see."""
+    try:
+        with open(path, "rb") as f:
+            stat = os.fstat(f.fileno())
+            data = f.read()
+    except OSError as exc:
+        raise OSError(exc.errno, _read_failure(path, exc)) from None
+    return FileBytes(path=path, data=data, size=stat.st_size, mtime=stat.st_mtime)
+
+
+def _read_failure(path: str, exc: OSError) -> str:
+    if exc.errno == errno.ENOENT and os.path.islink(path):
+        return "broken symlink"
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if exc.errno == errno.EACCES:
+        return "permission denied"
+    if exc.errno == errno.EISDIR:
+        return "is a folder, not a file"
+    return f"cannot read file: {exc.strerror or exc}"
+
+
+def decode_file(file: FileBytes, geometry: InputGeometry, max_pixels: int) -> DecodedPhoto:
+    decoder = decode_raw if is_raw(file.path) else decode_image
+    return decoder(file.data, geometry, max_pixels)
+
+
+def record_metadata(file: FileBytes, photo: DecodedPhoto) -> dict:
+    """The metadata stored with a record (see the README's record layout)."""
+    return {
+        "path": file.path,
+        "filename": os.path.basename(file.path),
+        "format": extension_of(file.path),
+        "is_raw": is_raw(file.path),
+        "width": photo.width,
+        "height": photo.height,
+        "file_size": file.size,
+        "mtime": file.mtime,
+        **photo.exif,
+    }
+
+
+class PrepareImages:
+    """Ray Data class UDF for the CPU stage; one instance per CPU actor."""
+
+    def __init__(self, store, registry, geometry: InputGeometry, max_pixels: int):
+        self.store = store  # StoreHandle: which ids the collection holds already
+        self.registry = registry  # DuplicateRegistry actor: which path owns an id in this job
+        self.geometry = geometry
+        self.max_pixels = max_pixels
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import ray
+
+        paths = [str(p) for p in batch["path"]]
+        ids = [""] * len(paths)
+        status = [FAILED] * len(paths)
+        reasons = [""] * len(paths)
+        pixels = [b""] * len(paths)
+        metadata = [""] * len(paths)
+        files: dict[int, FileBytes] = {}
+        for i, path in enumerate(paths):
+            try:
+                files[i] = read_file(path)
+            except OSError as exc:
+                reasons[i] = exc.strerror
+                continue
+            ids[i] = hashlib.sha256(files[i].data).hexdigest()
+
+        stored = set(self.store.existing_ids(sorted({ids[i] for i in files})) if files else [])
+        candidates = []
+        for i in files:
+            if ids[i] in stored:
+                status[i] = EXISTING
+            else:
+                candidates.append(i)
+        owners = ray.get(self.registry.claim.remote([(ids[i], paths[i]) for i in candidates])) if candidates else []
+        for i, owns in zip(candidates, owners):
+            if not owns:
+                status[i] = DUPLICATE
+                continue
+            try:
+                photo = decode_file(files[i], self.geometry, self.max_pixels)
+            except DecodeError as exc:
+                reasons[i] = str(exc)
+                continue
+            status[i] = NEW
+            pixels[i] = photo.pixels.tobytes()
+            metadata[i] = json.dumps(record_metadata(files[i], photo))
+        return {
+            "path": np.array(paths, dtype=object),
+            "id": np.array(ids, dtype=object),
+            "status": np.array(status, dtype=object),
+            "reason": np.array(reasons, dtype=object),
+            "pixels": np.array(pixels, dtype=object),
+            "metadata": np.array(metadata, dtype=object),
+        }
+
+
+class DuplicateRegistry:
+    """Ray actor: the first path seen with a given id owns it for this job; later ones are duplicates.
+
+    Claims are idempotent per path so a retried task keeps the ids it owned.
+    """
+
+    def __init__(self):
+        self._owner: dict[bytes, str] = {}
+
+    def claim(self, pairs: list[tuple[str, str]]) -> list[bool]:
+        return [self._owner.setdefault(bytes.fromhex(i), path) == path for i, path in pairs]

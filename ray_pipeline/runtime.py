@@ -1,0 +1,51 @@
+"""Runtime: join the Ray cluster the command runs in, or start a local one."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+logger = logging.getLogger(__name__)
+
+
+def _reachable(address: str, timeout: float = 1.0) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _running_local_cluster() -> str | None:
+    """The address of a `ray start` head on this machine that answers, else None.
+
+    A head that was killed leaves its address file behind; plain `ray.init()` would then wait on
+    the dead cluster, so the address is only used when something listens there.
+    """
+    from ray._common.utils import get_ray_address_file
+
+    try:
+        with open(get_ray_address_file(None)) as f:
+            address = f.read().strip()
+    except OSError:
+        return None
+    return address if address and _reachable(address) else None
+
+
+def init_ray() -> str:
+    """Connect to Ray: RAY_ADDRESS (set inside `ray job submit`), a running local head, or a new local Ray.
+
+    Returns a description of where the job runs, for the log.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return "the Ray instance this process already joined"
+    address = os.environ.get("RAY_ADDRESS") or _running_local_cluster()
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+        return f"the Ray cluster at {address}"
+    ray.init(address="local", logging_level=logging.WARNING)
+    return "a new local Ray instance (stops when the command ends)"

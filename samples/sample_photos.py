@@ -1,0 +1,140 @@
+"""Sample photos for the demo, the tests and the benchmarks, made from real pictures that ship in
+scikit-image and scikit-learn: JPEG with EXIF, PNG in several modes, WEBP, TIFF and DNG (RAW).
+
+Run `python -m samples.sample_photos FOLDER` to write a small library into FOLDER.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from fractions import Fraction
+
+import numpy as np
+from PIL import ExifTags, Image
+from PIL.TiffImagePlugin import IFDRational
+
+CAMERA = {"make": "Sampleco", "model": "Field One", "lens": "Sampleco 35mm F2"}
+
+
+def real_photos() -> dict[str, np.ndarray]:
+    """Real RGB photographs (uint8, H x W x 3) from the packages' bundled data."""
+    from skimage import data
+    from sklearn.datasets import load_sample_images
+
+    photos = {name: getattr(data, name)() for name in ("astronaut", "chelsea", "coffee", "rocket")}
+    china, flower = load_sample_images().images
+    photos.update(china=china, flower=flower)
+    return photos
+
+
+def _rational(value: float) -> IFDRational:
+    fraction = Fraction(value).limit_denominator(10000)
+    return IFDRational(fraction.numerator, fraction.denominator)
+
+
+def camera_exif(orientation: int = 1, gps: tuple[float, float] | None = None) -> Image.Exif:
+    """An EXIF block with camera, exposure and (optionally) GPS fields, as cameras write them."""
+    exif = Image.Exif()
+    tag, gps_tag = ExifTags.Base, ExifTags.GPS
+    exif[tag.Make] = CAMERA["make"]
+    exif[tag.Model] = CAMERA["model"]
+    exif[tag.Orientation] = orientation
+    sub = exif.get_ifd(ExifTags.IFD.Exif)
+    sub[tag.LensModel] = CAMERA["lens"]
+    sub[tag.DateTimeOriginal] = "2024:05:01 10:20:30"
+    sub[tag.ISOSpeedRatings] = 400
+    sub[tag.ExposureTime] = _rational(1 / 250)
+    sub[tag.FNumber] = _rational(2.8)
+    sub[tag.FocalLength] = _rational(35.0)
+    if gps:
+        info = exif.get_ifd(ExifTags.IFD.GPSInfo)
+        for value, ref_tag, value_tag, signs in (
+            (gps[0], gps_tag.GPSLatitudeRef, gps_tag.GPSLatitude, "NS"),
+            (gps[1], gps_tag.GPSLongitudeRef, gps_tag.GPSLongitude, "EW"),
+        ):
+            degrees = abs(value)
+            minutes = (degrees % 1) * 60
+            info[ref_tag] = signs[0] if value >= 0 else signs[1]
+            info[value_tag] = (_rational(int(degrees)), _rational(int(minutes)), _rational((minutes % 1) * 60))
+    return exif
+
+
+def stored_for_orientation(upright: np.ndarray, orientation: int) -> np.ndarray:
+    """The pixels a camera stores so that EXIF `orientation` shows `upright` (6: rotate 90 CW to view)."""
+    if orientation == 6:
+        return np.rot90(upright, k=1)  # stored rotated 90 CCW; viewer turns it 90 CW
+    if orientation == 8:
+        return np.rot90(upright, k=-1)
+    if orientation == 3:
+        return np.rot90(upright, k=2)
+    return upright
+
+
+def write_jpeg(path: str, upright: np.ndarray, orientation: int = 1, gps=None, quality: int = 92) -> None:
+    stored = np.ascontiguousarray(stored_for_orientation(upright, orientation))
+    Image.fromarray(stored).save(path, "JPEG", quality=quality, exif=camera_exif(orientation, gps).tobytes())
+
+
+def bayer_mosaic(rgb: np.ndarray, white_level: int = 4095) -> np.ndarray:
+    """A 12-bit RGGB Bayer mosaic of a (gamma-decoded) RGB picture: what a sensor would record."""
+    linear = (rgb.astype(np.float32) / 255.0) ** 2.2 * white_level
+    h, w = (rgb.shape[0] // 2) * 2, (rgb.shape[1] // 2) * 2
+    mosaic = np.zeros((h, w), np.uint16)
+    mosaic[0::2, 0::2] = linear[0:h:2, 0:w:2, 0]
+    mosaic[0::2, 1::2] = linear[0:h:2, 1:w:2, 1]
+    mosaic[1::2, 0::2] = linear[1:h:2, 0:w:2, 1]
+    mosaic[1::2, 1::2] = linear[1:h:2, 1:w:2, 2]
+    return mosaic
+
+
+def write_dng(path: str, rgb: np.ndarray) -> None:
+    """An uncompressed DNG (CFA, 16 bits per sample) that LibRaw decodes; `path` ends in .dng."""
+    from pidng.core import RAW2DNG, DNGTags, Tag
+    from pidng.defs import CalibrationIlluminant, CFAPattern, DNGVersion, Orientation, PhotometricInterpretation
+
+    mosaic = bayer_mosaic(rgb)
+    height, width = mosaic.shape
+    tags = DNGTags()
+    for tag, value in (
+        (Tag.ImageWidth, width), (Tag.ImageLength, height), (Tag.TileWidth, width), (Tag.TileLength, height),
+        (Tag.Orientation, Orientation.Horizontal),
+        (Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
+        (Tag.SamplesPerPixel, 1), (Tag.BitsPerSample, 16),
+        (Tag.CFARepeatPatternDim, [2, 2]), (Tag.CFAPattern, CFAPattern.RGGB),
+        (Tag.BlackLevel, 0), (Tag.WhiteLevel, 4095),
+        (Tag.ColorMatrix1, [[1, 1], [0, 1], [0, 1], [0, 1], [1, 1], [0, 1], [0, 1], [0, 1], [1, 1]]),
+        (Tag.CalibrationIlluminant1, CalibrationIlluminant.D65),
+        (Tag.AsShotNeutral, [[1, 1], [1, 1], [1, 1]]),
+        (Tag.Make, CAMERA["make"]), (Tag.Model, CAMERA["model"]),
+        (Tag.DNGVersion, DNGVersion.V1_4), (Tag.DNGBackwardVersion, DNGVersion.V1_2),
+    ):
+        tags.set(tag, value)
+    writer = RAW2DNG()
+    writer.options(tags, path="", compress=False)
+    writer.convert(mosaic, filename=os.path.splitext(path)[0])
+
+
+def write_library(folder: str) -> dict[str, str]:
+    """A small mixed library: one file per format and mode. Returns {file name: what it shows}."""
+    os.makedirs(folder, exist_ok=True)
+    photos = real_photos()
+    shows: dict[str, str] = {}
+
+    def save(name: str, subject: str, writer) -> None:
+        writer(os.path.join(folder, name))
+        shows[name] = subject
+
+    save("astronaut.jpg", "astronaut", lambda p: write_jpeg(p, photos["astronaut"], gps=(48.8584, 2.2945)))
+    save("chelsea_rotated.JPG", "chelsea", lambda p: write_jpeg(p, photos["chelsea"], orientation=6))
+    save("coffee.png", "coffee", lambda p: Image.fromarray(photos["coffee"]).save(p))
+    save("rocket.webp", "rocket", lambda p: Image.fromarray(photos["rocket"]).save(p, quality=90))
+    save("china.tiff", "china", lambda p: Image.fromarray(photos["china"]).save(p))
+    save("flower.dng", "flower", lambda p: write_dng(p, photos["flower"]))
+    return shows
+
+
+if __name__ == "__main__":
+    target = sys.argv[1] if len(sys.argv) > 1 else "sample_photos"
+    for name, subject in write_library(target).items():
+        print(f"{os.path.join(target, name)}: {subject}")
