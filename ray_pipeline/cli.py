@@ -142,7 +142,8 @@ def _search(args, parser) -> int:
 
     override = None
     if args.model or args.checkpoint or args.pretrained or args.allow_random_weights:
-        override = ModelSpec(args.model or DEFAULT_MODEL, args.pretrained, args.checkpoint, args.allow_random_weights)
+        pretrained = args.pretrained or (None if args.checkpoint else DEFAULT_PRETRAINED)
+        override = ModelSpec(args.model or DEFAULT_MODEL, pretrained, args.checkpoint, args.allow_random_weights)
     if args.image:
         results = search.search_image(_target(args), args.image, args.k, override)
     else:

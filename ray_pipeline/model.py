@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlparse
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class ResolvedModel:
     architecture: str  # the OpenCLIP model name
     config_file: str | None  # the model-config JSON for architectures OpenCLIP does not ship
     pretrained: str | None  # tag or local checkpoint path handed to open_clip.create_model
+    local_weights: str | None  # the file the driver loaded: used directly where it exists
     weights: str  # recorded identity: the tag, "checkpoint:sha256:<hex>", or "random:seed=0"
     random_weights: bool
     embedding_dim: int
@@ -78,6 +81,36 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    parsed = urlparse(url)
+    try:
+        socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout).close()
+        return True
+    except (OSError, TypeError):
+        return False
+
+
+def _download(pretrained_cfg: dict) -> str:
+    """The local file of a pretrained tag's weights: cached, else downloaded.
+
+    When the hub cannot be reached, only the cache is tried, so an offline machine gets its answer at
+    once instead of after a minute of retries.
+    """
+    import huggingface_hub.constants as hub
+    import open_clip
+
+    source = hub.ENDPOINT if pretrained_cfg.get("hf_hub") else pretrained_cfg.get("url", "")
+    offline = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = offline or not _reachable(source)
+    try:
+        path = open_clip.download_pretrained(pretrained_cfg)
+    finally:
+        hub.HF_HUB_OFFLINE = offline
+    if not path:
+        raise ModelError("no download source for these weights")
+    return path
+
+
 def _build(architecture: str, pretrained: str | None, device: str = "cpu"):
     import open_clip
     import torch
@@ -88,6 +121,26 @@ def _build(architecture: str, pretrained: str | None, device: str = "cpu"):
     return model.eval()
 
 
+def _requested_weights(spec: ModelSpec, architecture: str) -> tuple[str | None, str, dict]:
+    """(what create_model gets, the recorded identity, the tag's OpenCLIP config or {})."""
+    import open_clip
+
+    if spec.checkpoint:
+        checkpoint = os.path.abspath(os.path.expanduser(spec.checkpoint))
+        if not os.path.isfile(checkpoint):
+            raise ModelError(f"no such checkpoint file: {spec.checkpoint}")
+        return checkpoint, f"checkpoint:sha256:{file_sha256(checkpoint)}", {}
+    if spec.pretrained:
+        tag_cfg = open_clip.get_pretrained_cfg(architecture, spec.pretrained)
+        if not tag_cfg:
+            tags = open_clip.list_pretrained_tags_by_model(architecture)
+            raise ModelError(f"unknown pretrained tag {spec.pretrained!r} for {architecture}; known tags: {tags}")
+        return spec.pretrained, spec.pretrained, tag_cfg
+    if not spec.allow_random_weights:
+        raise ModelError("no weights given: pass --pretrained TAG, --checkpoint FILE or --allow-random-weights")
+    return None, f"random:seed={RANDOM_SEED}", {}
+
+
 def resolve(spec: ModelSpec):
     """Check that the weights load, once, on the driver; returns (ResolvedModel, the loaded model).
 
@@ -95,23 +148,13 @@ def resolve(spec: ModelSpec):
     every actor.
     """
     import open_clip
+    from open_clip.transform import merge_preprocess_dict
 
     architecture, config_file = _register_architecture(spec.name)
-    if spec.checkpoint:
-        checkpoint = os.path.abspath(os.path.expanduser(spec.checkpoint))
-        if not os.path.isfile(checkpoint):
-            raise ModelError(f"no such checkpoint file: {spec.checkpoint}")
-        pretrained, weights = checkpoint, f"checkpoint:sha256:{file_sha256(checkpoint)}"
-    elif spec.pretrained:
-        if not open_clip.get_pretrained_cfg(architecture, spec.pretrained):
-            tags = open_clip.list_pretrained_tags_by_model(architecture)
-            raise ModelError(f"unknown pretrained tag {spec.pretrained!r} for {architecture}; known tags: {tags}")
-        pretrained, weights = spec.pretrained, spec.pretrained
-    else:
-        pretrained, weights = None, ""
-    random_weights = pretrained is None
+    pretrained, weights, tag_cfg = _requested_weights(spec, architecture)
     try:
-        model = _build(architecture, pretrained)
+        local_weights = _download(tag_cfg) if tag_cfg else pretrained
+        model = _build(architecture, local_weights)
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if spec.checkpoint:
@@ -123,17 +166,17 @@ def resolve(spec: ModelSpec):
                 "pipeline with meaningless vectors"
             ) from exc
         logger.warning("cannot load pretrained weights %r: %s", spec.pretrained, reason)
-        pretrained, random_weights = None, True
+        pretrained = local_weights = None
+        weights, tag_cfg = f"random:seed={RANDOM_SEED}", {}
         model = _build(architecture, None)
-    if random_weights:
-        weights = f"random:seed={RANDOM_SEED}"
-    preprocess = dict(open_clip.get_model_preprocess_cfg(model))
+    preprocess = merge_preprocess_dict(open_clip.get_model_preprocess_cfg(model), tag_cfg)
     resolved = ResolvedModel(
         architecture=architecture,
         config_file=config_file,
         pretrained=pretrained,
+        local_weights=local_weights,
         weights=weights,
-        random_weights=random_weights,
+        random_weights=pretrained is None,
         embedding_dim=_probe_dim(model, preprocess),
         preprocess=preprocess,
     )
@@ -155,7 +198,8 @@ def load(resolved: ResolvedModel, device: str = "cpu"):
         import open_clip
 
         open_clip.add_model_config(resolved.config_file)
-    return _build(resolved.architecture, resolved.pretrained, device)
+    here = resolved.local_weights if resolved.local_weights and os.path.isfile(resolved.local_weights) else None
+    return _build(resolved.architecture, here or resolved.pretrained, device)
 
 
 def spec_from_collection(metadata: dict, override: ModelSpec | None = None) -> ModelSpec:
