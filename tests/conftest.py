@@ -1,0 +1,120 @@
+"""Shared test fixtures: a tiny seeded OpenCLIP model, a photo library made from real pictures, one Ray
+head for the whole session (the CLI joins it through RAY_ADDRESS), and a helper that runs the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# A CLIP of the same classes as ViT-B-32, small enough for a 2-core test machine.
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "patch_size": 32, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def save_tiny_clip(folder: Path, seed: int) -> tuple[Path, Path]:
+    """A model-config JSON and a checkpoint (state dict saved with torch.save) of a seeded tiny CLIP."""
+    import open_clip
+    import torch
+
+    config = folder / "tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(config)
+    torch.manual_seed(seed)
+    model = open_clip.create_model("tiny-clip")
+    checkpoint = folder / f"tiny-clip-seed{seed}.pt"
+    torch.save(model.state_dict(), checkpoint)
+    return config, checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("model")
+    config, checkpoint = save_tiny_clip(folder, seed=1234)
+    _, other_checkpoint = save_tiny_clip(folder, seed=99)
+    return {"config": str(config), "checkpoint": str(checkpoint), "other_checkpoint": str(other_checkpoint)}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_args(tiny_model) -> list[str]:
+    return ["--model", tiny_model["config"], "--checkpoint", tiny_model["checkpoint"]]
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """One `ray start --head` for the session, with its own temp folder so it is never joined by accident."""
+    temp = tempfile.mkdtemp(prefix="rpt", dir="/tmp")  # short: Ray's socket paths have a length limit
+    gcs_port, dashboard_port = free_port(), free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    subprocess.run(
+        [ray_bin, "start", "--head", f"--port={gcs_port}", f"--dashboard-port={dashboard_port}",
+         "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
+        check=True, env=env, capture_output=True,
+    )
+    head = {
+        "address": f"127.0.0.1:{gcs_port}",
+        "dashboard": f"http://127.0.0.1:{dashboard_port}",
+        "env": {"RAY_ADDRESS": f"127.0.0.1:{gcs_port}", "RAY_AUTH_MODE": "token"},
+    }
+    yield head
+    subprocess.run([ray_bin, "stop", "--force"], env={**env, "RAY_TMPDIR": temp}, capture_output=True)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def run_cli(args: list[str], env: dict | None = None, cwd: str | Path | None = None, timeout: int = 300):
+    """`python -m ray_pipeline ARGS` as a user runs it; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", "ray_pipeline", *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def summary_of(completed) -> dict:
+    """The JSON summary: the last line the ingest command prints on stdout."""
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def cli(ray_head):
+    """Run the CLI against the session's Ray head."""
+
+    def run(*args: str, env: dict | None = None, **kwargs):
+        return run_cli(list(args), env={**ray_head["env"], **(env or {})}, **kwargs)
+
+    return run
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

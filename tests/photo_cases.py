@@ -1,0 +1,110 @@
+"""The test library: every format and pixel mode the product promises to read, the broken files it
+must report, a duplicate, and files it must ignore. Each valid case knows the picture OpenCLIP's own
+preprocessing should see, so tests can compare vectors against OpenCLIP itself."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from samples.sample_photos import real_photos, write_dng, write_jpeg
+
+
+@dataclass
+class Case:
+    name: str  # path relative to the library root
+    kind: str  # "valid", "duplicate", "failed" or "ignored"
+    reference: Callable[[Path], Image.Image] | None = None  # the upright picture, for valid files
+    reason: str = ""  # a fragment of the reason, for failed files
+    metadata: dict = field(default_factory=dict)  # expected record metadata values
+
+
+def _exif_upright(path: Path) -> Image.Image:
+    return ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+
+
+def _as_rgb(path: Path) -> Image.Image:
+    return Image.open(path).convert("RGB")
+
+
+def _raw_full(path: Path) -> Image.Image:
+    import rawpy
+
+    with rawpy.imread(str(path)) as raw:
+        return Image.fromarray(raw.postprocess(use_camera_wb=True, output_bps=8))
+
+
+def write_test_library(root: Path) -> list[Case]:
+    photos = real_photos()
+    root.mkdir(parents=True, exist_ok=True)
+    for sub in ("travel/2024", "modes", "raw", "broken", "copies", ".hidden_dir"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    grey_rocket = np.asarray(Image.fromarray(photos["rocket"]).convert("L"))
+    cases = [
+        Case("travel/astronaut.jpg", "valid", _exif_upright, metadata={
+            "camera_make": "Sampleco", "camera_model": "Field One", "lens": "Sampleco 35mm F2",
+            "datetime_original": "2024-05-01T10:20:30", "iso": 400, "exposure_time": 0.004,
+            "f_number": 2.8, "focal_length": 35.0, "width": 512, "height": 512, "format": "jpg", "is_raw": False}),
+        Case("travel/2024/chelsea_rotated.JPG", "valid", _exif_upright,
+             metadata={"width": 451, "height": 300, "format": "jpg", "camera_make": "Sampleco"}),
+        Case("coffee.png", "valid", _as_rgb, metadata={"width": 600, "height": 400, "format": "png"}),
+        Case("rocket.webp", "valid", _as_rgb, metadata={"format": "webp"}),
+        Case("china.TIFF", "valid", _as_rgb, metadata={"format": "tiff", "width": 640, "height": 427}),
+        Case("modes/alpha.png", "valid", _as_rgb),
+        Case("modes/palette.png", "valid", _as_rgb),
+        Case("modes/grey16.png", "valid", lambda p: Image.fromarray(grey_rocket).convert("RGB")),
+        Case("modes/grey.png", "valid", _as_rgb),
+        Case("modes/cmyk.jpg", "valid", _as_rgb),
+        Case("modes/coffee.gif", "valid", _as_rgb),
+        Case("modes/chelsea.bmp", "valid", _as_rgb),
+        Case("raw/flower.dng", "valid", _raw_full, metadata={
+            "format": "dng", "is_raw": True, "camera_make": "Sampleco", "camera_model": "Field One",
+            "width": 640, "height": 426}),
+        Case("copies/astronaut copy.jpg", "duplicate"),
+        Case("broken/truncated.jpg", "failed", reason="cannot decode image"),
+        Case("broken/empty.png", "failed", reason="empty file"),
+        Case("broken/notes.jpg", "failed", reason="not a recognised image format"),
+        Case("broken/garbage.nef", "failed", reason="LibRaw"),
+        Case("readme.txt", "ignored"),
+        Case(".hidden.jpg", "ignored"),
+        Case(".hidden_dir/secret.jpg", "ignored"),
+        Case("linked/elsewhere.jpg", "ignored"),  # inside a symlinked folder: not followed
+    ]
+    write_jpeg(str(root / "travel/astronaut.jpg"), photos["astronaut"], gps=(48.8584, 2.2945))
+    write_jpeg(str(root / "travel/2024/chelsea_rotated.JPG"), photos["chelsea"], orientation=6)
+    Image.fromarray(photos["coffee"]).save(root / "coffee.png")
+    Image.fromarray(photos["rocket"]).save(root / "rocket.webp", quality=90)
+    Image.fromarray(photos["china"]).save(root / "china.TIFF")
+    alpha = np.dstack([photos["coffee"], np.linspace(0, 255, photos["coffee"].shape[1], dtype=np.uint8)[None].repeat(photos["coffee"].shape[0], 0)])
+    Image.fromarray(alpha, "RGBA").save(root / "modes/alpha.png")
+    Image.fromarray(photos["chelsea"]).quantize(colors=64).save(root / "modes/palette.png")
+    Image.fromarray(grey_rocket.astype(np.uint16) * 257).save(root / "modes/grey16.png")
+    Image.fromarray(photos["china"]).convert("L").save(root / "modes/grey.png")
+    Image.fromarray(photos["flower"]).convert("CMYK").save(root / "modes/cmyk.jpg", quality=92)
+    Image.fromarray(photos["coffee"]).convert("P").save(root / "modes/coffee.gif")
+    Image.fromarray(photos["chelsea"][::-1]).save(root / "modes/chelsea.bmp")
+    write_dng(str(root / "raw/flower.dng"), photos["flower"])
+    shutil.copyfile(root / "travel/astronaut.jpg", root / "copies/astronaut copy.jpg")
+    (root / "broken/truncated.jpg").write_bytes((root / "travel/astronaut.jpg").read_bytes()[:3000])
+    (root / "broken/empty.png").write_bytes(b"")
+    (root / "broken/notes.jpg").write_text("these are notes, not a photo\n")
+    (root / "broken/garbage.nef").write_bytes(np.random.default_rng(0).bytes(50_000))
+    (root / "readme.txt").write_text("not a photo")
+    shutil.copyfile(root / "coffee.png", root / ".hidden.jpg")
+    shutil.copyfile(root / "rocket.webp", root / ".hidden_dir/secret.jpg")
+    outside = root.parent / f"{root.name}_outside"  # a folder reached only through a symlink
+    outside.mkdir(exist_ok=True)
+    Image.fromarray(photos["flower"]).save(outside / "elsewhere.jpg")
+    os.symlink(outside, root / "linked", target_is_directory=True)
+    return cases
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,165 @@
+"""End to end through the CLI on a real Ray head: the records, vectors, metadata, failures and re-runs
+a user relies on."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import summary_of
+from photo_cases import sha256_of, write_test_library
+
+pytestmark = pytest.mark.usefixtures("ray_head")
+
+
+def open_collection(chroma_path, name):
+    import chromadb
+
+    return chromadb.PersistentClient(path=str(chroma_path)).get_collection(name)
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lib") / "photos"
+    return root, write_test_library(root)
+
+
+@pytest.fixture(scope="module")
+def ingested(library, tmp_path_factory, ray_head, tiny_model_args):
+    from conftest import run_cli
+
+    root, cases = library
+    work = tmp_path_factory.mktemp("ingest")
+    errors_file = work / "errors.jsonl"
+    completed = run_cli(
+        ["ingest", str(root), "--collection", "photos", "--chroma-path", str(work / "chroma"),
+         "--errors", str(errors_file), *tiny_model_args],
+        env=ray_head["env"],
+    )
+    return {"summary": summary_of(completed), "stderr": completed.stderr, "chroma": work / "chroma",
+            "errors_file": errors_file, "root": root, "cases": cases}
+
+
+def by_kind(cases, kind):
+    return [c for c in cases if c.kind == kind]
+
+
+def test_summary_counts_every_discovered_file(ingested):
+    cases = ingested["cases"]
+    summary = ingested["summary"]
+    assert summary["collection"] == "photos"
+    assert summary["embedded"] == len(by_kind(cases, "valid"))
+    assert summary["duplicates"] == len(by_kind(cases, "duplicate")) == 1
+    assert summary["failed"] == len(by_kind(cases, "failed"))
+    assert summary["skipped_existing"] == 0
+    assert summary["discovered"] == len(cases) - len(by_kind(cases, "ignored"))
+    assert summary["seconds"] > 0
+    assert list(summary) == ["collection", "discovered", "embedded", "skipped_existing", "duplicates", "failed", "seconds"]
+
+
+def test_stored_ids_are_the_sha256_of_the_valid_distinct_files(ingested):
+    collection = open_collection(ingested["chroma"], "photos")
+    stored = set(collection.get(include=[])["ids"])
+    expected = {sha256_of(ingested["root"] / c.name) for c in by_kind(ingested["cases"], "valid")}
+    assert stored == expected
+    duplicate = ingested["root"] / "copies/astronaut copy.jpg"
+    assert sha256_of(duplicate) in stored  # the copy is the same record, not a second one
+
+
+def test_vectors_match_openclip_own_preprocessing_and_encoding(ingested, tiny_model):
+    import open_clip
+    import torch
+
+    open_clip.add_model_config(tiny_model["config"])
+    model, _, preprocess = open_clip.create_model_and_transforms("tiny-clip", pretrained=tiny_model["checkpoint"])
+    model.eval()
+    collection = open_collection(ingested["chroma"], "photos")
+    for case in by_kind(ingested["cases"], "valid"):
+        path = ingested["root"] / case.name
+        record = collection.get(ids=[sha256_of(path)], include=["embeddings"])
+        stored = np.asarray(record["embeddings"][0], dtype=np.float64)
+        with torch.no_grad():
+            own = model.encode_image(preprocess(case.reference(path))[None], normalize=True)[0].double().numpy()
+        assert abs(np.linalg.norm(stored) - 1) < 1e-4, case.name
+        assert float(stored @ own) > 0.999, f"{case.name}: cosine {float(stored @ own):.5f}"
+
+
+def test_record_metadata(ingested):
+    collection = open_collection(ingested["chroma"], "photos")
+    for case in by_kind(ingested["cases"], "valid"):
+        path = ingested["root"] / case.name
+        metadata = collection.get(ids=[sha256_of(path)], include=["metadatas"])["metadatas"][0]
+        if case.name.startswith("copies/") or metadata["path"].endswith("astronaut copy.jpg"):
+            assert metadata["path"] in {str(path), str(ingested["root"] / "copies/astronaut copy.jpg")}
+        else:
+            assert metadata["path"] == str(path)
+        assert metadata["filename"] == os.path.basename(metadata["path"])
+        assert metadata["file_size"] == path.stat().st_size
+        assert metadata["mtime"] == pytest.approx(path.stat().st_mtime)
+        assert metadata["is_raw"] is case.name.endswith(".dng")
+        for key, value in case.metadata.items():
+            assert metadata[key] == pytest.approx(value), f"{case.name}: {key}"
+    astronaut = collection.get(ids=[sha256_of(ingested["root"] / "travel/astronaut.jpg")], include=["metadatas"])
+    gps = astronaut["metadatas"][0]
+    assert gps["gps_lat"] == pytest.approx(48.8584, abs=1e-4)
+    assert gps["gps_lon"] == pytest.approx(2.2945, abs=1e-4)
+
+
+def test_collection_records_its_model(ingested, tiny_model):
+    collection = open_collection(ingested["chroma"], "photos")
+    assert collection.metadata["model"] == "tiny-clip"
+    assert collection.metadata["weights"].startswith("checkpoint:sha256:")
+    assert collection.metadata["random_weights"] is False
+    assert collection.configuration["hnsw"]["space"] == "cosine"
+
+
+def test_failed_files_are_reported_with_reasons(ingested):
+    lines = ingested["errors_file"].read_text().splitlines()
+    errors = {json.loads(line)["path"]: json.loads(line)["reason"] for line in lines}
+    failed = by_kind(ingested["cases"], "failed")
+    assert set(errors) == {str(ingested["root"] / c.name) for c in failed}
+    for case in failed:
+        assert case.reason in errors[str(ingested["root"] / case.name)]
+        assert str(ingested["root"] / case.name) in ingested["stderr"]
+
+
+def test_rerun_embeds_nothing(ingested, cli, tiny_model_args):
+    completed = cli("ingest", str(ingested["root"]), "--collection", "photos", "--chroma-path",
+                    str(ingested["chroma"]), *tiny_model_args)
+    summary = summary_of(completed)
+    assert summary["embedded"] == 0
+    assert summary["skipped_existing"] == len(by_kind(ingested["cases"], "valid")) + 1  # the copy too
+    assert summary["failed"] == len(by_kind(ingested["cases"], "failed"))
+    assert open_collection(ingested["chroma"], "photos").count() == len(by_kind(ingested["cases"], "valid"))
+
+
+def test_search_by_text_prints_paths_and_scores(ingested, cli):
+    completed = cli("search", "a cup of coffee", "--collection", "photos", "--chroma-path", str(ingested["chroma"]), "-k", "3")
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.strip().splitlines()
+    assert len(lines) == 3
+    for line in lines:
+        rank, score, path = line.split(maxsplit=2)
+        assert -1.0 <= float(score) <= 1.0
+        assert os.path.exists(path)
+
+
+def test_search_by_image_finds_that_image_first(ingested, cli):
+    query = ingested["root"] / "raw/flower.dng"
+    completed = cli("search", "--image", str(query), "--collection", "photos", "--chroma-path",
+                    str(ingested["chroma"]), "-k", "2", "--json")
+    assert completed.returncode == 0, completed.stderr
+    results = json.loads(completed.stdout)["results"]
+    assert results[0]["path"] == str(query)
+    assert results[0]["id"] == sha256_of(query)
+    assert results[0]["score"] > 0.999
+
+
+def test_writing_with_another_model_is_refused(ingested, cli, tiny_model):
+    completed = cli("ingest", str(ingested["root"] / "coffee.png"), "--collection", "photos", "--chroma-path",
+                    str(ingested["chroma"]), "--model", tiny_model["config"], "--checkpoint", tiny_model["other_checkpoint"])
+    assert completed.returncode != 0
+    assert "holds vectors from model tiny-clip" in completed.stderr
+    assert completed.stdout == ""
