@@ -10,13 +10,13 @@ import sys
 import tempfile
 
 from ray_pipeline.config import IngestConfig
-from ray_pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError
-from ray_pipeline.discover import DiscoveryError
-from ray_pipeline.model import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelError, ModelSpec
-from ray_pipeline.store import StoreError, StoreTarget
+from ray_pipeline.decode import DEFAULT_MAX_PIXELS
+from ray_pipeline.errors import UserFacingError
+from ray_pipeline.model import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelSpec
+from ray_pipeline.store import StoreTarget
 
 # Errors that mean "the job could not run": one line on stderr and a non-zero exit.
-USER_ERRORS = (DiscoveryError, ModelError, StoreError, DecodeError, OSError)
+USER_ERRORS = (UserFacingError, OSError)
 EXIT_CANNOT_RUN = 2
 
 
@@ -116,9 +116,7 @@ def _ingest(args, parser) -> int:
         max_pixels=args.max_pixels,
     )
     from ray_pipeline.pipeline import run_ingest
-    from ray_pipeline.runtime import init_ray
 
-    logging.getLogger("ray_pipeline").info("running on %s", init_ray())
     result = run_ingest(config)
     errors = result.pop("errors")
     random_weights = result.pop("random_weights")
@@ -168,5 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args, parser)
     except USER_ERRORS as exc:
+        _stop_ray()  # first, so Ray's shutdown chatter does not follow the reason
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN
+
+
+def _stop_ray() -> None:
+    if "ray" in sys.modules:
+        import ray
+
+        ray.shutdown()

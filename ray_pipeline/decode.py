@@ -17,7 +17,13 @@ import numpy as np
 import rawpy
 from PIL import Image, UnidentifiedImageError
 
-from ray_pipeline.metadata import ROTATED_ORIENTATIONS, exif_fields, jpeg_exif_fields, raw_exif_fields
+from ray_pipeline.errors import UserFacingError
+from ray_pipeline.metadata import (
+    ROTATED_ORIENTATIONS,
+    exif_fields,
+    jpeg_exif_fields,
+    raw_exif_fields,
+)
 
 DEFAULT_MAX_PIXELS = 250_000_000
 _ORIENTATION_TAG = 0x0112
@@ -39,7 +45,7 @@ _LIBRAW_FLIP = {
 }
 
 
-class DecodeError(Exception):
+class DecodeError(UserFacingError):
     """This file cannot become a picture; the message is the reason users see."""
 
 

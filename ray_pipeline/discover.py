@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ray_pipeline.errors import UserFacingError
+
 PHOTO_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "tif", "tiff", "webp", "bmp", "gif"})
 RAW_EXTENSIONS = frozenset({"dng", "cr2", "cr3", "nef", "arw", "rw2", "orf", "raf", "pef", "srw"})
 SUPPORTED_EXTENSIONS = PHOTO_EXTENSIONS | RAW_EXTENSIONS
 
 
-class DiscoveryError(Exception):
+class DiscoveryError(UserFacingError):
     """A path the user named cannot be used; the job does not start."""
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlparse
 
+from ray_pipeline.errors import UserFacingError
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "ViT-B-32"
@@ -17,7 +19,7 @@ DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 RANDOM_SEED = 0  # every actor and every search must build the very same random model
 
 
-class ModelError(Exception):
+class ModelError(UserFacingError):
     """The requested weights cannot be used; the job does not start."""
 
 
@@ -132,11 +134,14 @@ def _requested_weights(spec: ModelSpec, architecture: str) -> tuple[str | None, 
         return checkpoint, f"checkpoint:sha256:{file_sha256(checkpoint)}", {}
     if spec.pretrained:
         tag_cfg = open_clip.get_pretrained_cfg(architecture, spec.pretrained)
-        if not tag_cfg:
-            tags = open_clip.list_pretrained_tags_by_model(architecture)
-            raise ModelError(f"unknown pretrained tag {spec.pretrained!r} for {architecture}; known tags: {tags}")
-        return spec.pretrained, spec.pretrained, tag_cfg
-    if not spec.allow_random_weights:
+        if tag_cfg:
+            return spec.pretrained, spec.pretrained, tag_cfg
+        tags = open_clip.list_pretrained_tags_by_model(architecture)
+        problem = f"unknown pretrained tag {spec.pretrained!r} for {architecture}; known tags: {tags}"
+        if not spec.allow_random_weights:
+            raise ModelError(problem)
+        logger.warning("%s", problem)
+    elif not spec.allow_random_weights:
         raise ModelError("no weights given: pass --pretrained TAG, --checkpoint FILE or --allow-random-weights")
     return None, f"random:seed={RANDOM_SEED}", {}
 

@@ -16,14 +16,16 @@ from ray_pipeline.config import DECODE_ACTOR_MEMORY, DECODE_BATCH_SIZE, IngestCo
 from ray_pipeline.decode import InputGeometry
 from ray_pipeline.discover import discover, read_manifest
 from ray_pipeline.embed import EmbedImages
+from ray_pipeline.errors import UserFacingError
 from ray_pipeline.prepare import DuplicateRegistry, PrepareImages
+from ray_pipeline.runtime import init_ray
 from ray_pipeline.sink import ChromaDatasink
 from ray_pipeline.store import ChromaStore, StoreError, StoreHandle
 
 logger = logging.getLogger(__name__)
 
 
-class PipelineError(Exception):
+class PipelineError(UserFacingError):
     """The job cannot run as configured; the message is the one line users see."""
 
 
@@ -46,11 +48,19 @@ def choose_device(requested: str) -> str:
     return requested
 
 
-def _paths_dataset(config: IngestConfig) -> ray.data.Dataset:
-    """The input as a dataset of `path` rows, cut in blocks small enough to spread over the CPU actors."""
+def _listed_paths(config: IngestConfig) -> list[str] | None:
+    """The paths to ingest, listed on the driver; None for a Parquet manifest, which Ray reads itself."""
     if config.manifest and config.manifest.lower().endswith(".parquet"):
+        if not os.path.isfile(config.manifest):
+            raise PipelineError(f"no such manifest: {config.manifest}")
+        return None
+    return read_manifest(config.manifest) if config.manifest else discover(list(config.paths))
+
+
+def _paths_dataset(config: IngestConfig, paths: list[str] | None) -> ray.data.Dataset:
+    """The input as a dataset of `path` rows, cut in blocks small enough to spread over the CPU actors."""
+    if paths is None:
         return _parquet_manifest(config.manifest)
-    paths = read_manifest(config.manifest) if config.manifest else discover(list(config.paths))
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     rows_per_block = min(1024, max(DECODE_BATCH_SIZE, math.ceil(len(paths) / (cpus * 8))))
     blocks = [pa.table({"path": paths[i : i + rows_per_block]}) for i in range(0, len(paths), rows_per_block)]
@@ -59,8 +69,6 @@ def _paths_dataset(config: IngestConfig) -> ray.data.Dataset:
 
 def _parquet_manifest(manifest: str) -> ray.data.Dataset:
     """A Parquet manifest is read by Ray itself, so a hundred million paths never sit in the driver."""
-    if not os.path.isfile(manifest):
-        raise PipelineError(f"no such manifest: {manifest}")
     base = os.path.dirname(os.path.abspath(manifest))
     try:
         ds = ray.data.read_parquet(manifest, columns=["path"])
@@ -76,9 +84,8 @@ def _parquet_manifest(manifest: str) -> ray.data.Dataset:
 
 
 def _open_store(config: IngestConfig, collection_metadata: dict, here) -> StoreHandle:
-    """Create or check the collection before any work; embedded Chroma gets its single owner actor."""
+    """Embedded Chroma gets its single owner actor, which creates or checks the collection."""
     if not config.target.embedded:
-        ChromaStore(config.target, collection_metadata)
         return StoreHandle(config.target)
     owner = ray.remote(_DeferredChromaStore).options(num_cpus=0, scheduling_strategy=here).remote()
     try:
@@ -102,9 +109,14 @@ def _embedding_pool(device: str, actors: tuple[int, int] | None) -> tuple[int, i
 def run_ingest(config: IngestConfig) -> dict:
     """Run one ingestion to the end and return its summary (the errors list under "errors")."""
     started = time.monotonic()
+    # Everything that can refuse the job is checked before Ray starts.
     resolved, _ = clip_model.resolve(config.model)
     if resolved.random_weights:
         logger.warning("RANDOM WEIGHTS: the vectors of %r will be meaningless for search", config.target.collection)
+    paths = _listed_paths(config)
+    if not config.target.embedded:
+        ChromaStore(config.target, resolved.collection_metadata())  # reachable, and the same model
+    logger.info("running on %s", init_ray())
     geometry = InputGeometry.from_preprocess(resolved.preprocess)
     device = choose_device(config.device)
     use_compile = config.compile == "on" or (config.compile == "auto" and device == "cuda")
@@ -120,7 +132,7 @@ def run_ingest(config: IngestConfig) -> dict:
     sink = ChromaDatasink(store)
     try:
         (
-            _paths_dataset(config)
+            _paths_dataset(config, paths)
             .map_batches(
                 PrepareImages,
                 fn_constructor_kwargs={"store": store, "registry": registry, "geometry": geometry, "max_pixels": config.max_pixels},

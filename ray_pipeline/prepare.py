@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ray_pipeline.decode import DecodeError, DecodedPhoto, InputGeometry, decode_image, decode_raw
+from ray_pipeline.decode import (
+    DecodedPhoto,
+    DecodeError,
+    InputGeometry,
+    decode_image,
+    decode_raw,
+)
 from ray_pipeline.discover import extension_of, is_raw
 
 NEW, EXISTING, DUPLICATE, FAILED = "new", "existing", "duplicate", "failed"

@@ -10,12 +10,14 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from ray_pipeline.errors import UserFacingError
+
 LOCK_FILE = "ray_pipeline.lock"
 # Keys that must agree between a collection and the model writing or searching it.
 MODEL_KEYS = ("model", "weights")
 
 
-class StoreError(Exception):
+class StoreError(UserFacingError):
     """The collection cannot be used as asked; the message says why."""
 
 

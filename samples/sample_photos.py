@@ -91,7 +91,13 @@ def bayer_mosaic(rgb: np.ndarray, white_level: int = 4095) -> np.ndarray:
 def write_dng(path: str, rgb: np.ndarray) -> None:
     """An uncompressed DNG (CFA, 16 bits per sample) that LibRaw decodes; `path` ends in .dng."""
     from pidng.core import RAW2DNG, DNGTags, Tag
-    from pidng.defs import CalibrationIlluminant, CFAPattern, DNGVersion, Orientation, PhotometricInterpretation
+    from pidng.defs import (
+        CalibrationIlluminant,
+        CFAPattern,
+        DNGVersion,
+        Orientation,
+        PhotometricInterpretation,
+    )
 
     mosaic = bayer_mosaic(rgb)
     height, width = mosaic.shape

@@ -1,0 +1,69 @@
+"""The CLI stops with one clear line and a non-zero exit when a job cannot run, before any work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import free_port, summary_of
+
+
+def test_no_such_path(cli, tmp_path, tiny_model_args):
+    completed = cli("ingest", str(tmp_path / "nowhere"), "--collection", "photos", "--chroma-path", str(tmp_path / "c"), *tiny_model_args)
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines()[-1] == f"error: no such file or folder: {tmp_path / 'nowhere'}"
+
+
+def test_chroma_server_unreachable(cli, tmp_path, tiny_model_args):
+    url = f"http://127.0.0.1:{free_port()}"
+    completed = cli("ingest", str(tmp_path), "--collection", "photos", "--chroma-url", url, *tiny_model_args)
+    assert completed.returncode == 2
+    assert f"error: Chroma server {url} is unreachable" in completed.stderr
+
+
+def test_checkpoint_of_another_architecture(cli, tmp_path, tiny_model):
+    completed = cli("ingest", str(tmp_path), "--collection", "photos", "--chroma-path", str(tmp_path / "c"),
+                    "--model", "ViT-B-32", "--checkpoint", tiny_model["checkpoint"])
+    assert completed.returncode == 2
+    assert "does not load into ViT-B-32" in completed.stderr
+
+
+def test_unknown_pretrained_tag(cli, tmp_path):
+    completed = cli("ingest", str(tmp_path), "--collection", "photos", "--chroma-path", str(tmp_path / "c"),
+                    "--pretrained", "no_such_tag")
+    assert completed.returncode == 2
+    assert "unknown pretrained tag 'no_such_tag' for ViT-B-32" in completed.stderr
+
+
+def test_unavailable_weights_stop_with_advice(cli, tmp_path):
+    """No network here: the default ViT-B-32 laion2b weights cannot be fetched."""
+    completed = cli("ingest", str(tmp_path), "--collection", "photos", "--chroma-path", str(tmp_path / "c"), timeout=120)
+    assert completed.returncode == 2
+    assert "cannot load pretrained weights 'laion2b_s34b_b79k' for ViT-B-32" in completed.stderr
+    assert "--allow-random-weights" in completed.stderr
+
+
+def test_random_weights_are_recorded_and_announced(cli, tmp_path, tiny_model):
+    from PIL import Image
+
+    Image.new("RGB", (300, 200), (200, 30, 30)).save(tmp_path / "red.png")
+    chroma = tmp_path / "c"
+    completed = cli("ingest", str(tmp_path / "red.png"), "--collection", "randomly", "--chroma-path", str(chroma),
+                    "--model", tiny_model["config"], "--allow-random-weights")
+    assert summary_of(completed)["embedded"] == 1
+    assert "RANDOM WEIGHTS" in completed.stderr
+    import chromadb
+
+    metadata = chromadb.PersistentClient(path=str(chroma)).get_collection("randomly").metadata
+    assert metadata["random_weights"] is True
+    assert metadata["weights"] == "random:seed=0"
+    # The search rebuilds the same seeded model from what the collection recorded.
+    found = cli("search", "--image", str(tmp_path / "red.png"), "--collection", "randomly", "--chroma-path", str(chroma), "--json")
+    assert json.loads(found.stdout)["results"][0]["score"] > 0.999
+
+
+@pytest.mark.parametrize("args", [["ingest", "--collection", "x"], ["search", "--collection", "x"], ["ingest", "p", "--collection", "x", "--actors", "3,1"]])
+def test_usage_errors(cli, args):
+    completed = cli(*args)
+    assert completed.returncode == 2
+    assert "usage:" in completed.stderr
