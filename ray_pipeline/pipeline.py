@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 
 import pyarrow as pa
@@ -23,6 +22,11 @@ from ray_pipeline.sink import ChromaDatasink
 from ray_pipeline.store import ChromaStore, StoreError, StoreHandle
 
 logger = logging.getLogger(__name__)
+
+# Writing to Chroma is I/O: write tasks take a sliver of a CPU, from a reserve that the actors leave
+# free, so they stream records out while the actors hold the other CPUs.
+LIGHT_TASK_CPUS = 0.1
+LIGHT_TASK_RESERVE = 0.5
 
 
 class PipelineError(UserFacingError):
@@ -48,39 +52,12 @@ def choose_device(requested: str) -> str:
     return requested
 
 
-def _listed_paths(config: IngestConfig) -> list[str] | None:
-    """The paths to ingest, listed on the driver; None for a Parquet manifest, which Ray reads itself."""
-    if config.manifest and config.manifest.lower().endswith(".parquet"):
-        if not os.path.isfile(config.manifest):
-            raise PipelineError(f"no such manifest: {config.manifest}")
-        return None
-    return read_manifest(config.manifest) if config.manifest else discover(list(config.paths))
-
-
-def _paths_dataset(config: IngestConfig, paths: list[str] | None) -> ray.data.Dataset:
+def _paths_dataset(paths: list[str]) -> ray.data.Dataset:
     """The input as a dataset of `path` rows, cut in blocks small enough to spread over the CPU actors."""
-    if paths is None:
-        return _parquet_manifest(config.manifest)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     rows_per_block = min(1024, max(DECODE_BATCH_SIZE, math.ceil(len(paths) / (cpus * 8))))
     blocks = [pa.table({"path": paths[i : i + rows_per_block]}) for i in range(0, len(paths), rows_per_block)]
     return ray.data.from_arrow(blocks or [pa.table({"path": pa.array([], pa.string())})])
-
-
-def _parquet_manifest(manifest: str) -> ray.data.Dataset:
-    """A Parquet manifest is read by Ray itself, so a hundred million paths never sit in the driver."""
-    base = os.path.dirname(os.path.abspath(manifest))
-    try:
-        ds = ray.data.read_parquet(manifest, columns=["path"])
-        rows = ds.count()
-    except Exception as exc:
-        raise PipelineError(f"manifest {manifest}: cannot read a 'path' column ({type(exc).__name__})") from None
-
-    def absolute(batch):
-        batch["path"] = [os.path.abspath(os.path.join(base, os.path.expanduser(str(p)))) for p in batch["path"]]
-        return batch
-
-    return ds.repartition(max(1, math.ceil(rows / 1024))).map_batches(absolute, batch_format="numpy")
 
 
 def _open_store(config: IngestConfig, collection_metadata: dict, here) -> StoreHandle:
@@ -95,15 +72,23 @@ def _open_store(config: IngestConfig, collection_metadata: dict, here) -> StoreH
     return StoreHandle(config.target, owner)
 
 
-def _embedding_pool(device: str, actors: tuple[int, int] | None) -> tuple[int, int, float]:
-    """(min actors, max actors, CPUs per actor) for the embedding stage."""
-    cpus = int(ray.cluster_resources().get("CPU", 1))
+def _actor_plan(device: str, actors: tuple[int, int] | None) -> dict:
+    """How the cluster's CPUs are shared: embedding actors first, light tasks a reserve, decoding the rest."""
+    cpus = ray.cluster_resources().get("CPU", 1)
     if device == "cuda":
-        gpus = int(ray.cluster_resources().get("GPU", 1))
-        low, high = actors or (1, max(1, gpus))
-        return low, high, 1
-    low, high = actors or (1, 1)
-    return low, high, max(1, cpus // (2 * high))
+        low, high = actors or (1, max(1, int(ray.cluster_resources().get("GPU", 1))))
+        embed_cpus = 1
+    else:
+        low, high = actors or (1, 1)
+        embed_cpus = max(1, int(cpus) // (2 * high))  # CPU inference gets threads too
+    decode_capacity = cpus - high * embed_cpus - LIGHT_TASK_RESERVE
+    return {
+        "embed_actors": (low, high),
+        "embed_cpus": embed_cpus,
+        # On a small machine one decode actor takes a fraction of a CPU rather than starve the rest.
+        "decode_actors": max(1, int(decode_capacity)),
+        "decode_cpus": 1 if decode_capacity >= 1 else max(0.25, decode_capacity),
+    }
 
 
 def run_ingest(config: IngestConfig) -> dict:
@@ -113,7 +98,7 @@ def run_ingest(config: IngestConfig) -> dict:
     resolved, _ = clip_model.resolve(config.model)
     if resolved.random_weights:
         logger.warning("RANDOM WEIGHTS: the vectors of %r will be meaningless for search", config.target.collection)
-    paths = _listed_paths(config)
+    paths = read_manifest(config.manifest) if config.manifest else discover(list(config.paths))
     if not config.target.embedded:
         ChromaStore(config.target, resolved.collection_metadata())  # reachable, and the same model
     logger.info("running on %s", init_ray())
@@ -125,31 +110,29 @@ def run_ingest(config: IngestConfig) -> dict:
 
     store = _open_store(config, resolved.collection_metadata(), here)
     registry = ray.remote(DuplicateRegistry).options(num_cpus=0, scheduling_strategy=here).remote()
-    low, high, embed_cpus = _embedding_pool(device, config.actors)
-    cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
-    decode_actors = max(1, cluster_cpus - high * embed_cpus)
+    plan = _actor_plan(device, config.actors)
 
     sink = ChromaDatasink(store)
     try:
         (
-            _paths_dataset(config, paths)
+            _paths_dataset(paths)
             .map_batches(
                 PrepareImages,
                 fn_constructor_kwargs={"store": store, "registry": registry, "geometry": geometry, "max_pixels": config.max_pixels},
                 batch_size=DECODE_BATCH_SIZE,
-                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=decode_actors),
-                num_cpus=1,
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan["decode_actors"]),
+                num_cpus=plan["decode_cpus"],
                 memory=DECODE_ACTOR_MEMORY,
             )
             .map_batches(
                 EmbedImages,
                 fn_constructor_kwargs={"resolved": resolved, "device": device, "compile": use_compile, "batch_size": batch_size},
                 batch_size=batch_size,
-                compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
+                compute=ray.data.ActorPoolStrategy(min_size=plan["embed_actors"][0], max_size=plan["embed_actors"][1]),
                 num_gpus=1 if device == "cuda" else 0,
-                num_cpus=embed_cpus,
+                num_cpus=plan["embed_cpus"],
             )
-            .write_datasink(sink)
+            .write_datasink(sink, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
         )
     finally:  # release the embedded Chroma folder now, not when garbage collection gets to it
         for actor in (store.actor, registry):

@@ -1,0 +1,115 @@
+"""The same command on a local Ray it starts itself, on a cluster through `ray job submit`, from
+manifests, and against a real Chroma server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, free_port, summary_of, wait_for
+
+from samples.sample_photos import write_library
+
+
+@pytest.fixture(scope="module")
+def sample_library(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("samples") / "photos"
+    write_library(str(folder))
+    return folder
+
+
+def stored_ids(chroma_path, collection):
+    import chromadb
+
+    return set(chromadb.PersistentClient(path=str(chroma_path)).get_collection(collection).get(include=[])["ids"])
+
+
+def test_ray_job_submit(ray_head, sample_library, tmp_path, tiny_model_args):
+    chroma = tmp_path / "chroma"
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    completed = subprocess.run(
+        [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", ray_head["dashboard"],
+         "--working-dir", str(ROOT), "--",
+         "python", "-m", "ray_pipeline", "ingest", str(sample_library), "--collection", "jobs",
+         "--chroma-path", str(chroma), *tiny_model_args],
+        env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "succeeded" in completed.stdout + completed.stderr
+    summary = next(json.loads(line) for line in completed.stdout.splitlines() if line.startswith('{"collection"'))
+    assert summary["embedded"] == len(os.listdir(sample_library)) == 6
+    assert len(stored_ids(chroma, "jobs")) == 6
+
+
+def test_starts_its_own_ray_from_a_text_manifest(sample_library, tmp_path, tiny_model_args):
+    """No RAY_ADDRESS and no head on this machine's default address file: a local Ray is started."""
+    manifest = tmp_path / "manifest.txt"
+    names = sorted(os.listdir(sample_library))[:3]
+    manifest.write_text("# three of them\n\n" + "\n".join(os.path.relpath(sample_library / n, tmp_path) for n in names) + "\n")
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "ray_pipeline", "ingest", "--manifest", str(manifest), "--collection", "listed",
+         "--chroma-path", str(tmp_path / "chroma"), *tiny_model_args],
+        env={**env, "PYTHONPATH": str(ROOT)}, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert summary_of(completed)["embedded"] == 3
+    assert "a new local Ray instance" in completed.stderr
+
+
+def test_parquet_manifest(cli, sample_library, tmp_path, tiny_model_args):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paths = [str(sample_library / n) for n in sorted(os.listdir(sample_library))]
+    pq.write_table(pa.table({"path": paths + [paths[0]], "note": list(range(len(paths) + 1))}), tmp_path / "m.parquet")
+    completed = cli("ingest", "--manifest", str(tmp_path / "m.parquet"), "--collection", "parquet",
+                    "--chroma-path", str(tmp_path / "chroma"), *tiny_model_args)
+    summary = summary_of(completed)
+    assert summary["discovered"] == len(paths)  # a path listed twice is taken once
+    assert summary["embedded"] == len(paths)
+    assert summary["duplicates"] == 0
+
+
+@pytest.fixture
+def chroma_server(tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("chroma")), "run", "--path", str(tmp_path / "server-data"),
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up():
+        import urllib.request
+
+        try:
+            return urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait_for(up, timeout=60, what="chroma run")
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_chroma_server_mode(cli, chroma_server, sample_library, tiny_model_args):
+    import chromadb
+
+    args = ["--collection", "served", "--chroma-url", chroma_server, *tiny_model_args]
+    first = summary_of(cli("ingest", str(sample_library), *args))
+    assert first["embedded"] == 6
+    again = summary_of(cli("ingest", str(sample_library), *args))
+    assert again["embedded"] == 0 and again["skipped_existing"] == 6
+    port = int(chroma_server.rsplit(":", 1)[1])
+    collection = chromadb.HttpClient(host="127.0.0.1", port=port).get_collection("served")
+    assert collection.count() == 6
+    found = cli("search", "--image", str(sample_library / "coffee.png"), "--collection", "served",
+                "--chroma-url", chroma_server, "--json")
+    assert json.loads(found.stdout)["results"][0]["path"] == str(sample_library / "coffee.png")
