@@ -118,21 +118,24 @@ def fit_to_input(image: Image.Image, geometry: InputGeometry) -> np.ndarray:
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise DecodeError(
-            f"image is {width}x{height} ({width * height / 1e6:.0f} megapixels), over the limit of "
-            f"{max_pixels / 1e6:.0f} megapixels (--max-pixels); refused as a possible decompression bomb"
+            f"image is {width}x{height} ({width * height:,} pixels), over the limit of {max_pixels:,} "
+            "pixels (--max-pixels); refused as a possible decompression bomb"
         )
 
 
 def _open_image(data: bytes, max_pixels: int) -> Image.Image:
-    Image.MAX_IMAGE_PIXELS = max_pixels  # keep Pillow's own bomb guard on, at our limit
+    """Open (headers only) and refuse oversized pictures before any pixel is decoded."""
+    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own guard stays on too (it raises past twice this)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, with a clear reason
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise DecodeError("not a recognised image format") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecodeError(f"refused as a possible decompression bomb: {exc}") from None
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(
+            f"over the limit of {max_pixels:,} pixels (--max-pixels); refused as a possible decompression bomb ({exc})"
+        ) from None
     _check_pixels(*image.size, max_pixels)
     return image
 

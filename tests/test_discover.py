@@ -1,0 +1,57 @@
+"""Discovery: what a walk finds, what it skips, and manifests."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ray_pipeline.discover import DiscoveryError, discover, read_manifest
+
+
+def touch(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return str(path)
+
+
+def test_walk_finds_supported_extensions_in_any_case(tmp_path):
+    wanted = [touch(tmp_path / name) for name in ("a.JPG", "b.jpeg", "sub/c.Png", "sub/deep/d.CR3", "e.nef", "f.RAF", "g.webp")]
+    for name in ("notes.txt", "clip.mp4", "noext", ".hidden.jpg", ".cache/h.jpg", "sub/.x/i.png"):
+        touch(tmp_path / name)
+    assert discover([str(tmp_path)]) == sorted(wanted)
+
+
+def test_symlinked_folders_are_not_followed_but_symlinked_files_are(tmp_path):
+    outside = tmp_path / "outside"
+    touch(outside / "o.jpg")
+    library = tmp_path / "library"
+    touch(library / "in.jpg")
+    os.symlink(outside, library / "linked")
+    os.symlink(outside / "o.jpg", library / "single.jpg")
+    os.symlink(library / "missing.jpg", library / "broken.jpg")
+    assert discover([str(library)]) == sorted(str(library / n) for n in ("in.jpg", "single.jpg", "broken.jpg"))
+
+
+def test_named_files_are_taken_and_missing_paths_refused(tmp_path):
+    named = touch(tmp_path / "scan.dat")
+    assert discover([named]) == [named]
+    with pytest.raises(DiscoveryError, match="no such file or folder: .*missing"):
+        discover([named, str(tmp_path / "missing")])
+
+
+def test_text_manifest(tmp_path):
+    (tmp_path / "m.txt").write_text("# comment\n\na.jpg\n/abs/b.jpg\na.jpg\n  sub/c.png  \n")
+    assert read_manifest(str(tmp_path / "m.txt")) == sorted([str(tmp_path / "a.jpg"), "/abs/b.jpg", str(tmp_path / "sub/c.png")])
+
+
+def test_parquet_manifest(tmp_path):
+    pq.write_table(pa.table({"path": ["x.jpg", "/abs/y.dng", None], "other": [1, 2, 3]}), tmp_path / "m.parquet")
+    assert read_manifest(str(tmp_path / "m.parquet")) == sorted([str(tmp_path / "x.jpg"), "/abs/y.dng"])
+    pq.write_table(pa.table({"file": ["x.jpg"]}), tmp_path / "bad.parquet")
+    with pytest.raises(DiscoveryError, match="bad.parquet: cannot read a 'path' column"):
+        read_manifest(str(tmp_path / "bad.parquet"))
+    with pytest.raises(DiscoveryError, match="no such manifest"):
+        read_manifest(str(tmp_path / "none.txt"))
