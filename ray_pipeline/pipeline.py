@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 
 import pyarrow as pa
@@ -19,7 +20,7 @@ from ray_pipeline.errors import UserFacingError
 from ray_pipeline.prepare import DuplicateRegistry, PrepareImages
 from ray_pipeline.runtime import init_ray
 from ray_pipeline.sink import ChromaDatasink
-from ray_pipeline.store import ChromaStore, StoreError, StoreHandle
+from ray_pipeline.store import ChromaStore, EmbeddedOwner, StoreError, StoreHandle
 
 logger = logging.getLogger(__name__)
 
@@ -27,20 +28,11 @@ logger = logging.getLogger(__name__)
 # free, so they stream records out while the actors hold the other CPUs.
 LIGHT_TASK_CPUS = 0.1
 LIGHT_TASK_RESERVE = 0.5
+OWNER_NAMESPACE = "ray_pipeline"
 
 
 class PipelineError(UserFacingError):
     """The job cannot run as configured; the message is the one line users see."""
-
-
-class _DeferredChromaStore(ChromaStore):
-    """The actor that owns an embedded Chroma: opened by `open` so its errors reach the driver as raised."""
-
-    def __init__(self):
-        pass
-
-    def open(self, target, model_metadata) -> None:
-        ChromaStore.__init__(self, target, model_metadata)
 
 
 def choose_device(requested: str) -> str:
@@ -60,16 +52,28 @@ def _paths_dataset(paths: list[str]) -> ray.data.Dataset:
     return ray.data.from_arrow(blocks or [pa.table({"path": pa.array([], pa.string())})])
 
 
-def _open_store(config: IngestConfig, collection_metadata: dict, here) -> StoreHandle:
-    """Embedded Chroma gets its single owner actor, which creates or checks the collection."""
-    if not config.target.embedded:
-        return StoreHandle(config.target)
-    owner = ray.remote(_DeferredChromaStore).options(num_cpus=0, scheduling_strategy=here).remote()
+def owner_name(chroma_path: str) -> str:
+    """The name of a long-lived owner of an embedded Chroma folder (the Serve app starts one)."""
+    return f"chroma-owner:{os.path.realpath(chroma_path)}"
+
+
+def _open_store(config: IngestConfig, collection_metadata: dict, here) -> tuple[StoreHandle, object]:
+    """(handle, actor to stop at the end or None). Embedded Chroma is reached through its single owner:
+    the long-lived one of a Serve app when it runs, else one started for this job."""
+    target = config.target
+    if not target.embedded:
+        return StoreHandle(target), None
     try:
-        ray.get(owner.open.remote(config.target, collection_metadata))
+        owner, own = ray.get_actor(owner_name(target.path), namespace=OWNER_NAMESPACE), None
+    except ValueError:
+        owner = own = ray.remote(EmbeddedOwner).options(num_cpus=0, scheduling_strategy=here).remote()
+    try:
+        if own is not None:
+            ray.get(owner.open_folder.remote(target.path))
+        ray.get(owner.open.remote(target.collection, collection_metadata))
     except StoreError as exc:
         raise StoreError(str(getattr(exc, "cause", exc))) from None
-    return StoreHandle(config.target, owner)
+    return StoreHandle(target, owner), own
 
 
 def _actor_plan(device: str, actors: tuple[int, int] | None) -> dict:
@@ -108,7 +112,7 @@ def run_ingest(config: IngestConfig) -> dict:
     batch_size = config.batch_size or (256 if device == "cuda" else 32)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
-    store = _open_store(config, resolved.collection_metadata(), here)
+    store, own_owner = _open_store(config, resolved.collection_metadata(), here)
     registry = ray.remote(DuplicateRegistry).options(num_cpus=0, scheduling_strategy=here).remote()
     plan = _actor_plan(device, config.actors)
 
@@ -135,7 +139,7 @@ def run_ingest(config: IngestConfig) -> dict:
             .write_datasink(sink, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
         )
     finally:  # release the embedded Chroma folder now, not when garbage collection gets to it
-        for actor in (store.actor, registry):
+        for actor in (own_owner, registry):
             if actor is not None:
                 ray.kill(actor)
     summary = {"collection": config.target.collection, **sink.tally.summary()}

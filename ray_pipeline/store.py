@@ -63,7 +63,7 @@ def connect(target: StoreTarget):
 
 
 class _WriterLock:
-    """An exclusive lock on an embedded Chroma folder: Chroma is not safe with two writing processes."""
+    """An exclusive lock on an embedded Chroma folder: Chroma is not safe with two processes on it."""
 
     def __init__(self, folder: str):
         os.makedirs(folder, exist_ok=True)
@@ -73,32 +73,30 @@ class _WriterLock:
         except BlockingIOError:
             self._file.close()
             raise StoreError(
-                f"embedded Chroma at {folder} is in use by another ingestion; wait for it to finish, "
+                f"embedded Chroma at {folder} is in use by another process; wait for it to finish, "
                 "or run a Chroma server (--chroma-url) for concurrent writers"
             ) from None
-
-
-def _model_mismatch(collection, recorded: dict, wanted: dict) -> str:
-    return (
-        f"collection {collection!r} holds vectors from model {recorded.get('model')} "
-        f"(weights {recorded.get('weights')}); this run uses {wanted.get('model')} "
-        f"(weights {wanted.get('weights')}); use another --collection or the same model"
-    )
 
 
 def check_model(name: str, recorded: dict, wanted: dict) -> None:
     """Refuse to mix vectors of two models in one collection."""
     if any(recorded.get(key) != wanted.get(key) for key in MODEL_KEYS):
-        raise StoreError(_model_mismatch(name, recorded, wanted))
+        raise StoreError(
+            f"collection {name!r} holds vectors from model {recorded.get('model')} "
+            f"(weights {recorded.get('weights')}); this run uses {wanted.get('model')} "
+            f"(weights {wanted.get('weights')}); use another --collection or the same model"
+        )
 
 
 class ChromaStore:
-    """One open collection. With `model_metadata` it is opened for writing (created if missing)."""
+    """One open collection. With `model_metadata` it is opened for writing (created if missing).
 
-    def __init__(self, target: StoreTarget, model_metadata: dict[str, Any] | None = None):
+    `client` shares an already open client (the embedded owner's); otherwise one is opened here.
+    """
+
+    def __init__(self, target: StoreTarget, model_metadata: dict[str, Any] | None = None, client=None):
         self.target = target
-        self._lock = _WriterLock(target.path) if target.embedded and model_metadata else None
-        self.client = connect(target)
+        self.client = client or connect(target)
         if model_metadata is None:
             self.collection = self._existing_collection()
         else:
@@ -141,41 +139,77 @@ class ChromaStore:
             self.collection.upsert(ids=ids[start:end], embeddings=embeddings[start:end], metadatas=metadatas[start:end])
 
     def query(self, embedding: np.ndarray, k: int) -> dict:
-        return self.collection.query(
-            query_embeddings=[embedding], n_results=k, include=["metadatas", "distances"]
-        )
+        return self.collection.query(query_embeddings=[embedding], n_results=k, include=["metadatas", "distances"])
+
+
+def list_collections(client) -> list[dict]:
+    """Each collection's name, record count and model, for listings."""
+    listed = []
+    for collection in sorted(client.list_collections(), key=lambda c: c.name):
+        metadata = collection.metadata or {}
+        listed.append({"name": collection.name, "count": collection.count(), "model": metadata.get("model"),
+                       "weights": metadata.get("weights"), "random_weights": metadata.get("random_weights")})
+    return listed
+
+
+class EmbeddedOwner:
+    """Ray actor: the one process that opens an embedded Chroma folder; every access goes through it.
+
+    It takes the folder's lock, so another process (a second ingestion elsewhere) is refused at once
+    instead of hanging or corrupting the index.
+    """
+
+    def __init__(self):
+        self._lock = None  # opened by `open_folder`, so its errors reach the caller as raised
+        self._stores: dict[str, ChromaStore] = {}
+
+    def open_folder(self, path: str) -> None:
+        self._lock = _WriterLock(path)
+        self._target = StoreTarget(collection="", path=path)
+        self._client = connect(self._target)
+
+    def open(self, collection: str, model_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Open (with `model_metadata`: create or check) a collection; returns its metadata."""
+        target = StoreTarget(collection=collection, path=self._target.path)
+        store = ChromaStore(target, model_metadata, client=self._client)
+        self._stores[collection] = store
+        return store.metadata
+
+    def call(self, collection: str, method: str, *args):
+        if collection not in self._stores:
+            self.open(collection)
+        return getattr(self._stores[collection], method)(*args)
+
+    def list_collections(self) -> list[dict]:
+        return list_collections(self._client)
 
 
 class StoreHandle:
     """What Ray workers hold to reach the collection, picklable.
 
-    Embedded Chroma allows one process only, so there all calls go to the single actor that owns the
-    client; with a server, every worker opens its own client.
+    Embedded Chroma allows one process only, so there all calls go to the `EmbeddedOwner` actor; with
+    a server, every worker opens its own client.
     """
 
-    def __init__(self, target: StoreTarget, actor=None):
+    def __init__(self, target: StoreTarget, owner=None):
         self.target = target
-        self.actor = actor
+        self.owner = owner
         self._store: ChromaStore | None = None
 
     def __getstate__(self):
-        return {"target": self.target, "actor": self.actor, "_store": None}
+        return {"target": self.target, "owner": self.owner, "_store": None}
 
-    def _direct(self) -> ChromaStore:
+    def _call(self, method: str, *args):
+        if self.owner is not None:
+            import ray
+
+            return ray.get(self.owner.call.remote(self.target.collection, method, *args))
         if self._store is None:
             self._store = ChromaStore(self.target)
-        return self._store
+        return getattr(self._store, method)(*args)
 
     def existing_ids(self, ids: list[str]) -> list[str]:
-        if self.actor is not None:
-            import ray
-
-            return ray.get(self.actor.existing_ids.remote(ids))
-        return self._direct().existing_ids(ids)
+        return self._call("existing_ids", ids)
 
     def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict]) -> None:
-        if self.actor is not None:
-            import ray
-
-            return ray.get(self.actor.upsert.remote(ids, embeddings, metadatas))
-        return self._direct().upsert(ids, embeddings, metadatas)
+        self._call("upsert", ids, embeddings, metadatas)

@@ -67,3 +67,24 @@ def test_usage_errors(cli, args):
     completed = cli(*args)
     assert completed.returncode == 2
     assert "usage:" in completed.stderr
+
+
+def test_embedded_chroma_in_use_is_refused_at_once(cli, tmp_path, tiny_model_args):
+    """Another process holding the embedded folder (here: this test, holding its lock)."""
+    import fcntl
+    import time
+
+    from PIL import Image
+
+    from ray_pipeline.store import LOCK_FILE
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "p.png")
+    chroma = tmp_path / "chroma"
+    chroma.mkdir()
+    with open(chroma / LOCK_FILE, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        started = time.monotonic()
+        completed = cli("ingest", str(tmp_path / "p.png"), "--collection", "busy", "--chroma-path", str(chroma), *tiny_model_args)
+    assert completed.returncode == 2
+    assert f"embedded Chroma at {chroma} is in use by another process" in completed.stderr
+    assert time.monotonic() - started < 60  # refused, not left waiting

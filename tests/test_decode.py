@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ray_pipeline.decode import DecodeError, InputGeometry, decode_image, decode_raw, fit_to_input, to_rgb
+from ray_pipeline.decode import (
+    DecodeError,
+    InputGeometry,
+    decode_image,
+    decode_raw,
+    fit_to_input,
+    to_rgb,
+)
 from samples.sample_photos import real_photos, write_dng, write_jpeg
 
 GEOMETRY = InputGeometry(224, 224)
