@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS})")
 
+    ingest.add_argument("--caption", action="store_true",
+                        help="after embedding, caption the photos through the Serve app's Captioner deployment")
+    ingest.add_argument("--serve-app", default="default", metavar="NAME", help="Serve application running the Captioner (default: default)")
+    ingest.add_argument("--progress-id", metavar="ID", help="report live counts under this id (set by the HTTP API)")
+
     search = commands.add_parser("search", help="top-k photos for a text or an example photo")
     search.add_argument("text", nargs="?", help="what to look for")
     search.add_argument("--image", metavar="FILE", help="search with a photo instead of a text")
@@ -114,6 +119,9 @@ def _ingest(args, parser) -> int:
         compile=args.compile,
         errors_file=args.errors,
         max_pixels=args.max_pixels,
+        caption=args.caption,
+        serve_app=args.serve_app,
+        progress_id=args.progress_id,
     )
     from ray_pipeline.pipeline import run_ingest
 

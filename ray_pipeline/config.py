@@ -24,3 +24,6 @@ class IngestConfig:
     compile: str = "auto"  # auto (on for CUDA) | on | off
     errors_file: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    caption: bool = False  # caption the stored photos through the Serve app's Captioner, after embedding
+    serve_app: str = "default"  # the Serve application that runs the Captioner
+    progress_id: str | None = None  # report live counts under this id (the HTTP API's job id)

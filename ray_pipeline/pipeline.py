@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 
 import pyarrow as pa
@@ -12,15 +11,24 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ray_pipeline import model as clip_model
+from ray_pipeline.caption import caption_records
 from ray_pipeline.config import DECODE_ACTOR_MEMORY, DECODE_BATCH_SIZE, IngestConfig
 from ray_pipeline.decode import InputGeometry
 from ray_pipeline.discover import discover, read_manifest
 from ray_pipeline.embed import EmbedImages
 from ray_pipeline.errors import UserFacingError
 from ray_pipeline.prepare import DuplicateRegistry, PrepareImages
+from ray_pipeline.progress import Reporter
 from ray_pipeline.runtime import init_ray
 from ray_pipeline.sink import ChromaDatasink
-from ray_pipeline.store import ChromaStore, EmbeddedOwner, StoreError, StoreHandle
+from ray_pipeline.store import (
+    OWNER_NAMESPACE,
+    ChromaStore,
+    EmbeddedOwner,
+    StoreError,
+    StoreHandle,
+    owner_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +36,6 @@ logger = logging.getLogger(__name__)
 # free, so they stream records out while the actors hold the other CPUs.
 LIGHT_TASK_CPUS = 0.1
 LIGHT_TASK_RESERVE = 0.5
-OWNER_NAMESPACE = "ray_pipeline"
 
 
 class PipelineError(UserFacingError):
@@ -50,11 +57,6 @@ def _paths_dataset(paths: list[str]) -> ray.data.Dataset:
     rows_per_block = min(1024, max(DECODE_BATCH_SIZE, math.ceil(len(paths) / (cpus * 8))))
     blocks = [pa.table({"path": paths[i : i + rows_per_block]}) for i in range(0, len(paths), rows_per_block)]
     return ray.data.from_arrow(blocks or [pa.table({"path": pa.array([], pa.string())})])
-
-
-def owner_name(chroma_path: str) -> str:
-    """The name of a long-lived owner of an embedded Chroma folder (the Serve app starts one)."""
-    return f"chroma-owner:{os.path.realpath(chroma_path)}"
 
 
 def _open_store(config: IngestConfig, collection_metadata: dict, here) -> tuple[StoreHandle, object]:
@@ -116,7 +118,9 @@ def run_ingest(config: IngestConfig) -> dict:
     registry = ray.remote(DuplicateRegistry).options(num_cpus=0, scheduling_strategy=here).remote()
     plan = _actor_plan(device, config.actors)
 
-    sink = ChromaDatasink(store)
+    reporter = Reporter(config.progress_id)
+    reporter.start(len(paths))
+    sink = ChromaDatasink(store, reporter, keep_stored=config.caption)
     try:
         (
             _paths_dataset(paths)
@@ -138,10 +142,15 @@ def run_ingest(config: IngestConfig) -> dict:
             )
             .write_datasink(sink, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
         )
+        captioned, caption_errors = (
+            caption_records(store, sink.tally.stored, config.serve_app, reporter) if config.caption else (0, [])
+        )
     finally:  # release the embedded Chroma folder now, not when garbage collection gets to it
         for actor in (own_owner, registry):
             if actor is not None:
                 ray.kill(actor)
     summary = {"collection": config.target.collection, **sink.tally.summary()}
+    if config.caption:
+        summary["captioned"] = captioned
     summary["seconds"] = round(time.monotonic() - started, 2)
-    return {**summary, "errors": sink.tally.errors, "random_weights": resolved.random_weights}
+    return {**summary, "errors": sink.tally.errors + caption_errors, "random_weights": resolved.random_weights}

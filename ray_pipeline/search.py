@@ -11,13 +11,22 @@ from ray_pipeline.store import ChromaStore, StoreTarget, check_model
 
 
 class QueryEncoder:
-    """The collection's model, loaded once, turning queries into unit vectors."""
+    """A CLIP model, loaded once, turning queries into unit vectors for the collections it wrote."""
 
-    def __init__(self, store: ChromaStore, override: clip_model.ModelSpec | None = None):
-        spec = clip_model.spec_from_collection(store.metadata, override)
+    def __init__(self, spec: clip_model.ModelSpec):
         self.resolved, self.model = clip_model.resolve(spec)
-        check_model(store.target.collection, store.metadata, self.resolved.collection_metadata())
         self._images: ImageEncoder | None = None
+
+    @classmethod
+    def for_collection(cls, store, override: clip_model.ModelSpec | None = None) -> "QueryEncoder":
+        """The model the collection records (or `override`), checked against it."""
+        encoder = cls(clip_model.spec_from_collection(store.metadata, override))
+        encoder.check(store.target.collection, store.metadata)
+        return encoder
+
+    def check(self, collection: str, metadata: dict) -> None:
+        """StoreError when the collection's vectors come from another model."""
+        check_model(collection, metadata, self.resolved.collection_metadata())
 
     def text(self, text: str) -> np.ndarray:
         import open_clip
@@ -51,7 +60,7 @@ def top_k(store: ChromaStore, vector: np.ndarray, k: int) -> list[dict]:
 
 def search_text(target: StoreTarget, text: str, k: int, override: clip_model.ModelSpec | None = None) -> list[dict]:
     store = ChromaStore(target)
-    return top_k(store, QueryEncoder(store, override).text(text), k)
+    return top_k(store, QueryEncoder.for_collection(store, override).text(text), k)
 
 
 def search_image(target: StoreTarget, image_path: str, k: int, override: clip_model.ModelSpec | None = None) -> list[dict]:
@@ -59,6 +68,6 @@ def search_image(target: StoreTarget, image_path: str, k: int, override: clip_mo
     from ray_pipeline.prepare import decode_file, read_file
 
     store = ChromaStore(target)
-    encoder = QueryEncoder(store, override)
+    encoder = QueryEncoder.for_collection(store, override)
     photo = decode_file(read_file(image_path), InputGeometry.from_preprocess(encoder.resolved.preprocess), DEFAULT_MAX_PIXELS)
     return top_k(store, encoder.image(photo.pixels), k)

@@ -17,15 +17,17 @@ SUMMARY_KEYS = {NEW: "embedded", EXISTING: "skipped_existing", DUPLICATE: "dupli
 
 
 class Tally:
-    """Counts per summary key, and the failed files with their reasons."""
+    """Counts per summary key, the failed files with their reasons, and the (id, path) of stored files."""
 
-    def __init__(self, counts: Counter | None = None, errors: list[dict] | None = None):
-        self.counts = counts or Counter()
-        self.errors = errors or []
+    def __init__(self):
+        self.counts: Counter = Counter()
+        self.errors: list[dict] = []
+        self.stored: list[tuple[str, str]] = []
 
     def add(self, other: "Tally") -> None:
         self.counts.update(other.counts)
         self.errors.extend(other.errors)
+        self.stored.extend(other.stored)
 
     def summary(self) -> dict[str, int]:
         counts = {key: self.counts.get(key, 0) for key in SUMMARY_KEYS.values()}
@@ -33,8 +35,12 @@ class Tally:
 
 
 class ChromaDatasink(Datasink[Tally]):
-    def __init__(self, store):
+    """`reporter` (progress.Reporter) gets each block's counts as soon as they are written."""
+
+    def __init__(self, store, reporter, keep_stored: bool = False):
         self.store = store  # StoreHandle
+        self.reporter = reporter
+        self.keep_stored = keep_stored  # remember (id, path) of new and existing records, for captioning
         self.tally = Tally()
 
     def write(self, blocks: Iterable[Block], ctx) -> Tally:
@@ -48,11 +54,18 @@ class ChromaDatasink(Datasink[Tally]):
                     np.stack([np.frombuffer(rows["embedding"][i], np.float32) for i in new]),
                     [json.loads(rows["metadata"][i]) for i in new],
                 )
-            tally.counts.update(SUMMARY_KEYS[str(s)] for s in rows["status"])
-            tally.errors += [
+            block_tally = Tally()
+            block_tally.counts.update(SUMMARY_KEYS[str(s)] for s in rows["status"])
+            block_tally.errors = [
                 {"path": str(rows["path"][i]), "reason": str(rows["reason"][i])}
                 for i in np.flatnonzero(rows["status"] == FAILED)
             ]
+            if self.keep_stored:
+                block_tally.stored = [
+                    (str(rows["id"][i]), str(rows["path"][i])) for i in np.flatnonzero(np.isin(rows["status"], [NEW, EXISTING]))
+                ]
+            self.reporter.add(block_tally.counts, block_tally.errors)
+            tally.add(block_tally)
         return tally
 
     def on_write_complete(self, write_result) -> None:

@@ -141,6 +141,19 @@ class ChromaStore:
     def query(self, embedding: np.ndarray, k: int) -> dict:
         return self.collection.query(query_embeddings=[embedding], n_results=k, include=["metadatas", "distances"])
 
+    def uncaptioned(self, ids: list[str]) -> list[str]:
+        """Which of these stored records have no caption yet."""
+        found = self.collection.get(ids=ids, include=["metadatas"])
+        return [i for i, metadata in zip(found["ids"], found["metadatas"]) if not (metadata or {}).get("caption")]
+
+    def set_captions(self, ids: list[str], captions: list[str]) -> None:
+        """Add a `caption` to each record's metadata, keeping everything else it holds."""
+        found = self.collection.get(ids=ids, include=["metadatas"])
+        by_id = dict(zip(found["ids"], found["metadatas"]))
+        kept = [(i, c) for i, c in zip(ids, captions) if i in by_id]
+        if kept:
+            self.collection.update(ids=[i for i, _ in kept], metadatas=[{**(by_id[i] or {}), "caption": c} for i, c in kept])
+
 
 def list_collections(client) -> list[dict]:
     """Each collection's name, record count and model, for listings."""
@@ -164,6 +177,8 @@ class EmbeddedOwner:
         self._stores: dict[str, ChromaStore] = {}
 
     def open_folder(self, path: str) -> None:
+        if self._lock is not None:  # a long-lived owner is asked again by each user
+            return
         self._lock = _WriterLock(path)
         self._target = StoreTarget(collection="", path=path)
         self._client = connect(self._target)
@@ -176,12 +191,22 @@ class EmbeddedOwner:
         return store.metadata
 
     def call(self, collection: str, method: str, *args):
+        """A ChromaStore method (or property) of one collection."""
         if collection not in self._stores:
             self.open(collection)
-        return getattr(self._stores[collection], method)(*args)
+        value = getattr(self._stores[collection], method)
+        return value(*args) if callable(value) else value
 
     def list_collections(self) -> list[dict]:
         return list_collections(self._client)
+
+
+OWNER_NAMESPACE = "ray_pipeline"
+
+
+def owner_name(chroma_path: str) -> str:
+    """The name of a long-lived owner of an embedded Chroma folder (the Serve app starts one)."""
+    return f"chroma-owner:{os.path.realpath(chroma_path)}"
 
 
 class StoreHandle:
@@ -208,8 +233,21 @@ class StoreHandle:
             self._store = ChromaStore(self.target)
         return getattr(self._store, method)(*args)
 
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self._call("metadata")
+
     def existing_ids(self, ids: list[str]) -> list[str]:
         return self._call("existing_ids", ids)
 
     def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict]) -> None:
         self._call("upsert", ids, embeddings, metadatas)
+
+    def query(self, embedding: np.ndarray, k: int) -> dict:
+        return self._call("query", embedding, k)
+
+    def uncaptioned(self, ids: list[str]) -> list[str]:
+        return self._call("uncaptioned", ids)
+
+    def set_captions(self, ids: list[str], captions: list[str]) -> None:
+        self._call("set_captions", ids, captions)

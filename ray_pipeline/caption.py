@@ -1,0 +1,52 @@
+"""Caption (after embedding): ask the Serve `Captioner` for a caption of each stored photo that has
+none, and write it into the record's `caption` metadata. Embeddings are never touched: a caption that
+fails is reported, and running again fills it in."""
+
+from __future__ import annotations
+
+import logging
+
+from ray_pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, InputGeometry
+from ray_pipeline.prepare import decode_file, read_file
+
+logger = logging.getLogger(__name__)
+
+CAPTIONER = "Captioner"
+# BLIP's processor resizes to 384 x 384 without keeping the aspect ratio: send exactly that.
+CAPTION_INPUT = InputGeometry(384, 384, "squash")
+CHUNK = 32  # requests in flight at once; the Captioner batches them
+
+
+def caption_pixels(path: str):
+    """The picture at `path` as the Captioner takes it: (384, 384, 3) uint8."""
+    return decode_file(read_file(path), CAPTION_INPUT, DEFAULT_MAX_PIXELS).pixels
+
+
+def caption_records(store, records: list[tuple[str, str]], serve_app: str, reporter) -> tuple[int, list[dict]]:
+    """Caption the records (id, path) that have no caption yet; returns (captioned, errors)."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle(CAPTIONER, app_name=serve_app)
+    paths = dict(records)
+    todo = store.uncaptioned(sorted(paths)) if paths else []
+    captioned, errors = 0, []
+    for start in range(0, len(todo), CHUNK):
+        requests, failed = [], []
+        for record_id in todo[start : start + CHUNK]:
+            try:
+                requests.append((record_id, handle.caption.remote(caption_pixels(paths[record_id]))))
+            except (OSError, DecodeError) as exc:
+                failed.append({"path": paths[record_id], "reason": f"caption: {exc}"})
+        done_ids, captions = [], []
+        for record_id, response in requests:
+            try:
+                captions.append(response.result(timeout_s=600))
+                done_ids.append(record_id)
+            except Exception as exc:  # a lost replica or a model error costs this caption only
+                failed.append({"path": paths[record_id], "reason": f"caption failed: {type(exc).__name__}: {exc}"[:500]})
+        if done_ids:
+            store.set_captions(done_ids, captions)
+        captioned += len(done_ids)
+        errors += failed
+        reporter.add({"captioned": len(done_ids), "caption_failed": len(failed)}, failed)
+    return captioned, errors

@@ -1,0 +1,60 @@
+"""Progress: live counts of running ingestions, kept by one named Ray actor that the HTTP API reads."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+BOARD_NAME = "ingest-progress"
+BOARD_NAMESPACE = "ray_pipeline"
+MAX_ERRORS = 100  # per job: enough to act on, small enough to poll
+
+
+class ProgressBoard:
+    """Ray actor (named, detached): job id -> counts and the first errors."""
+
+    def __init__(self):
+        self._jobs: dict[str, dict] = {}
+
+    def start(self, job_id: str, discovered: int) -> None:
+        self._jobs[job_id] = {"counts": Counter(discovered=discovered), "errors": []}
+
+    def add(self, job_id: str, counts: dict[str, int], errors: list[dict]) -> None:
+        job = self._jobs.setdefault(job_id, {"counts": Counter(), "errors": []})
+        job["counts"].update(counts)
+        job["errors"].extend(errors[: MAX_ERRORS - len(job["errors"])])
+
+    def get(self, job_id: str) -> dict | None:
+        job = self._jobs.get(job_id)
+        return None if job is None else {"counts": dict(job["counts"]), "errors": list(job["errors"])}
+
+
+def board(create: bool = False):
+    """The cluster's progress board actor (created when `create`), or None when there is none."""
+    import ray
+
+    if create:
+        return (
+            ray.remote(ProgressBoard)
+            .options(name=BOARD_NAME, namespace=BOARD_NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0)
+            .remote()
+        )
+    try:
+        return ray.get_actor(BOARD_NAME, namespace=BOARD_NAMESPACE)
+    except ValueError:
+        return None
+
+
+class Reporter:
+    """What the pipeline's tasks hold to report progress: picklable, and a no-op without a job id."""
+
+    def __init__(self, job_id: str | None):
+        self.job_id = job_id
+        self.board = board(create=True) if job_id else None
+
+    def start(self, discovered: int) -> None:
+        if self.board is not None:
+            self.board.start.remote(self.job_id, discovered)
+
+    def add(self, counts: dict[str, int], errors: list[dict] | None = None) -> None:
+        if self.board is not None:
+            self.board.add.remote(self.job_id, dict(counts), list(errors or [])[:MAX_ERRORS])

@@ -1,0 +1,202 @@
+"""Ingress: the HTTP API (FastAPI behind a bearer token) for ingestion jobs, search and captions."""
+
+# No `from __future__ import annotations` here: FastAPI reads the route annotations at runtime.
+import hashlib
+import logging
+import os
+import tempfile
+
+import ray
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from ray import serve
+
+from ray_pipeline.caption import CAPTION_INPUT
+from ray_pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, InputGeometry
+from ray_pipeline.discover import SUPPORTED_EXTENSIONS, extension_of
+from ray_pipeline.model import ModelSpec
+from ray_pipeline.prepare import FileBytes, decode_file
+from ray_pipeline.search import QueryEncoder, top_k
+from ray_pipeline.store import (
+    OWNER_NAMESPACE,
+    EmbeddedOwner,
+    StoreError,
+    StoreHandle,
+    StoreTarget,
+    connect,
+    list_collections,
+    owner_name,
+)
+from serve_deployments.auth import bearer_guard
+from serve_deployments.jobs import Jobs, UnknownJob
+from serve_deployments.settings import Settings
+
+logger = logging.getLogger("ray.serve")
+app = FastAPI(title="Photo embeddings", description="Ingest photo libraries into CLIP embeddings; search them.")
+
+
+async def require_token(request: Request) -> None:
+    await request.app.state.guard(request)
+
+
+Authorized = [Depends(require_token)]
+
+
+class IngestRequest(BaseModel):
+    paths: list[str] = Field(min_length=1, description="files or folders inside INGEST_ALLOWED_ROOTS")
+    collection: str = Field(min_length=3, max_length=512)
+    caption: bool = False
+
+
+class SearchRequest(BaseModel):
+    collection: str = Field(min_length=3, max_length=512)
+    text: str = Field(min_length=1)
+    k: int = Field(default=5, ge=1, le=1000)
+
+
+def inside(path: str, roots: tuple[str, ...]) -> bool:
+    return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def read_upload(upload: UploadFile, limit: int) -> FileBytes:
+    """An uploaded file's bytes; its client-side name only lends a known extension, never a path."""
+    data = upload.file.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(413, f"upload larger than {limit} bytes")
+    ext = extension_of(upload.filename or "")
+    return FileBytes(path=f"upload.{ext if ext in SUPPORTED_EXTENSIONS else 'bin'}", data=data, size=len(data), mtime=0.0)
+
+
+@serve.deployment(num_replicas=1, max_ongoing_requests=100)
+@serve.ingress(app)
+class Ingress:
+    def __init__(self, captioner, settings: Settings):
+        self.settings = settings
+        self.captioner = captioner
+        app.state.guard = bearer_guard(settings.token)
+        if settings.token is None:
+            logger.warning("INGEST_ALLOW_NO_AUTH=1: the API is open to anyone who can reach it")
+        self.jobs = Jobs(settings)
+        self.owner = None
+        if settings.chroma_url is None:  # embedded Chroma: one long-lived owner that jobs use too
+            self.owner = (
+                ray.remote(EmbeddedOwner)
+                .options(name=owner_name(settings.chroma_path), namespace=OWNER_NAMESPACE, lifetime="detached",
+                         get_if_exists=True, num_cpus=0)
+                .remote()
+            )
+            ray.get(self.owner.open_folder.remote(settings.chroma_path))
+        self.encoder = QueryEncoder(ModelSpec(settings.clip_model, settings.clip_pretrained, settings.clip_checkpoint,
+                                              settings.allow_random_weights))
+        os.makedirs(settings.upload_dir, exist_ok=True)
+
+    def _store(self, collection: str) -> StoreHandle:
+        target = StoreTarget(collection=collection, path=self.settings.chroma_path, url=self.settings.chroma_url)
+        return StoreHandle(target, self.owner)
+
+    def _checked_paths(self, paths: list[str]) -> list[str]:
+        """Real paths inside the allowed roots (symlinks followed): 403 outside, 404 when missing."""
+        checked = []
+        for given in paths:
+            real = os.path.realpath(given)
+            if not inside(real, self.settings.ingestion_roots()):
+                raise HTTPException(403, f"path is outside the allowed roots: {given}")
+            if not os.path.exists(real):
+                raise HTTPException(404, f"no such file or folder: {given}")
+            checked.append(real)
+        return checked
+
+    @app.get("/healthz")
+    def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @app.post("/ingest", status_code=202, dependencies=Authorized)
+    def ingest(self, body: IngestRequest) -> dict:
+        return {"job_id": self.jobs.submit(self._checked_paths(body.paths), body.collection, body.caption)}
+
+    @app.post("/ingest/upload", status_code=202, dependencies=Authorized)
+    def ingest_upload(self, files: list[UploadFile] = File(...), collection: str = Form(..., min_length=3),
+                      caption: bool = Form(False)) -> dict:
+        stored = []
+        budget = self.settings.max_upload_bytes
+        for upload in files:
+            file = read_upload(upload, budget)
+            budget -= file.size
+            digest = hashlib.sha256(file.data).hexdigest()
+            path = os.path.join(self.settings.upload_dir, f"{digest}.{extension_of(file.path)}")
+            if not os.path.exists(path):  # same bytes, same name: nothing to write twice
+                with tempfile.NamedTemporaryFile(dir=self.settings.upload_dir, delete=False) as out:
+                    out.write(file.data)
+                os.replace(out.name, path)
+            stored.append(path)
+        return {"job_id": self.jobs.submit(stored, collection, caption), "files": len(stored)}
+
+    @app.get("/ingest/{job_id}", dependencies=Authorized)
+    def job_status(self, job_id: str) -> dict:
+        try:
+            return self.jobs.status(job_id)
+        except UnknownJob:
+            raise HTTPException(404, f"no such ingestion job: {job_id}") from None
+
+    @app.delete("/ingest/{job_id}", dependencies=Authorized)
+    def stop_job(self, job_id: str) -> dict:
+        try:
+            return {"job_id": job_id, "stopped": self.jobs.stop(job_id)}
+        except UnknownJob:
+            raise HTTPException(404, f"no such ingestion job: {job_id}") from None
+
+    @app.get("/collections", dependencies=Authorized)
+    def collections(self) -> dict:
+        if self.owner is not None:
+            listed = ray.get(self.owner.list_collections.remote())
+        else:
+            listed = list_collections(connect(StoreTarget(collection="", url=self.settings.chroma_url)))
+        return {"collections": listed}
+
+    @app.post("/search", dependencies=Authorized)
+    async def search(self, request: Request) -> dict:
+        """JSON {collection, text, k}, or multipart with an image `file` (and `collection`, `k`)."""
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            form = await request.form()
+            upload, collection, k = form.get("file"), form.get("collection"), form.get("k", "5")
+            if not hasattr(upload, "read") or not collection or not str(k).isdigit():
+                raise HTTPException(422, "multipart search needs fields: file (an image), collection, k (a number)")
+            picture = self._decode(read_upload(upload, self.settings.max_upload_bytes), InputGeometry.from_preprocess(self.encoder.resolved.preprocess))
+            store = self._checked_store(collection)
+            return {"results": top_k(store, self.encoder.image(picture), int(k))}
+        try:
+            body = SearchRequest.model_validate_json(await request.body())
+        except ValueError as exc:
+            return JSONResponse(status_code=422, content={"detail": _validation_detail(exc)})
+        store = self._checked_store(body.collection)
+        return {"results": top_k(store, self.encoder.text(body.text), body.k)}
+
+    def _checked_store(self, collection: str) -> StoreHandle:
+        store = self._store(collection)
+        try:
+            metadata = store.metadata
+        except StoreError as exc:
+            raise HTTPException(404, str(getattr(exc, "cause", exc))) from None
+        try:
+            self.encoder.check(collection, metadata)
+        except StoreError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return store
+
+    @staticmethod
+    def _decode(file: FileBytes, geometry: InputGeometry):
+        try:
+            return decode_file(file, geometry, DEFAULT_MAX_PIXELS).pixels
+        except DecodeError as exc:
+            raise HTTPException(422, f"file: {exc}") from None
+
+    @app.post("/caption", dependencies=Authorized)
+    async def caption(self, file: UploadFile = File(...)) -> dict:
+        picture = self._decode(read_upload(file, self.settings.max_upload_bytes), CAPTION_INPUT)
+        return {"caption": await self.captioner.caption.remote(picture)}
+
+
+def _validation_detail(exc: ValueError) -> list | str:
+    errors = getattr(exc, "errors", None)
+    return [{"loc": e.get("loc"), "msg": e.get("msg")} for e in errors()] if callable(errors) else str(exc)

@@ -1,0 +1,88 @@
+"""Jobs: ingestions run as Ray jobs through the Job Submission API, with the CLI as entrypoint, so they
+show on the dashboard's Jobs page with their logs; their live counts come from the progress board."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import uuid
+
+from ray_pipeline import progress
+from serve_deployments.settings import Settings
+
+JOB_KIND = "photo-ingest"  # metadata tag: only jobs this API started are reported by it
+COUNT_KEYS = ("discovered", "embedded", "skipped_existing", "duplicates", "failed", "captioned")
+
+
+class UnknownJob(LookupError):
+    pass
+
+
+def ingest_entrypoint(settings: Settings, paths: list[str], collection: str, caption: bool, job_id: str) -> str:
+    """The CLI command line the job runs; it carries no secret."""
+    args = [sys.executable, "-m", "ray_pipeline", "ingest", *paths, "--collection", collection, "--progress-id", job_id]
+    args += ["--chroma-url", settings.chroma_url] if settings.chroma_url else ["--chroma-path", settings.chroma_path]
+    args += ["--model", settings.clip_model]
+    if settings.clip_checkpoint:
+        args += ["--checkpoint", settings.clip_checkpoint]
+    elif settings.clip_pretrained:
+        args += ["--pretrained", settings.clip_pretrained]
+    if settings.allow_random_weights:
+        args.append("--allow-random-weights")
+    if caption:
+        args += ["--caption", "--serve-app", settings.serve_app]
+    return shlex.join(args)
+
+
+class Jobs:
+    def __init__(self, settings: Settings):
+        from ray.job_submission import JobSubmissionClient
+
+        self.settings = settings
+        self.client = JobSubmissionClient(os.environ.get("RAY_JOBS_ADDRESS") or None)
+        self.board = progress.board(create=True)
+
+    def submit(self, paths: list[str], collection: str, caption: bool) -> str:
+        job_id = f"ingest-{uuid.uuid4().hex[:16]}"
+        self.client.submit_job(
+            entrypoint=ingest_entrypoint(self.settings, paths, collection, caption, job_id),
+            submission_id=job_id,
+            metadata={"kind": JOB_KIND, "collection": collection},
+        )
+        return job_id
+
+    def _info(self, job_id: str):
+        try:
+            info = self.client.get_job_info(job_id)
+        except Exception:  # the SDK raises RuntimeError for an unknown id
+            raise UnknownJob(job_id) from None
+        if (info.metadata or {}).get("kind") != JOB_KIND:
+            raise UnknownJob(job_id)
+        return info
+
+    def status(self, job_id: str) -> dict:
+        import ray
+
+        info = self._info(job_id)
+        live = ray.get(self.board.get.remote(job_id)) or self._from_logs(job_id)
+        counts = live.get("counts", {})
+        return {
+            "job_id": job_id,
+            "status": info.status.value,
+            "collection": (info.metadata or {}).get("collection"),
+            **{key: int(counts.get(key, 0)) for key in COUNT_KEYS},
+            "errors": live.get("errors", [])[: progress.MAX_ERRORS],
+        }
+
+    def _from_logs(self, job_id: str) -> dict:
+        """After a restart of the board, the counts are still in the job's final summary line."""
+        for line in reversed(self.client.get_job_logs(job_id).splitlines()):
+            if line.startswith('{"collection"'):
+                return {"counts": json.loads(line), "errors": []}
+        return {}
+
+    def stop(self, job_id: str) -> bool:
+        self._info(job_id)
+        return bool(self.client.stop_job(job_id))

@@ -1,0 +1,170 @@
+"""The Serve application over real HTTP on loopback: auth, ingestion as Ray jobs with live status,
+search, captions, and a captioner that scales to zero."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from conftest import ROOT, free_port, save_tiny_blip, wait_for
+from photo_cases import sha256_of
+
+from samples.sample_photos import write_library
+
+IDLE_SECONDS = 8
+
+
+def serve_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).with_name("serve")), *args], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def service(ray_head, tiny_model, tmp_path_factory):
+    work = tmp_path_factory.mktemp("serve")
+    allowed = work / "allowed"
+    write_library(str(allowed / "photos"))
+    (work / "outside").mkdir()
+    (work / "outside" / "secret.jpg").write_bytes((allowed / "photos" / "astronaut.jpg").read_bytes())
+    os.symlink(work / "outside", allowed / "escape")
+    token = secrets.token_urlsafe(24)
+    port = free_port()
+    env = {
+        **os.environ, **ray_head["env"], "PYTHONPATH": str(ROOT),
+        "INGEST_API_TOKEN": token,
+        "INGEST_ALLOWED_ROOTS": str(allowed),
+        "INGEST_UPLOAD_DIR": str(work / "uploads"),
+        "CHROMA_PATH": str(work / "chroma"),
+        "CLIP_MODEL": tiny_model["config"],
+        "CLIP_CHECKPOINT": tiny_model["checkpoint"],
+        "BLIP_MODEL": str(save_tiny_blip(work / "blip")),
+        "CAPTION_MAX_REPLICAS": "1",
+        "CAPTION_IDLE_SECONDS": str(IDLE_SECONDS),
+    }
+    started = serve_cli("start", "--address", ray_head["address"], "--http-host", "127.0.0.1", "--http-port", str(port), env=env)
+    assert started.returncode == 0, started.stderr[-2000:]
+    deployed = serve_cli("run", "serve_deployments.app:app", "--address", ray_head["address"], "--non-blocking", env=env)
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _get(f"{url}/healthz") == 200, timeout=120, what="the Serve app")
+    yield {"url": url, "token": token, "work": work, "allowed": allowed, "env": env, "logs": deployed.stderr}
+    serve_cli("shutdown", "--address", ray_head["dashboard"], "-y", env=env)
+
+
+def _get(url: str) -> int:
+    try:
+        return requests.get(url, timeout=5).status_code
+    except requests.RequestException:
+        return 0
+
+
+def auth(service) -> dict:
+    return {"Authorization": f"Bearer {service['token']}"}
+
+
+def caption_replicas(service, ray_head) -> int:
+    status = serve_cli("status", "--address", ray_head["dashboard"], env=service["env"])
+    deployments = yaml.safe_load(status.stdout)["applications"]["default"]["deployments"]
+    return deployments["Captioner"]["replica_states"].get("RUNNING", 0)
+
+
+def wait_job(service, job_id: str, timeout: float = 300) -> dict:
+    def finished():
+        status = requests.get(f"{service['url']}/ingest/{job_id}", headers=auth(service), timeout=10).json()
+        return status if status["status"] in ("SUCCEEDED", "FAILED", "STOPPED") else None
+
+    return wait_for(finished, timeout=timeout, interval=1, what=f"job {job_id}")
+
+
+def test_health_needs_no_token(service):
+    assert requests.get(f"{service['url']}/healthz", timeout=5).json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}])
+def test_every_route_needs_the_token(service, headers):
+    for method, route in [("get", "/collections"), ("post", "/ingest"), ("get", "/ingest/x"), ("post", "/search"),
+                          ("post", "/caption"), ("delete", "/ingest/x"), ("post", "/ingest/upload")]:
+        response = requests.request(method, f"{service['url']}{route}", headers=headers, json={}, timeout=10)
+        assert response.status_code == 401, route
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert service["token"] not in response.text
+
+
+def test_paths_outside_the_allowed_roots_are_forbidden(service):
+    url = f"{service['url']}/ingest"
+    outside = service["work"] / "outside"
+    for path in [str(outside), str(service["allowed"] / "escape" / "secret.jpg"), str(service["allowed"] / ".." / "outside"), "/etc"]:
+        response = requests.post(url, headers=auth(service), json={"paths": [path], "collection": "photos"}, timeout=10)
+        assert response.status_code == 403, (path, response.text)
+        assert path in response.json()["detail"]
+    missing = requests.post(url, headers=auth(service), json={"paths": [str(service["allowed"] / "nope.jpg")], "collection": "photos"}, timeout=10)
+    assert missing.status_code == 404
+    bad = requests.post(url, headers=auth(service), json={"paths": "not a list", "collection": "photos"}, timeout=10)
+    assert bad.status_code == 422
+    assert "paths" in str(bad.json()["detail"])
+
+
+def test_ingest_job_with_captions_then_search(service, ray_head):
+    assert caption_replicas(service, ray_head) == 0  # nothing asked for captions yet: no BLIP in memory
+    photos = service["allowed"] / "photos"
+    response = requests.post(f"{service['url']}/ingest", headers=auth(service),
+                             json={"paths": [str(photos)], "collection": "photos", "caption": True}, timeout=30)
+    assert response.status_code == 202
+    job_id = response.json()["job_id"]
+    status = wait_job(service, job_id)
+    assert status["status"] == "SUCCEEDED", status
+    assert (status["discovered"], status["embedded"], status["failed"], status["captioned"]) == (6, 6, 0, 6)
+    assert status["errors"] == []
+    assert caption_replicas(service, ray_head) == 1  # the job's captions started one
+
+    listed = requests.get(f"{service['url']}/collections", headers=auth(service), timeout=10).json()["collections"]
+    assert {"name": "photos", "count": 6, "model": "tiny-clip"}.items() <= next(c for c in listed if c["name"] == "photos").items()
+
+    query = photos / "rocket.webp"
+    with open(query, "rb") as f:
+        found = requests.post(f"{service['url']}/search", headers=auth(service),
+                              files={"file": ("q.webp", f)}, data={"collection": "photos", "k": "3"}, timeout=60)
+    assert found.status_code == 200, found.text
+    best = found.json()["results"][0]
+    assert best["path"] == str(query) and best["id"] == sha256_of(query)
+    assert isinstance(best["caption"], str) and best["caption"]
+
+    by_text = requests.post(f"{service['url']}/search", headers=auth(service),
+                            json={"collection": "photos", "text": "a rocket", "k": 2}, timeout=60).json()["results"]
+    assert len(by_text) == 2 and all("caption" in r and "metadata" in r for r in by_text)
+
+    wait_for(lambda: caption_replicas(service, ray_head) == 0, timeout=IDLE_SECONDS + 60, what="the captioner back at zero")
+
+
+def test_caption_route_starts_the_captioner(service, ray_head):
+    with open(service["allowed"] / "photos" / "coffee.png", "rb") as f:
+        response = requests.post(f"{service['url']}/caption", headers=auth(service), files={"file": ("c.png", f)}, timeout=120)
+    assert response.status_code == 200, response.text
+    assert isinstance(response.json()["caption"], str)
+    assert caption_replicas(service, ray_head) == 1
+
+
+def test_upload_ingestion(service):
+    photos = service["allowed"] / "photos"
+    files = [("files", ("../../evil name.png", (photos / "coffee.png").read_bytes())),
+             ("files", ("x.dng", (photos / "flower.dng").read_bytes()))]
+    response = requests.post(f"{service['url']}/ingest/upload", headers=auth(service), files=files,
+                             data={"collection": "uploaded"}, timeout=60)
+    assert response.status_code == 202, response.text
+    status = wait_job(service, response.json()["job_id"])
+    assert status["status"] == "SUCCEEDED" and status["embedded"] == 2
+    stored = sorted(os.listdir(service["work"] / "uploads"))
+    assert stored == sorted([f"{sha256_of(photos / 'coffee.png')}.png", f"{sha256_of(photos / 'flower.dng')}.dng"])
+
+
+def test_unknown_job_and_other_model(service):
+    assert requests.get(f"{service['url']}/ingest/nope", headers=auth(service), timeout=10).status_code == 404
+    missing = requests.post(f"{service['url']}/search", headers=auth(service), json={"collection": "nothing-here", "text": "x"}, timeout=10)
+    assert missing.status_code == 404
