@@ -76,6 +76,7 @@ def ray_head():
         "address": f"127.0.0.1:{gcs_port}",
         "dashboard": f"http://127.0.0.1:{dashboard_port}",
         "env": {"RAY_ADDRESS": f"127.0.0.1:{gcs_port}", "RAY_AUTH_MODE": "token"},
+        "temp_dir": temp,
     }
     yield head
     subprocess.run([ray_bin, "stop", "--force"], env={**env, "RAY_TMPDIR": temp}, capture_output=True)

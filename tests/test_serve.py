@@ -164,6 +164,28 @@ def test_upload_ingestion(service):
     assert stored == sorted([f"{sha256_of(photos / 'coffee.png')}.png", f"{sha256_of(photos / 'flower.dng')}.dng"])
 
 
+def test_stopping_a_job(service):
+    photos = service["allowed"] / "photos"
+    response = requests.post(f"{service['url']}/ingest", headers=auth(service),
+                             json={"paths": [str(photos)], "collection": "stopped"}, timeout=30)
+    job_id = response.json()["job_id"]
+    stopped = requests.delete(f"{service['url']}/ingest/{job_id}", headers=auth(service), timeout=30)
+    assert stopped.status_code == 200 and stopped.json() == {"job_id": job_id, "stopped": True}
+    assert wait_job(service, job_id)["status"] == "STOPPED"
+
+
+def test_the_token_is_in_no_log(service, ray_head):
+    leaks = []
+    for folder, _, files in os.walk(ray_head["temp_dir"]):
+        for name in files:
+            try:
+                if service["token"].encode() in Path(folder, name).read_bytes():
+                    leaks.append(os.path.join(folder, name))
+            except OSError:
+                continue
+    assert leaks == []
+
+
 def test_unknown_job_and_other_model(service):
     assert requests.get(f"{service['url']}/ingest/nope", headers=auth(service), timeout=10).status_code == 404
     missing = requests.post(f"{service['url']}/search", headers=auth(service), json={"collection": "nothing-here", "text": "x"}, timeout=10)
