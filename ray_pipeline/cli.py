@@ -117,7 +117,6 @@ def _ingest(args, parser) -> int:
         actors=args.actors,
         device=args.device,
         compile=args.compile,
-        errors_file=args.errors,
         max_pixels=args.max_pixels,
         caption=args.caption,
         serve_app=args.serve_app,

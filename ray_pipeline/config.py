@@ -22,7 +22,6 @@ class IngestConfig:
     actors: tuple[int, int] | None = None  # embedding actor pool bounds; None: one per GPU, or 1
     device: str = "auto"  # auto | cpu | cuda
     compile: str = "auto"  # auto (on for CUDA) | on | off
-    errors_file: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     caption: bool = False  # caption the stored photos through the Serve app's Captioner, after embedding
     serve_app: str = "default"  # the Serve application that runs the Captioner

@@ -45,7 +45,10 @@ def init_ray() -> str:
         return "the Ray instance this process already joined"
     address = os.environ.get("RAY_ADDRESS") or _running_local_cluster()
     if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-        return f"the Ray cluster at {address}"
-    ray.init(address="local", logging_level=logging.WARNING)
-    return "a new local Ray instance (stops when the command ends)"
+        context = ray.init(address=address, logging_level=logging.WARNING)
+        where = f"the Ray cluster at {address}"
+    else:
+        context = ray.init(address="local", logging_level=logging.WARNING)
+        where = "a new local Ray instance (stops when the command ends)"
+    dashboard = getattr(context, "dashboard_url", None)
+    return f"{where}; dashboard: http://{dashboard}" if dashboard else where

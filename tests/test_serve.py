@@ -19,6 +19,7 @@ from photo_cases import sha256_of
 from samples.sample_photos import write_library
 
 IDLE_SECONDS = 8
+MAX_UPLOAD = 4 * 1024**2
 
 
 def serve_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
@@ -47,6 +48,7 @@ def service(ray_head, tiny_model, tmp_path_factory):
         "BLIP_MODEL": str(save_tiny_blip(work / "blip")),
         "CAPTION_MAX_REPLICAS": "1",
         "CAPTION_IDLE_SECONDS": str(IDLE_SECONDS),
+        "INGEST_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
     }
     started = serve_cli("start", "--address", ray_head["address"], "--http-host", "127.0.0.1", "--http-port", str(port), env=env)
     assert started.returncode == 0, started.stderr[-2000:]
@@ -162,6 +164,14 @@ def test_upload_ingestion(service):
     assert status["status"] == "SUCCEEDED" and status["embedded"] == 2
     stored = sorted(os.listdir(service["work"] / "uploads"))
     assert stored == sorted([f"{sha256_of(photos / 'coffee.png')}.png", f"{sha256_of(photos / 'flower.dng')}.dng"])
+
+
+def test_oversized_upload_is_refused(service):
+    files = [("files", ("big.png", b"\0" * (MAX_UPLOAD + 1)))]
+    response = requests.post(f"{service['url']}/ingest/upload", headers=auth(service), files=files,
+                             data={"collection": "uploaded"}, timeout=60)
+    assert response.status_code == 413
+    assert not os.listdir(service["work"] / "uploads") or all(not n.startswith("tmp") for n in os.listdir(service["work"] / "uploads"))
 
 
 def test_stopping_a_job(service):
