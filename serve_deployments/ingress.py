@@ -41,6 +41,17 @@ async def require_token(request: Request) -> None:
 
 
 Authorized = [Depends(require_token)]
+FORM_OVERHEAD = 1024**2  # multipart boundaries and fields around the files themselves
+
+
+@app.middleware("http")
+async def refuse_oversized_bodies(request: Request, call_next):
+    """413 from the declared length, before a byte of an oversized body is parsed or spooled to disk."""
+    declared = request.headers.get("content-length", "")
+    limit = getattr(request.app.state, "max_body", None)
+    if limit is not None and declared.isdigit() and int(declared) > limit:
+        return JSONResponse(status_code=413, content={"detail": f"request body larger than {limit} bytes"})
+    return await call_next(request)
 
 
 class IngestRequest(BaseModel):
@@ -75,6 +86,7 @@ class Ingress:
         self.settings = settings
         self.captioner = captioner
         app.state.guard = bearer_guard(settings.token)
+        app.state.max_body = settings.max_upload_bytes + FORM_OVERHEAD
         if settings.token is None:
             logger.warning("INGEST_ALLOW_NO_AUTH=1: the API is open to anyone who can reach it")
         self.jobs = Jobs(settings)

@@ -166,8 +166,9 @@ def test_upload_ingestion(service):
     assert stored == sorted([f"{sha256_of(photos / 'coffee.png')}.png", f"{sha256_of(photos / 'flower.dng')}.dng"])
 
 
-def test_oversized_upload_is_refused(service):
-    files = [("files", ("big.png", b"\0" * (MAX_UPLOAD + 1)))]
+@pytest.mark.parametrize("size", [MAX_UPLOAD + 1, MAX_UPLOAD + 3 * 1024**2])  # counted while read; declared length
+def test_oversized_upload_is_refused(service, size):
+    files = [("files", ("big.png", b"\0" * size))]
     response = requests.post(f"{service['url']}/ingest/upload", headers=auth(service), files=files,
                              data={"collection": "uploaded"}, timeout=60)
     assert response.status_code == 413
