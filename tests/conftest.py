@@ -65,7 +65,9 @@ def ray_head():
     """One `ray start --head` for the session, with its own temp folder so it is never joined by accident."""
     temp = tempfile.mkdtemp(prefix="rpt", dir="/tmp")  # short: Ray's socket paths have a length limit
     gcs_port, dashboard_port = free_port(), free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    # As from an activated virtualenv: job entrypoints that say `python` find this environment's.
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
     ray_bin = str(Path(sys.executable).with_name("ray"))
     subprocess.run(
         [ray_bin, "start", "--head", f"--port={gcs_port}", f"--dashboard-port={dashboard_port}",
