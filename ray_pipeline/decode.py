@@ -26,6 +26,8 @@ from ray_pipeline.metadata import (
 )
 
 DEFAULT_MAX_PIXELS = 250_000_000
+# Resizing the short side of a 1 x 100000 strip to 224 would need gigabytes: such strips are refused.
+MAX_ASPECT_RATIO = 50
 _ORIENTATION_TAG = 0x0112
 # EXIF orientation -> the transpose that shows the picture upright (as ImageOps.exif_transpose).
 _EXIF_TRANSPOSE = {
@@ -98,10 +100,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def fit_to_input(image: Image.Image, geometry: InputGeometry) -> np.ndarray:
     """Resize and centre-crop exactly as OpenCLIP's eval transform (torchvision Resize + CenterCrop)."""
+    width, height = image.size
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise DecodeError(f"picture is {width}x{height}: its aspect ratio is over {MAX_ASPECT_RATIO}:1")
     if geometry.resize_mode == "squash":
         resized = image.resize((geometry.width, geometry.height), Image.Resampling.BICUBIC)
         return np.asarray(resized, dtype=np.uint8)
-    width, height = image.size
     size = geometry.height
     # torchvision: the short side becomes `size`, the long side int(size * long / short).
     if width <= height:

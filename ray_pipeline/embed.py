@@ -38,7 +38,7 @@ class ImageEncoder:
         shape = (1, 3, 1, 1)
         self.mean = torch.tensor(resolved.preprocess["mean"], device=self.device, dtype=self.dtype).view(shape)
         self.std = torch.tensor(resolved.preprocess["std"], device=self.device, dtype=self.dtype).view(shape)
-        self.batch_size = batch_size
+        self.batch_size = batch_size if compile else 0  # padding only pays off for a compiled graph
         if compile:
             self.visual = torch.compile(self.visual)
             size = resolved.preprocess["size"]

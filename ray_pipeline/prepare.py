@@ -58,8 +58,14 @@ def _read_failure(path: str, exc: OSError) -> str:
 
 
 def decode_file(file: FileBytes, geometry: InputGeometry, max_pixels: int) -> DecodedPhoto:
+    """Decode by extension; whatever a decoder raises on hostile bytes becomes this file's DecodeError."""
     decoder = decode_raw if is_raw(file.path) else decode_image
-    return decoder(file.data, geometry, max_pixels)
+    try:
+        return decoder(file.data, geometry, max_pixels)
+    except DecodeError:
+        raise
+    except Exception as exc:  # one bad file must never fail the batch it is in
+        raise DecodeError(f"cannot decode: {type(exc).__name__}: {exc}"[:500]) from None
 
 
 def record_metadata(file: FileBytes, photo: DecodedPhoto) -> dict:

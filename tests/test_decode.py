@@ -151,3 +151,15 @@ def test_pixel_limit_is_configurable(photos):
     with pytest.raises(DecodeError, match=r"600x400 \(240,000 pixels\), over the limit of 200,000 pixels"):
         decode_image(data, GEOMETRY, max_pixels=200_000)
     assert decode_image(data, GEOMETRY, max_pixels=240_000).pixels.shape == (224, 224, 3)
+
+
+def test_hostile_exif_and_strips_are_per_file_errors(photos, tmp_path):
+    from ray_pipeline.prepare import FileBytes, decode_file
+
+    # An EXIF block whose ExifOffset is negative: Pillow raises ValueError deep inside.
+    ifd = struct.pack("<2sH I H HHIi I", b"II", 42, 8, 1, 0x8769, 9, 1, -5, 0)
+    hostile = encoded(Image.fromarray(photos["coffee"]), "JPEG", exif=b"Exif\x00\x00" + ifd)
+    strip = encoded(Image.new("RGB", (20_000, 2)), "PNG")
+    for name, data in (("hostile.jpg", hostile), ("strip.png", strip)):
+        with pytest.raises(DecodeError):
+            decode_file(FileBytes(name, data, len(data), 0.0), GEOMETRY, 250_000_000)
