@@ -4,17 +4,31 @@ fails is reported, and running again fills it in."""
 
 from __future__ import annotations
 
-import logging
-
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, InputGeometry
+from ray_pipeline.errors import UserFacingError
 from ray_pipeline.prepare import decode_file, read_file
-
-logger = logging.getLogger(__name__)
 
 CAPTIONER = "Captioner"
 # BLIP's processor resizes to 384 x 384 without keeping the aspect ratio: send exactly that.
 CAPTION_INPUT = InputGeometry(384, 384, "squash")
 CHUNK = 32  # requests in flight at once; the Captioner batches them
+
+
+class CaptionerMissing(UserFacingError):
+    pass
+
+
+def check_captioner(serve_app: str) -> None:
+    """Captions need the Serve application's Captioner deployment running on this cluster."""
+    from ray import serve
+
+    try:
+        serve.get_deployment_handle(CAPTIONER, app_name=serve_app)
+    except Exception:
+        raise CaptionerMissing(
+            f"--caption needs the Serve application {serve_app!r} with its {CAPTIONER} deployment running on "
+            "this Ray cluster (serve run serve_deployments.app:app)"
+        ) from None
 
 
 def caption_pixels(path: str):

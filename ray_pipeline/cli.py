@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--caption", action="store_true",
                         help="after embedding, caption the photos through the Serve app's Captioner deployment")
     ingest.add_argument("--serve-app", default="default", metavar="NAME", help="Serve application running the Captioner (default: default)")
+    ingest.add_argument("--within", action="append", default=[], metavar="DIR",
+                        help="read only files whose real path (symlinks followed) is inside DIR; repeatable")
     ingest.add_argument("--progress-id", metavar="ID", help="report live counts under this id (set by the HTTP API)")
 
     search = commands.add_parser("search", help="top-k photos for a text or an example photo")
@@ -108,6 +110,8 @@ def _ingest(args, parser) -> int:
         parser.error("give PATH ... or --manifest FILE")
     if args.paths and args.manifest:
         parser.error("give PATH ... or --manifest FILE, not both")
+    if args.errors and not os.path.isdir(os.path.dirname(os.path.abspath(args.errors))):
+        parser.error(f"--errors {args.errors}: no such folder for it")
     config = IngestConfig(
         target=_target(args),
         model=ModelSpec(args.model, args.pretrained, args.checkpoint, args.allow_random_weights),
@@ -121,6 +125,7 @@ def _ingest(args, parser) -> int:
         caption=args.caption,
         serve_app=args.serve_app,
         progress_id=args.progress_id,
+        within=tuple(os.path.realpath(d) for d in args.within),
     )
     from ray_pipeline.pipeline import run_ingest
 

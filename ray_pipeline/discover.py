@@ -25,6 +25,11 @@ def is_raw(path: str) -> bool:
     return extension_of(path) in RAW_EXTENSIONS
 
 
+def is_within(path: str, roots: tuple[str, ...]) -> bool:
+    """Whether `path` (already resolved) lies inside one of the (resolved) `roots`."""
+    return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
 def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 

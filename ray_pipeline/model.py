@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlparse
 
 from ray_pipeline.errors import UserFacingError
+from ray_pipeline.runtime import reachable
 
 logger = logging.getLogger(__name__)
 
@@ -83,15 +83,6 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _reachable(url: str, timeout: float = 3.0) -> bool:
-    parsed = urlparse(url)
-    try:
-        socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout).close()
-        return True
-    except (OSError, TypeError):
-        return False
-
-
 def _download(pretrained_cfg: dict) -> str:
     """The local file of a pretrained tag's weights: cached, else downloaded.
 
@@ -103,7 +94,8 @@ def _download(pretrained_cfg: dict) -> str:
 
     source = hub.ENDPOINT if pretrained_cfg.get("hf_hub") else pretrained_cfg.get("url", "")
     offline = hub.HF_HUB_OFFLINE
-    hub.HF_HUB_OFFLINE = offline or not _reachable(source)
+    url = urlparse(source)
+    hub.HF_HUB_OFFLINE = offline or not reachable(url.hostname, url.port or 443, timeout=3.0)
     try:
         path = open_clip.download_pretrained(pretrained_cfg)
     finally:

@@ -11,7 +11,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ray_pipeline import model as clip_model
-from ray_pipeline.caption import caption_records
+from ray_pipeline.caption import caption_records, check_captioner
 from ray_pipeline.config import DECODE_ACTOR_MEMORY, DECODE_BATCH_SIZE, IngestConfig
 from ray_pipeline.decode import InputGeometry
 from ray_pipeline.discover import discover, read_manifest
@@ -79,15 +79,21 @@ def _open_store(config: IngestConfig, collection_metadata: dict, here) -> tuple[
 
 
 def _actor_plan(device: str, actors: tuple[int, int] | None) -> dict:
-    """How the cluster's CPUs are shared: embedding actors first, light tasks a reserve, decoding the rest."""
-    cpus = ray.cluster_resources().get("CPU", 1)
+    """How the CPUs free now are shared: a reserve for light tasks, the rest between embedding and decoding.
+
+    Planned from what is free, not the cluster's total, so a Serve app or another job holding CPUs
+    does not leave an actor waiting forever for a CPU it can never get.
+    """
+    free = ray.available_resources().get("CPU", 0)
+    budget = max(free - LIGHT_TASK_RESERVE, 0.5)
     if device == "cuda":
         low, high = actors or (1, max(1, int(ray.cluster_resources().get("GPU", 1))))
         embed_cpus = 1
     else:
         low, high = actors or (1, 1)
-        embed_cpus = max(1, int(cpus) // (2 * high))  # CPU inference gets threads too
-    decode_capacity = cpus - high * embed_cpus - LIGHT_TASK_RESERVE
+        share = budget / 2 / high  # CPU inference and decoding split what is free
+        embed_cpus = int(share) if share >= 1 else max(0.25, share)
+    decode_capacity = budget - high * embed_cpus
     return {
         "embed_actors": (low, high),
         "embed_cpus": embed_cpus,
@@ -108,6 +114,8 @@ def run_ingest(config: IngestConfig) -> dict:
     if not config.target.embedded:
         ChromaStore(config.target, resolved.collection_metadata())  # reachable, and the same model
     logger.info("running on %s", init_ray())
+    if config.caption:
+        check_captioner(config.serve_app)  # before any work, not after the embeddings
     geometry = InputGeometry.from_preprocess(resolved.preprocess)
     device = choose_device(config.device)
     use_compile = config.compile == "on" or (config.compile == "auto" and device == "cuda")
@@ -126,7 +134,8 @@ def run_ingest(config: IngestConfig) -> dict:
             _paths_dataset(paths)
             .map_batches(
                 PrepareImages,
-                fn_constructor_kwargs={"store": store, "registry": registry, "geometry": geometry, "max_pixels": config.max_pixels},
+                fn_constructor_kwargs={"store": store, "registry": registry, "geometry": geometry, "max_pixels": config.max_pixels,
+                                       "within": config.within},
                 batch_size=DECODE_BATCH_SIZE,
                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan["decode_actors"]),
                 num_cpus=plan["decode_cpus"],
@@ -153,4 +162,6 @@ def run_ingest(config: IngestConfig) -> dict:
     if config.caption:
         summary["captioned"] = captioned
     summary["seconds"] = round(time.monotonic() - started, 2)
-    return {**summary, "errors": sink.tally.errors + caption_errors, "random_weights": resolved.random_weights}
+    errors = sink.tally.errors + caption_errors
+    reporter.finish(summary, errors)
+    return {**summary, "errors": errors, "random_weights": resolved.random_weights}

@@ -21,7 +21,7 @@ from ray_pipeline.decode import (
     decode_image,
     decode_raw,
 )
-from ray_pipeline.discover import extension_of, is_raw
+from ray_pipeline.discover import extension_of, is_raw, is_within
 
 NEW, EXISTING, DUPLICATE, FAILED = "new", "existing", "duplicate", "failed"
 
@@ -86,11 +86,12 @@ def record_metadata(file: FileBytes, photo: DecodedPhoto) -> dict:
 class PrepareImages:
     """Ray Data class UDF for the CPU stage; one instance per CPU actor."""
 
-    def __init__(self, store, registry, geometry: InputGeometry, max_pixels: int):
+    def __init__(self, store, registry, geometry: InputGeometry, max_pixels: int, within: tuple[str, ...] = ()):
         self.store = store  # StoreHandle: which ids the collection holds already
         self.registry = registry  # DuplicateRegistry actor: which path owns an id in this job
         self.geometry = geometry
         self.max_pixels = max_pixels
+        self.within = within  # resolved folders the files must really lie in; () for anywhere
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import ray
@@ -103,6 +104,9 @@ class PrepareImages:
         metadata = [""] * len(paths)
         files: dict[int, FileBytes] = {}
         for i, path in enumerate(paths):
+            if self.within and not is_within(os.path.realpath(path), self.within):
+                reasons[i] = "resolves outside the allowed folders"
+                continue
             try:
                 files[i] = read_file(path)
             except OSError as exc:
@@ -110,17 +114,17 @@ class PrepareImages:
                 continue
             ids[i] = hashlib.sha256(files[i].data).hexdigest()
 
-        stored = set(self.store.existing_ids(sorted({ids[i] for i in files})) if files else [])
-        candidates = []
-        for i in files:
-            if ids[i] in stored:
-                status[i] = EXISTING
-            else:
-                candidates.append(i)
-        owners = ray.get(self.registry.claim.remote([(ids[i], paths[i]) for i in candidates])) if candidates else []
-        for i, owns in zip(candidates, owners):
+        # Claim first, so every copy but one counts as a duplicate whether or not the content is stored.
+        read = list(files)
+        owners = ray.get(self.registry.claim.remote([(ids[i], paths[i]) for i in read])) if read else []
+        owned = [i for i, owns in zip(read, owners) if owns]
+        for i, owns in zip(read, owners):
             if not owns:
                 status[i] = DUPLICATE
+        stored = set(self.store.existing_ids(sorted({ids[i] for i in owned}))) if owned else set()
+        for i in owned:
+            if ids[i] in stored:
+                status[i] = EXISTING
                 continue
             try:
                 photo = decode_file(files[i], self.geometry, self.max_pixels)

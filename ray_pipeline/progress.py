@@ -23,6 +23,11 @@ class ProgressBoard:
         job["counts"].update(counts)
         job["errors"].extend(errors[: MAX_ERRORS - len(job["errors"])])
 
+    def finish(self, job_id: str, summary: dict[str, int], errors: list[dict]) -> None:
+        """The final summary replaces the live counts (a retried write task may have reported twice)."""
+        counts = {k: v for k, v in summary.items() if isinstance(v, int)}
+        self._jobs[job_id] = {"counts": Counter(counts), "errors": errors[:MAX_ERRORS]}
+
     def get(self, job_id: str) -> dict | None:
         job = self._jobs.get(job_id)
         return None if job is None else {"counts": dict(job["counts"]), "errors": list(job["errors"])}
@@ -58,3 +63,9 @@ class Reporter:
     def add(self, counts: dict[str, int], errors: list[dict] | None = None) -> None:
         if self.board is not None:
             self.board.add.remote(self.job_id, dict(counts), list(errors or [])[:MAX_ERRORS])
+
+    def finish(self, summary: dict, errors: list[dict]) -> None:
+        if self.board is not None:
+            import ray
+
+            ray.get(self.board.finish.remote(self.job_id, summary, errors[:MAX_ERRORS]))

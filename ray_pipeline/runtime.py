@@ -9,12 +9,12 @@ import socket
 logger = logging.getLogger(__name__)
 
 
-def _reachable(address: str, timeout: float = 1.0) -> bool:
-    host, _, port = address.rpartition(":")
+def reachable(host: str | None, port: int | str, timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections there (a quick probe before a slow client tries)."""
     try:
         with socket.create_connection((host, int(port)), timeout=timeout):
             return True
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
         return False
 
 
@@ -31,7 +31,8 @@ def _running_local_cluster() -> str | None:
             address = f.read().strip()
     except OSError:
         return None
-    return address if address and _reachable(address) else None
+    host, _, port = address.rpartition(":")
+    return address if address and reachable(host, port) else None
 
 
 def init_ray() -> str:

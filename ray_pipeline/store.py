@@ -122,9 +122,6 @@ class ChromaStore:
     def metadata(self) -> dict[str, Any]:
         return dict(self.collection.metadata or {})
 
-    def count(self) -> int:
-        return self.collection.count()
-
     def existing_ids(self, ids: list[str]) -> list[str]:
         """Which of these ids are stored already."""
         found: list[str] = []

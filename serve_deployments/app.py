@@ -6,8 +6,6 @@ Serve config's runtime_env), so replicas on any node get the same configuration.
 
 from __future__ import annotations
 
-import ray
-
 from serve_deployments.captioner import Captioner, captioner_options
 from serve_deployments.ingress import Ingress
 from serve_deployments.settings import Settings
@@ -15,8 +13,7 @@ from serve_deployments.settings import Settings
 
 def build_app(settings: Settings | None = None):
     settings = settings or Settings.from_env()
-    gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
-    options = captioner_options(settings.caption_max_replicas, settings.caption_idle_seconds, 0.25 if gpus else 0)
+    options = captioner_options(settings.caption_max_replicas, settings.caption_idle_seconds, settings.caption_num_gpus)
     captioner = Captioner.options(**options).bind(settings.blip_model)
     return Ingress.bind(captioner, settings)
 

@@ -1,20 +1,21 @@
 """Ingress: the HTTP API (FastAPI behind a bearer token) for ingestion jobs, search and captions."""
 
 # No `from __future__ import annotations` here: FastAPI reads the route annotations at runtime.
+import asyncio
 import hashlib
 import logging
 import os
 import tempfile
 
 import ray
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from ray import serve
 
 from ray_pipeline.caption import CAPTION_INPUT
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, InputGeometry
-from ray_pipeline.discover import SUPPORTED_EXTENSIONS, extension_of
+from ray_pipeline.discover import SUPPORTED_EXTENSIONS, extension_of, is_within
 from ray_pipeline.model import ModelSpec
 from ray_pipeline.prepare import FileBytes, decode_file
 from ray_pipeline.search import QueryEncoder, top_k
@@ -28,7 +29,7 @@ from ray_pipeline.store import (
     list_collections,
     owner_name,
 )
-from serve_deployments.auth import bearer_guard
+from serve_deployments.auth import bearer_check
 from serve_deployments.jobs import Jobs, UnknownJob
 from serve_deployments.settings import Settings
 
@@ -36,21 +37,22 @@ logger = logging.getLogger("ray.serve")
 app = FastAPI(title="Photo embeddings", description="Ingest photo libraries into CLIP embeddings; search them.")
 
 
-async def require_token(request: Request) -> None:
-    await request.app.state.guard(request)
-
-
-Authorized = [Depends(require_token)]
+OPEN_ROUTES = {"/healthz"}
 FORM_OVERHEAD = 1024**2  # multipart boundaries and fields around the files themselves
 
 
 @app.middleware("http")
-async def refuse_oversized_bodies(request: Request, call_next):
-    """413 from the declared length, before a byte of an oversized body is parsed or spooled to disk."""
+async def guard(request: Request, call_next):
+    """Before any body is read: the token (401), then the body's declared length (411, 413)."""
+    state = request.app.state
+    if request.url.path not in OPEN_ROUTES and not state.token_ok(request.headers.get("authorization", "")):
+        return JSONResponse(status_code=401, content={"detail": "missing or wrong bearer token"},
+                            headers={"WWW-Authenticate": "Bearer"})
     declared = request.headers.get("content-length", "")
-    limit = getattr(request.app.state, "max_body", None)
-    if limit is not None and declared.isdigit() and int(declared) > limit:
-        return JSONResponse(status_code=413, content={"detail": f"request body larger than {limit} bytes"})
+    if request.method == "POST" and not declared.isdigit():
+        return JSONResponse(status_code=411, content={"detail": "a Content-Length header is required"})
+    if declared.isdigit() and int(declared) > state.max_body:
+        return JSONResponse(status_code=413, content={"detail": f"request body larger than {state.max_body} bytes"})
     return await call_next(request)
 
 
@@ -60,14 +62,13 @@ class IngestRequest(BaseModel):
     caption: bool = False
 
 
-class SearchRequest(BaseModel):
+class ImageSearchRequest(BaseModel):
     collection: str = Field(min_length=3, max_length=512)
-    text: str = Field(min_length=1)
     k: int = Field(default=5, ge=1, le=1000)
 
 
-def inside(path: str, roots: tuple[str, ...]) -> bool:
-    return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+class SearchRequest(ImageSearchRequest):
+    text: str = Field(min_length=1)
 
 
 def read_upload(upload: UploadFile, limit: int) -> FileBytes:
@@ -79,13 +80,15 @@ def read_upload(upload: UploadFile, limit: int) -> FileBytes:
     return FileBytes(path=f"upload.{ext if ext in SUPPORTED_EXTENSIONS else 'bin'}", data=data, size=len(data), mtime=0.0)
 
 
-@serve.deployment(num_replicas=1, max_ongoing_requests=100)
+# No CPU reserved: the ingress mostly waits on Ray and Chroma, and the ingestion jobs it starts need
+# every CPU the cluster has free.
+@serve.deployment(num_replicas=1, max_ongoing_requests=100, ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
 class Ingress:
     def __init__(self, captioner, settings: Settings):
         self.settings = settings
         self.captioner = captioner
-        app.state.guard = bearer_guard(settings.token)
+        app.state.token_ok = bearer_check(settings.token)
         app.state.max_body = settings.max_upload_bytes + FORM_OVERHEAD
         if settings.token is None:
             logger.warning("INGEST_ALLOW_NO_AUTH=1: the API is open to anyone who can reach it")
@@ -111,8 +114,11 @@ class Ingress:
         """Real paths inside the allowed roots (symlinks followed): 403 outside, 404 when missing."""
         checked = []
         for given in paths:
-            real = os.path.realpath(given)
-            if not inside(real, self.settings.ingestion_roots()):
+            try:
+                real = os.path.realpath(given)
+            except ValueError:  # a NUL byte
+                raise HTTPException(422, "paths: not a valid path") from None
+            if not is_within(real, self.settings.ingestion_roots()):
                 raise HTTPException(403, f"path is outside the allowed roots: {given}")
             if not os.path.exists(real):
                 raise HTTPException(404, f"no such file or folder: {given}")
@@ -123,12 +129,12 @@ class Ingress:
     def healthz(self) -> dict:
         return {"status": "ok"}
 
-    @app.post("/ingest", status_code=202, dependencies=Authorized)
+    @app.post("/ingest", status_code=202)
     def ingest(self, body: IngestRequest) -> dict:
         return {"job_id": self.jobs.submit(self._checked_paths(body.paths), body.collection, body.caption)}
 
-    @app.post("/ingest/upload", status_code=202, dependencies=Authorized)
-    def ingest_upload(self, files: list[UploadFile] = File(...), collection: str = Form(..., min_length=3),
+    @app.post("/ingest/upload", status_code=202)
+    def ingest_upload(self, files: list[UploadFile] = File(...), collection: str = Form(..., min_length=3, max_length=512),
                       caption: bool = Form(False)) -> dict:
         stored = []
         budget = self.settings.max_upload_bytes
@@ -144,21 +150,21 @@ class Ingress:
             stored.append(path)
         return {"job_id": self.jobs.submit(stored, collection, caption), "files": len(stored)}
 
-    @app.get("/ingest/{job_id}", dependencies=Authorized)
+    @app.get("/ingest/{job_id}")
     def job_status(self, job_id: str) -> dict:
         try:
             return self.jobs.status(job_id)
         except UnknownJob:
             raise HTTPException(404, f"no such ingestion job: {job_id}") from None
 
-    @app.delete("/ingest/{job_id}", dependencies=Authorized)
+    @app.delete("/ingest/{job_id}")
     def stop_job(self, job_id: str) -> dict:
         try:
             return {"job_id": job_id, "stopped": self.jobs.stop(job_id)}
         except UnknownJob:
             raise HTTPException(404, f"no such ingestion job: {job_id}") from None
 
-    @app.get("/collections", dependencies=Authorized)
+    @app.get("/collections")
     def collections(self) -> dict:
         if self.owner is not None:
             listed = ray.get(self.owner.list_collections.remote())
@@ -166,23 +172,32 @@ class Ingress:
             listed = list_collections(connect(StoreTarget(collection="", url=self.settings.chroma_url)))
         return {"collections": listed}
 
-    @app.post("/search", dependencies=Authorized)
+    @app.post("/search")
     async def search(self, request: Request) -> dict:
         """JSON {collection, text, k}, or multipart with an image `file` (and `collection`, `k`)."""
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            form = await request.form()
-            upload, collection, k = form.get("file"), form.get("collection"), form.get("k", "5")
-            if not hasattr(upload, "read") or not collection or not str(k).isdigit():
-                raise HTTPException(422, "multipart search needs fields: file (an image), collection, k (a number)")
-            picture = self._decode(read_upload(upload, self.settings.max_upload_bytes), InputGeometry.from_preprocess(self.encoder.resolved.preprocess))
-            store = self._checked_store(collection)
-            return {"results": top_k(store, self.encoder.image(picture), int(k))}
         try:
-            body = SearchRequest.model_validate_json(await request.body())
+            if request.headers.get("content-type", "").startswith("multipart/form-data"):
+                form = await request.form()
+                fields = ImageSearchRequest(collection=form.get("collection"), k=form.get("k", 5))
+                if not hasattr(form.get("file"), "read"):
+                    raise HTTPException(422, "file: an image file is required")
+                query = read_upload(form.get("file"), self.settings.max_upload_bytes)
+            else:
+                fields = SearchRequest.model_validate_json(await request.body())
+                query = fields.text
         except ValueError as exc:
             return JSONResponse(status_code=422, content={"detail": _validation_detail(exc)})
-        store = self._checked_store(body.collection)
-        return {"results": top_k(store, self.encoder.text(body.text), body.k)}
+        # CLIP and Chroma work off the event loop, so status polls are answered meanwhile.
+        return await asyncio.to_thread(self._search, fields.collection, query, fields.k)
+
+    def _search(self, collection: str, query, k: int) -> dict:
+        """`query`: a text, or an uploaded picture's FileBytes."""
+        store = self._checked_store(collection)
+        if isinstance(query, str):
+            vector = self.encoder.text(query)
+        else:
+            vector = self.encoder.image(self._decode(query, InputGeometry.from_preprocess(self.encoder.resolved.preprocess)))
+        return {"results": top_k(store, vector, k)}
 
     def _checked_store(self, collection: str) -> StoreHandle:
         store = self._store(collection)
@@ -203,9 +218,10 @@ class Ingress:
         except DecodeError as exc:
             raise HTTPException(422, f"file: {exc}") from None
 
-    @app.post("/caption", dependencies=Authorized)
+    @app.post("/caption")
     async def caption(self, file: UploadFile = File(...)) -> dict:
-        picture = self._decode(read_upload(file, self.settings.max_upload_bytes), CAPTION_INPUT)
+        upload = read_upload(file, self.settings.max_upload_bytes)
+        picture = await asyncio.to_thread(self._decode, upload, CAPTION_INPUT)
         return {"caption": await self.captioner.caption.remote(picture)}
 
 

@@ -23,6 +23,8 @@ class UnknownJob(LookupError):
 def ingest_entrypoint(settings: Settings, paths: list[str], collection: str, caption: bool, job_id: str) -> str:
     """The CLI command line the job runs; it carries no secret."""
     args = [sys.executable, "-m", "ray_pipeline", "ingest", *paths, "--collection", collection, "--progress-id", job_id]
+    for root in settings.ingestion_roots():  # files reached through symlinks must stay inside too
+        args += ["--within", root]
     args += ["--chroma-url", settings.chroma_url] if settings.chroma_url else ["--chroma-path", settings.chroma_path]
     args += ["--model", settings.clip_model]
     if settings.clip_checkpoint:

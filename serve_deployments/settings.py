@@ -43,6 +43,7 @@ class Settings:
     blip_model: str = DEFAULT_BLIP
     caption_max_replicas: int = 1
     caption_idle_seconds: float = 300.0
+    caption_num_gpus: float = 0.0
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     serve_app: str = "default"
 
@@ -70,6 +71,7 @@ class Settings:
             blip_model=os.environ.get("BLIP_MODEL", DEFAULT_BLIP),
             caption_max_replicas=int(os.environ.get("CAPTION_MAX_REPLICAS", "1")),
             caption_idle_seconds=float(os.environ.get("CAPTION_IDLE_SECONDS", "300")),
+            caption_num_gpus=float(os.environ.get("CAPTION_NUM_GPUS") or _default_gpu_share()),
             max_upload_bytes=int(os.environ.get("INGEST_MAX_UPLOAD_BYTES", str(DEFAULT_MAX_UPLOAD_BYTES))),
             serve_app=os.environ.get("SERVE_APP_NAME", "default"),
         )
@@ -77,6 +79,12 @@ class Settings:
     def ingestion_roots(self) -> tuple[str, ...]:
         """Where ingestion may read: the allowed roots, and the upload folder."""
         return (*self.allowed_roots, self.upload_dir)
+
+
+def _default_gpu_share() -> float:
+    import torch
+
+    return 0.25 if torch.cuda.is_available() else 0.0
 
 
 def _read_token() -> Secret | None:

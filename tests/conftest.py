@@ -127,7 +127,13 @@ def save_tiny_blip(folder: Path, seed: int = 0) -> Path:
     """A seeded, randomly initialised BLIP captioner of transformers' real classes, saved with
     save_pretrained (model, tokenizer, image processor), as BLIP_MODEL points at a directory."""
     import torch
-    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
 
     folder.mkdir(parents=True, exist_ok=True)
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "a", "photo", "of", "cat", "cup", "rocket",

@@ -88,3 +88,13 @@ def test_embedded_chroma_in_use_is_refused_at_once(cli, tmp_path, tiny_model_arg
     assert completed.returncode == 2
     assert f"embedded Chroma at {chroma} is in use by another process" in completed.stderr
     assert time.monotonic() - started < 60  # refused, not left waiting
+
+
+def test_caption_without_the_serve_app_is_refused_before_work(cli, tmp_path, tiny_model_args):
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "p.png")
+    completed = cli("ingest", str(tmp_path / "p.png"), "--collection", "nocaps", "--chroma-path", str(tmp_path / "c"),
+                    "--caption", "--serve-app", "no-such-app", *tiny_model_args)
+    assert completed.returncode == 2
+    assert "--caption needs the Serve application 'no-such-app'" in completed.stderr

@@ -130,7 +130,8 @@ def test_rerun_embeds_nothing(ingested, cli, tiny_model_args):
                     str(ingested["chroma"]), *tiny_model_args)
     summary = summary_of(completed)
     assert summary["embedded"] == 0
-    assert summary["skipped_existing"] == len(by_kind(ingested["cases"], "valid")) + 1  # the copy too
+    assert summary["skipped_existing"] == len(by_kind(ingested["cases"], "valid"))
+    assert summary["duplicates"] == 1  # the copy is still a copy
     assert summary["failed"] == len(by_kind(ingested["cases"], "failed"))
     assert open_collection(ingested["chroma"], "photos").count() == len(by_kind(ingested["cases"], "valid"))
 

@@ -7,7 +7,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +34,9 @@ def service(ray_head, tiny_model, tmp_path_factory):
     (work / "outside").mkdir()
     (work / "outside" / "secret.jpg").write_bytes((allowed / "photos" / "astronaut.jpg").read_bytes())
     os.symlink(work / "outside", allowed / "escape")
+    (allowed / "mixed").mkdir()
+    (allowed / "mixed" / "coffee.png").write_bytes((allowed / "photos" / "coffee.png").read_bytes())
+    os.symlink(work / "outside" / "secret.jpg", allowed / "mixed" / "leak.jpg")  # a file link leaving the roots
     token = secrets.token_urlsafe(24)
     port = free_port()
     env = {
@@ -173,6 +175,25 @@ def test_oversized_upload_is_refused(service, size):
                              data={"collection": "uploaded"}, timeout=60)
     assert response.status_code == 413
     assert not os.listdir(service["work"] / "uploads") or all(not n.startswith("tmp") for n in os.listdir(service["work"] / "uploads"))
+
+
+def test_files_linked_from_outside_the_roots_are_not_read(service):
+    mixed = service["allowed"] / "mixed"
+    response = requests.post(f"{service['url']}/ingest", headers=auth(service),
+                             json={"paths": [str(mixed)], "collection": "mixed"}, timeout=30)
+    status = wait_job(service, response.json()["job_id"])
+    assert (status["status"], status["embedded"], status["failed"]) == ("SUCCEEDED", 1, 1)
+    assert status["errors"] == [{"path": str(mixed / "leak.jpg"), "reason": "resolves outside the allowed folders"}]
+
+
+def test_no_body_is_read_before_the_token(service):
+    # No token and no Content-Length: refused for the token, before anything is parsed or spooled.
+    response = requests.post(f"{service['url']}/ingest/upload", data=iter([b"x" * 1024] * 4), timeout=30,
+                             headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert response.status_code == 401
+    chunked = requests.post(f"{service['url']}/ingest/upload", data=iter([b"x" * 1024]), timeout=30,
+                            headers={**auth(service), "Content-Type": "multipart/form-data; boundary=b"})
+    assert chunked.status_code == 411
 
 
 def test_stopping_a_job(service):
