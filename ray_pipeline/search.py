@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ray_pipeline import model as clip_model
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS, InputGeometry
 from ray_pipeline.embed import ImageEncoder
 from ray_pipeline.store import ChromaStore, StoreTarget, check_model
+
+logger = logging.getLogger(__name__)
 
 
 class QueryEncoder:
@@ -22,6 +26,8 @@ class QueryEncoder:
         """The model the collection records (or `override`), checked against it."""
         encoder = cls(clip_model.spec_from_collection(store.metadata, override))
         encoder.check(store.target.collection, store.metadata)
+        if store.metadata.get("random_weights"):
+            logger.warning("collection %r holds vectors from random weights: the ranking means nothing", store.target.collection)
         return encoder
 
     def check(self, collection: str, metadata: dict) -> None:
