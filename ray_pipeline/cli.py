@@ -130,6 +130,7 @@ def _ingest(args, parser) -> int:
     from ray_pipeline.pipeline import run_ingest
 
     result = run_ingest(config)
+    _stop_ray()  # flush the workers' forwarded logs first, so the summary is the last line
     errors = result.pop("errors")
     random_weights = result.pop("random_weights")
     if args.errors:

@@ -103,6 +103,21 @@ def _actor_plan(device: str, actors: tuple[int, int] | None) -> dict:
     }
 
 
+def _user_facing_cause(exc: BaseException) -> str | None:
+    """The reason a user should see, when a stage failed on one (a Chroma server gone, say).
+
+    Ray wraps a task's exception in classes of its own that also derive from the original class; only
+    the original, raised by this package, carries just the reason.
+    """
+    for _ in range(20):
+        if exc is None:
+            return None
+        if isinstance(exc, UserFacingError) and type(exc).__module__.startswith("ray_pipeline."):
+            return str(exc)
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return None
+
+
 def run_ingest(config: IngestConfig) -> dict:
     """Run one ingestion to the end and return its summary (the errors list under "errors")."""
     started = time.monotonic()
@@ -129,28 +144,36 @@ def run_ingest(config: IngestConfig) -> dict:
     reporter = Reporter(config.progress_id)
     reporter.start(len(paths))
     sink = ChromaDatasink(store, reporter, keep_stored=config.caption)
+    prepare = {"store": store, "registry": registry, "geometry": geometry, "max_pixels": config.max_pixels,
+               "within": config.within}
+    embed = {"resolved": resolved, "device": device, "compile": use_compile, "batch_size": batch_size}
     try:
-        (
-            _paths_dataset(paths)
-            .map_batches(
-                PrepareImages,
-                fn_constructor_kwargs={"store": store, "registry": registry, "geometry": geometry, "max_pixels": config.max_pixels,
-                                       "within": config.within},
-                batch_size=DECODE_BATCH_SIZE,
-                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan["decode_actors"]),
-                num_cpus=plan["decode_cpus"],
-                memory=DECODE_ACTOR_MEMORY,
+        try:
+            (
+                _paths_dataset(paths)
+                .map_batches(
+                    PrepareImages,
+                    fn_constructor_kwargs=prepare,
+                    batch_size=DECODE_BATCH_SIZE,
+                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan["decode_actors"]),
+                    num_cpus=plan["decode_cpus"],
+                    memory=DECODE_ACTOR_MEMORY,
+                )
+                .map_batches(
+                    EmbedImages,
+                    fn_constructor_kwargs=embed,
+                    batch_size=batch_size,
+                    compute=ray.data.ActorPoolStrategy(min_size=plan["embed_actors"][0], max_size=plan["embed_actors"][1]),
+                    num_gpus=1 if device == "cuda" else 0,
+                    num_cpus=plan["embed_cpus"],
+                )
+                .write_datasink(sink, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
             )
-            .map_batches(
-                EmbedImages,
-                fn_constructor_kwargs={"resolved": resolved, "device": device, "compile": use_compile, "batch_size": batch_size},
-                batch_size=batch_size,
-                compute=ray.data.ActorPoolStrategy(min_size=plan["embed_actors"][0], max_size=plan["embed_actors"][1]),
-                num_gpus=1 if device == "cuda" else 0,
-                num_cpus=plan["embed_cpus"],
-            )
-            .write_datasink(sink, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
-        )
+        except Exception as exc:
+            reason = _user_facing_cause(exc)
+            if reason is None:
+                raise
+            raise PipelineError(f"the job stopped: {reason}") from None
         captioned, caption_errors = (
             caption_records(store, sink.tally.stored, config.serve_app, reporter) if config.caption else (0, [])
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -13,6 +14,10 @@ import numpy as np
 from ray_pipeline.errors import UserFacingError
 
 LOCK_FILE = "ray_pipeline.lock"
+# A Chroma server that stops answering is retried with backoff (0.5 s, 1 s, 2 s, ... 15.5 s in all), then
+# the job stops with a clear error; what was written stays written, and a re-run stores the rest.
+SERVER_ATTEMPTS = 6
+FIRST_BACKOFF_S = 0.5
 # Keys that must agree between a collection and the model writing or searching it.
 MODEL_KEYS = ("model", "weights")
 
@@ -78,6 +83,28 @@ class _WriterLock:
             ) from None
 
 
+def with_retries(target: StoreTarget, operation, *args, **kwargs):
+    """Run a Chroma call; against a server, connection failures are retried with exponential backoff."""
+    from chromadb.errors import ChromaError
+
+    delay = FIRST_BACKOFF_S
+    for attempt in range(1, SERVER_ATTEMPTS + 1):
+        try:
+            return operation(*args, **kwargs)
+        except ChromaError:
+            raise  # the server answered: a real error, not a lost connection
+        except Exception as exc:
+            if target.embedded:
+                raise
+            if attempt == SERVER_ATTEMPTS:
+                raise StoreError(
+                    f"Chroma server {target.url} is unreachable: gave up after {SERVER_ATTEMPTS} attempts "
+                    f"({type(exc).__name__}); records written so far are kept, run again to store the rest"
+                ) from None
+            time.sleep(delay)
+            delay *= 2
+
+
 def check_model(name: str, recorded: dict, wanted: dict) -> None:
     """Refuse to mix vectors of two models in one collection."""
     if any(recorded.get(key) != wanted.get(key) for key in MODEL_KEYS):
@@ -126,14 +153,15 @@ class ChromaStore:
         """Which of these ids are stored already."""
         found: list[str] = []
         for start in range(0, len(ids), self.max_batch):
-            found += self.collection.get(ids=ids[start : start + self.max_batch], include=[])["ids"]
+            found += with_retries(self.target, self.collection.get, ids=ids[start : start + self.max_batch], include=[])["ids"]
         return found
 
     def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict]) -> None:
         """Write records by id, in batches Chroma accepts; writing a record twice leaves one."""
         for start in range(0, len(ids), self.max_batch):
             end = start + self.max_batch
-            self.collection.upsert(ids=ids[start:end], embeddings=embeddings[start:end], metadatas=metadatas[start:end])
+            with_retries(self.target, self.collection.upsert, ids=ids[start:end], embeddings=embeddings[start:end],
+                         metadatas=metadatas[start:end])
 
     def query(self, embedding: np.ndarray, k: int) -> dict:
         return self.collection.query(query_embeddings=[embedding], n_results=k, include=["metadatas", "distances"])
@@ -227,7 +255,7 @@ class StoreHandle:
 
             return ray.get(self.owner.call.remote(self.target.collection, method, *args))
         if self._store is None:
-            self._store = ChromaStore(self.target)
+            self._store = with_retries(self.target, ChromaStore, self.target)
         return getattr(self._store, method)(*args)
 
     @property

@@ -140,6 +140,22 @@ def write_library(folder: str) -> dict[str, str]:
     return shows
 
 
+def write_many(folder: str, count: int, size: int = 96, seed: int = 0) -> list[str]:
+    """`count` distinct small JPEGs: random crops of the real photos (for load, fault and scale tests)."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    photos = list(real_photos().values())
+    paths = []
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        top = int(rng.integers(0, photo.shape[0] - size))
+        left = int(rng.integers(0, photo.shape[1] - size))
+        path = os.path.join(folder, f"crop_{i:06d}.jpg")
+        Image.fromarray(photo[top : top + size, left : left + size]).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
 if __name__ == "__main__":
     target = sys.argv[1] if len(sys.argv) > 1 else "sample_photos"
     for name, subject in write_library(target).items():

@@ -97,10 +97,14 @@ def run_cli(args: list[str], env: dict | None = None, cwd: str | Path | None = N
     )
 
 
+def summary_line(stdout: str) -> dict:
+    """The JSON summary the ingest command prints on stdout."""
+    return json.loads(next(line for line in reversed(stdout.splitlines()) if line.startswith('{"collection"')))
+
+
 def summary_of(completed) -> dict:
-    """The JSON summary: the last line the ingest command prints on stdout."""
     assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return summary_line(completed.stdout)
 
 
 @pytest.fixture
@@ -153,3 +157,49 @@ def save_tiny_blip(folder: Path, seed: int = 0) -> Path:
     BlipForConditionalGeneration(config).eval().save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+class ChromaServer:
+    """A real `chroma run` on loopback, which a test may stop and start again (same port, same data)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = None
+
+    def start(self) -> "ChromaServer":
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("chroma")), "run", "--path", str(self.folder), "--host", "127.0.0.1",
+             "--port", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for(self.up, timeout=60, what="chroma run")
+        return self
+
+    def up(self) -> bool:
+        import urllib.request
+
+        try:
+            return urllib.request.urlopen(f"{self.url}/api/v2/heartbeat", timeout=2).status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    def count(self, collection: str) -> int:
+        import chromadb
+
+        try:
+            return chromadb.HttpClient(host="127.0.0.1", port=self.port).get_collection(collection).count()
+        except Exception:
+            return 0
+
+
+@pytest.fixture
+def chroma_server(tmp_path):
+    server = ChromaServer(tmp_path / "chroma-server").start()
+    yield server
+    server.stop()

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, summary_of, wait_for
+from conftest import ROOT, summary_line, summary_of
 
 from samples.sample_photos import write_library
 
@@ -41,7 +41,7 @@ def test_ray_job_submit(ray_head, sample_library, tmp_path, tiny_model_args):
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert "succeeded" in completed.stdout + completed.stderr
-    summary = next(json.loads(line) for line in completed.stdout.splitlines() if line.startswith('{"collection"'))
+    summary = summary_line(completed.stdout)
     assert summary["embedded"] == len(os.listdir(sample_library)) == 6
     assert len(stored_ids(chroma, "jobs")) == 6
 
@@ -75,31 +75,8 @@ def test_parquet_manifest(cli, sample_library, tmp_path, tiny_model_args):
     assert summary["duplicates"] == 0
 
 
-@pytest.fixture
-def chroma_server(tmp_path):
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("chroma")), "run", "--path", str(tmp_path / "server-data"),
-         "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        import urllib.request
-
-        try:
-            return urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=2).status == 200
-        except OSError:
-            return False
-
-    wait_for(up, timeout=60, what="chroma run")
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
-
-
 def test_chroma_server_mode(cli, chroma_server, sample_library, tiny_model_args):
+    chroma_server = chroma_server.url
     import chromadb
 
     args = ["--collection", "served", "--chroma-url", chroma_server, *tiny_model_args]

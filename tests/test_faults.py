@@ -1,0 +1,117 @@
+"""Faults caused for real in the middle of a job: an embedding actor killed, the Chroma server stopped,
+the driver killed, two jobs on one collection. What is promised: nothing lost, nothing duplicated,
+and a re-run stores exactly what is missing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT, summary_line, summary_of, wait_for
+
+from samples.sample_photos import write_many
+
+COUNT = 600
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("many")
+    write_many(str(folder), COUNT)
+    return folder
+
+
+def start_ingest(ray_head, folder, server, collection, tiny_model_args) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ray_pipeline", "ingest", str(folder), "--collection", collection,
+         "--chroma-url", server.url, "--batch-size", "2", *tiny_model_args],
+        env={**os.environ, **ray_head["env"], "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def settled_count(server, collection) -> int:
+    """The record count once writes in flight have landed (unchanged for 3 s)."""
+    last, since = -1, time.monotonic()
+    while time.monotonic() - since < 3:
+        now = server.count(collection)
+        if now != last:
+            last, since = now, time.monotonic()
+        time.sleep(0.5)
+    return last
+
+
+def assert_complete(server, collection):
+    """Every file stored exactly once, each record whole."""
+    import chromadb
+
+    got = chromadb.HttpClient(host="127.0.0.1", port=server.port).get_collection(collection).get(include=["embeddings", "metadatas"])
+    assert len(got["ids"]) == len(set(got["ids"])) == COUNT
+    assert len({m["path"] for m in got["metadatas"]}) == COUNT
+    assert np.allclose(np.linalg.norm(np.asarray(got["embeddings"]), axis=1), 1, atol=1e-4)
+
+
+def rerun(cli, many, server, collection, tiny_model_args) -> dict:
+    summary = summary_of(cli("ingest", str(many), "--collection", collection, "--chroma-url", server.url, *tiny_model_args))
+    assert summary["embedded"] + summary["skipped_existing"] == COUNT
+    assert summary["skipped_existing"] > 0  # what the interrupted job wrote was kept
+    assert_complete(server, collection)
+    return summary
+
+
+def embedding_actor_pid(ray_head) -> int | None:
+    from ray.util.state import list_actors
+
+    actors = list_actors(address=ray_head["dashboard"], filters=[("state", "=", "ALIVE")], detail=True, limit=1000)
+    return next((a.pid for a in actors if "EmbedImages" in (a.class_name or "")), None)
+
+
+def test_embedding_actor_killed_mid_job(ray_head, many, chroma_server, tiny_model_args, monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    job = start_ingest(ray_head, many, chroma_server, "actor-killed", tiny_model_args)
+    pid = wait_for(lambda: embedding_actor_pid(ray_head), timeout=180, interval=0.2, what="the embedding actor")
+    time.sleep(1)  # let it take its first batches
+    os.kill(pid, signal.SIGKILL)
+    out, err = job.communicate(timeout=400)
+    assert job.returncode == 0, err[-3000:]
+    assert summary_line(out)["discovered"] == COUNT
+    assert chroma_server.count("actor-killed") == COUNT
+    assert_complete(chroma_server, "actor-killed")
+
+
+def test_chroma_server_stopped_mid_job(cli, ray_head, many, chroma_server, tiny_model_args):
+    job = start_ingest(ray_head, many, chroma_server, "server-stopped", tiny_model_args)
+    wait_for(lambda: chroma_server.count("server-stopped") > 0, timeout=180, what="first records")
+    chroma_server.stop()
+    started = time.monotonic()
+    out, err = job.communicate(timeout=300)
+    assert job.returncode == 2, err[-3000:]
+    assert f"Chroma server {chroma_server.url} is unreachable: gave up after 6 attempts" in err
+    assert time.monotonic() - started < 240  # bounded retries, then a clear failure
+    chroma_server.start()
+    rerun(cli, many, chroma_server, "server-stopped", tiny_model_args)
+
+
+def test_driver_killed_mid_job(cli, ray_head, many, chroma_server, tiny_model_args):
+    job = start_ingest(ray_head, many, chroma_server, "driver-killed", tiny_model_args)
+    wait_for(lambda: chroma_server.count("driver-killed") > 0, timeout=180, what="first records")
+    job.kill()
+    job.wait(timeout=60)
+    kept = settled_count(chroma_server, "driver-killed")
+    assert 0 < kept < COUNT
+    summary = rerun(cli, many, chroma_server, "driver-killed", tiny_model_args)
+    assert summary["embedded"] == COUNT - kept  # only what was missing
+
+
+def test_two_jobs_on_one_collection_with_a_server(ray_head, many, chroma_server, tiny_model_args):
+    jobs = [start_ingest(ray_head, many, chroma_server, "together", tiny_model_args) for _ in range(2)]
+    for job in jobs:
+        out, err = job.communicate(timeout=600)
+        assert job.returncode == 0, err[-3000:]
+        assert summary_line(out)["failed"] == 0
+    assert_complete(chroma_server, "together")
