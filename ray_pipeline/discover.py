@@ -34,16 +34,25 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk(root: str) -> list[str]:
-    """Recursive listing that skips hidden entries and never follows symlinked folders."""
+def printable(path: str) -> str:
+    """The path as text that any JSON or database takes: undecodable bytes shown as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _walk(root: str, problems: list[dict]) -> list[str]:
+    """Recursive listing that skips hidden entries and never follows symlinked folders.
+
+    A folder that cannot be listed is reported in `problems`, never silently left out.
+    """
     found: list[str] = []
     pending = [root]
     while pending:
         folder = pending.pop()
         try:
             entries = list(os.scandir(folder))
-        except OSError:
-            continue  # an unreadable folder holds nothing we could ingest
+        except OSError as exc:
+            problems.append({"path": printable(folder), "reason": f"cannot list folder: {exc.strerror or exc}"})
+            continue
         for entry in entries:
             if _is_hidden(entry.name):
                 continue
@@ -57,16 +66,18 @@ def _walk(root: str) -> list[str]:
     return found
 
 
-def discover(paths: list[str]) -> list[str]:
+def discover(paths: list[str], problems: list[dict] | None = None) -> list[str]:
     """Absolute, sorted, de-duplicated photo paths under the given files and folders.
 
-    A named file is taken whatever its extension: the user asked for it explicitly.
+    A named file is taken whatever its extension: the user asked for it explicitly. Folders that
+    cannot be listed go to `problems` as {"path", "reason"}.
     """
+    problems = [] if problems is None else problems
     found: set[str] = set()
     for given in paths:
         path = os.path.abspath(os.path.expanduser(given))
         if os.path.isdir(path):
-            found.update(_walk(path))
+            found.update(_walk(path, problems))
         elif os.path.lexists(path):
             found.add(path)
         else:
@@ -101,3 +112,15 @@ def read_manifest(manifest: str) -> list[str]:
         entries = [line.strip() for line in text.splitlines()]
         entries = [e for e in entries if e and not e.startswith("#")]
     return sorted({os.path.abspath(os.path.join(base, os.path.expanduser(e))) for e in entries})
+
+
+def split_unnamed(paths: list[str]) -> tuple[list[str], list[dict]]:
+    """(usable paths, problems): a file name that is not valid UTF-8 cannot be recorded as text."""
+    usable, problems = [], []
+    for path in paths:
+        try:
+            path.encode("utf-8")
+            usable.append(path)
+        except UnicodeEncodeError:
+            problems.append({"path": printable(path), "reason": "file name is not valid UTF-8: rename the file"})
+    return usable, problems

@@ -14,7 +14,7 @@ from ray_pipeline import model as clip_model
 from ray_pipeline.caption import caption_records, check_captioner
 from ray_pipeline.config import DECODE_ACTOR_MEMORY, DECODE_BATCH_SIZE, IngestConfig
 from ray_pipeline.decode import InputGeometry
-from ray_pipeline.discover import discover, read_manifest
+from ray_pipeline.discover import discover, read_manifest, split_unnamed
 from ray_pipeline.embed import EmbedImages
 from ray_pipeline.errors import UserFacingError
 from ray_pipeline.prepare import DuplicateRegistry, PrepareImages
@@ -125,7 +125,10 @@ def run_ingest(config: IngestConfig) -> dict:
     resolved, _ = clip_model.resolve(config.model)
     if resolved.random_weights:
         logger.warning("RANDOM WEIGHTS: the vectors of %r will be meaningless for search", config.target.collection)
-    paths = read_manifest(config.manifest) if config.manifest else discover(list(config.paths))
+    problems: list[dict] = []  # files and folders that fail before any worker sees them
+    listed = read_manifest(config.manifest) if config.manifest else discover(list(config.paths), problems)
+    paths, unnamed = split_unnamed(listed)
+    problems += unnamed
     if not config.target.embedded:
         ChromaStore(config.target, resolved.collection_metadata())  # reachable, and the same model
     logger.info("running on %s", init_ray())
@@ -142,8 +145,11 @@ def run_ingest(config: IngestConfig) -> dict:
     plan = _actor_plan(device, config.actors)
 
     reporter = Reporter(config.progress_id)
-    reporter.start(len(paths))
+    reporter.start(len(paths) + len(problems))
     sink = ChromaDatasink(store, reporter, keep_stored=config.caption)
+    sink.tally.counts["failed"] += len(problems)
+    sink.tally.errors += problems
+    reporter.add({"failed": len(problems)}, problems)
     prepare = {"store": store, "registry": registry, "geometry": geometry, "max_pixels": config.max_pixels,
                "within": config.within}
     embed = {"resolved": resolved, "device": device, "compile": use_compile, "batch_size": batch_size}

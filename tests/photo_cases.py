@@ -72,6 +72,10 @@ def write_test_library(root: Path) -> list[Case]:
         Case("broken/empty.png", "failed", reason="empty file"),
         Case("broken/notes.jpg", "failed", reason="not a recognised image format"),
         Case("broken/garbage.nef", "failed", reason="LibRaw"),
+        Case("broken/loop_a.jpg", "failed", reason="symlink loop"),
+        Case("broken/loop_b.jpg", "failed", reason="symlink loop"),
+        Case("broken/dangling.jpg", "failed", reason="broken symlink"),
+        Case(os.fsdecode(b"broken/caf\xe9.jpg"), "failed", reason="file name is not valid UTF-8"),
         Case("readme.txt", "ignored"),
         Case(".hidden.jpg", "ignored"),
         Case(".hidden_dir/secret.jpg", "ignored"),
@@ -96,6 +100,10 @@ def write_test_library(root: Path) -> list[Case]:
     (root / "broken/empty.png").write_bytes(b"")
     (root / "broken/notes.jpg").write_text("these are notes, not a photo\n")
     (root / "broken/garbage.nef").write_bytes(np.random.default_rng(0).bytes(50_000))
+    os.symlink(root / "broken/loop_b.jpg", root / "broken/loop_a.jpg")
+    os.symlink(root / "broken/loop_a.jpg", root / "broken/loop_b.jpg")
+    os.symlink(root / "broken/gone.jpg", root / "broken/dangling.jpg")
+    shutil.copyfile(root / "coffee.png", os.fsencode(root / "broken") + b"/caf\xe9.jpg")
     (root / "readme.txt").write_text("not a photo")
     shutil.copyfile(root / "coffee.png", root / ".hidden.jpg")
     shutil.copyfile(root / "rocket.webp", root / ".hidden_dir/secret.jpg")
@@ -103,7 +111,28 @@ def write_test_library(root: Path) -> list[Case]:
     outside.mkdir(exist_ok=True)
     Image.fromarray(photos["flower"]).save(outside / "elsewhere.jpg")
     os.symlink(outside, root / "linked", target_is_directory=True)
+    cases.append(Case(_deep_folder(root), "failed", reason="cannot list folder: File name too long"))
     return cases
+
+
+def _deep_folder(root: Path) -> str:
+    """Nest folders (made relative to each other) until the path passes PATH_MAX; a photo lies at the
+    bottom. Returns the first folder too long to list, relative to `root`."""
+    name, parts = "d" * 200, []
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        while len(str(root)) + sum(len(p) + 1 for p in parts) < 4200:
+            os.mkdir(name, dir_fd=fd)
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd, parts = child, parts + [name]
+        photo = os.open("lost.jpg", os.O_WRONLY | os.O_CREAT, dir_fd=fd)
+        os.write(photo, (root / "coffee.png").read_bytes())
+        os.close(photo)
+    finally:
+        os.close(fd)
+    depth = next(i for i in range(1, len(parts) + 1) if len(str(root)) + sum(len(p) + 1 for p in parts[:i]) >= 4096)
+    return "/".join(parts[:depth])
 
 
 def sha256_of(path: Path) -> str:
