@@ -15,7 +15,8 @@ import yaml
 from conftest import ROOT, free_port, save_tiny_blip, wait_for
 from photo_cases import sha256_of
 
-from samples.sample_photos import write_library
+from benchmarks.http_load import hammer
+from samples.sample_photos import write_library, write_many
 
 IDLE_SECONDS = 8
 MAX_UPLOAD = 4 * 1024**2
@@ -31,6 +32,7 @@ def service(ray_head, tiny_model, tmp_path_factory):
     work = tmp_path_factory.mktemp("serve")
     allowed = work / "allowed"
     write_library(str(allowed / "photos"))
+    write_many(str(allowed / "many"), 200)
     (work / "outside").mkdir()
     (work / "outside" / "secret.jpg").write_bytes((allowed / "photos" / "astronaut.jpg").read_bytes())
     os.symlink(work / "outside", allowed / "escape")
@@ -194,6 +196,22 @@ def test_no_body_is_read_before_the_token(service):
     chunked = requests.post(f"{service['url']}/ingest/upload", data=iter([b"x" * 1024]), timeout=30,
                             headers={**auth(service), "Content-Type": "multipart/form-data; boundary=b"})
     assert chunked.status_code == 411
+
+
+def test_status_and_search_under_load_while_a_job_runs(service):
+    response = requests.post(f"{service['url']}/ingest", headers=auth(service),
+                             json={"paths": [str(service["allowed"] / "many")], "collection": "loaded"}, timeout=30)
+    job_id = response.json()["job_id"]
+    wait_for(lambda: requests.get(f"{service['url']}/ingest/{job_id}", headers=auth(service), timeout=10).json()["status"] == "RUNNING",
+             timeout=60, interval=0.2, what="the job running")
+    # The collection exists once the job has opened it; search it while the job writes.
+    wait_for(lambda: any(c["name"] == "loaded" for c in requests.get(f"{service['url']}/collections", headers=auth(service), timeout=10).json()["collections"]),
+             timeout=60, interval=0.2, what="the collection")
+    report = hammer(service["url"], service["token"], job_id, "loaded", total=200, threads=8, time_limit_s=120)
+    print("load:", report)
+    assert report["requests"] == 200
+    assert report["codes"] == {"200": 200}
+    assert wait_job(service, job_id)["status"] == "SUCCEEDED"
 
 
 def test_stopping_a_job(service):
