@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -212,6 +213,33 @@ def test_status_and_search_under_load_while_a_job_runs(service):
     assert report["requests"] == 200
     assert report["codes"] == {"200": 200}
     assert wait_job(service, job_id)["status"] == "SUCCEEDED"
+
+
+def captioner_pid(ray_head) -> int | None:
+    from ray.util.state import list_actors
+
+    actors = list_actors(address=ray_head["dashboard"], filters=[("state", "=", "ALIVE")], detail=True, limit=1000)
+    return next((a.pid for a in actors if "Captioner" in (a.class_name or "")), None)
+
+
+def test_captioner_killed_while_captioning(service, ray_head, monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    wait_for(lambda: caption_replicas(service, ray_head) == 0, timeout=IDLE_SECONDS + 60, what="no captioner")
+    body = {"paths": [str(service["allowed"] / "many")], "collection": "captions-cut", "caption": True}
+    job_id = requests.post(f"{service['url']}/ingest", headers=auth(service), json=body, timeout=30).json()["job_id"]
+    pid = wait_for(lambda: captioner_pid(ray_head), timeout=240, interval=0.2, what="a captioner replica")
+    os.kill(pid, signal.SIGKILL)
+    status = wait_job(service, job_id)
+    assert status["status"] == "SUCCEEDED" and status["embedded"] == 200  # the embeddings are intact
+    missing = [e for e in status["errors"] if e["reason"].startswith("caption")]
+    assert status["captioned"] + len(missing) == 200
+    # Running again embeds nothing and fills in every missing caption.
+    again = wait_job(service, requests.post(f"{service['url']}/ingest", headers=auth(service), json=body, timeout=30).json()["job_id"])
+    assert (again["status"], again["embedded"], again["skipped_existing"]) == ("SUCCEEDED", 0, 200)
+    assert again["captioned"] == len(missing)
+    found = requests.post(f"{service['url']}/search", headers=auth(service),
+                          json={"collection": "captions-cut", "text": "x", "k": 200}, timeout=60).json()["results"]
+    assert len(found) == 200 and all(r.get("caption") for r in found)
 
 
 def test_stopping_a_job(service):
