@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, InputGeometry
 from ray_pipeline.errors import UserFacingError
+from ray_pipeline.metrics import metrics
 from ray_pipeline.prepare import decode_file, read_file
 
 CAPTIONER = "Captioner"
@@ -60,6 +61,7 @@ def caption_records(store, records: list[tuple[str, str]], serve_app: str, repor
                 failed.append({"path": paths[record_id], "reason": f"caption failed: {type(exc).__name__}: {exc}"[:500]})
         if done_ids:
             store.set_captions(done_ids, captions)
+            metrics().captions.inc(len(done_ids), tags={"collection": store.target.collection})
         captioned += len(done_ids)
         errors += failed
         reporter.add({"captioned": len(done_ids), "caption_failed": len(failed)}, failed)

@@ -8,10 +8,12 @@ pinned host memory, non-blocking copies and normalisation on the device.
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 
 from ray_pipeline import model as clip_model
+from ray_pipeline.metrics import metrics
 from ray_pipeline.prepare import NEW
 
 logger = logging.getLogger(__name__)
@@ -66,8 +68,9 @@ class ImageEncoder:
 class EmbedImages:
     """Ray Data class UDF: embeds the batch's "new" rows, passes the others through."""
 
-    def __init__(self, resolved: clip_model.ResolvedModel, device: str, compile: bool, batch_size: int):
+    def __init__(self, resolved: clip_model.ResolvedModel, device: str, compile: bool, batch_size: int, collection: str):
         self.encoder = ImageEncoder(resolved, device, compile, batch_size)
+        self.tags = {"collection": collection}
         size = resolved.preprocess["size"]
         self.shape = (size, size, 3) if isinstance(size, int) else (*size, 3)
         logger.info("embedding actor ready: %s on %s (compiled: %s)", resolved.architecture, device, compile)
@@ -77,7 +80,10 @@ class EmbedImages:
         embeddings = np.array([b""] * len(batch["status"]), dtype=object)
         if len(new):
             pixels = np.stack([np.frombuffer(batch["pixels"][i], np.uint8).reshape(self.shape) for i in new])
-            for i, vector in zip(new, self.encoder.encode(pixels)):
+            started = time.perf_counter()
+            vectors = self.encoder.encode(pixels)
+            metrics().embed_seconds.observe(time.perf_counter() - started, tags=self.tags)
+            for i, vector in zip(new, vectors):
                 embeddings[i] = vector.astype(np.float32).tobytes()
         batch["embedding"] = embeddings
         del batch["pixels"]  # not needed downstream: keep it out of the object store

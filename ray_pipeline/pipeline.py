@@ -17,6 +17,7 @@ from ray_pipeline.decode import InputGeometry
 from ray_pipeline.discover import discover, read_manifest, split_unnamed
 from ray_pipeline.embed import EmbedImages
 from ray_pipeline.errors import UserFacingError
+from ray_pipeline.metrics import count_files
 from ray_pipeline.prepare import DuplicateRegistry, PrepareImages
 from ray_pipeline.progress import Reporter
 from ray_pipeline.runtime import init_ray
@@ -146,13 +147,15 @@ def run_ingest(config: IngestConfig) -> dict:
 
     reporter = Reporter(config.progress_id)
     reporter.start(len(paths) + len(problems))
+    count_files(config.target.collection, {"discovered": len(paths) + len(problems), "failed": len(problems)})
     sink = ChromaDatasink(store, reporter, keep_stored=config.caption)
     sink.tally.counts["failed"] += len(problems)
     sink.tally.errors += problems
     reporter.add({"failed": len(problems)}, problems)
     prepare = {"store": store, "registry": registry, "geometry": geometry, "max_pixels": config.max_pixels,
                "within": config.within}
-    embed = {"resolved": resolved, "device": device, "compile": use_compile, "batch_size": batch_size}
+    embed = {"resolved": resolved, "device": device, "compile": use_compile, "batch_size": batch_size,
+             "collection": config.target.collection}
     try:
         try:
             (

@@ -10,6 +10,7 @@ import errno
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ from ray_pipeline.decode import (
     decode_raw,
 )
 from ray_pipeline.discover import extension_of, is_raw, is_within
+from ray_pipeline.metrics import metrics
 
 NEW, EXISTING, DUPLICATE, FAILED = "new", "existing", "duplicate", "failed"
 
@@ -92,6 +94,7 @@ class PrepareImages:
         self.geometry = geometry
         self.max_pixels = max_pixels
         self.within = within  # resolved folders the files must really lie in; () for anywhere
+        self.tags = {"collection": store.target.collection}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import ray
@@ -113,6 +116,7 @@ class PrepareImages:
                 reasons[i] = exc.strerror
                 continue
             ids[i] = hashlib.sha256(files[i].data).hexdigest()
+            metrics().bytes_read.inc(files[i].size, tags=self.tags)
 
         # Claim first, so every copy but one counts as a duplicate whether or not the content is stored.
         read = list(files)
@@ -126,11 +130,14 @@ class PrepareImages:
             if ids[i] in stored:
                 status[i] = EXISTING
                 continue
+            started = time.perf_counter()
             try:
                 photo = decode_file(files[i], self.geometry, self.max_pixels)
             except DecodeError as exc:
                 reasons[i] = str(exc)
                 continue
+            finally:
+                metrics().decode_seconds.observe(time.perf_counter() - started, tags=self.tags)
             status[i] = NEW
             pixels[i] = photo.pixels.tobytes()
             metadata[i] = json.dumps(record_metadata(files[i], photo))

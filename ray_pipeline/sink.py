@@ -10,6 +10,7 @@ import numpy as np
 from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
 
+from ray_pipeline.metrics import count_files
 from ray_pipeline.prepare import DUPLICATE, EXISTING, FAILED, NEW
 
 # How each row status is counted in the job summary.
@@ -65,6 +66,7 @@ class ChromaDatasink(Datasink[Tally]):
                     (str(rows["id"][i]), str(rows["path"][i])) for i in np.flatnonzero(np.isin(rows["status"], [NEW, EXISTING]))
                 ]
             self.reporter.add(block_tally.counts, block_tally.errors)
+            count_files(self.store.target.collection, block_tally.counts)
             tally.add(block_tally)
         return tally
 

@@ -64,14 +64,15 @@ def tiny_model_args(tiny_model) -> list[str]:
 def ray_head():
     """One `ray start --head` for the session, with its own temp folder so it is never joined by accident."""
     temp = tempfile.mkdtemp(prefix="rpt", dir="/tmp")  # short: Ray's socket paths have a length limit
-    gcs_port, dashboard_port = free_port(), free_port()
+    gcs_port, dashboard_port, metrics_port = free_port(), free_port(), free_port()
     # As from an activated virtualenv: job entrypoints that say `python` find this environment's.
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
     ray_bin = str(Path(sys.executable).with_name("ray"))
     subprocess.run(
         [ray_bin, "start", "--head", f"--port={gcs_port}", f"--dashboard-port={dashboard_port}",
-         "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
+         "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats",
+         f"--metrics-export-port={metrics_port}"],
         check=True, env=env, capture_output=True,
     )
     head = {
@@ -79,6 +80,7 @@ def ray_head():
         "dashboard": f"http://127.0.0.1:{dashboard_port}",
         "env": {"RAY_ADDRESS": f"127.0.0.1:{gcs_port}", "RAY_AUTH_MODE": "token"},
         "temp_dir": temp,
+        "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
     }
     yield head
     subprocess.run([ray_bin, "stop", "--force"], env={**env, "RAY_TMPDIR": temp}, capture_output=True)

@@ -1,0 +1,43 @@
+"""Metrics: the pipeline's counters and histograms on Ray's metrics endpoint (Prometheus format), so they
+appear in the Ray dashboard's Grafana views next to Ray's own."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+COLLECTION = ("collection",)
+
+
+class PipelineMetrics:
+    """One set per process: Ray metrics are created where they are recorded, never pickled."""
+
+    def __init__(self):
+        from ray.util.metrics import Counter, Histogram
+
+        def counter(name: str, what: str) -> Counter:
+            return Counter(f"photo_{name}", description=what, tag_keys=COLLECTION)
+
+        self.files = {
+            key: counter(f"files_{key}", f"files {key} by ingestion jobs")
+            for key in ("discovered", "embedded", "skipped", "duplicate", "failed")
+        }
+        self.bytes_read = counter("bytes_read", "bytes read from photo files")
+        self.captions = counter("captions", "captions written")
+        self.decode_seconds = Histogram("photo_decode_seconds", description="read, hash and decode time per file",
+                                        boundaries=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], tag_keys=COLLECTION)
+        self.embed_seconds = Histogram("photo_embed_batch_seconds", description="embedding time per batch",
+                                       boundaries=[0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], tag_keys=COLLECTION)
+
+
+@lru_cache(maxsize=1)
+def metrics() -> PipelineMetrics:
+    return PipelineMetrics()
+
+
+def count_files(collection: str, counts: dict[str, int]) -> None:
+    """Summary counts ("embedded", "skipped_existing", ...) onto the file counters."""
+    names = {"discovered": "discovered", "embedded": "embedded", "skipped_existing": "skipped",
+             "duplicates": "duplicate", "failed": "failed"}
+    for key, value in counts.items():
+        if key in names and value:
+            metrics().files[names[key]].inc(value, tags={"collection": collection})
