@@ -26,14 +26,20 @@ class ImageEncoder:
         self,
         resolved: clip_model.ResolvedModel,
         device: str = "cpu",
-        compile: bool = False,
+        compile: str = "off",
         batch_size: int = 0,
         network=None,
     ):
-        """`network`: an already loaded model of `resolved` to share (a search holds one); else loaded here."""
+        """`compile`: auto (on for CUDA), on or off. `network`: an already loaded model of `resolved` to
+        share (a search holds one); else loaded here. Asked for CUDA where torch sees no GPU (a node that
+        advertises a GPU resource without one), it falls back to the CPU and says so."""
         import torch
 
+        if device == "cuda" and not torch.cuda.is_available():
+            logger.warning("no CUDA device visible to this actor: embedding on the CPU instead")
+            device = "cpu"
         self.device = torch.device(device)
+        compile = compile == "on" or (compile == "auto" and self.device.type == "cuda")
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         network = network if network is not None else clip_model.load(resolved, device=device)
         self.visual = network.visual.to(self.dtype)
@@ -68,7 +74,7 @@ class ImageEncoder:
 class EmbedImages:
     """Ray Data class UDF: embeds the batch's "new" rows, passes the others through."""
 
-    def __init__(self, resolved: clip_model.ResolvedModel, device: str, compile: bool, batch_size: int, collection: str):
+    def __init__(self, resolved: clip_model.ResolvedModel, device: str, compile: str, batch_size: int, collection: str):
         self.encoder = ImageEncoder(resolved, device, compile, batch_size)
         self.tags = {"collection": collection}
         size = resolved.preprocess["size"]

@@ -137,9 +137,8 @@ def run_ingest(config: IngestConfig) -> dict:
         check_captioner(config.serve_app)  # before any work, not after the embeddings
     geometry = InputGeometry.from_preprocess(resolved.preprocess)
     device = choose_device(config.device)
-    use_compile = config.compile == "on" or (config.compile == "auto" and device == "cuda")
     batch_size = config.batch_size or (256 if device == "cuda" else 32)
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
 
     store, own_owner = _open_store(config, resolved.collection_metadata(), here)
     registry = ray.remote(DuplicateRegistry).options(num_cpus=0, scheduling_strategy=here).remote()
@@ -154,7 +153,7 @@ def run_ingest(config: IngestConfig) -> dict:
     reporter.add({"failed": len(problems)}, problems)
     prepare = {"store": store, "registry": registry, "geometry": geometry, "max_pixels": config.max_pixels,
                "within": config.within}
-    embed = {"resolved": resolved, "device": device, "compile": use_compile, "batch_size": batch_size,
+    embed = {"resolved": resolved, "device": device, "compile": config.compile, "batch_size": batch_size,
              "collection": config.target.collection}
     try:
         try:
@@ -164,9 +163,12 @@ def run_ingest(config: IngestConfig) -> dict:
                     PrepareImages,
                     fn_constructor_kwargs=prepare,
                     batch_size=DECODE_BATCH_SIZE,
-                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan["decode_actors"]),
+                    # All decode actors from the start, spread over the nodes: reading is I/O on each node.
+                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan["decode_actors"],
+                                                       initial_size=plan["decode_actors"]),
                     num_cpus=plan["decode_cpus"],
                     memory=DECODE_ACTOR_MEMORY,
+                    scheduling_strategy="SPREAD",
                 )
                 .map_batches(
                     EmbedImages,
