@@ -116,7 +116,8 @@ class PrepareImages:
                 reasons[i] = exc.strerror
                 continue
             ids[i] = hashlib.sha256(files[i].data).hexdigest()
-            metrics().bytes_read.inc(files[i].size, tags=self.tags)
+            if files[i].size:  # Ray counters take positive increments only
+                metrics().bytes_read.inc(files[i].size, tags=self.tags)
 
         # Claim first, so every copy but one counts as a duplicate whether or not the content is stored.
         read = list(files)

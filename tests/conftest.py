@@ -17,6 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# Ray 2.60 turns token authentication on for `ray start --head`; every Ray client in this test process
+# (the state API, the Jobs SDK) and in the commands it starts must say so. Ray reads this once.
+os.environ["RAY_AUTH_MODE"] = "token"
 
 # A CLIP of the same classes as ViT-B-32, small enough for a 2-core test machine.
 TINY_CLIP = {

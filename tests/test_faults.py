@@ -71,8 +71,7 @@ def embedding_actor_pid(ray_head) -> int | None:
     return next((a.pid for a in actors if "EmbedImages" in (a.class_name or "")), None)
 
 
-def test_embedding_actor_killed_mid_job(ray_head, many, chroma_server, tiny_model_args, monkeypatch):
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+def test_embedding_actor_killed_mid_job(ray_head, many, chroma_server, tiny_model_args):
     job = start_ingest(ray_head, many, chroma_server, "actor-killed", tiny_model_args)
     pid = wait_for(lambda: embedding_actor_pid(ray_head), timeout=180, interval=0.2, what="the embedding actor")
     time.sleep(1)  # let it take its first batches

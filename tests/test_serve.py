@@ -222,8 +222,7 @@ def captioner_pid(ray_head) -> int | None:
     return next((a.pid for a in actors if "Captioner" in (a.class_name or "")), None)
 
 
-def test_captioner_killed_while_captioning(service, ray_head, monkeypatch):
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+def test_captioner_killed_while_captioning(service, ray_head):
     wait_for(lambda: caption_replicas(service, ray_head) == 0, timeout=IDLE_SECONDS + 60, what="no captioner")
     body = {"paths": [str(service["allowed"] / "many")], "collection": "captions-cut", "caption": True}
     job_id = requests.post(f"{service['url']}/ingest", headers=auth(service), json=body, timeout=30).json()["job_id"]
