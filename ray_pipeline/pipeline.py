@@ -138,7 +138,7 @@ def run_ingest(config: IngestConfig) -> dict:
     geometry = InputGeometry.from_preprocess(resolved.preprocess)
     device = choose_device(config.device)
     batch_size = config.batch_size or (256 if device == "cuda" else 32)
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)  # the local folder
 
     store, own_owner = _open_store(config, resolved.collection_metadata(), here)
     registry = ray.remote(DuplicateRegistry).options(num_cpus=0, scheduling_strategy=here).remote()
