@@ -74,8 +74,8 @@ def _open_store(config: IngestConfig, collection_metadata: dict, here) -> tuple[
         if own is not None:
             ray.get(owner.open_folder.remote(target.path))
         ray.get(owner.open.remote(target.collection, collection_metadata))
-    except StoreError as exc:
-        raise StoreError(str(getattr(exc, "cause", exc))) from None
+    except StoreError as exc:  # raised in the owner actor: keep only its reason
+        raise StoreError(_user_facing_cause(exc)) from None
     return StoreHandle(target, owner), own
 
 
