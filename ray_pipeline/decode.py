@@ -72,6 +72,11 @@ class InputGeometry:
         height, width = (size, size) if isinstance(size, int) else size
         return cls(height, width, preprocess.get("resize_mode", "shortest"))
 
+    @property
+    def pixel_shape(self) -> tuple[int, int, int]:
+        """(height, width, 3): the uint8 array the model stage receives per picture."""
+        return (self.height, self.width, 3)
+
     def reduced_size(self, width: int, height: int) -> tuple[int, int]:
         """The smallest (width, height) a picture of this size may be decoded at and still feed the model."""
         if self.resize_mode == "squash":

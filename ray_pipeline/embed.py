@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from ray_pipeline import model as clip_model
+from ray_pipeline.decode import InputGeometry
 from ray_pipeline.metrics import metrics
 from ray_pipeline.prepare import NEW
 
@@ -49,9 +50,8 @@ class ImageEncoder:
         self.batch_size = batch_size if compile else 0  # padding only pays off for a compiled graph
         if compile:
             self.visual = torch.compile(self.visual)
-            size = resolved.preprocess["size"]
-            height, width = (size, size) if isinstance(size, int) else size
-            self.encode(np.zeros((batch_size or 1, height, width, 3), np.uint8))  # compile now, once
+            shape = InputGeometry.from_preprocess(resolved.preprocess).pixel_shape
+            self.encode(np.zeros((batch_size or 1, *shape), np.uint8))  # compile now, once
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         """float32 unit vectors, one per picture."""
@@ -77,8 +77,7 @@ class EmbedImages:
     def __init__(self, resolved: clip_model.ResolvedModel, device: str, compile: str, batch_size: int, collection: str):
         self.encoder = ImageEncoder(resolved, device, compile, batch_size)
         self.tags = {"collection": collection}
-        size = resolved.preprocess["size"]
-        self.shape = (size, size, 3) if isinstance(size, int) else (*size, 3)
+        self.shape = InputGeometry.from_preprocess(resolved.preprocess).pixel_shape
         logger.info("embedding actor ready: %s on %s (compiled: %s)", resolved.architecture, device, compile)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

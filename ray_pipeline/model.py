@@ -183,8 +183,9 @@ def resolve(spec: ModelSpec):
 def _probe_dim(model, preprocess: dict) -> int:
     import torch
 
-    size = preprocess["size"]
-    height, width = (size, size) if isinstance(size, int) else size
+    from ray_pipeline.decode import InputGeometry
+
+    height, width, _ = InputGeometry.from_preprocess(preprocess).pixel_shape
     with torch.no_grad():
         return int(model.encode_image(torch.zeros(1, 3, height, width)).shape[-1])
 

@@ -24,9 +24,9 @@ class ProgressBoard:
         job["errors"].extend(errors[: MAX_ERRORS - len(job["errors"])])
 
     def finish(self, job_id: str, summary: dict[str, int], errors: list[dict]) -> None:
-        """The final summary replaces the live counts (a retried write task may have reported twice)."""
+        """`errors`: at most MAX_ERRORS (the Reporter trims them). The final summary replaces the live counts (a retried write task may have reported twice)."""
         counts = {k: v for k, v in summary.items() if isinstance(v, int)}
-        self._jobs[job_id] = {"counts": Counter(counts), "errors": errors[:MAX_ERRORS]}
+        self._jobs[job_id] = {"counts": Counter(counts), "errors": errors}
 
     def get(self, job_id: str) -> dict | None:
         job = self._jobs.get(job_id)

@@ -75,7 +75,7 @@ class Jobs:
             "status": info.status.value,
             "collection": (info.metadata or {}).get("collection"),
             **{key: int(counts.get(key, 0)) for key in COUNT_KEYS},
-            "errors": live.get("errors", [])[: progress.MAX_ERRORS],
+            "errors": live.get("errors", []),  # the board keeps at most progress.MAX_ERRORS
         }
 
     def _from_logs(self, job_id: str) -> dict:
