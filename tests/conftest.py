@@ -172,7 +172,7 @@ class ChromaServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = None
 
-    def start(self) -> "ChromaServer":
+    def start(self) -> ChromaServer:
         self.process = subprocess.Popen(
             [str(Path(sys.executable).with_name("chroma")), "run", "--path", str(self.folder), "--host", "127.0.0.1",
              "--port", str(self.port)],
@@ -208,3 +208,7 @@ def chroma_server(tmp_path):
     server = ChromaServer(tmp_path / "chroma-server").start()
     yield server
     server.stop()
+
+
+# The Serve application, deployed once per session and shared by the Serve, web page and notebook tests.
+from serve_app import service  # noqa: F401

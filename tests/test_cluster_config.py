@@ -54,7 +54,7 @@ def test_launcher_config_validates_against_rays_schema():
 
 
 def test_dockerfile_builds_on_the_same_ray_and_python():
-    base = re.search(r"^FROM (\S+)", (CLUSTER / "Dockerfile").read_text(), re.M).group(1)
+    base = re.search(r"^FROM (\S+)", (CLUSTER / "Dockerfile").read_text(), re.MULTILINE).group(1)
     assert base == f"rayproject/ray:{RAY_PIN}-{PYTHON_TAG}-gpu"
 
 

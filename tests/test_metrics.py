@@ -16,7 +16,7 @@ def scrape(url: str) -> str:
 
 def value(text: str, name: str, collection: str) -> float:
     """Sum of a metric's samples for one collection (0 when absent)."""
-    pattern = re.compile(rf'^{name}\{{[^}}]*collection="{collection}"[^}}]*\}} ([0-9.e+]+)$', re.M)
+    pattern = re.compile(rf'^{name}\{{[^}}]*collection="{collection}"[^}}]*\}} ([0-9.e+]+)$', re.MULTILINE)
     return sum(float(v) for v in pattern.findall(text))
 
 
