@@ -21,33 +21,13 @@ sys.path.insert(0, str(ROOT))
 # (the state API, the Jobs SDK) and in the commands it starts must say so. Ray reads this once.
 os.environ["RAY_AUTH_MODE"] = "token"
 
-# A CLIP of the same classes as ViT-B-32, small enough for a 2-core test machine.
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "patch_size": 32, "head_width": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
+from samples.models import save_tiny_clip  # noqa: E402
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def save_tiny_clip(folder: Path, seed: int) -> tuple[Path, Path]:
-    """A model-config JSON and a checkpoint (state dict saved with torch.save) of a seeded tiny CLIP."""
-    import open_clip
-    import torch
-
-    config = folder / "tiny-clip.json"
-    config.write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(config)
-    torch.manual_seed(seed)
-    model = open_clip.create_model("tiny-clip")
-    checkpoint = folder / f"tiny-clip-seed{seed}.pt"
-    torch.save(model.state_dict(), checkpoint)
-    return config, checkpoint
 
 
 @pytest.fixture(scope="session")
