@@ -55,7 +55,10 @@ def ray_head():
     subprocess.run(
         [ray_bin, "start", "--head", f"--port={gcs_port}", f"--dashboard-port={dashboard_port}",
          "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats",
-         f"--metrics-export-port={metrics_port}"],
+         f"--metrics-export-port={metrics_port}",
+         # Fixed by default (52365, 10001): a second session on the machine would find them taken, and its
+         # job agent missing ("No available agent to submit job").
+         f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}"],
         check=True, env=env, capture_output=True,
     )
     head = {
