@@ -5,11 +5,12 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
 import tempfile
 
 import ray
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from ray import serve
 
@@ -21,6 +22,7 @@ from ray_pipeline.prepare import FileBytes, decode_file
 from ray_pipeline.search import QueryEncoder, top_k
 from ray_pipeline.store import (
     OWNER_NAMESPACE,
+    ChromaStore,
     EmbeddedOwner,
     StoreError,
     StoreHandle,
@@ -28,17 +30,31 @@ from ray_pipeline.store import (
     connect,
     list_collections,
     owner_name,
+    with_retries,
 )
+from serve_deployments import page
 from serve_deployments.auth import bearer_check
 from serve_deployments.jobs import Jobs, UnknownJob
 from serve_deployments.settings import Settings
+from serve_deployments.thumbnails import (
+    DEFAULT_SIZE,
+    MAX_SIZE,
+    MIN_SIZE,
+    FileChanged,
+    etag_matches,
+    recorded_file,
+    thumbnail_jpeg,
+)
 
 logger = logging.getLogger("ray.serve")
 app = FastAPI(title="Photo embeddings", description="Ingest photo libraries into CLIP embeddings; search them.")
 
 
-OPEN_ROUTES = {"/healthz"}
+OPEN_ROUTES = {"/healthz", *page.ROUTES}
 FORM_OVERHEAD = 1024**2  # multipart boundaries and fields around the files themselves
+RECORD_ID = re.compile(r"[0-9a-f]{64}")  # a record's id: the SHA-256 of the file's bytes
+# A thumbnail is addressed by its content's hash: it is never stale, only gone.
+THUMBNAIL_CACHE = f"private, max-age={30 * 24 * 3600}, immutable"
 
 
 @app.middleware("http")
@@ -150,6 +166,11 @@ class Ingress:
             stored.append(path)
         return {"job_id": self.jobs.submit(stored, collection, caption), "files": len(stored)}
 
+    @app.get("/ingest")
+    def recent_jobs(self, limit: int = Query(20, ge=1, le=100)) -> dict:
+        """This API's ingestion jobs, newest first (running and finished), as `GET /ingest/{job_id}`."""
+        return {"jobs": self.jobs.recent(limit)}
+
     @app.get("/ingest/{job_id}")
     def job_status(self, job_id: str) -> dict:
         try:
@@ -171,6 +192,44 @@ class Ingress:
         else:
             listed = list_collections(connect(StoreTarget(collection="", url=self.settings.chroma_url)))
         return {"collections": listed}
+
+    @app.get("/thumbnails/{collection}/{record_id}")
+    def thumbnail(self, collection: str, record_id: str, request: Request,
+                  size: int = Query(DEFAULT_SIZE, ge=MIN_SIZE, le=MAX_SIZE)) -> Response:
+        """A JPEG of a recorded photo, read from the path its record holds (never one the client names)."""
+        metadata = self._record(collection, record_id)
+        etag = f'"{record_id}-{size}"'
+        headers = {"ETag": etag, "Cache-Control": THUMBNAIL_CACHE}
+        if etag_matches(request.headers.get("if-none-match", ""), etag):
+            return Response(status_code=304, headers=headers)  # the client holds this very content
+        try:
+            file = recorded_file(metadata.get("path", ""), record_id, int(metadata.get("file_size", -1)))
+        except FileChanged as exc:
+            raise HTTPException(410, str(exc)) from None
+        try:
+            jpeg = thumbnail_jpeg(file, size)
+        except DecodeError as exc:
+            raise HTTPException(422, f"cannot make a thumbnail of {file.path}: {exc}") from None
+        return Response(jpeg, media_type="image/jpeg", headers=headers)
+
+    def _record(self, collection: str, record_id: str) -> dict:
+        """The metadata of one record of the collection; 404 when either is unknown."""
+        if not RECORD_ID.fullmatch(record_id):
+            raise HTTPException(404, f"no record {record_id!r} in collection {collection!r}: ids are SHA-256 hex digests")
+        try:
+            if self.owner is not None:  # only the owner may open the embedded folder
+                found = ray.get(self.owner.__ray_call__.remote(
+                    lambda owner, name, ids: owner.call(name, "collection").get(ids=ids, include=["metadatas"]),
+                    collection, [record_id]))
+            else:
+                target = StoreTarget(collection=collection, url=self.settings.chroma_url)
+                store = with_retries(target, ChromaStore, target)
+                found = with_retries(target, store.collection.get, ids=[record_id], include=["metadatas"])
+        except StoreError as exc:
+            raise HTTPException(404, str(getattr(exc, "cause", exc))) from None
+        if not found["ids"]:
+            raise HTTPException(404, f"no record {record_id} in collection {collection!r}")
+        return dict(found["metadatas"][0] or {})
 
     @app.post("/search")
     async def search(self, request: Request) -> dict:
@@ -223,6 +282,18 @@ class Ingress:
         upload = read_upload(file, self.settings.max_upload_bytes)
         picture = await asyncio.to_thread(self._decode, upload, CAPTION_INPUT)
         return {"caption": await self.captioner.caption.remote(picture)}
+
+    @app.get("/ui", include_in_schema=False)
+    def page_root(self) -> RedirectResponse:
+        return RedirectResponse("ui/")  # relative, so it holds under any route prefix
+
+    @app.get("/ui/", include_in_schema=False)
+    def page_index(self) -> Response:
+        return page.page_file("")
+
+    @app.get("/ui/{name}", include_in_schema=False)
+    def page_asset(self, name: str) -> Response:
+        return page.page_file(name)
 
 
 def _validation_detail(exc: ValueError) -> list | str:

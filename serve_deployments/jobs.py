@@ -40,10 +40,12 @@ def ingest_entrypoint(settings: Settings, paths: list[str], collection: str, cap
 
 class Jobs:
     def __init__(self, settings: Settings):
+        import ray
         from ray.job_submission import JobSubmissionClient
 
         self.settings = settings
-        self.client = JobSubmissionClient(os.environ.get("RAY_JOBS_ADDRESS") or None)
+        # This cluster's own address, not whichever one auto-detection finds: a machine may run several.
+        self.client = JobSubmissionClient(os.environ.get("RAY_JOBS_ADDRESS") or ray.get_runtime_context().gcs_address)
         self.board = progress.board(create=True)
 
     def submit(self, paths: list[str], collection: str, caption: bool) -> str:
@@ -68,7 +70,19 @@ class Jobs:
         import ray
 
         info = self._info(job_id)
-        live = ray.get(self.board.get.remote(job_id)) or self._from_logs(job_id)
+        return self._describe(job_id, info, ray.get(self.board.get.remote(job_id)))
+
+    def recent(self, limit: int) -> list[dict]:
+        """This API's jobs, newest first, each as `status` describes it."""
+        import ray
+
+        mine = [job for job in self.client.list_jobs() if (job.metadata or {}).get("kind") == JOB_KIND and job.submission_id]
+        mine = sorted(mine, key=lambda job: job.start_time or 0, reverse=True)[:limit]
+        live = ray.get([self.board.get.remote(job.submission_id) for job in mine])
+        return [self._describe(job.submission_id, job, board) for job, board in zip(mine, live)]
+
+    def _describe(self, job_id: str, info, live: dict | None) -> dict:
+        live = live or self._from_logs(job_id)
         counts = live.get("counts", {})
         return {
             "job_id": job_id,
@@ -76,6 +90,9 @@ class Jobs:
             "collection": (info.metadata or {}).get("collection"),
             **{key: int(counts.get(key, 0)) for key in COUNT_KEYS},
             "errors": live.get("errors", []),  # the board keeps at most progress.MAX_ERRORS
+            "start_time": _seconds(info.start_time),
+            "end_time": _seconds(info.end_time),
+            "message": _reason(info.message),
         }
 
     def _from_logs(self, job_id: str) -> dict:
@@ -88,3 +105,15 @@ class Jobs:
     def stop(self, job_id: str) -> bool:
         self._info(job_id)
         return bool(self.client.stop_job(job_id))
+
+
+def _seconds(milliseconds: int | None) -> float | None:
+    return None if milliseconds is None else milliseconds / 1000
+
+
+def _reason(message: str | None) -> str | None:
+    """Ray's status message, cut to the CLI's own `error: ...` line where it quotes one (a failed job's
+    message carries its last logs)."""
+    lines = (message or "").splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    return errors[-1] if errors else (lines[0] if lines else None)

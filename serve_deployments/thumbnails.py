@@ -1,0 +1,64 @@
+"""Thumbnails: a recorded photo's file, checked against its record, made into a small JPEG.
+
+A record's id is the SHA-256 of the file's bytes, so a thumbnail is made only while the file at the
+recorded path still holds exactly those bytes; what it shows then never changes and may be cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+
+from PIL import Image
+
+from ray_pipeline.decode import DEFAULT_MAX_PIXELS, InputGeometry
+from ray_pipeline.prepare import FileBytes, decode_file
+
+MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 32, 1024, 256
+JPEG_QUALITY = 85
+
+
+class FileChanged(Exception):
+    """The recorded file is gone, unreadable, or holds other bytes now; the message says which."""
+
+
+def recorded_file(path: str, record_id: str, file_size: int) -> FileBytes:
+    """The bytes at `path`, only while they still hash to `record_id`.
+
+    The file is opened without blocking and must be a regular file of the recorded size before
+    anything is read, so a path swapped for a FIFO, a device or a larger file is never read whole.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise FileChanged(f"the recorded file is gone: {path}") from None
+    except OSError as exc:
+        raise FileChanged(f"cannot read the recorded file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise FileChanged(f"the recorded file is no longer a regular file: {path}")
+        if info.st_size != file_size:
+            raise FileChanged(f"the file at {path} has changed since it was ingested ({info.st_size} bytes, "
+                              f"recorded {file_size}); ingest it again")
+        data = f.read(file_size + 1)
+    if hashlib.sha256(data).hexdigest() != record_id:
+        raise FileChanged(f"the file at {path} has changed since it was ingested (its SHA-256 differs); ingest it again")
+    return FileBytes(path=path, data=data, size=len(data), mtime=info.st_mtime)
+
+
+def thumbnail_jpeg(file: FileBytes, size: int) -> bytes:
+    """A `size` x `size` upright centre crop, decoded as ingestion decodes (JPEG at a reduced DCT scale,
+    RAW through its embedded preview or a half-size demosaic); a DecodeError says why it cannot be."""
+    pixels = decode_file(file, InputGeometry(size, size), DEFAULT_MAX_PIXELS).pixels
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG", quality=JPEG_QUALITY)
+    return out.getvalue()
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """Does an If-None-Match header (a list of tags, weak or strong, or `*`) name this ETag?"""
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in tags or etag in tags

@@ -1,0 +1,319 @@
+// The web page of the photo embeddings API. Plain JS, no build step.
+// The token lives in sessionStorage only (this tab, until it closes) and travels in the
+// Authorization header of every call; thumbnails are fetched with it and shown from blob: URLs.
+// Everything the server returns is shown as text (textContent), never parsed as HTML.
+"use strict";
+
+const TOKEN_KEY = "photo-embeddings-token";
+const API = new URL("..", location.href); // the page is at <api>/ui/
+const POLL_MS = 2000;
+const THUMBNAIL_SIZE = 256;
+const FINAL = new Set(["SUCCEEDED", "FAILED", "STOPPED"]);
+
+const $ = (selector) => document.querySelector(selector);
+const state = { poll: null, polling: false, jobStatus: new Map(), openErrors: new Set(), blobs: [] };
+
+class ApiError extends Error {
+  constructor(status, detail) {
+    super(detail);
+    this.status = status;
+  }
+}
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("data-")) node.setAttribute(key, value);
+    else node[key] = value;
+  }
+  node.append(...children.filter((child) => child !== null && child !== undefined));
+  return node;
+}
+
+function detailText(detail) {
+  if (Array.isArray(detail)) return detail.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
+  return typeof detail === "string" ? detail : JSON.stringify(detail);
+}
+
+async function api(path, options = {}) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token) throw new ApiError(401, "no token");
+  const headers = new Headers(options.headers || {});
+  headers.set("Authorization", `Bearer ${token}`);
+  let response;
+  try {
+    response = await fetch(new URL(path, API), { ...options, headers });
+  } catch (error) {
+    throw new ApiError(0, `the server cannot be reached (${error.message})`);
+  }
+  if (response.status === 401) {
+    signOut("The server refused this token. Enter it again.");
+    throw new ApiError(401, "the server refused the token");
+  }
+  if (!response.ok) {
+    let detail = response.statusText;
+    try {
+      detail = detailText((await response.json()).detail);
+    } catch {
+      // not JSON: keep the status text
+    }
+    throw new ApiError(response.status, `${response.status}: ${detail}`);
+  }
+  return response;
+}
+
+function say(target, text, isError = false) {
+  target.textContent = text;
+  target.classList.toggle("error", isError);
+  target.hidden = !text;
+}
+
+function failed(target) {
+  return (error) => {
+    if (error.status !== 401) say(target, error.message, true);
+  };
+}
+
+// --- the token ---------------------------------------------------------------------------------
+
+function signIn(event) {
+  event.preventDefault();
+  const input = $("#token");
+  sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+  input.value = "";
+  say($("#notice"), "");
+  start();
+}
+
+function signOut(message = "") {
+  sessionStorage.removeItem(TOKEN_KEY);
+  clearInterval(state.poll);
+  state.poll = null;
+  clearResults();
+  $("#app").hidden = true;
+  $("#signed-in").hidden = true;
+  $("#token-form").hidden = false;
+  say($("#notice"), message, Boolean(message));
+  $("#token").focus();
+}
+
+function start() {
+  $("#token-form").hidden = true;
+  $("#signed-in").hidden = false;
+  $("#app").hidden = false;
+  loadCollections().then(pollJobs);
+  state.poll = setInterval(pollJobs, POLL_MS);
+}
+
+// --- collections -------------------------------------------------------------------------------
+
+async function loadCollections() {
+  try {
+    const { collections } = await (await api("collections")).json();
+    renderCollections(collections);
+  } catch (error) {
+    failed($("#notice"))(error);
+  }
+}
+
+function renderCollections(collections) {
+  const body = $("#collections tbody");
+  body.replaceChildren(...collections.map((c) => el("tr", { "data-name": c.name },
+    el("td", { class: "name", text: c.name }),
+    el("td", { class: "num count", text: String(c.count) }),
+    el("td", { text: c.model ?? "" }),
+    el("td", {}, el("span", { text: c.weights ?? "" }),
+      c.random_weights ? el("span", { class: "badge warn", text: "random: ranking means nothing" }) : null),
+  )));
+  $("#no-collections").hidden = collections.length > 0;
+  $("#collection-names").replaceChildren(...collections.map((c) => el("option", { value: c.name })));
+  const select = $("#search-form select[name=collection]");
+  const chosen = select.value;
+  select.replaceChildren(...collections.map((c) => el("option", { value: c.name, text: `${c.name} (${c.count})` })));
+  if (collections.some((c) => c.name === chosen)) select.value = chosen;
+}
+
+// --- ingestion ---------------------------------------------------------------------------------
+
+async function startIngestion(event) {
+  event.preventDefault();
+  const form = event.target;
+  const message = form.querySelector(".message");
+  const paths = form.paths.value.split("\n").map((p) => p.trim()).filter(Boolean);
+  const body = { paths, collection: form.collection.value.trim(), caption: form.caption.checked };
+  try {
+    const response = await api("ingest", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    const { job_id: jobId } = await response.json();
+    say(message, `Started ${jobId}`);
+    pollJobs();
+  } catch (error) {
+    failed(message)(error);
+  }
+}
+
+async function uploadPhotos(event) {
+  event.preventDefault();
+  const form = event.target;
+  const message = form.querySelector(".message");
+  const data = new FormData();
+  for (const file of form.files.files) data.append("files", file, file.name);
+  data.append("collection", form.collection.value.trim());
+  data.append("caption", form.caption.checked ? "true" : "false");
+  say(message, "Uploading…");
+  try {
+    const { job_id: jobId, files } = await (await api("ingest/upload", { method: "POST", body: data })).json();
+    say(message, `Uploaded ${files} file(s); started ${jobId}`);
+    form.files.value = "";
+    pollJobs();
+  } catch (error) {
+    failed(message)(error);
+  }
+}
+
+// --- jobs --------------------------------------------------------------------------------------
+
+async function pollJobs() {
+  if (state.polling || !sessionStorage.getItem(TOKEN_KEY)) return;
+  state.polling = true;
+  try {
+    const { jobs } = await (await api("ingest")).json();
+    renderJobs(jobs);
+    const finishedNow = jobs.some((job) => FINAL.has(job.status) && state.jobStatus.has(job.job_id)
+      && !FINAL.has(state.jobStatus.get(job.job_id)));
+    const running = jobs.some((job) => !FINAL.has(job.status));
+    state.jobStatus = new Map(jobs.map((job) => [job.job_id, job.status]));
+    if (finishedNow || running) loadCollections(); // counts grow while a job writes
+  } catch (error) {
+    failed($("#notice"))(error);
+  } finally {
+    state.polling = false;
+  }
+}
+
+function when(seconds) {
+  return seconds ? new Date(seconds * 1000).toLocaleString() : "";
+}
+
+function errorsCell(job) {
+  const lines = job.errors.map((e) => el("li", {}, el("code", { text: e.path }), ` ${e.reason}`));
+  if (job.status === "FAILED" && job.message) lines.unshift(el("li", { class: "error", text: job.message }));
+  if (!lines.length) return el("td");
+  const details = el("details", { open: state.openErrors.has(job.job_id) },
+    el("summary", { text: `${lines.length} error${lines.length === 1 ? "" : "s"}` }), el("ul", {}, ...lines));
+  details.addEventListener("toggle", () => {
+    if (details.open) state.openErrors.add(job.job_id);
+    else state.openErrors.delete(job.job_id);
+  });
+  return el("td", { class: "errors" }, details);
+}
+
+function stopButton(job) {
+  if (FINAL.has(job.status)) return el("td");
+  const button = el("button", { type: "button", class: "secondary", text: "Stop" });
+  button.addEventListener("click", () => api(`ingest/${encodeURIComponent(job.job_id)}`, { method: "DELETE" })
+    .then(pollJobs, failed($("#notice"))));
+  return el("td", {}, button);
+}
+
+function renderJobs(jobs) {
+  const counts = ["discovered", "embedded", "skipped_existing", "duplicates", "failed", "captioned"];
+  $("#jobs tbody").replaceChildren(...jobs.map((job) => el("tr", { "data-job-id": job.job_id, "data-collection": job.collection ?? "" },
+    el("td", { text: when(job.start_time), title: job.job_id }),
+    el("td", { text: job.collection ?? "" }),
+    el("td", {}, el("span", { class: `status badge ${job.status.toLowerCase()}`, text: job.status })),
+    ...counts.map((key) => el("td", { class: `num ${key}`, text: String(job[key]) })),
+    errorsCell(job),
+    stopButton(job),
+  )));
+  $("#no-jobs").hidden = jobs.length > 0;
+}
+
+// --- search ------------------------------------------------------------------------------------
+
+function clearResults() {
+  state.blobs.forEach((url) => URL.revokeObjectURL(url));
+  state.blobs = [];
+  $("#results").replaceChildren();
+}
+
+async function search(event) {
+  event.preventDefault();
+  const form = event.target;
+  const message = $("#search-message");
+  const collection = form.collection.value;
+  const k = form.k.value || "12";
+  let request;
+  if (event.submitter && event.submitter.id === "search-image") {
+    const file = form.file.files[0];
+    if (!file) return say(message, "Choose a photo to search by.", true);
+    const data = new FormData();
+    data.append("file", file, file.name);
+    data.append("collection", collection);
+    data.append("k", k);
+    request = { method: "POST", body: data };
+  } else {
+    const text = form.text.value.trim();
+    if (!text) return say(message, "Type some text to search for.", true);
+    request = {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ collection, text, k: Number(k) }),
+    };
+  }
+  say(message, "Searching…");
+  try {
+    const { results } = await (await api("search", request)).json();
+    clearResults();
+    say(message, `${results.length} result${results.length === 1 ? "" : "s"} in ${collection}`);
+    $("#results").append(...results.map((result) => resultCard(collection, result)));
+  } catch (error) {
+    failed(message)(error);
+  }
+}
+
+const SHOWN_FIRST = ["path", "width", "height", "format", "file_size", "datetime_original", "camera_make", "camera_model"];
+
+function resultCard(collection, result) {
+  const metadata = result.metadata || {};
+  const image = el("img", { alt: metadata.filename || result.id, width: THUMBNAIL_SIZE, height: THUMBNAIL_SIZE });
+  const figure = el("figure", { class: "thumb" }, image);
+  loadThumbnail(collection, result.id, image, figure);
+  const keys = [...SHOWN_FIRST.filter((key) => key in metadata),
+    ...Object.keys(metadata).filter((key) => !SHOWN_FIRST.includes(key) && key !== "caption").sort()];
+  return el("article", { class: "result", "data-id": result.id },
+    figure,
+    el("div", { class: "score", text: `score ${result.score.toFixed(3)}` }),
+    el("div", { class: "filename", text: metadata.filename || result.path || result.id }),
+    result.caption ? el("p", { class: "caption", text: result.caption }) : null,
+    el("details", {}, el("summary", { text: "Metadata" }),
+      el("dl", {}, ...keys.flatMap((key) => [el("dt", { text: key }), el("dd", { text: String(metadata[key]) })]))),
+  );
+}
+
+async function loadThumbnail(collection, id, image, figure) {
+  try {
+    const path = `thumbnails/${encodeURIComponent(collection)}/${encodeURIComponent(id)}?size=${THUMBNAIL_SIZE}`;
+    const url = URL.createObjectURL(await (await api(path)).blob());
+    state.blobs.push(url);
+    image.src = url;
+  } catch (error) {
+    figure.classList.add("missing");
+    figure.append(el("figcaption", { class: "error", text: error.message }));
+  }
+}
+
+// --- start -------------------------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#token-form").addEventListener("submit", signIn);
+  $("#forget").addEventListener("click", () => signOut());
+  $("#refresh").addEventListener("click", loadCollections);
+  $("#ingest-form").addEventListener("submit", startIngestion);
+  $("#upload-form").addEventListener("submit", uploadPhotos);
+  $("#search-form").addEventListener("submit", search);
+  if (sessionStorage.getItem(TOKEN_KEY)) start();
+  else signOut();
+});
