@@ -1,0 +1,154 @@
+"""The web page at /ui/, in a real headless Chromium (Debian's `chromium`, driven by Playwright's Python
+client): token typed once and kept for the tab only, an ingestion started and followed to the end,
+searches by text and by photo with their thumbnails loaded. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import requests
+from conftest import ROOT
+from serve_app import auth
+
+ARTIFACTS = ROOT / "test-artifacts"
+COLLECTION = "ui-photos"
+UPLOADED = "ui-uploads"
+TOKEN_KEY = "photo-embeddings-token"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+JOB_SECONDS = 300
+
+
+def find_chromium() -> str | None:
+    return next(filter(None, (shutil.which(name) for name in ("chromium", "chromium-browser"))), None)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip("no Chromium found (`chromium` on PATH; .ci/run installs Debian's): the web page is not driven")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        yield launched
+        launched.close()
+
+
+def test_the_page_is_open_and_nothing_else_is(service):
+    page = requests.get(f"{service['url']}/ui/", timeout=10)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    for name, kind in [("app.js", "text/javascript"), ("style.css", "text/css")]:
+        asset = requests.get(f"{service['url']}/ui/{name}", timeout=10)
+        assert asset.status_code == 200 and asset.headers["Content-Type"].startswith(kind), name
+    assert requests.get(f"{service['url']}/ui", timeout=10, allow_redirects=True).url == f"{service['url']}/ui/"
+    for route in ["/ui/other.js", "/collections", "/ingest"]:  # only the page's own files are open
+        assert requests.get(f"{service['url']}{route}", timeout=10).status_code == 401, route
+
+
+def test_an_installed_package_carries_the_page(tmp_path):
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                            "--wheel-dir", str(tmp_path), str(ROOT)], check=False, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
+    assert {f"serve_deployments/ui/{name}" for name in ("index.html", "app.js", "style.css")} <= set(names)
+
+
+def test_ingest_follow_and_search_in_the_page(service, browser):
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    token, photos = service["token"], service["allowed"] / "photos"
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page_errors, sent = [], []
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    page.on("request", lambda request: sent.append(request))
+    page.goto(f"{service['url']}/ui/")
+
+    page.fill("#token", token)
+    page.click("#token-form button[type=submit]")
+    expect(page.locator("#app")).to_be_visible()
+    assert page.evaluate(f"sessionStorage.getItem('{TOKEN_KEY}')") == token
+    assert page.evaluate("localStorage.length") == 0
+    assert token not in page.url
+
+    ingest = page.locator("#ingest-form")
+    ingest.locator("[name=collection]").fill(COLLECTION)
+    ingest.locator("[name=paths]").fill("/etc")
+    ingest.locator("button[type=submit]").click()
+    expect(ingest.locator(".message")).to_have_text("403: path is outside the allowed roots: /etc")
+    ingest.locator("[name=paths]").fill(str(photos))
+    ingest.locator("[name=caption]").check()
+    ingest.locator("button[type=submit]").click()
+    expect(ingest.locator(".message")).to_contain_text("Started ingest-")
+    job_id = ingest.locator(".message").inner_text().split()[-1]
+    job = page.locator(f"#jobs tr[data-job-id='{job_id}']")
+    expect(job.locator(".status")).to_have_text("SUCCEEDED", timeout=JOB_SECONDS * 1000)
+    expect(job.locator(".embedded")).to_have_text("6")
+    expect(job.locator(".captioned")).to_have_text("6")
+    expect(page.locator(f"#collections tr[data-name='{COLLECTION}'] .count")).to_have_text("6")
+    page.screenshot(path=ARTIFACTS / "ui-ingested.png", full_page=True)
+
+    upload = page.locator("#upload-form")
+    upload.locator("[name=collection]").fill(UPLOADED)
+    upload.locator("[name=files]").set_input_files([str(photos / "coffee.png"), str(photos / "flower.dng")])
+    upload.locator("button[type=submit]").click()
+    expect(upload.locator(".message")).to_contain_text("Uploaded 2 file(s); started ingest-")
+    uploaded = page.locator(f"#jobs tr[data-job-id='{upload.locator('.message').inner_text().split()[-1]}']")
+    expect(uploaded.locator(".status")).to_have_text("SUCCEEDED", timeout=JOB_SECONDS * 1000)
+    expect(page.locator(f"#collections tr[data-name='{UPLOADED}'] .count")).to_have_text("2")
+
+    search = page.locator("#search-form")
+    search.locator("[name=collection]").select_option(COLLECTION)
+    search.locator("[name=text]").fill("a rocket")
+    page.click("#search-text")
+    cards = page.locator("#results .result")
+    expect(cards).to_have_count(6)
+    expect(cards.locator(".caption")).to_have_count(6)
+    expect(cards.first.locator(".score")).to_contain_text("score ")
+    wait_for_thumbnails(page, 6)
+    page.screenshot(path=ARTIFACTS / "ui-search-text.png", full_page=True)
+
+    page.set_input_files("#search-file", str(photos / "rocket.webp"))
+    page.click("#search-image")
+    expect(page.locator("#search-message")).to_contain_text(f"6 results in {COLLECTION}")
+    expect(cards.first.locator(".filename")).to_have_text("rocket.webp")
+    expect(cards.first.locator(".score")).to_have_text("score 1.000")
+    wait_for_thumbnails(page, 6)
+    page.screenshot(path=ARTIFACTS / "ui-search-image.png", full_page=True)
+    page.evaluate("document.querySelector('#jobs-section').scrollIntoView()")
+    page.screenshot(path=ARTIFACTS / "ui.png")  # 1280x800: jobs, search and results, as docs/ui.png shows
+
+    thumbnails = [r for r in sent if "/thumbnails/" in r.url]
+    assert len(thumbnails) >= 6
+    assert all(r.all_headers().get("authorization") == f"Bearer {token}" for r in thumbnails)
+    assert not [r.url for r in sent if token in r.url]
+    assert page_errors == []
+
+    # A wrong token: the page says so and asks again, keeping nothing.
+    page.click("#forget")
+    page.fill("#token", "not-the-token")
+    page.click("#token-form button[type=submit]")
+    expect(page.locator("#notice")).to_contain_text("refused this token")
+    expect(page.locator("#token-form")).to_be_visible()
+    assert page.evaluate(f"sessionStorage.getItem('{TOKEN_KEY}')") is None
+    context.close()
+    # The job the page started is this API's, with its counts.
+    assert requests.get(f"{service['url']}/ingest/{job_id}", headers=auth(service), timeout=10).json()["embedded"] == 6
+
+
+def wait_for_thumbnails(page, count: int) -> None:
+    """Every result's thumbnail decoded in the page, from a blob: URL."""
+    page.wait_for_function(
+        """count => {
+            const images = [...document.querySelectorAll('#results .result img')];
+            return images.length === count && images.every(i => i.src.startsWith('blob:') && i.complete && i.naturalWidth > 0);
+        }""",
+        arg=count, timeout=60_000)
