@@ -223,7 +223,7 @@ class Ingress:
                     collection, [record_id]))
             else:
                 target = StoreTarget(collection=collection, url=self.settings.chroma_url)
-                store = with_retries(target, ChromaStore, target)
+                store = ChromaStore(target)  # not retried: an unknown collection is a 404 at once
                 found = with_retries(target, store.collection.get, ids=[record_id], include=["metadatas"])
         except StoreError as exc:
             raise HTTPException(404, str(getattr(exc, "cause", exc))) from None
