@@ -69,8 +69,23 @@ def ray_head():
         "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
     }
     yield head
-    subprocess.run([ray_bin, "stop", "--force"], env={**env, "RAY_TMPDIR": temp}, capture_output=True)
+    stop_processes_of(temp)
     shutil.rmtree(temp, ignore_errors=True)
+
+
+def stop_processes_of(temp_dir: str) -> None:
+    """Stop the Ray processes started with this temp folder only: `ray stop` would stop every Ray on the
+    machine, another test session's or a benchmark's included. Workers exit when their raylet does."""
+    import psutil
+
+    mine = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(temp_dir in part for part in process.info["cmdline"] or []):
+            mine.append(process)
+    for process in mine:
+        process.terminate()
+    for process in psutil.wait_procs(mine, timeout=15)[1]:
+        process.kill()
 
 
 def run_cli(args: list[str], env: dict | None = None, cwd: str | Path | None = None, timeout: int = 300):
