@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--actors", type=_actors, metavar="N|MIN,MAX", help="embedding actor pool size (default: one per GPU, or 1)")
     ingest.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ingest.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="torch.compile (auto: on for CUDA)")
+    ingest.add_argument("--rehash", action="store_true",
+                        help="read and hash every file; by default a file whose path, size and modification time match "
+                             "its stored record is skipped unread")
     ingest.add_argument("--errors", metavar="FILE", help="write one JSON line per failed file: {path, reason}")
     ingest.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS})")
@@ -125,6 +128,7 @@ def _ingest(args, parser) -> int:
         caption=args.caption,
         serve_app=args.serve_app,
         progress_id=args.progress_id,
+        rehash=args.rehash,
         within=tuple(os.path.realpath(d) for d in args.within),
     )
     from ray_pipeline.pipeline import run_ingest

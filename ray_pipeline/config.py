@@ -25,5 +25,6 @@ class IngestConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     caption: bool = False  # caption the stored photos through the Serve app's Captioner, after embedding
     serve_app: str = "default"  # the Serve application that runs the Captioner
+    rehash: bool = False  # read and hash every file, even those whose record matches their path, size and mtime
     within: tuple[str, ...] = ()  # when set, only files whose real path lies inside these folders are read
     progress_id: str | None = None  # report live counts under this id (the HTTP API's job id)

@@ -83,13 +83,17 @@ class EmbedImages:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         new = np.flatnonzero(batch["status"] == NEW)
         embeddings = np.array([b""] * len(batch["status"]), dtype=object)
+        embed_seconds = np.zeros(len(batch["status"]))
         if len(new):
             pixels = np.stack([np.frombuffer(batch["pixels"][i], np.uint8).reshape(self.shape) for i in new])
             started = time.perf_counter()
             vectors = self.encoder.encode(pixels)
-            metrics().embed_seconds.observe(time.perf_counter() - started, tags=self.tags)
+            elapsed = time.perf_counter() - started
+            metrics().embed_seconds.observe(elapsed, tags=self.tags)
+            embed_seconds[new] = elapsed / len(new)  # the batch's time, shared by its pictures
             for i, vector in zip(new, vectors):
                 embeddings[i] = vector.astype(np.float32).tobytes()
         batch["embedding"] = embeddings
+        batch["embed_seconds"] = embed_seconds
         del batch["pixels"]  # not needed downstream: keep it out of the object store
         return batch

@@ -152,7 +152,7 @@ def run_ingest(config: IngestConfig) -> dict:
     sink.tally.errors += problems
     reporter.add({"failed": len(problems)}, problems)
     prepare = {"store": store, "registry": registry, "geometry": geometry, "max_pixels": config.max_pixels,
-               "within": config.within}
+               "within": config.within, "rehash": config.rehash}
     embed = {"resolved": resolved, "device": device, "compile": config.compile, "batch_size": batch_size,
              "collection": config.target.collection}
     try:
@@ -196,6 +196,7 @@ def run_ingest(config: IngestConfig) -> dict:
     if config.caption:
         summary["captioned"] = captioned
     summary["seconds"] = round(time.monotonic() - started, 2)
+    summary["stage_seconds"] = sink.tally.stage_seconds()
     errors = sink.tally.errors + caption_errors
     reporter.finish(summary, errors)
     return {**summary, "errors": errors, "random_weights": resolved.random_weights}

@@ -34,6 +34,7 @@ class FileBytes:
     data: bytes
     size: int
     mtime: float
+    mtime_ns: int = 0  # exact, where `mtime` (a float) does not survive Chroma's storage bit for bit
 
 
 def read_file(path: str) -> FileBytes:
@@ -44,7 +45,7 @@ def read_file(path: str) -> FileBytes:
             data = f.read()
     except OSError as exc:
         raise OSError(exc.errno, _read_failure(path, exc)) from None
-    return FileBytes(path=path, data=data, size=stat.st_size, mtime=stat.st_mtime)
+    return FileBytes(path=path, data=data, size=stat.st_size, mtime=stat.st_mtime, mtime_ns=stat.st_mtime_ns)
 
 
 def _read_failure(path: str, exc: OSError) -> str:
@@ -81,6 +82,7 @@ def record_metadata(file: FileBytes, photo: DecodedPhoto) -> dict:
         "height": photo.height,
         "file_size": file.size,
         "mtime": file.mtime,
+        "mtime_ns": file.mtime_ns,
         **photo.exif,
     }
 
@@ -88,12 +90,14 @@ def record_metadata(file: FileBytes, photo: DecodedPhoto) -> dict:
 class PrepareImages:
     """Ray Data class UDF for the CPU stage; one instance per CPU actor."""
 
-    def __init__(self, store, registry, geometry: InputGeometry, max_pixels: int, within: tuple[str, ...] = ()):
+    def __init__(self, store, registry, geometry: InputGeometry, max_pixels: int, within: tuple[str, ...] = (),
+                 rehash: bool = False):
         self.store = store  # StoreHandle: which ids the collection holds already
         self.registry = registry  # DuplicateRegistry actor: which path owns an id in this job
         self.geometry = geometry
         self.max_pixels = max_pixels
         self.within = within  # resolved folders the files must really lie in; () for anywhere
+        self.rehash = rehash  # read every file, even one whose stored record has its path, size and mtime
         self.tags = {"collection": store.target.collection}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -105,30 +109,43 @@ class PrepareImages:
         reasons = [""] * len(paths)
         pixels = [b""] * len(paths)
         metadata = [""] * len(paths)
+        read_seconds = np.zeros(len(paths))
+        decode_seconds = np.zeros(len(paths))
         files: dict[int, FileBytes] = {}
+        allowed = []
         for i, path in enumerate(paths):
             if self.within and not is_within(os.path.realpath(path), self.within):
                 reasons[i] = "resolves outside the allowed folders"
+            else:
+                allowed.append(i)
+        unchanged = {} if self.rehash else self._unchanged([paths[i] for i in allowed])
+        for i in allowed:
+            path = paths[i]
+            if path in unchanged:  # stored already, from this very file: not read again
+                ids[i] = unchanged[path]
                 continue
+            started = time.perf_counter()
             try:
                 files[i] = read_file(path)
             except OSError as exc:
                 reasons[i] = exc.strerror
                 continue
             ids[i] = hashlib.sha256(files[i].data).hexdigest()
+            read_seconds[i] = time.perf_counter() - started
             if files[i].size:  # Ray counters take positive increments only
                 metrics().bytes_read.inc(files[i].size, tags=self.tags)
 
         # Claim first, so every copy but one counts as a duplicate whether or not the content is stored.
-        read = list(files)
-        owners = ray.get(self.registry.claim.remote([(ids[i], paths[i]) for i in read])) if read else []
-        owned = [i for i, owns in zip(read, owners) if owns]
-        for i, owns in zip(read, owners):
+        known = [i for i in allowed if ids[i]]
+        owners = ray.get(self.registry.claim.remote([(ids[i], paths[i]) for i in known])) if known else []
+        owned = [i for i, owns in zip(known, owners) if owns]
+        for i, owns in zip(known, owners):
             if not owns:
                 status[i] = DUPLICATE
-        stored = set(self.store.existing_ids(sorted({ids[i] for i in owned}))) if owned else set()
+        to_check = sorted({ids[i] for i in owned if i in files})
+        stored = set(self.store.existing_ids(to_check)) if to_check else set()
         for i in owned:
-            if ids[i] in stored:
+            if i not in files or ids[i] in stored:
                 status[i] = EXISTING
                 continue
             started = time.perf_counter()
@@ -138,7 +155,8 @@ class PrepareImages:
                 reasons[i] = str(exc)
                 continue
             finally:
-                metrics().decode_seconds.observe(time.perf_counter() - started, tags=self.tags)
+                decode_seconds[i] = time.perf_counter() - started
+                metrics().decode_seconds.observe(decode_seconds[i], tags=self.tags)
             status[i] = NEW
             pixels[i] = photo.pixels.tobytes()
             metadata[i] = json.dumps(record_metadata(files[i], photo))
@@ -149,7 +167,21 @@ class PrepareImages:
             "reason": np.array(reasons, dtype=object),
             "pixels": np.array(pixels, dtype=object),
             "metadata": np.array(metadata, dtype=object),
+            "read_seconds": read_seconds,
+            "decode_seconds": decode_seconds,
         }
+
+    def _unchanged(self, paths: list[str]) -> dict[str, str]:
+        """{path: stored id} for the files whose record was made from them as they are now (same path,
+        size and modification time): a re-run reads none of them."""
+        stats = []
+        for path in paths:
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue  # reading it says why
+            stats.append((path, stat.st_size, stat.st_mtime_ns))
+        return self.store.unchanged(stats) if stats else {}
 
 
 class DuplicateRegistry:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from typing import Iterable
 
@@ -15,24 +16,32 @@ from ray_pipeline.prepare import DUPLICATE, EXISTING, FAILED, NEW
 
 # How each row status is counted in the job summary.
 SUMMARY_KEYS = {NEW: "embedded", EXISTING: "skipped_existing", DUPLICATE: "duplicates", FAILED: "failed"}
+# Per-row busy time of each stage, summed over all actors: where the job's CPU and GPU time went.
+STAGE_COLUMNS = {"read": "read_seconds", "decode": "decode_seconds", "embed": "embed_seconds"}
 
 
 class Tally:
-    """Counts per summary key, the failed files with their reasons, and the (id, path) of stored files."""
+    """Counts per summary key, the failed files with their reasons, the (id, path) of stored files, and
+    the seconds each stage spent."""
 
     def __init__(self):
         self.counts: Counter = Counter()
         self.errors: list[dict] = []
         self.stored: list[tuple[str, str]] = []
+        self.seconds: Counter = Counter()
 
     def add(self, other: "Tally") -> None:
         self.counts.update(other.counts)
         self.errors.extend(other.errors)
         self.stored.extend(other.stored)
+        self.seconds.update(other.seconds)
 
     def summary(self) -> dict[str, int]:
         counts = {key: self.counts.get(key, 0) for key in SUMMARY_KEYS.values()}
         return {"discovered": sum(counts.values()), **counts}
+
+    def stage_seconds(self) -> dict[str, float]:
+        return {stage: round(self.seconds.get(stage, 0.0), 3) for stage in (*STAGE_COLUMNS, "write")}
 
 
 class ChromaDatasink(Datasink[Tally]):
@@ -47,15 +56,19 @@ class ChromaDatasink(Datasink[Tally]):
     def write(self, blocks: Iterable[Block], ctx) -> Tally:
         tally = Tally()
         for block in blocks:
-            rows = BlockAccessor.for_block(block).to_numpy(["path", "status", "reason", "id", "embedding", "metadata"])
+            rows = BlockAccessor.for_block(block).to_numpy(
+                ["path", "status", "reason", "id", "embedding", "metadata", *STAGE_COLUMNS.values()])
             new = np.flatnonzero(rows["status"] == NEW)
+            block_tally = Tally()
+            started = time.perf_counter()
             if len(new):
                 self.store.upsert(
                     [str(rows["id"][i]) for i in new],
                     np.stack([np.frombuffer(rows["embedding"][i], np.float32) for i in new]),
                     [json.loads(rows["metadata"][i]) for i in new],
                 )
-            block_tally = Tally()
+            block_tally.seconds["write"] = time.perf_counter() - started
+            block_tally.seconds.update({stage: float(rows[column].sum()) for stage, column in STAGE_COLUMNS.items()})
             block_tally.counts.update(SUMMARY_KEYS[str(s)] for s in rows["status"])
             block_tally.errors = [
                 {"path": str(rows["path"][i]), "reason": str(rows["reason"][i])}

@@ -156,6 +156,20 @@ class ChromaStore:
             found += with_retries(self.target, self.collection.get, ids=ids[start : start + self.max_batch], include=[])["ids"]
         return found
 
+    def unchanged(self, files: list[tuple[str, int, int]]) -> dict[str, str]:
+        """{path: id} for the (path, size, mtime_ns) whose stored record has that very path, size and mtime."""
+        wanted = {path: (size, mtime) for path, size, mtime in files}
+        paths = list(wanted)
+        found: dict[str, str] = {}
+        for start in range(0, len(paths), self.max_batch):
+            records = with_retries(self.target, self.collection.get, where={"path": {"$in": paths[start : start + self.max_batch]}},
+                                   include=["metadatas"])
+            for record_id, metadata in zip(records["ids"], records["metadatas"]):
+                path = (metadata or {}).get("path")
+                if wanted.get(path) == (metadata.get("file_size"), metadata.get("mtime_ns")):
+                    found[path] = record_id
+        return found
+
     def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict]) -> None:
         """Write records by id, in batches Chroma accepts; writing a record twice leaves one."""
         for start in range(0, len(ids), self.max_batch):
@@ -264,6 +278,9 @@ class StoreHandle:
 
     def existing_ids(self, ids: list[str]) -> list[str]:
         return self._call("existing_ids", ids)
+
+    def unchanged(self, files: list[tuple[str, int, int]]) -> dict[str, str]:
+        return self._call("unchanged", files)
 
     def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict]) -> None:
         self._call("upsert", ids, embeddings, metadatas)

@@ -58,7 +58,9 @@ def test_summary_counts_every_discovered_file(ingested):
     assert summary["skipped_existing"] == 0
     assert summary["discovered"] == len(cases) - len(by_kind(cases, "ignored"))
     assert summary["seconds"] > 0
-    assert list(summary) == ["collection", "discovered", "embedded", "skipped_existing", "duplicates", "failed", "seconds"]
+    assert list(summary) == ["collection", "discovered", "embedded", "skipped_existing", "duplicates", "failed", "seconds",
+                             "stage_seconds"]
+    assert all(summary["stage_seconds"][stage] > 0 for stage in ("read", "decode", "embed", "write"))
 
 
 def test_stored_ids_are_the_sha256_of_the_valid_distinct_files(ingested):
@@ -100,6 +102,7 @@ def test_record_metadata(ingested):
         assert metadata["filename"] == os.path.basename(metadata["path"])
         assert metadata["file_size"] == path.stat().st_size
         assert metadata["mtime"] == pytest.approx(path.stat().st_mtime)
+        assert metadata["mtime_ns"] == path.stat().st_mtime_ns
         assert metadata["is_raw"] is case.name.endswith(".dng")
         for key, value in case.metadata.items():
             assert metadata[key] == pytest.approx(value), f"{case.name}: {key}"
@@ -165,3 +168,29 @@ def test_writing_with_another_model_is_refused(ingested, cli, tiny_model):
     assert completed.returncode != 0
     assert "holds vectors from model tiny-clip" in completed.stderr
     assert completed.stdout == ""
+
+
+def test_rerun_reads_only_new_or_changed_files(cli, tmp_path, tiny_model_args):
+    """A file whose path, size and mtime match its record is not read again; --rehash reads everything."""
+    from samples.sample_photos import real_photos, write_jpeg, write_library
+
+    photos = tmp_path / "photos"
+    write_library(str(photos))
+    args = ["--collection", "rereads", "--chroma-path", str(tmp_path / "chroma"), *tiny_model_args]
+    assert summary_of(cli("ingest", str(photos), *args))["embedded"] == 6
+
+    again = summary_of(cli("ingest", str(photos), *args))
+    assert (again["embedded"], again["skipped_existing"]) == (0, 6)
+    assert again["stage_seconds"]["read"] == 0  # not one file was opened
+
+    write_jpeg(str(photos / "astronaut.jpg"), real_photos()["astronaut"][:, ::-1])  # edited: new bytes, new mtime
+    tiff = photos / "china.tiff"
+    stat = tiff.stat()
+    data = bytearray(tiff.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # changed in place with size and mtime restored, as no editor would
+    tiff.write_bytes(bytes(data))
+    os.utime(tiff, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    edited = summary_of(cli("ingest", str(photos), *args))
+    assert (edited["embedded"], edited["skipped_existing"]) == (1, 5)
+    rehashed = summary_of(cli("ingest", str(photos), "--rehash", *args))
+    assert (rehashed["embedded"], rehashed["skipped_existing"]) == (1, 5)
