@@ -11,7 +11,7 @@ const THUMBNAIL_SIZE = 256;
 const FINAL = new Set(["SUCCEEDED", "FAILED", "STOPPED"]);
 
 const $ = (selector) => document.querySelector(selector);
-const state = { poll: null, polling: false, jobStatus: new Map(), openErrors: new Set(), blobs: [] };
+const state = { poll: null, polling: false, pollFailed: false, jobStatus: new Map(), openErrors: new Set(), blobs: [] };
 
 class ApiError extends Error {
   constructor(status, detail) {
@@ -181,6 +181,8 @@ async function pollJobs() {
   state.polling = true;
   try {
     const { jobs } = await (await api("ingest")).json();
+    if (state.pollFailed) say($("#notice"), ""); // the server answers again
+    state.pollFailed = false;
     renderJobs(jobs);
     const finishedNow = jobs.some((job) => FINAL.has(job.status) && state.jobStatus.has(job.job_id)
       && !FINAL.has(state.jobStatus.get(job.job_id)));
@@ -188,6 +190,7 @@ async function pollJobs() {
     state.jobStatus = new Map(jobs.map((job) => [job.job_id, job.status]));
     if (finishedNow || running) loadCollections(); // counts grow while a job writes
   } catch (error) {
+    state.pollFailed = true;
     failed($("#notice"))(error);
   } finally {
     state.polling = false;
