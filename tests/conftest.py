@@ -3,6 +3,7 @@ head for the whole session (the CLI joins it through RAY_ADDRESS), and a helper 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -69,21 +70,28 @@ def ray_head():
         "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
     }
     yield head
-    stop_processes_of(temp)
+    stop_processes_of(temp, head["address"])
     shutil.rmtree(temp, ignore_errors=True)
 
 
-def stop_processes_of(temp_dir: str) -> None:
-    """Stop the Ray processes started with this temp folder only: `ray stop` would stop every Ray on the
-    machine, another test session's or a benchmark's included. Workers exit when their raylet does."""
+def stop_processes_of(temp_dir: str, address: str) -> None:
+    """Stop the Ray processes of this head only (named with its temp folder or its address, and their
+    children): `ray stop` would stop every Ray on the machine, another test session's included."""
     import psutil
 
-    mine = []
-    for process in psutil.process_iter(["cmdline"]):
-        if any(temp_dir in part for part in process.info["cmdline"] or []):
-            mine.append(process)
+    port = f":{address.rpartition(':')[2]}"
+    started = [p for p in psutil.process_iter(["cmdline"])
+               if any(temp_dir in part or part.endswith(port) for part in p.info["cmdline"] or [])]
+    mine = {p.pid: p for p in started}
+    for process in started:  # workers and agents rename themselves (ray::...): found as children
+        try:
+            mine.update((child.pid, child) for child in process.children(recursive=True))
+        except psutil.NoSuchProcess:
+            continue
+    mine = list(mine.values())
     for process in mine:
-        process.terminate()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
     for process in psutil.wait_procs(mine, timeout=15)[1]:
         process.kill()
 
