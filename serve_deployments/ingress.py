@@ -30,7 +30,6 @@ from ray_pipeline.store import (
     connect,
     list_collections,
     owner_name,
-    with_retries,
 )
 from serve_deployments import page
 from serve_deployments.auth import bearer_check
@@ -218,18 +217,14 @@ class Ingress:
             raise HTTPException(404, f"no record {record_id!r} in collection {collection!r}: ids are SHA-256 hex digests")
         try:
             if self.owner is not None:  # only the owner may open the embedded folder
-                found = ray.get(self.owner.__ray_call__.remote(
-                    lambda owner, name, ids: owner.call(name, "collection").get(ids=ids, include=["metadatas"]),
-                    collection, [record_id]))
-            else:
-                target = StoreTarget(collection=collection, url=self.settings.chroma_url)
-                store = ChromaStore(target)  # not retried: an unknown collection is a 404 at once
-                found = with_retries(target, store.collection.get, ids=[record_id], include=["metadatas"])
+                found = ray.get(self.owner.call.remote(collection, "records", [record_id]))
+            else:  # opened without retries: an unknown collection is a 404 at once
+                found = ChromaStore(StoreTarget(collection=collection, url=self.settings.chroma_url)).records([record_id])
         except StoreError as exc:
             raise HTTPException(404, str(getattr(exc, "cause", exc))) from None
-        if not found["ids"]:
+        if record_id not in found:
             raise HTTPException(404, f"no record {record_id} in collection {collection!r}")
-        return dict(found["metadatas"][0] or {})
+        return found[record_id]
 
     @app.post("/search")
     async def search(self, request: Request) -> dict:
