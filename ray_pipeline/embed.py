@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -74,11 +75,19 @@ class ImageEncoder:
 class EmbedImages:
     """Ray Data class UDF: embeds the batch's "new" rows, passes the others through."""
 
-    def __init__(self, resolved: clip_model.ResolvedModel, device: str, compile: str, batch_size: int, collection: str):
-        self.encoder = ImageEncoder(resolved, device, compile, batch_size)
+    def __init__(self, resolved: clip_model.ResolvedModel, device: str, compile: str, batch_size: int, collection: str,
+                 threads: int = 1):
+        import torch
+
+        torch.set_num_threads(threads)  # Ray sets one thread per whole CPU the actor holds, at least one
         self.tags = {"collection": collection}
         self.shape = InputGeometry.from_preprocess(resolved.preprocess).pixel_shape
-        logger.info("embedding actor ready: %s on %s (compiled: %s)", resolved.architecture, device, compile)
+        self._encoder: Future = Future()
+        if compile == "on" or (compile == "auto" and device == "cuda"):  # compiled and warmed up here, on the
+            self._encoder.set_result(ImageEncoder(resolved, device, compile, batch_size))  # actor's main thread
+        else:  # loaded while the first files are read; batches with nothing new never wait for it
+            self._encoder = ThreadPoolExecutor(1).submit(ImageEncoder, resolved, device, compile, batch_size)
+        logger.info("embedding actor started: %s on %s (compile: %s)", resolved.architecture, device, compile)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         new = np.flatnonzero(batch["status"] == NEW)
@@ -86,8 +95,9 @@ class EmbedImages:
         embed_seconds = np.zeros(len(batch["status"]))
         if len(new):
             pixels = np.stack([np.frombuffer(batch["pixels"][i], np.uint8).reshape(self.shape) for i in new])
+            encoder = self._encoder.result()  # a model that failed to load raises here
             started = time.perf_counter()
-            vectors = self.encoder.encode(pixels)
+            vectors = encoder.encode(pixels)
             elapsed = time.perf_counter() - started
             metrics().embed_seconds.observe(elapsed, tags=self.tags)
             embed_seconds[new] = elapsed / len(new)  # the batch's time, shared by its pictures

@@ -98,6 +98,9 @@ def _actor_plan(device: str, actors: tuple[int, int] | None) -> dict:
     return {
         "embed_actors": (low, high),
         "embed_cpus": embed_cpus,
+        # Torch threads of a CPU embedding actor: its whole CPUs; on a small machine, where it holds a
+        # fraction of one, every CPU the job may use, since decoding leaves them idle between batches.
+        "embed_threads": max(1, int(embed_cpus)) if embed_cpus >= 1 else max(1, math.ceil(budget)),
         # On a small machine one decode actor takes a fraction of a CPU rather than starve the rest.
         "decode_actors": max(1, int(decode_capacity)),
         "decode_cpus": 1 if decode_capacity >= 1 else max(0.25, decode_capacity),
@@ -154,7 +157,7 @@ def run_ingest(config: IngestConfig) -> dict:
     prepare = {"store": store, "registry": registry, "geometry": geometry, "max_pixels": config.max_pixels,
                "within": config.within, "rehash": config.rehash}
     embed = {"resolved": resolved, "device": device, "compile": config.compile, "batch_size": batch_size,
-             "collection": config.target.collection}
+             "collection": config.target.collection, "threads": plan["embed_threads"]}
     try:
         try:
             (

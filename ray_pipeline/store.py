@@ -156,19 +156,28 @@ class ChromaStore:
             found += with_retries(self.target, self.collection.get, ids=ids[start : start + self.max_batch], include=[])["ids"]
         return found
 
+    def records(self, ids: list[str]) -> dict[str, dict]:
+        """{id: metadata} of those of these ids that are stored."""
+        found = with_retries(self.target, self.collection.get, ids=ids, include=["metadatas"])
+        return {i: dict(metadata or {}) for i, metadata in zip(found["ids"], found["metadatas"])}
+
     def unchanged(self, files: list[tuple[str, int, int]]) -> dict[str, str]:
-        """{path: id} for the (path, size, mtime_ns) whose stored record has that very path, size and mtime."""
-        wanted = {path: (size, mtime) for path, size, mtime in files}
+        """{path: id} for the (path, size, mtime_ns) whose stored record has that very path, size and mtime.
+
+        A path that two records match (a file edited in place with its mtime put back, then re-hashed)
+        is left out: only reading it tells which record is its content.
+        """
+        wanted = {path: (size, mtime_ns) for path, size, mtime_ns in files}
         paths = list(wanted)
-        found: dict[str, str] = {}
+        matches: dict[str, list[str]] = {}
         for start in range(0, len(paths), self.max_batch):
             records = with_retries(self.target, self.collection.get, where={"path": {"$in": paths[start : start + self.max_batch]}},
                                    include=["metadatas"])
             for record_id, metadata in zip(records["ids"], records["metadatas"]):
                 path = (metadata or {}).get("path")
                 if wanted.get(path) == (metadata.get("file_size"), metadata.get("mtime_ns")):
-                    found[path] = record_id
-        return found
+                    matches.setdefault(path, []).append(record_id)
+        return {path: ids[0] for path, ids in matches.items() if len(ids) == 1}
 
     def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict]) -> None:
         """Write records by id, in batches Chroma accepts; writing a record twice leaves one."""
