@@ -71,20 +71,25 @@ def decode_file(file: FileBytes, geometry: InputGeometry, max_pixels: int) -> De
         raise DecodeError(f"cannot decode: {type(exc).__name__}: {exc}"[:500]) from None
 
 
-def record_metadata(file: FileBytes, photo: DecodedPhoto) -> dict:
-    """The metadata stored with a record (see the README's record layout)."""
+STAT_FIELDS = ("file_size", "mtime", "mtime_ns")
+
+
+def file_fields(file: FileBytes) -> dict:
+    """What a record says about the file it was made from: where it is and its stat."""
     return {
         "path": file.path,
         "filename": os.path.basename(file.path),
         "format": extension_of(file.path),
         "is_raw": is_raw(file.path),
-        "width": photo.width,
-        "height": photo.height,
         "file_size": file.size,
         "mtime": file.mtime,
         "mtime_ns": file.mtime_ns,
-        **photo.exif,
     }
+
+
+def record_metadata(file: FileBytes, photo: DecodedPhoto) -> dict:
+    """The metadata stored with a record (see the README's record layout)."""
+    return {**file_fields(file), "width": photo.width, "height": photo.height, **photo.exif}
 
 
 class PrepareImages:
@@ -143,7 +148,8 @@ class PrepareImages:
             if not owns:
                 status[i] = DUPLICATE
         to_check = sorted({ids[i] for i in owned if i in files})
-        stored = set(self.store.existing_ids(to_check)) if to_check else set()
+        stored = self.store.records(to_check) if to_check else {}
+        self._refresh({ids[i]: (files[i], stored[ids[i]]) for i in owned if ids[i] in stored and i in files})
         for i in owned:
             if i not in files or ids[i] in stored:
                 status[i] = EXISTING
@@ -170,6 +176,21 @@ class PrepareImages:
             "read_seconds": read_seconds,
             "decode_seconds": decode_seconds,
         }
+
+    def _refresh(self, read: dict[str, tuple[FileBytes, dict]]) -> None:
+        """Bring stored records up to date with the files just read for them: a file touched or copied
+        with a new mtime gets its new stat (so the next run skips it unread), and a record whose file
+        has moved gets the path it now has."""
+        changes = {}
+        for record_id, (file, recorded) in read.items():
+            now = file_fields(file)
+            if recorded.get("path") == file.path:
+                if any(recorded.get(key) != now[key] for key in STAT_FIELDS):
+                    changes[record_id] = {key: now[key] for key in STAT_FIELDS}
+            elif not os.path.exists(recorded.get("path") or ""):
+                changes[record_id] = now
+        if changes:
+            self.store.merge_metadata(changes)
 
     def _unchanged(self, paths: list[str]) -> dict[str, str]:
         """{path: stored id} for the files whose record was made from them as they are now (same path,

@@ -149,17 +149,13 @@ class ChromaStore:
     def metadata(self) -> dict[str, Any]:
         return dict(self.collection.metadata or {})
 
-    def existing_ids(self, ids: list[str]) -> list[str]:
-        """Which of these ids are stored already."""
-        found: list[str] = []
-        for start in range(0, len(ids), self.max_batch):
-            found += with_retries(self.target, self.collection.get, ids=ids[start : start + self.max_batch], include=[])["ids"]
-        return found
-
     def records(self, ids: list[str]) -> dict[str, dict]:
         """{id: metadata} of those of these ids that are stored."""
-        found = with_retries(self.target, self.collection.get, ids=ids, include=["metadatas"])
-        return {i: dict(metadata or {}) for i, metadata in zip(found["ids"], found["metadatas"])}
+        found: dict[str, dict] = {}
+        for start in range(0, len(ids), self.max_batch):
+            batch = with_retries(self.target, self.collection.get, ids=ids[start : start + self.max_batch], include=["metadatas"])
+            found.update((i, dict(metadata or {})) for i, metadata in zip(batch["ids"], batch["metadatas"]))
+        return found
 
     def unchanged(self, files: list[tuple[str, int, int]]) -> dict[str, str]:
         """{path: id} for the (path, size, mtime_ns) whose stored record has that very path, size and mtime.
@@ -194,13 +190,15 @@ class ChromaStore:
         found = self.collection.get(ids=ids, include=["metadatas"])
         return [i for i, metadata in zip(found["ids"], found["metadatas"]) if not (metadata or {}).get("caption")]
 
+    def merge_metadata(self, changes: dict[str, dict]) -> None:
+        """Set these keys in these stored records' metadata, keeping everything else they hold."""
+        found = self.records(list(changes))
+        if found:
+            with_retries(self.target, self.collection.update, ids=list(found),
+                         metadatas=[{**metadata, **changes[i]} for i, metadata in found.items()])
+
     def set_captions(self, ids: list[str], captions: list[str]) -> None:
-        """Add a `caption` to each record's metadata, keeping everything else it holds."""
-        found = self.collection.get(ids=ids, include=["metadatas"])
-        by_id = dict(zip(found["ids"], found["metadatas"]))
-        kept = [(i, c) for i, c in zip(ids, captions) if i in by_id]
-        if kept:
-            self.collection.update(ids=[i for i, _ in kept], metadatas=[{**(by_id[i] or {}), "caption": c} for i, c in kept])
+        self.merge_metadata({i: {"caption": caption} for i, caption in zip(ids, captions)})
 
 
 def list_collections(client) -> list[dict]:
@@ -285,8 +283,11 @@ class StoreHandle:
     def metadata(self) -> dict[str, Any]:
         return self._call("metadata")
 
-    def existing_ids(self, ids: list[str]) -> list[str]:
-        return self._call("existing_ids", ids)
+    def records(self, ids: list[str]) -> dict[str, dict]:
+        return self._call("records", ids)
+
+    def merge_metadata(self, changes: dict[str, dict]) -> None:
+        self._call("merge_metadata", changes)
 
     def unchanged(self, files: list[tuple[str, int, int]]) -> dict[str, str]:
         return self._call("unchanged", files)

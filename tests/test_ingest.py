@@ -199,3 +199,30 @@ def test_rerun_reads_only_new_or_changed_files(cli, tmp_path, tiny_model_args):
     settled = summary_of(cli("ingest", str(photos), *args))
     assert (settled["embedded"], settled["skipped_existing"]) == (0, 6)
     assert settled["stage_seconds"]["read"] > 0
+
+
+def test_touched_and_moved_files_update_their_records(cli, tmp_path, tiny_model_args):
+    """Same bytes, new mtime or new place: no new record, the old one learns the file's stat or path,
+    and the next run reads nothing."""
+    from samples.sample_photos import write_library
+
+    photos = tmp_path / "photos"
+    write_library(str(photos))
+    args = ["--collection", "moves", "--chroma-path", str(tmp_path / "chroma"), *tiny_model_args]
+    cli("ingest", str(photos), *args)
+    os.utime(photos / "coffee.png", ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+    (photos / "moved").mkdir()
+    os.rename(photos / "rocket.webp", photos / "moved" / "rocket.webp")
+
+    again = summary_of(cli("ingest", str(photos), *args))
+    assert (again["embedded"], again["skipped_existing"]) == (0, 6)
+    collection = open_collection(tmp_path / "chroma", "moves")
+    coffee = collection.get(ids=[sha256_of(photos / "coffee.png")], include=["metadatas"])["metadatas"][0]
+    assert coffee["mtime_ns"] == 1_700_000_000_000_000_000
+    rocket = collection.get(ids=[sha256_of(photos / "moved" / "rocket.webp")], include=["metadatas"])["metadatas"][0]
+    assert (rocket["path"], rocket["filename"]) == (str(photos / "moved" / "rocket.webp"), "rocket.webp")
+    assert collection.count() == 6
+
+    settled = summary_of(cli("ingest", str(photos), *args))
+    assert settled["skipped_existing"] == 6
+    assert settled["stage_seconds"]["read"] == 0
