@@ -4,6 +4,7 @@ show on the dashboard's Jobs page with their logs; their live counts come from t
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import sys
@@ -14,6 +15,9 @@ from serve_deployments.settings import Settings
 
 JOB_KIND = "photo-ingest"  # metadata tag: only jobs this API started are reported by it
 COUNT_KEYS = ("discovered", "embedded", "skipped_existing", "duplicates", "failed", "captioned")
+FINISHED = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+logger = logging.getLogger("ray.serve")
 
 
 class UnknownJob(LookupError):
@@ -47,6 +51,7 @@ class Jobs:
         # This cluster's own address, not whichever one auto-detection finds: a machine may run several.
         self.client = JobSubmissionClient(os.environ.get("RAY_JOBS_ADDRESS") or ray.get_runtime_context().gcs_address)
         self.board = progress.board(create=True)
+        self._final: dict[str, dict] = {}  # counts read from finished jobs' logs, read once each
 
     def submit(self, paths: list[str], collection: str, caption: bool) -> str:
         job_id = f"ingest-{uuid.uuid4().hex[:16]}"
@@ -82,7 +87,9 @@ class Jobs:
         return [self._describe(job.submission_id, job, board) for job, board in zip(mine, live)]
 
     def _describe(self, job_id: str, info, live: dict | None) -> dict:
-        live = live or self._from_logs(job_id)
+        if live is None and info.status.value in FINISHED:
+            live = self._from_logs(job_id)
+        live = live or {}
         counts = live.get("counts", {})
         return {
             "job_id": job_id,
@@ -96,11 +103,23 @@ class Jobs:
         }
 
     def _from_logs(self, job_id: str) -> dict:
-        """After a restart of the board, the counts are still in the job's final summary line."""
-        for line in reversed(self.client.get_job_logs(job_id).splitlines()):
-            if line.startswith('{"collection"'):
-                return {"counts": json.loads(line), "errors": []}
-        return {}
+        """After a restart of the board, a finished job's counts are still in its final summary line.
+
+        Read once per job (pages poll every few seconds); logs that cannot be read give no counts
+        rather than failing the whole listing.
+        """
+        if job_id not in self._final:
+            try:
+                lines = self.client.get_job_logs(job_id).splitlines()
+            except Exception:  # the SDK raises RuntimeError and HTTP errors alike
+                logger.warning("cannot read the logs of job %s", job_id)
+                return {}
+            summaries = [line for line in lines if line.startswith('{"collection"')]
+            try:
+                self._final[job_id] = {"counts": json.loads(summaries[-1]), "errors": []} if summaries else {}
+            except ValueError:
+                self._final[job_id] = {}
+        return self._final[job_id]
 
     def stop(self, job_id: str) -> bool:
         self._info(job_id)

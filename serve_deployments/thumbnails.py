@@ -33,7 +33,7 @@ def recorded_file(path: str, record_id: str, file_size: int) -> FileBytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
-        raise FileChanged(f"the recorded file is gone: {path}") from None
+        raise FileChanged(f"the recorded file is gone: {path} (if it moved, ingesting its new folder updates the record)") from None
     except OSError as exc:
         raise FileChanged(f"cannot read the recorded file {path}: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as f:

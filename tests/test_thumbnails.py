@@ -63,7 +63,7 @@ def test_only_records_of_the_collection_are_served(service, library):
     recorded = sha256_of(library["folder"] / "astronaut.jpg")
     elsewhere = sha256_of(service["allowed"] / "many" / "crop_000000.jpg")  # inside the roots, not in this collection
     for collection, record_id in [(COLLECTION, elsewhere), (COLLECTION, hashlib.sha256(b"nothing").hexdigest()),
-                                  ("no-such-collection", recorded), (COLLECTION, "..%2F..%2Fetc%2Fpasswd"),
+                                  ("no-such-collection", recorded), (COLLECTION, "..." + recorded[3:]),
                                   (COLLECTION, recorded.upper())]:
         response = thumbnail(service, record_id, collection)
         assert response.status_code == 404, (collection, record_id, response.text)

@@ -81,8 +81,13 @@ function failed(target) {
 function signIn(event) {
   event.preventDefault();
   const input = $("#token");
-  sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+  const token = input.value.trim();
   input.value = "";
+  if (!token) {
+    say($("#notice"), "Enter the API token.", true);
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
   say($("#notice"), "");
   start();
 }
