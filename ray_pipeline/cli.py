@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 
@@ -13,7 +14,7 @@ from ray_pipeline.config import IngestConfig
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS
 from ray_pipeline.errors import UserFacingError
 from ray_pipeline.model import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelSpec
-from ray_pipeline.store import StoreTarget
+from ray_pipeline.store import COLLECTION_NAME, StoreTarget
 
 # Errors that mean "the job could not run": one line on stderr and a non-zero exit.
 USER_ERRORS = (UserFacingError, OSError)
@@ -38,8 +39,17 @@ def _positive(value: str) -> int:
     return int(value)
 
 
+def _collection(value: str) -> str:
+    """Chroma's own rule for names, checked before any work (Chroma would raise deep inside the job)."""
+    if not re.fullmatch(COLLECTION_NAME, value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: a collection name is 3 to 512 characters of a-z A-Z 0-9 . _ -, starting and ending "
+            "with a letter or digit")
+    return value
+
+
 def _add_store_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--collection", required=True, help="Chroma collection name")
+    parser.add_argument("--collection", required=True, type=_collection, help="Chroma collection name")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--chroma-path", default="./chroma_data", metavar="DIR", help="embedded Chroma folder (default ./chroma_data)")
     where.add_argument("--chroma-url", metavar="URL", help="a Chroma server, e.g. http://chroma:8000")

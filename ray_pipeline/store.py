@@ -14,6 +14,8 @@ import numpy as np
 from ray_pipeline.errors import UserFacingError
 
 LOCK_FILE = "ray_pipeline.lock"
+# Chroma's rule for collection names, checked where a name comes in (the CLI, the HTTP API).
+COLLECTION_NAME = r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]"
 # A Chroma server that stops answering is retried with backoff (0.5 s, 1 s, 2 s, ... 15.5 s in all), then
 # the job stops with a clear error; what was written stays written, and a re-run stores the rest.
 SERVER_ATTEMPTS = 6

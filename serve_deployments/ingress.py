@@ -21,6 +21,7 @@ from ray_pipeline.model import ModelSpec
 from ray_pipeline.prepare import FileBytes, decode_file
 from ray_pipeline.search import QueryEncoder, top_k
 from ray_pipeline.store import (
+    COLLECTION_NAME,
     OWNER_NAMESPACE,
     ChromaStore,
     EmbeddedOwner,
@@ -73,12 +74,12 @@ async def guard(request: Request, call_next):
 
 class IngestRequest(BaseModel):
     paths: list[str] = Field(min_length=1, description="files or folders inside INGEST_ALLOWED_ROOTS")
-    collection: str = Field(min_length=3, max_length=512)
+    collection: str = Field(pattern=f"^{COLLECTION_NAME}$")
     caption: bool = False
 
 
 class ImageSearchRequest(BaseModel):
-    collection: str = Field(min_length=3, max_length=512)
+    collection: str = Field(pattern=f"^{COLLECTION_NAME}$")
     k: int = Field(default=5, ge=1, le=1000)
 
 
@@ -149,7 +150,7 @@ class Ingress:
         return {"job_id": self.jobs.submit(self._checked_paths(body.paths), body.collection, body.caption)}
 
     @app.post("/ingest/upload", status_code=202)
-    def ingest_upload(self, files: list[UploadFile] = File(...), collection: str = Form(..., min_length=3, max_length=512),
+    def ingest_upload(self, files: list[UploadFile] = File(...), collection: str = Form(..., pattern=f"^{COLLECTION_NAME}$"),
                       caption: bool = Form(False)) -> dict:
         stored = []
         budget = self.settings.max_upload_bytes

@@ -62,11 +62,14 @@ def test_random_weights_are_recorded_and_announced(cli, tmp_path, tiny_model):
     assert json.loads(found.stdout)["results"][0]["score"] > 0.999
 
 
-@pytest.mark.parametrize("args", [["ingest", "--collection", "x"], ["search", "--collection", "x"], ["ingest", "p", "--collection", "x", "--actors", "3,1"]])
+@pytest.mark.parametrize("args", [["ingest", "--collection", "xyz"], ["search", "--collection", "xyz"],
+                                  ["ingest", "p", "--collection", "xyz", "--actors", "3,1"],
+                                  ["ingest", "p", "--collection", "xy"], ["search", "cat", "--collection", "bad name!"]])
 def test_usage_errors(cli, args):
     completed = cli(*args)
     assert completed.returncode == 2
     assert "usage:" in completed.stderr
+    assert "Traceback" not in completed.stderr
 
 
 def test_embedded_chroma_in_use_is_refused_at_once(cli, tmp_path, tiny_model_args):

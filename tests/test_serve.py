@@ -49,10 +49,15 @@ def test_paths_outside_the_allowed_roots_are_forbidden(service):
     bad = requests.post(url, headers=auth(service), json={"paths": "not a list", "collection": "photos"}, timeout=10)
     assert bad.status_code == 422
     assert "paths" in str(bad.json()["detail"])
+    named = requests.post(url, headers=auth(service), json={"paths": [str(service["allowed"])], "collection": "no"}, timeout=10)
+    assert named.status_code == 422
+    assert "collection" in str(named.json()["detail"])
 
 
 def test_ingest_job_with_captions_then_search(service, ray_head):
-    assert caption_replicas(service, ray_head) == 0  # nothing asked for captions yet: no BLIP in memory
+    # The app is shared by the session: an earlier module's captions may still hold a replica, which
+    # the idle timeout must take back to zero (no BLIP in memory while nothing asks for captions).
+    wait_for(lambda: caption_replicas(service, ray_head) == 0, timeout=IDLE_SECONDS + 60, what="the captioner at zero")
     photos = service["allowed"] / "photos"
     response = requests.post(f"{service['url']}/ingest", headers=auth(service),
                              json={"paths": [str(photos)], "collection": "photos", "caption": True}, timeout=30)
