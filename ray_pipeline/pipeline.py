@@ -16,7 +16,7 @@ from ray_pipeline.config import DECODE_ACTOR_MEMORY, DECODE_BATCH_SIZE, IngestCo
 from ray_pipeline.decode import InputGeometry
 from ray_pipeline.discover import discover, read_manifest, split_unnamed
 from ray_pipeline.embed import EmbedImages
-from ray_pipeline.errors import UserFacingError
+from ray_pipeline.errors import UserFacingError, user_facing_reason
 from ray_pipeline.metrics import count_files
 from ray_pipeline.prepare import DuplicateRegistry, PrepareImages
 from ray_pipeline.progress import Reporter
@@ -75,7 +75,7 @@ def _open_store(config: IngestConfig, collection_metadata: dict, here) -> tuple[
             ray.get(owner.open_folder.remote(target.path))
         ray.get(owner.open.remote(target.collection, collection_metadata))
     except StoreError as exc:  # raised in the owner actor: keep only its reason
-        raise StoreError(_user_facing_cause(exc)) from None
+        raise StoreError(user_facing_reason(exc)) from None
     return StoreHandle(target, owner), own
 
 
@@ -105,21 +105,6 @@ def _actor_plan(device: str, actors: tuple[int, int] | None) -> dict:
         "decode_actors": max(1, int(decode_capacity)),
         "decode_cpus": 1 if decode_capacity >= 1 else max(0.25, decode_capacity),
     }
-
-
-def _user_facing_cause(exc: BaseException) -> str | None:
-    """The reason a user should see, when a stage failed on one (a Chroma server gone, say).
-
-    Ray wraps a task's exception in classes of its own that also derive from the original class; only
-    the original, raised by this package, carries just the reason.
-    """
-    for _ in range(20):
-        if exc is None:
-            return None
-        if isinstance(exc, UserFacingError) and type(exc).__module__.startswith("ray_pipeline."):
-            return str(exc)
-        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
-    return None
 
 
 def run_ingest(config: IngestConfig) -> dict:
@@ -184,7 +169,7 @@ def run_ingest(config: IngestConfig) -> dict:
                 .write_datasink(sink, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
             )
         except Exception as exc:
-            reason = _user_facing_cause(exc)
+            reason = user_facing_reason(exc)
             if reason is None:
                 raise
             raise PipelineError(f"the job stopped: {reason}") from None

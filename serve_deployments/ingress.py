@@ -17,13 +17,13 @@ from ray import serve
 from ray_pipeline.caption import CAPTION_INPUT
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, InputGeometry
 from ray_pipeline.discover import SUPPORTED_EXTENSIONS, extension_of, is_within
+from ray_pipeline.errors import user_facing_reason
 from ray_pipeline.model import ModelSpec
 from ray_pipeline.prepare import FileBytes, decode_file
 from ray_pipeline.search import QueryEncoder, top_k
 from ray_pipeline.store import (
     COLLECTION_NAME,
     OWNER_NAMESPACE,
-    ChromaStore,
     EmbeddedOwner,
     StoreError,
     StoreHandle,
@@ -217,12 +217,9 @@ class Ingress:
         if not RECORD_ID.fullmatch(record_id):
             raise HTTPException(404, f"no record {record_id!r} in collection {collection!r}: ids are SHA-256 hex digests")
         try:
-            if self.owner is not None:  # only the owner may open the embedded folder
-                found = ray.get(self.owner.call.remote(collection, "records", [record_id]))
-            else:  # opened without retries: an unknown collection is a 404 at once
-                found = ChromaStore(StoreTarget(collection=collection, url=self.settings.chroma_url)).records([record_id])
+            found = self._store(collection).records([record_id])
         except StoreError as exc:
-            raise HTTPException(404, str(getattr(exc, "cause", exc))) from None
+            raise HTTPException(404, user_facing_reason(exc) or str(exc)) from None
         if record_id not in found:
             raise HTTPException(404, f"no record {record_id} in collection {collection!r}")
         return found[record_id]
@@ -259,7 +256,7 @@ class Ingress:
         try:
             metadata = store.metadata
         except StoreError as exc:
-            raise HTTPException(404, str(getattr(exc, "cause", exc))) from None
+            raise HTTPException(404, user_facing_reason(exc) or str(exc)) from None
         try:
             self.encoder.check(collection, metadata)
         except StoreError as exc:
