@@ -21,6 +21,11 @@ from ray_pipeline.prepare import NEW
 logger = logging.getLogger(__name__)
 
 
+def compiles(compile: str, device: str) -> bool:
+    """Whether `--compile auto|on|off` means torch.compile on this device (auto: on CUDA only)."""
+    return compile == "on" or (compile == "auto" and device == "cuda")
+
+
 class ImageEncoder:
     """A loaded OpenCLIP image tower that takes (N, H, W, 3) uint8 arrays."""
 
@@ -41,7 +46,7 @@ class ImageEncoder:
             logger.warning("no CUDA device visible to this actor: embedding on the CPU instead")
             device = "cpu"
         self.device = torch.device(device)
-        compile = compile == "on" or (compile == "auto" and self.device.type == "cuda")
+        compile = compiles(compile, self.device.type)
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         network = network if network is not None else clip_model.load(resolved, device=device)
         self.visual = network.visual.to(self.dtype)
@@ -83,7 +88,7 @@ class EmbedImages:
         self.tags = {"collection": collection}
         self.shape = InputGeometry.from_preprocess(resolved.preprocess).pixel_shape
         self._encoder: Future = Future()
-        if compile == "on" or (compile == "auto" and device == "cuda"):  # compiled and warmed up here, on the
+        if compiles(compile, device):  # compiled and warmed up here, on the
             self._encoder.set_result(ImageEncoder(resolved, device, compile, batch_size))  # actor's main thread
         else:  # loaded while the first files are read; batches with nothing new never wait for it
             self._encoder = ThreadPoolExecutor(1).submit(ImageEncoder, resolved, device, compile, batch_size)
