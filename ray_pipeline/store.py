@@ -28,6 +28,10 @@ class StoreError(UserFacingError):
     """The collection cannot be used as asked; the message says why."""
 
 
+class MissingCollection(StoreError):
+    """The store answered and has no such collection: an answer, never retried."""
+
+
 @dataclass(frozen=True)
 class StoreTarget:
     """Where the collection lives: a local folder (embedded Chroma) or a Chroma server URL."""
@@ -93,7 +97,7 @@ def with_retries(target: StoreTarget, operation, *args, **kwargs):
     for attempt in range(1, SERVER_ATTEMPTS + 1):
         try:
             return operation(*args, **kwargs)
-        except ChromaError:
+        except (ChromaError, MissingCollection):
             raise  # the server answered: a real error, not a lost connection
         except Exception as exc:
             if target.embedded:
@@ -143,7 +147,7 @@ class ChromaStore:
             return self.client.get_collection(self.target.collection, embedding_function=None)
         except Exception:
             names = sorted(c.name for c in self.client.list_collections())
-            raise StoreError(
+            raise MissingCollection(
                 f"no collection {self.target.collection!r} in {self.target.describe()} (collections: {names})"
             ) from None
 
@@ -189,8 +193,7 @@ class ChromaStore:
 
     def uncaptioned(self, ids: list[str]) -> list[str]:
         """Which of these stored records have no caption yet."""
-        found = self.collection.get(ids=ids, include=["metadatas"])
-        return [i for i, metadata in zip(found["ids"], found["metadatas"]) if not (metadata or {}).get("caption")]
+        return [i for i, metadata in self.records(ids).items() if not metadata.get("caption")]
 
     def merge_metadata(self, changes: dict[str, dict]) -> None:
         """Set these keys in these stored records' metadata, keeping everything else they hold."""
