@@ -141,7 +141,7 @@ def _ingest(args, parser) -> int:
         rehash=args.rehash,
         within=tuple(os.path.realpath(d) for d in args.within),
     )
-    from ray_pipeline.pipeline import run_ingest
+    from ray_pipeline.ingest import run_ingest
 
     result = run_ingest(config)
     _stop_ray()  # flush the workers' forwarded logs first, so the summary is the last line

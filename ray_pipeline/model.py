@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 RANDOM_SEED = 0  # every actor and every search must build the very same random model
+RANDOM_WEIGHTS = f"random:seed={RANDOM_SEED}"  # the weights recorded for them
 
 
 class ModelError(UserFacingError):
@@ -61,15 +62,24 @@ class ResolvedModel:
         return meta
 
 
+def _is_config_file(name: str) -> bool:
+    return name.lower().endswith(".json")
+
+
+def _architecture_name(name: str) -> str:
+    """The name OpenCLIP knows the architecture by: a config file's is its file name without .json."""
+    return os.path.splitext(os.path.basename(name))[0] if _is_config_file(name) else name
+
+
 def _register_architecture(name: str) -> tuple[str, str | None]:
     import open_clip
 
-    if name.lower().endswith(".json"):
+    if _is_config_file(name):
         path = os.path.abspath(os.path.expanduser(name))
         if not os.path.isfile(path):
             raise ModelError(f"no such model config file: {name}")
         open_clip.add_model_config(path)
-        return os.path.splitext(os.path.basename(path))[0], path
+        return _architecture_name(path), path
     if open_clip.get_model_config(name) is None and not name.startswith(("hf-hub:", "local-dir:")):
         raise ModelError(f"unknown OpenCLIP architecture {name!r} (see open_clip.list_models())")
     return name, None
@@ -123,7 +133,7 @@ def _requested_weights(spec: ModelSpec, architecture: str) -> tuple[str | None, 
         checkpoint = os.path.abspath(os.path.expanduser(spec.checkpoint))
         if not os.path.isfile(checkpoint):
             raise ModelError(f"no such checkpoint file: {spec.checkpoint}")
-        return checkpoint, f"checkpoint:sha256:{file_sha256(checkpoint)}", {}
+        return checkpoint, _checkpoint_identity(checkpoint), {}
     if spec.pretrained:
         tag_cfg = open_clip.get_pretrained_cfg(architecture, spec.pretrained)
         if tag_cfg:
@@ -135,7 +145,26 @@ def _requested_weights(spec: ModelSpec, architecture: str) -> tuple[str | None, 
         logger.warning("%s", problem)
     elif not spec.allow_random_weights:
         raise ModelError("no weights given: pass --pretrained TAG, --checkpoint FILE or --allow-random-weights")
-    return None, f"random:seed={RANDOM_SEED}", {}
+    return None, RANDOM_WEIGHTS, {}
+
+
+def _checkpoint_identity(path: str) -> str:
+    return f"checkpoint:sha256:{file_sha256(path)}"
+
+
+def recorded_identity(spec: ModelSpec) -> dict[str, str] | None:
+    """The model and weights `resolve` would record for this spec, worked out without loading a model
+    (so a re-run with nothing new to embed never imports torch); None where only loading can tell."""
+    if spec.checkpoint:
+        checkpoint = os.path.abspath(os.path.expanduser(spec.checkpoint))
+        if not os.path.isfile(checkpoint):
+            return None
+        weights = _checkpoint_identity(checkpoint)
+    elif spec.pretrained:
+        weights = spec.pretrained  # where it cannot be had, random weights may stand in: the job tells
+    else:
+        return None
+    return {"model": _architecture_name(spec.name), "weights": weights}
 
 
 def resolve(spec: ModelSpec):
@@ -164,7 +193,7 @@ def resolve(spec: ModelSpec):
             ) from exc
         logger.warning("cannot load pretrained weights %r: %s", spec.pretrained, reason)
         pretrained = local_weights = None
-        weights, tag_cfg = f"random:seed={RANDOM_SEED}", {}
+        weights, tag_cfg = RANDOM_WEIGHTS, {}
         model = _build(architecture, None)
     preprocess = merge_preprocess_dict(open_clip.get_model_preprocess_cfg(model), tag_cfg)
     resolved = ResolvedModel(

@@ -1,10 +1,9 @@
-"""Pipeline: the whole Ray Data plan of one ingestion, from paths to records in Chroma."""
+"""Pipeline: the Ray Data plan of one ingestion, from the paths left to read to records in Chroma."""
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 
 import pyarrow as pa
 import ray
@@ -14,14 +13,14 @@ from ray_pipeline import model as clip_model
 from ray_pipeline.caption import caption_records, check_captioner
 from ray_pipeline.config import DECODE_ACTOR_MEMORY, DECODE_BATCH_SIZE, IngestConfig
 from ray_pipeline.decode import InputGeometry
-from ray_pipeline.discover import discover, read_manifest, split_unnamed
 from ray_pipeline.embed import EmbedImages
 from ray_pipeline.errors import UserFacingError, user_facing_reason
-from ray_pipeline.metrics import count_files
 from ray_pipeline.prepare import DuplicateRegistry, PrepareImages
-from ray_pipeline.progress import Reporter
+from ray_pipeline.progress import announce
 from ray_pipeline.runtime import init_ray
 from ray_pipeline.sink import ChromaDatasink
+from ray_pipeline.summary import Tally
+from ray_pipeline.unchanged import Stored, unchanged_files
 from ray_pipeline.store import (
     OWNER_NAMESPACE,
     ChromaStore,
@@ -37,6 +36,7 @@ logger = logging.getLogger(__name__)
 # free, so they stream records out while the actors hold the other CPUs.
 LIGHT_TASK_CPUS = 0.1
 LIGHT_TASK_RESERVE = 0.5
+CLAIMS_PER_CALL = 100_000  # (id, path) pairs per call to the duplicate registry
 
 
 class PipelineError(UserFacingError):
@@ -79,6 +79,14 @@ def _open_store(config: IngestConfig, collection_metadata: dict, here) -> tuple[
     return StoreHandle(target, owner), own
 
 
+def _claim(registry, unchanged: dict[str, str]) -> None:
+    """Register the files passed over unread as their records' owners, so that a copy of one of them,
+    read in this job, still counts as a duplicate."""
+    pairs = [(record_id, path) for path, record_id in unchanged.items()]
+    for start in range(0, len(pairs), CLAIMS_PER_CALL):
+        ray.get(registry.claim.remote(pairs[start : start + CLAIMS_PER_CALL]))
+
+
 def _actor_plan(device: str, actors: tuple[int, int] | None) -> dict:
     """How the CPUs free now are shared: a reserve for light tasks, the rest between embedding and decoding.
 
@@ -107,17 +115,16 @@ def _actor_plan(device: str, actors: tuple[int, int] | None) -> dict:
     }
 
 
-def run_ingest(config: IngestConfig) -> dict:
-    """Run one ingestion to the end and return its summary (the errors list under "errors")."""
-    started = time.monotonic()
+def run_pipeline(config: IngestConfig, paths: list[str], stored: Stored | None, tally: Tally) -> tuple:
+    """Read, embed and store the listed files that `stored` does not cover (None: check through the
+    store's owner once Ray is up). `tally` holds the counts so far and receives the rest.
+
+    Returns (files captioned or None, caption errors, whether the weights are random, the reporter).
+    """
     # Everything that can refuse the job is checked before Ray starts.
     resolved, _ = clip_model.resolve(config.model)
     if resolved.random_weights:
         logger.warning("RANDOM WEIGHTS: the vectors of %r will be meaningless for search", config.target.collection)
-    problems: list[dict] = []  # files and folders that fail before any worker sees them
-    listed = read_manifest(config.manifest) if config.manifest else discover(list(config.paths), problems)
-    paths, unnamed = split_unnamed(listed)
-    problems += unnamed
     if not config.target.embedded:
         ChromaStore(config.target, resolved.collection_metadata())  # reachable, and the same model
     logger.info("running on %s", init_ray())
@@ -131,60 +138,65 @@ def run_ingest(config: IngestConfig) -> dict:
     store, own_owner = _open_store(config, resolved.collection_metadata(), here)
     registry = ray.remote(DuplicateRegistry).options(num_cpus=0, scheduling_strategy=here).remote()
     plan = _actor_plan(device, config.actors)
-
-    reporter = Reporter(config.progress_id)
-    reporter.start(len(paths) + len(problems))
-    count_files(config.target.collection, {"discovered": len(paths) + len(problems), "failed": len(problems)})
+    unchanged = stored.unchanged if stored is not None else unchanged_files(store, paths, config.within)
+    to_read = [path for path in paths if path not in unchanged]
+    if unchanged:
+        logger.info("%d of %d files are stored already and unchanged: not read again (--rehash reads them)",
+                    len(unchanged), len(paths))
+        _claim(registry, unchanged)
+    discovered = len(paths) + tally.counts["failed"]
+    tally.counts["skipped_existing"] += len(unchanged)
+    if config.caption:
+        tally.stored += [(record_id, path) for path, record_id in unchanged.items()]
+    reporter = announce(config.progress_id, config.target.collection, discovered, dict(tally.counts), tally.errors)
     sink = ChromaDatasink(store, reporter, keep_stored=config.caption)
-    sink.tally.counts["failed"] += len(problems)
-    sink.tally.errors += problems
-    reporter.add({"failed": len(problems)}, problems)
     prepare = {"store": store, "registry": registry, "geometry": geometry, "max_pixels": config.max_pixels,
-               "within": config.within, "rehash": config.rehash}
+               "within": config.within}
     embed = {"resolved": resolved, "device": device, "compile": config.compile, "batch_size": batch_size,
              "collection": config.target.collection, "threads": plan["embed_threads"]}
     try:
         try:
-            (
-                _paths_dataset(paths)
-                .map_batches(
-                    PrepareImages,
-                    fn_constructor_kwargs=prepare,
-                    batch_size=DECODE_BATCH_SIZE,
-                    # All decode actors from the start, spread over the nodes: reading is I/O on each node.
-                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan["decode_actors"],
-                                                       initial_size=plan["decode_actors"]),
-                    num_cpus=plan["decode_cpus"],
-                    memory=DECODE_ACTOR_MEMORY,
-                    scheduling_strategy="SPREAD",
-                )
-                .map_batches(
-                    EmbedImages,
-                    fn_constructor_kwargs=embed,
-                    batch_size=batch_size,
-                    compute=ray.data.ActorPoolStrategy(min_size=plan["embed_actors"][0], max_size=plan["embed_actors"][1]),
-                    num_gpus=1 if device == "cuda" else 0,
-                    num_cpus=plan["embed_cpus"],
-                )
-                .write_datasink(sink, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
-            )
+            if to_read:  # nothing new: what is left is captions, if asked for
+                _read_embed_write(to_read, prepare, embed, plan, sink)
         except Exception as exc:
             reason = user_facing_reason(exc)
             if reason is None:
                 raise
             raise PipelineError(f"the job stopped: {reason}") from None
+        tally.add(sink.tally)
         captioned, caption_errors = (
-            caption_records(store, sink.tally.stored, config.serve_app, reporter) if config.caption else (0, [])
+            caption_records(store, tally.stored, config.serve_app, reporter) if config.caption else (None, [])
         )
     finally:  # release the embedded Chroma folder now, not when garbage collection gets to it
         for actor in (own_owner, registry):
             if actor is not None:
                 ray.kill(actor)
-    summary = {"collection": config.target.collection, **sink.tally.summary()}
-    if config.caption:
-        summary["captioned"] = captioned
-    summary["seconds"] = round(time.monotonic() - started, 2)
-    summary["stage_seconds"] = sink.tally.stage_seconds()
-    errors = sink.tally.errors + caption_errors
-    reporter.finish(summary, errors)
-    return {**summary, "errors": errors, "random_weights": resolved.random_weights}
+    return captioned, caption_errors, resolved.random_weights, reporter
+
+
+def _read_embed_write(paths: list[str], prepare: dict, embed: dict, plan: dict, sink: ChromaDatasink) -> None:
+    """The Ray Data job: CPU actors read, hash and decode; embedding actors (GPU or CPU) encode; light
+    tasks write. `prepare` and `embed` are the actors' constructor arguments, `plan` their sizes."""
+    (
+        _paths_dataset(paths)
+        .map_batches(
+            PrepareImages,
+            fn_constructor_kwargs=prepare,
+            batch_size=DECODE_BATCH_SIZE,
+            # All decode actors from the start, spread over the nodes: reading is I/O on each node.
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan["decode_actors"],
+                                               initial_size=plan["decode_actors"]),
+            num_cpus=plan["decode_cpus"],
+            memory=DECODE_ACTOR_MEMORY,
+            scheduling_strategy="SPREAD",
+        )
+        .map_batches(
+            EmbedImages,
+            fn_constructor_kwargs=embed,
+            batch_size=embed["batch_size"],
+            compute=ray.data.ActorPoolStrategy(min_size=plan["embed_actors"][0], max_size=plan["embed_actors"][1]),
+            num_gpus=1 if embed["device"] == "cuda" else 0,
+            num_cpus=plan["embed_cpus"],
+        )
+        .write_datasink(sink, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
+    )

@@ -95,14 +95,12 @@ def record_metadata(file: FileBytes, photo: DecodedPhoto) -> dict:
 class PrepareImages:
     """Ray Data class UDF for the CPU stage; one instance per CPU actor."""
 
-    def __init__(self, store, registry, geometry: InputGeometry, max_pixels: int, within: tuple[str, ...] = (),
-                 rehash: bool = False):
+    def __init__(self, store, registry, geometry: InputGeometry, max_pixels: int, within: tuple[str, ...] = ()):
         self.store = store  # StoreHandle: which ids the collection holds already
         self.registry = registry  # DuplicateRegistry actor: which path owns an id in this job
         self.geometry = geometry
         self.max_pixels = max_pixels
         self.within = within  # resolved folders the files must really lie in; () for anywhere
-        self.rehash = rehash  # read every file, even one whose stored record has its path, size and mtime
         self.tags = {"collection": store.target.collection}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -123,12 +121,8 @@ class PrepareImages:
                 reasons[i] = "resolves outside the allowed folders"
             else:
                 allowed.append(i)
-        unchanged = {} if self.rehash else self._unchanged([paths[i] for i in allowed])
         for i in allowed:
             path = paths[i]
-            if path in unchanged:  # stored already, from this very file: not read again
-                ids[i] = unchanged[path]
-                continue
             started = time.perf_counter()
             try:
                 files[i] = read_file(path)
@@ -147,11 +141,11 @@ class PrepareImages:
         for i, owns in zip(known, owners):
             if not owns:
                 status[i] = DUPLICATE
-        to_check = sorted({ids[i] for i in owned if i in files})
+        to_check = sorted({ids[i] for i in owned})
         stored = self.store.records(to_check) if to_check else {}
-        self._refresh({ids[i]: (files[i], stored[ids[i]]) for i in owned if ids[i] in stored and i in files})
+        self._refresh({ids[i]: (files[i], stored[ids[i]]) for i in owned if ids[i] in stored})
         for i in owned:
-            if i not in files or ids[i] in stored:
+            if ids[i] in stored:
                 status[i] = EXISTING
                 continue
             started = time.perf_counter()
@@ -191,18 +185,6 @@ class PrepareImages:
                 changes[record_id] = now
         if changes:
             self.store.merge_metadata(changes)
-
-    def _unchanged(self, paths: list[str]) -> dict[str, str]:
-        """{path: stored id} for the files whose record was made from them as they are now (same path,
-        size and modification time): a re-run reads none of them."""
-        stats = []
-        for path in paths:
-            try:
-                stat = os.stat(path)
-            except OSError:
-                continue  # reading it says why
-            stats.append((path, stat.st_size, stat.st_mtime_ns))
-        return self.store.unchanged(stats) if stats else {}
 
 
 class DuplicateRegistry:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ray_pipeline.metrics import count_files
+
 BOARD_NAME = "ingest-progress"
 BOARD_NAMESPACE = "ray_pipeline"
 MAX_ERRORS = 100  # per job: enough to act on, small enough to poll
@@ -69,3 +71,13 @@ class Reporter:
             import ray
 
             ray.get(self.board.finish.remote(self.job_id, summary, errors[:MAX_ERRORS]))
+
+
+def announce(job_id: str | None, collection: str, discovered: int, counts: dict[str, int], errors: list[dict]) -> Reporter:
+    """The job's reporter, told what is known before any file is read, with the same counts on the
+    metrics. Ray must be up."""
+    reporter = Reporter(job_id)
+    reporter.start(discovered)
+    reporter.add(counts, errors)
+    count_files(collection, {"discovered": discovered, **counts})
+    return reporter

@@ -35,8 +35,14 @@ def _running_local_cluster() -> str | None:
     return address if address and reachable(host, port) else None
 
 
+def running_cluster() -> str | None:
+    """The Ray cluster this command belongs to: RAY_ADDRESS (set inside `ray job submit`), else a
+    running local head; None when there is none."""
+    return os.environ.get("RAY_ADDRESS") or _running_local_cluster()
+
+
 def init_ray() -> str:
-    """Connect to Ray: RAY_ADDRESS (set inside `ray job submit`), a running local head, or a new local Ray.
+    """Connect to Ray: the running cluster (`running_cluster`), or a new local Ray.
 
     Returns a description of where the job runs, for the log.
     """
@@ -44,7 +50,7 @@ def init_ray() -> str:
 
     if ray.is_initialized():
         return "the Ray instance this process already joined"
-    address = os.environ.get("RAY_ADDRESS") or _running_local_cluster()
+    address = running_cluster()
     if address:
         context = ray.init(address=address, logging_level=logging.WARNING)
         where = f"the Ray cluster at {address}"

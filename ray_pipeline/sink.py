@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from typing import Iterable
 
 import numpy as np
@@ -12,36 +11,8 @@ from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
 
 from ray_pipeline.metrics import count_files
-from ray_pipeline.prepare import DUPLICATE, EXISTING, FAILED, NEW
-
-# How each row status is counted in the job summary.
-SUMMARY_KEYS = {NEW: "embedded", EXISTING: "skipped_existing", DUPLICATE: "duplicates", FAILED: "failed"}
-# Per-row busy time of each stage, summed over all actors: where the job's CPU and GPU time went.
-STAGE_COLUMNS = {"read": "read_seconds", "decode": "decode_seconds", "embed": "embed_seconds"}
-
-
-class Tally:
-    """Counts per summary key, the failed files with their reasons, the (id, path) of stored files, and
-    the seconds each stage spent."""
-
-    def __init__(self):
-        self.counts: Counter = Counter()
-        self.errors: list[dict] = []
-        self.stored: list[tuple[str, str]] = []
-        self.seconds: Counter = Counter()
-
-    def add(self, other: "Tally") -> None:
-        self.counts.update(other.counts)
-        self.errors.extend(other.errors)
-        self.stored.extend(other.stored)
-        self.seconds.update(other.seconds)
-
-    def summary(self) -> dict[str, int]:
-        counts = {key: self.counts.get(key, 0) for key in SUMMARY_KEYS.values()}
-        return {"discovered": sum(counts.values()), **counts}
-
-    def stage_seconds(self) -> dict[str, float]:
-        return {stage: round(self.seconds.get(stage, 0.0), 3) for stage in (*STAGE_COLUMNS, "write")}
+from ray_pipeline.prepare import EXISTING, FAILED, NEW
+from ray_pipeline.summary import STAGE_COLUMNS, SUMMARY_KEYS, Tally
 
 
 class ChromaDatasink(Datasink[Tally]):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -30,6 +32,10 @@ class StoreError(UserFacingError):
 
 class MissingCollection(StoreError):
     """The store answered and has no such collection: an answer, never retried."""
+
+
+class FolderInUse(StoreError):
+    """Another process holds the embedded Chroma folder (a Serve app's owner, or another job)."""
 
 
 @dataclass(frozen=True)
@@ -83,10 +89,13 @@ class _WriterLock:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._file.close()
-            raise StoreError(
+            raise FolderInUse(
                 f"embedded Chroma at {folder} is in use by another process; wait for it to finish, "
                 "or run a Chroma server (--chroma-url) for concurrent writers"
             ) from None
+
+    def release(self) -> None:
+        self._file.close()
 
 
 def with_retries(target: StoreTarget, operation, *args, **kwargs):
@@ -204,6 +213,32 @@ class ChromaStore:
 
     def set_captions(self, ids: list[str], captions: list[str]) -> None:
         self.merge_metadata({i: {"caption": caption} for i, caption in zip(ids, captions)})
+
+
+@contextmanager
+def opened_here(target: StoreTarget) -> Iterator[ChromaStore | None]:
+    """The existing collection, opened by this process for a moment; None when there is none yet.
+
+    An embedded folder is opened under its lock and closed again on leaving, so that the job's owner
+    actor can take it next; FolderInUse when another process holds it.
+    """
+    if target.embedded and not os.path.isdir(target.path):
+        yield None
+        return
+    lock = _WriterLock(target.path) if target.embedded else None
+    try:
+        client = connect(target)
+        try:
+            try:
+                store = ChromaStore(target, client=client)
+            except MissingCollection:
+                store = None
+            yield store
+        finally:
+            client.close()
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def list_collections(client) -> list[dict]:

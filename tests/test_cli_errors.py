@@ -57,6 +57,11 @@ def test_random_weights_are_recorded_and_announced(cli, tmp_path, tiny_model):
     metadata = chromadb.PersistentClient(path=str(chroma)).get_collection("randomly").metadata
     assert metadata["random_weights"] is True
     assert metadata["weights"] == "random:seed=0"
+    # A re-run with nothing new still warns.
+    again = cli("ingest", str(tmp_path / "red.png"), "--collection", "randomly", "--chroma-path", str(chroma),
+                "--model", tiny_model["config"], "--allow-random-weights")
+    assert summary_of(again)["skipped_existing"] == 1
+    assert "RANDOM WEIGHTS" in again.stderr
     # The search rebuilds the same seeded model from what the collection recorded.
     found = cli("search", "--image", str(tmp_path / "red.png"), "--collection", "randomly", "--chroma-path", str(chroma), "--json")
     assert json.loads(found.stdout)["results"][0]["score"] > 0.999

@@ -171,7 +171,7 @@ def test_writing_with_another_model_is_refused(ingested, cli, tiny_model):
     assert completed.stdout == ""
 
 
-def test_rerun_reads_only_new_or_changed_files(cli, tmp_path, tiny_model_args):
+def test_rerun_reads_only_new_or_changed_files(cli, tmp_path, tiny_model, tiny_model_args):
     """A file whose path, size and mtime match its record is not read again; --rehash reads everything."""
     from samples.sample_photos import real_photos, write_jpeg, write_library
 
@@ -180,9 +180,17 @@ def test_rerun_reads_only_new_or_changed_files(cli, tmp_path, tiny_model_args):
     args = ["--collection", "rereads", "--chroma-path", str(tmp_path / "chroma"), *tiny_model_args]
     assert summary_of(cli("ingest", str(photos), *args))["embedded"] == 6
 
-    again = summary_of(cli("ingest", str(photos), *args))
+    unchanged = cli("ingest", str(photos), *args)
+    again = summary_of(unchanged)
     assert (again["embedded"], again["skipped_existing"]) == (0, 6)
     assert again["stage_seconds"]["read"] == 0  # not one file was opened
+    # Nothing new: the job ends on the driver, with no Ray Data job and no model loaded.
+    assert "all 6 files are stored already and unchanged: nothing to read" in unchanged.stderr
+    assert "Starting execution of Dataset" not in unchanged.stderr
+    other_model = cli("ingest", str(photos), "--collection", "rereads", "--chroma-path", str(tmp_path / "chroma"),
+                      "--model", tiny_model["config"], "--checkpoint", tiny_model["other_checkpoint"])
+    assert other_model.returncode == 2  # nothing to read, but another model is still refused
+    assert "holds vectors from model tiny-clip" in other_model.stderr
 
     write_jpeg(str(photos / "astronaut.jpg"), real_photos()["astronaut"][:, ::-1])  # edited: new bytes, new mtime
     tiff = photos / "china.tiff"
@@ -191,8 +199,10 @@ def test_rerun_reads_only_new_or_changed_files(cli, tmp_path, tiny_model_args):
     data[len(data) // 2] ^= 0xFF  # changed in place with size and mtime restored, as no editor would
     tiff.write_bytes(bytes(data))
     os.utime(tiff, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    edited = summary_of(cli("ingest", str(photos), *args))
+    edits = cli("ingest", str(photos), *args)
+    edited = summary_of(edits)
     assert (edited["embedded"], edited["skipped_existing"]) == (1, 5)
+    assert "5 of 6 files are stored already and unchanged: not read again" in edits.stderr  # only the JPEG is read
     rehashed = summary_of(cli("ingest", str(photos), "--rehash", *args))
     assert (rehashed["embedded"], rehashed["skipped_existing"]) == (1, 5)
     # Two records now match the TIFF's path, size and mtime: it is read to tell which one it is.
