@@ -2,7 +2,8 @@
 
 Everything here is a plain function of bytes so it is tested without Ray. The work is kept as small as
 the model allows: JPEGs are decoded at a reduced DCT scale (Pillow's draft mode), RAW files through
-their embedded preview when it is large enough, else LibRaw's half-size demosaic.
+their embedded preview when it is large enough, else straight from the Bayer mosaic at reduced size
+(LibRaw's half-size demosaic for other sensors).
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ _LIBRAW_FLIP = {
     5: Image.Transpose.ROTATE_90,
     6: Image.Transpose.ROTATE_270,
 }
+# LibRaw's defaults, which a binned Bayer mosaic follows: sRGB primaries (linear sRGB -> XYZ, D65),
+# the BT.709 tone curve, and a brightness that lets the brightest 1% of pixels clip.
+_XYZ_FROM_SRGB = np.array([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169],
+                           [0.019334, 0.119193, 0.950227]])
+_AUTO_BRIGHT_CLIPPED = 0.01
 
 
 class DecodeError(UserFacingError):
@@ -174,7 +180,7 @@ def decode_image(data: bytes, geometry: InputGeometry, max_pixels: int = DEFAULT
 
 
 def decode_raw(data: bytes, geometry: InputGeometry, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedPhoto:
-    """Decode a camera RAW file: its embedded preview when large enough, else a half-size demosaic."""
+    """Decode a camera RAW file: its embedded preview when large enough, else its binned mosaic."""
     if not data:
         raise DecodeError("empty file")
     try:
@@ -190,8 +196,12 @@ def decode_raw(data: bytes, geometry: InputGeometry, max_pixels: int = DEFAULT_M
                 exif = exif or preview_exif
                 if sizes.flip in _LIBRAW_FLIP:
                     preview = preview.transpose(_LIBRAW_FLIP[sizes.flip])
-            else:  # LibRaw applies the orientation itself when it demosaics
-                preview = Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8))
+            else:
+                preview = _binned_mosaic(raw, geometry.reduced_size(width, height))
+                if preview is None:  # not a plain Bayer sensor: LibRaw demosaics, and turns the picture itself
+                    preview = Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8))
+                elif sizes.flip in _LIBRAW_FLIP:
+                    preview = preview.transpose(_LIBRAW_FLIP[sizes.flip])
     except DecodeError:
         raise
     except rawpy.LibRawError as exc:
@@ -199,6 +209,73 @@ def decode_raw(data: bytes, geometry: InputGeometry, max_pixels: int = DEFAULT_M
     except (OSError, ValueError, MemoryError) as exc:
         raise DecodeError(f"cannot decode RAW file: {exc}") from None
     return DecodedPhoto(pixels=fit_to_input(to_rgb(preview), geometry), width=width, height=height, exif=exif)
+
+
+def _binned_mosaic(raw: rawpy.RawPy, upright_size: tuple[int, int]) -> Image.Image | None:
+    """The picture straight from a Bayer mosaic, each pixel the mean of a block of 2k x 2k sensor cells,
+    as small as `upright_size` allows, in LibRaw's colours: camera white balance, the camera's colour
+    matrix to sRGB, auto-brightness, BT.709 curve. Several times cheaper than demosaicing 24 MP for a
+    model that sees 224 x 224. None for other sensors (X-Trans, four colours, non-square pixels)."""
+    pattern, colours = raw.raw_pattern, raw.color_desc.decode("ascii", "replace")
+    if (raw.raw_type != rawpy.RawType.Flat or pattern is None or pattern.shape != (2, 2) or colours[:3] != "RGB"
+            or sorted(colours[i] for i in pattern.ravel()) != ["B", "G", "G", "R"] or raw.sizes.pixel_aspect != 1):
+        return None
+    srgb_from_cam = _srgb_from_camera(raw)
+    if srgb_from_cam is None:
+        return None
+
+    mosaic = raw.raw_image_visible
+    height, width = mosaic.shape
+    wanted_width, wanted_height = upright_size[::-1] if raw.sizes.flip in (5, 6) else upright_size
+    k = max(1, min(height // (2 * wanted_height), width // (2 * wanted_width)))
+    block = 2 * k
+    rows, cols = height // block, width // block
+    black = np.asarray(raw.black_level_per_channel, np.float64)
+    if not rows or not cols or raw.white_level <= black.max():
+        return None  # nothing to bin, or no range between black and white: LibRaw judges
+    cells = _block_means(mosaic[: rows * block, : cols * block], k)
+    balance = np.asarray(raw.camera_whitebalance, np.float64)
+    if not (balance[:3] > 0).all():
+        balance = np.asarray(raw.daylight_whitebalance, np.float64)
+        if not (balance[:3] > 0).all():
+            return None
+    balance[3] = balance[3] or balance[1]
+    balance /= balance[:3].min()
+    camera = np.zeros((rows, cols, 3))
+    for dy in range(2):
+        for dx in range(2):
+            index = pattern[dy, dx]
+            channel = index if index < 3 else 1
+            scale = balance[index] / (raw.white_level - black[index])
+            weight = 0.5 if colours[index] == "G" else 1.0  # two green cells per block
+            camera[..., channel] += weight * np.clip((cells[:, dy, :, dx] - black[index]) * scale, 0, 1)
+    linear = np.clip(camera @ srgb_from_cam.T, 0, 1)
+    white = max(float(np.quantile(linear[..., c], 1 - _AUTO_BRIGHT_CLIPPED)) for c in range(3))
+    linear = np.clip(linear / max(white, 1e-6), 0, 1)
+    curved = np.where(linear < 0.018, 4.5 * linear, 1.099 * np.power(linear, 0.45) - 0.099)
+    return Image.fromarray(np.round(curved * 255).astype(np.uint8))
+
+
+def _block_means(mosaic: np.ndarray, k: int) -> np.ndarray:
+    """(rows, 2, cols, 2): the mean of each of the four CFA positions over each block of 2k x 2k cells.
+    Summing k rows at a time first keeps it one pass over the 24 MP, in tens of milliseconds."""
+    rows, cols = mosaic.shape[0] // (2 * k), mosaic.shape[1] // (2 * k)
+    summed = mosaic.reshape(rows, k, 2 * mosaic.shape[1]).sum(axis=1, dtype=np.uint32)
+    return summed.reshape(rows, 2, cols, k, 2).sum(axis=3) / (k * k)
+
+
+def _srgb_from_camera(raw: rawpy.RawPy) -> np.ndarray | None:
+    """The 3 x 3 matrix LibRaw converts camera colours to sRGB with (with camera white balance on): the
+    file's own matrix (always present in a DNG), else one from LibRaw's table of cameras."""
+    embedded = np.asarray(raw.color_matrix, np.float64)
+    if embedded[0, 0] > 0.125 and not embedded[:, 3].any():
+        return embedded[:, :3]
+    cam_xyz = np.asarray(raw.rgb_xyz_matrix, np.float64)
+    if not cam_xyz[:3].any() or cam_xyz[3].any():
+        return None
+    cam_rgb = cam_xyz[:3] @ _XYZ_FROM_SRGB
+    cam_rgb /= cam_rgb.sum(axis=1, keepdims=True)  # as LibRaw: white stays white
+    return np.linalg.inv(cam_rgb)
 
 
 def _raw_preview(raw: rawpy.RawPy, geometry: InputGeometry, max_pixels: int) -> tuple[Image.Image, dict] | None:

@@ -76,9 +76,17 @@ def write_jpeg(path: str, upright: np.ndarray, orientation: int = 1, gps=None, q
     Image.fromarray(stored).save(path, "JPEG", quality=quality, exif=camera_exif(orientation, gps).tobytes())
 
 
-def bayer_mosaic(rgb: np.ndarray, white_level: int = 4095) -> np.ndarray:
-    """A 12-bit RGGB Bayer mosaic of a (gamma-decoded) RGB picture: what a sensor would record."""
-    linear = (rgb.astype(np.float32) / 255.0) ** 2.2 * white_level
+def sensor_values(rgb: np.ndarray, white_level: int = 4095, black_level: int = 0,
+                  neutral: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """The linear values a sensor records of a (gamma-encoded) RGB picture, with its black level and with
+    `neutral` as the raw value of white in each channel (its white balance)."""
+    return (rgb.astype(np.float32) / 255.0) ** 2.2 * np.float32(neutral) * (white_level - black_level) + black_level
+
+
+def bayer_mosaic(rgb: np.ndarray, white_level: int = 4095, black_level: int = 0,
+                 neutral: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """A 12-bit RGGB Bayer mosaic of a (gamma-encoded) RGB picture: what a camera sensor records."""
+    linear = sensor_values(rgb, white_level, black_level, neutral)
     h, w = (rgb.shape[0] // 2) * 2, (rgb.shape[1] // 2) * 2
     mosaic = np.zeros((h, w), np.uint16)
     mosaic[0::2, 0::2] = linear[0:h:2, 0:w:2, 0]
@@ -88,8 +96,12 @@ def bayer_mosaic(rgb: np.ndarray, white_level: int = 4095) -> np.ndarray:
     return mosaic
 
 
-def write_dng(path: str, rgb: np.ndarray) -> None:
-    """An uncompressed DNG (CFA, 16 bits per sample) that LibRaw decodes; `path` ends in .dng."""
+def write_dng(path: str, rgb: np.ndarray, black_level: int = 0, neutral: tuple[int, int, int] = (1000, 1000, 1000),
+              mosaic: bool = True) -> None:
+    """An uncompressed DNG (16 bits per sample) that LibRaw decodes; `path` ends in .dng.
+
+    `neutral`: AsShotNeutral in thousandths, the camera's white balance. `mosaic`: a Bayer (RGGB) sensor
+    as most cameras have; False writes a linear DNG (three values per pixel, already demosaiced)."""
     from pidng.core import RAW2DNG, DNGTags, Tag
     from pidng.defs import (
         CalibrationIlluminant,
@@ -99,26 +111,30 @@ def write_dng(path: str, rgb: np.ndarray) -> None:
         PhotometricInterpretation,
     )
 
-    mosaic = bayer_mosaic(rgb)
-    height, width = mosaic.shape
+    scale = tuple(n / 1000 for n in neutral)
+    if mosaic:
+        pixels = bayer_mosaic(rgb, black_level=black_level, neutral=scale)
+        layout = ((Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array), (Tag.SamplesPerPixel, 1),
+                  (Tag.CFARepeatPatternDim, [2, 2]), (Tag.CFAPattern, CFAPattern.RGGB))
+    else:
+        pixels = sensor_values(rgb, black_level=black_level, neutral=scale).astype(np.uint16)
+        layout = ((Tag.PhotometricInterpretation, PhotometricInterpretation.Linear_Raw), (Tag.SamplesPerPixel, 3))
+    height, width = pixels.shape[:2]
     tags = DNGTags()
     for tag, value in (
         (Tag.ImageWidth, width), (Tag.ImageLength, height), (Tag.TileWidth, width), (Tag.TileLength, height),
-        (Tag.Orientation, Orientation.Horizontal),
-        (Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
-        (Tag.SamplesPerPixel, 1), (Tag.BitsPerSample, 16),
-        (Tag.CFARepeatPatternDim, [2, 2]), (Tag.CFAPattern, CFAPattern.RGGB),
-        (Tag.BlackLevel, 0), (Tag.WhiteLevel, 4095),
+        (Tag.Orientation, Orientation.Horizontal), *layout, (Tag.BitsPerSample, 16),
+        (Tag.BlackLevel, black_level), (Tag.WhiteLevel, 4095),
         (Tag.ColorMatrix1, [[1, 1], [0, 1], [0, 1], [0, 1], [1, 1], [0, 1], [0, 1], [0, 1], [1, 1]]),
         (Tag.CalibrationIlluminant1, CalibrationIlluminant.D65),
-        (Tag.AsShotNeutral, [[1, 1], [1, 1], [1, 1]]),
+        (Tag.AsShotNeutral, [[n, 1000] for n in neutral]),
         (Tag.Make, CAMERA["make"]), (Tag.Model, CAMERA["model"]),
         (Tag.DNGVersion, DNGVersion.V1_4), (Tag.DNGBackwardVersion, DNGVersion.V1_2),
     ):
         tags.set(tag, value)
     writer = RAW2DNG()
     writer.options(tags, path="", compress=False)
-    writer.convert(mosaic, filename=os.path.splitext(path)[0])
+    writer.convert(pixels, filename=os.path.splitext(path)[0])
 
 
 def write_library(folder: str) -> dict[str, str]:

@@ -97,14 +97,37 @@ def test_exif_camera_fields(photos, tmp_path):
     assert exif["gps_lon"] == pytest.approx(151.2153, abs=1e-4)
 
 
-def test_dng_decodes_through_libraw(photos, tmp_path):
+def test_dng_decodes(photos, tmp_path):
     write_dng(str(tmp_path / "f.dng"), photos["flower"])
     photo = decode_raw((tmp_path / "f.dng").read_bytes(), GEOMETRY)
     assert (photo.width, photo.height) == (640, 426)
     assert photo.exif["camera_model"] == "Field One"
-    # The half-size demosaic shows the same scene: compare with the source photo's colours broadly.
+    # The picture from the sensor's mosaic shows the same scene: compare with the source photo's colours broadly.
     reference = openclip_pixels(Image.fromarray(photos["flower"][:426]))
     assert np.corrcoef(photo.pixels.ravel(), reference.ravel())[0, 1] > 0.8
+
+
+@pytest.mark.parametrize("black_level, neutral, mosaic", [
+    (0, (1000, 1000, 1000), True),
+    (256, (500, 1000, 800), True),  # a black level and a camera white balance to undo
+    (256, (500, 1000, 800), False),  # a linear DNG: no mosaic to bin, LibRaw decodes it
+])
+def test_raw_without_preview_looks_as_libraw_shows_it(photos, tmp_path, black_level, neutral, mosaic):
+    """A Bayer mosaic is binned straight to the model's size, other sensors go through LibRaw's half-size
+    demosaic; either way the picture is the one LibRaw's demosaic shows."""
+    import rawpy
+
+    from ray_pipeline.decode import _binned_mosaic, fit_to_input
+
+    path = tmp_path / "f.dng"
+    write_dng(str(path), photos["flower"], black_level, neutral, mosaic)
+    photo = decode_raw(path.read_bytes(), GEOMETRY)
+    with rawpy.imread(str(path)) as raw:
+        assert (_binned_mosaic(raw, (224, 224)) is not None) == mosaic
+        demosaiced = Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8))
+    reference = fit_to_input(demosaiced, GEOMETRY)
+    assert np.corrcoef(photo.pixels.ravel().astype(float), reference.ravel().astype(float))[0, 1] > 0.99
+    assert mean_abs_diff(photo.pixels, reference) < 6
 
 
 @pytest.mark.parametrize(
