@@ -15,14 +15,19 @@ from ray_pipeline.store import MODEL_KEYS, FolderInUse, StoreTarget, opened_here
 
 # os.stat releases the GIL: on a network file system many answers are awaited at once.
 STAT_THREADS = 16
+PATHS_PER_TASK = 1024
 
 
-def _stat(path: str) -> tuple[str, int, int] | None:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None  # reading it says why
-    return path, stat.st_size, stat.st_mtime_ns
+def _stats(paths: list[str]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of those paths that can be stat'ed (reading the others says why)."""
+    found = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            continue
+        found.append((path, stat.st_size, stat.st_mtime_ns))
+    return found
 
 
 def unchanged_files(store, paths: list[str], within: tuple[str, ...] = ()) -> dict[str, str]:
@@ -33,8 +38,9 @@ def unchanged_files(store, paths: list[str], within: tuple[str, ...] = ()) -> di
     """
     if within:
         paths = [path for path in paths if is_within(os.path.realpath(path), within)]
+    chunks = [paths[start : start + PATHS_PER_TASK] for start in range(0, len(paths), PATHS_PER_TASK)]
     with ThreadPoolExecutor(STAT_THREADS) as pool:
-        stats = [stat for stat in pool.map(_stat, paths, chunksize=256) if stat is not None]
+        stats = [stat for chunk in pool.map(_stats, chunks) for stat in chunk]
     return store.unchanged(stats) if stats else {}
 
 
