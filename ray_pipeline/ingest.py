@@ -19,7 +19,7 @@ from ray_pipeline.unchanged import Stored, stored_before_start
 
 logger = logging.getLogger(__name__)
 
-NOTHING_KNOWN = Stored({}, None)  # with --rehash: every file is read
+NOTHING_KNOWN = Stored({}, frozenset(), None)  # with --rehash: every file is read by the job
 
 
 def run_ingest(config: IngestConfig) -> dict:
@@ -32,10 +32,10 @@ def run_ingest(config: IngestConfig) -> dict:
     tally.counts["failed"] = len(tally.errors)
     stored = NOTHING_KNOWN if config.rehash else stored_before_start(config.target, paths, config.within)
     if stored is not None and not config.caption and stored.covers(paths, config.model):
-        logger.info("all %d files are stored already and unchanged: nothing to read (--rehash reads them)", len(paths))
+        logger.info("all %d files are stored already: nothing to embed, no job to run (--rehash reads them all)", len(paths))
         captioned, caption_errors = None, []
         random_weights = bool(stored.collection_metadata.get("random_weights"))
-        reporter = _report_without_job(config, tally, len(paths))
+        reporter = _report_without_job(config, tally, stored)
     else:
         from ray_pipeline.pipeline import run_pipeline  # Ray, Ray Data and torch load only when needed
 
@@ -50,11 +50,12 @@ def run_ingest(config: IngestConfig) -> dict:
     return {**summary, "errors": errors, "random_weights": random_weights}
 
 
-def _report_without_job(config: IngestConfig, tally: Tally, skipped: int) -> Reporter:
-    """Count the skipped files; progress and metrics are reported where a job would have run (a
+def _report_without_job(config: IngestConfig, tally: Tally, stored: Stored) -> Reporter:
+    """Count the settled files; progress and metrics are reported where a job would have run (a
     cluster that is up already), and no Ray is started just for them."""
-    discovered = skipped + tally.counts["failed"]
-    tally.counts["skipped_existing"] += skipped
+    tally.counts["skipped_existing"] += len(stored.unchanged)
+    tally.counts["duplicates"] += len(stored.duplicates)
+    discovered = sum(tally.counts.values())
     if not (config.progress_id or running_cluster()):
         return Reporter(None)
     init_ray()

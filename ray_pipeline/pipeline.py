@@ -138,14 +138,17 @@ def run_pipeline(config: IngestConfig, paths: list[str], stored: Stored | None, 
     store, own_owner = _open_store(config, resolved.collection_metadata(), here)
     registry = ray.remote(DuplicateRegistry).options(num_cpus=0, scheduling_strategy=here).remote()
     plan = _actor_plan(device, config.actors)
-    unchanged = stored.unchanged if stored is not None else unchanged_files(store, paths, config.within)
-    to_read = [path for path in paths if path not in unchanged]
-    if unchanged:
-        logger.info("%d of %d files are stored already and unchanged: not read again (--rehash reads them)",
-                    len(unchanged), len(paths))
+    if stored is None:  # the embedded folder's owner answers now
+        stored = Stored(unchanged_files(store, paths, config.within), frozenset(), None)
+    unchanged = stored.unchanged
+    to_read = [path for path in paths if not stored.settled(path)]
+    if len(to_read) < len(paths):
+        logger.info("%d of %d files are stored already: the job does not read them (--rehash reads them all)",
+                    len(paths) - len(to_read), len(paths))
         _claim(registry, unchanged)
     discovered = len(paths) + tally.counts["failed"]
     tally.counts["skipped_existing"] += len(unchanged)
+    tally.counts["duplicates"] += len(stored.duplicates)
     if config.caption:
         tally.stored += [(record_id, path) for path, record_id in unchanged.items()]
     reporter = announce(config.progress_id, config.target.collection, discovered, dict(tally.counts), tally.errors)

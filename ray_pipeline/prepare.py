@@ -92,6 +92,22 @@ def record_metadata(file: FileBytes, photo: DecodedPhoto) -> dict:
     return {**file_fields(file), "width": photo.width, "height": photo.height, **photo.exif}
 
 
+def refresh_records(store, read: dict[str, tuple[FileBytes, dict]]) -> None:
+    """Bring stored records {id: (file just read, its record's metadata)} up to date: a file touched or
+    copied with a new mtime gets its new stat (so the next run skips it unread), and a record whose file
+    has moved gets the path it now has."""
+    changes = {}
+    for record_id, (file, recorded) in read.items():
+        now = file_fields(file)
+        if recorded.get("path") == file.path:
+            if any(recorded.get(key) != now[key] for key in STAT_FIELDS):
+                changes[record_id] = {key: now[key] for key in STAT_FIELDS}
+        elif not os.path.exists(recorded.get("path") or ""):
+            changes[record_id] = now
+    if changes:
+        store.merge_metadata(changes)
+
+
 class PrepareImages:
     """Ray Data class UDF for the CPU stage; one instance per CPU actor."""
 
@@ -143,7 +159,7 @@ class PrepareImages:
                 status[i] = DUPLICATE
         to_check = sorted({ids[i] for i in owned})
         stored = self.store.records(to_check) if to_check else {}
-        self._refresh({ids[i]: (files[i], stored[ids[i]]) for i in owned if ids[i] in stored})
+        refresh_records(self.store, {ids[i]: (files[i], stored[ids[i]]) for i in owned if ids[i] in stored})
         for i in owned:
             if ids[i] in stored:
                 status[i] = EXISTING
@@ -170,21 +186,6 @@ class PrepareImages:
             "read_seconds": read_seconds,
             "decode_seconds": decode_seconds,
         }
-
-    def _refresh(self, read: dict[str, tuple[FileBytes, dict]]) -> None:
-        """Bring stored records up to date with the files just read for them: a file touched or copied
-        with a new mtime gets its new stat (so the next run skips it unread), and a record whose file
-        has moved gets the path it now has."""
-        changes = {}
-        for record_id, (file, recorded) in read.items():
-            now = file_fields(file)
-            if recorded.get("path") == file.path:
-                if any(recorded.get(key) != now[key] for key in STAT_FIELDS):
-                    changes[record_id] = {key: now[key] for key in STAT_FIELDS}
-            elif not os.path.exists(recorded.get("path") or ""):
-                changes[record_id] = now
-        if changes:
-            self.store.merge_metadata(changes)
 
 
 class DuplicateRegistry:

@@ -1,21 +1,32 @@
 """Unchanged: the listed files whose stored record was made from them as they are now (same path,
 size and modification time). They are found before any file is read, so a re-run reads only what is
 new or changed, and one with nothing new starts no Ray job at all. `--rehash` turns this off.
+
+A few files left over (copies of stored files, files moved or touched) are read and hashed right here
+rather than start a Ray job for them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ray_pipeline.discover import is_within
 from ray_pipeline.model import ModelSpec, recorded_identity
+from ray_pipeline.prepare import read_file, refresh_records
 from ray_pipeline.store import MODEL_KEYS, FolderInUse, StoreTarget, opened_here
+
+logger = logging.getLogger(__name__)
 
 # os.stat releases the GIL: on a network file system many answers are awaited at once.
 STAT_THREADS = 16
 PATHS_PER_TASK = 1024
+# Leftover files read here at most: starting a Ray job costs more than reading this much.
+LEFTOVER_FILES = 100
+LEFTOVER_BYTES = 1 << 30
 
 
 def _stats(paths: list[str]) -> list[tuple[str, int, int]]:
@@ -36,12 +47,51 @@ def unchanged_files(store, paths: list[str], within: tuple[str, ...] = ()) -> di
     With `within`, only files that really lie inside those folders qualify: the others go on to be
     refused with their reason.
     """
+    stats = _stats_within(paths, within)
+    return store.unchanged(stats) if stats else {}
+
+
+def _stats_within(paths: list[str], within: tuple[str, ...]) -> list[tuple[str, int, int]]:
+    """The stats of those paths that really lie inside `within` (when given), in parallel."""
     if within:
         paths = [path for path in paths if is_within(os.path.realpath(path), within)]
     chunks = [paths[start : start + PATHS_PER_TASK] for start in range(0, len(paths), PATHS_PER_TASK)]
     with ThreadPoolExecutor(STAT_THREADS) as pool:
-        stats = [stat for chunk in pool.map(_stats, chunks) for stat in chunk]
-    return store.unchanged(stats) if stats else {}
+        return [stat for chunk in pool.map(_stats, chunks) for stat in chunk]
+
+
+def settle_leftovers(store, leftovers: list[str], unchanged: dict[str, str], within: tuple[str, ...] = ()) -> frozenset[str]:
+    """Read and hash a few leftover files, when they are few, to settle those whose bytes are stored: a
+    moved or touched file is its record's (which learns the new path or stat) and joins `unchanged`; a
+    copy of a file stored under another path is a duplicate. Returns the duplicates' paths; files with
+    new bytes, or that cannot be read, are left to the job."""
+    stats = _stats_within(leftovers, within)
+    if not stats or len(stats) > LEFTOVER_FILES or sum(size for _, size, _ in stats) > LEFTOVER_BYTES:
+        return frozenset()
+    hashed = {}
+    for path, _, _ in stats:
+        try:
+            file = read_file(path)
+        except OSError:
+            continue
+        hashed[path] = (file, hashlib.sha256(file.data).hexdigest())
+    recorded = store.records(sorted({record_id for _, record_id in hashed.values()}))
+    owners = {record_id: path for path, record_id in unchanged.items()}
+    duplicates, refresh = set(), {}
+    for path, (file, record_id) in hashed.items():
+        if record_id not in recorded:
+            continue  # new bytes: the job embeds them
+        if record_id in owners:
+            duplicates.add(path)
+            continue
+        owners[record_id] = path
+        unchanged[path] = record_id
+        refresh[record_id] = (file, recorded[record_id])
+    refresh_records(store, refresh)
+    if hashed:
+        logger.info("files read here, their records not matching path, size and mtime: %d (%d stored already, "
+                    "%d copies, %d new)", len(hashed), len(refresh), len(duplicates), len(hashed) - len(refresh) - len(duplicates))
+    return frozenset(duplicates)
 
 
 @dataclass(frozen=True)
@@ -49,12 +99,16 @@ class Stored:
     """What the collection holds of the listed files, as seen before the job starts."""
 
     unchanged: dict[str, str]  # path -> id of its record
+    duplicates: frozenset[str]  # paths whose bytes are stored under another listed path
     collection_metadata: dict | None  # None: the collection does not exist yet
 
+    def settled(self, path: str) -> bool:
+        return path in self.unchanged or path in self.duplicates
+
     def covers(self, paths: list[str], model: ModelSpec) -> bool:
-        """Whether every listed file is stored unchanged, in a collection of this very model (a
-        different model is refused by the job, not passed over here)."""
-        if self.collection_metadata is None or len(self.unchanged) < len(paths):
+        """Whether every listed file is settled, in a collection of this very model (a different model
+        is refused by the job, not passed over here)."""
+        if self.collection_metadata is None or len(self.unchanged) + len(self.duplicates) < len(paths):
             return False
         identity = recorded_identity(model)
         return identity is not None and all(self.collection_metadata.get(k) == identity[k] for k in MODEL_KEYS)
@@ -66,7 +120,9 @@ def stored_before_start(target: StoreTarget, paths: list[str], within: tuple[str
     try:
         with opened_here(target) as store:
             if store is None:
-                return Stored({}, None)
-            return Stored(unchanged_files(store, paths, within), store.metadata)
+                return Stored({}, frozenset(), None)
+            unchanged = unchanged_files(store, paths, within)
+            duplicates = settle_leftovers(store, [path for path in paths if path not in unchanged], unchanged, within)
+            return Stored(unchanged, duplicates, store.metadata)
     except FolderInUse:
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -185,7 +186,7 @@ def test_rerun_reads_only_new_or_changed_files(cli, tmp_path, tiny_model, tiny_m
     assert (again["embedded"], again["skipped_existing"]) == (0, 6)
     assert again["stage_seconds"]["read"] == 0  # not one file was opened
     # Nothing new: the job ends on the driver, with no Ray Data job and no model loaded.
-    assert "all 6 files are stored already and unchanged: nothing to read" in unchanged.stderr
+    assert "all 6 files are stored already: nothing to embed, no job to run" in unchanged.stderr
     assert "Starting execution of Dataset" not in unchanged.stderr
     other_model = cli("ingest", str(photos), "--collection", "rereads", "--chroma-path", str(tmp_path / "chroma"),
                       "--model", tiny_model["config"], "--checkpoint", tiny_model["other_checkpoint"])
@@ -202,13 +203,14 @@ def test_rerun_reads_only_new_or_changed_files(cli, tmp_path, tiny_model, tiny_m
     edits = cli("ingest", str(photos), *args)
     edited = summary_of(edits)
     assert (edited["embedded"], edited["skipped_existing"]) == (1, 5)
-    assert "5 of 6 files are stored already and unchanged: not read again" in edits.stderr  # only the JPEG is read
+    assert "5 of 6 files are stored already: the job does not read them" in edits.stderr  # only the JPEG
     rehashed = summary_of(cli("ingest", str(photos), "--rehash", *args))
     assert (rehashed["embedded"], rehashed["skipped_existing"]) == (1, 5)
     # Two records now match the TIFF's path, size and mtime: it is read to tell which one it is.
-    settled = summary_of(cli("ingest", str(photos), *args))
+    settles = cli("ingest", str(photos), *args)
+    settled = summary_of(settles)
     assert (settled["embedded"], settled["skipped_existing"]) == (0, 6)
-    assert settled["stage_seconds"]["read"] > 0
+    assert "files read here, their records not matching path, size and mtime: 1 (1 stored already" in settles.stderr
 
 
 def test_touched_and_moved_files_update_their_records(cli, tmp_path, tiny_model_args):
@@ -223,9 +225,14 @@ def test_touched_and_moved_files_update_their_records(cli, tmp_path, tiny_model_
     os.utime(photos / "coffee.png", ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
     (photos / "moved").mkdir()
     os.rename(photos / "rocket.webp", photos / "moved" / "rocket.webp")
+    shutil.copy(photos / "astronaut.jpg", photos / "moved" / "astronaut copy.jpg")
 
-    again = summary_of(cli("ingest", str(photos), *args))
-    assert (again["embedded"], again["skipped_existing"]) == (0, 6)
+    # Three files do not match a record by path, size and mtime: read and settled on the driver, no job.
+    rerun = cli("ingest", str(photos), *args)
+    again = summary_of(rerun)
+    assert (again["embedded"], again["skipped_existing"], again["duplicates"]) == (0, 6, 1)
+    assert "nothing to embed, no job to run" in rerun.stderr
+    assert "Starting execution of Dataset" not in rerun.stderr
     collection = open_collection(tmp_path / "chroma", "moves")
     coffee = collection.get(ids=[sha256_of(photos / "coffee.png")], include=["metadatas"])["metadatas"][0]
     assert coffee["mtime_ns"] == 1_700_000_000_000_000_000
@@ -234,5 +241,5 @@ def test_touched_and_moved_files_update_their_records(cli, tmp_path, tiny_model_
     assert collection.count() == 6
 
     settled = summary_of(cli("ingest", str(photos), *args))
-    assert settled["skipped_existing"] == 6
+    assert (settled["skipped_existing"], settled["duplicates"]) == (6, 1)
     assert settled["stage_seconds"]["read"] == 0
