@@ -24,8 +24,8 @@ logger = logging.getLogger(__name__)
 # os.stat releases the GIL: on a network file system many answers are awaited at once.
 STAT_THREADS = 16
 PATHS_PER_TASK = 1024
-# Leftover files read here at most: starting a Ray job costs more than reading this much.
-LEFTOVER_FILES = 100
+# Leftover files read here at most: starting a Ray job costs more than reading and hashing this much.
+LEFTOVER_FILES = 10_000
 LEFTOVER_BYTES = 1 << 30
 
 
@@ -74,7 +74,9 @@ def settle_leftovers(store, leftovers: list[str], unchanged: dict[str, str], wit
             file = read_file(path)
         except OSError:
             continue
-        hashed[path] = (file, hashlib.sha256(file.data).hexdigest())
+        digest = hashlib.sha256(file.data).hexdigest()
+        file.data = b""  # only its stat is needed from here on
+        hashed[path] = (file, digest)
     recorded = store.records(sorted({record_id for _, record_id in hashed.values()}))
     owners = {record_id: path for path, record_id in unchanged.items()}
     duplicates, refresh = set(), {}
