@@ -53,8 +53,7 @@ def run_ingest(config: IngestConfig) -> dict:
 def _report_without_job(config: IngestConfig, tally: Tally, stored: Stored) -> Reporter:
     """Count the settled files; progress and metrics are reported where a job would have run (a
     cluster that is up already), and no Ray is started just for them."""
-    tally.counts["skipped_existing"] += len(stored.unchanged)
-    tally.counts["duplicates"] += len(stored.duplicates)
+    stored.count_into(tally)
     discovered = sum(tally.counts.values())
     if not (config.progress_id or running_cluster()):
         return Reporter(None)

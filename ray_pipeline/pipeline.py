@@ -147,8 +147,7 @@ def run_pipeline(config: IngestConfig, paths: list[str], stored: Stored | None, 
                     len(paths) - len(to_read), len(paths))
         _claim(registry, unchanged)
     discovered = len(paths) + tally.counts["failed"]
-    tally.counts["skipped_existing"] += len(unchanged)
-    tally.counts["duplicates"] += len(stored.duplicates)
+    stored.count_into(tally)
     if config.caption:
         tally.stored += [(record_id, path) for path, record_id in unchanged.items()]
     reporter = announce(config.progress_id, config.target.collection, discovered, dict(tally.counts), tally.errors)

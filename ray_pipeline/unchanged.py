@@ -107,6 +107,11 @@ class Stored:
     def settled(self, path: str) -> bool:
         return path in self.unchanged or path in self.duplicates
 
+    def count_into(self, tally) -> None:
+        """The settled files in the job's summary (a `summary.Tally`)."""
+        tally.counts["skipped_existing"] += len(self.unchanged)
+        tally.counts["duplicates"] += len(self.duplicates)
+
     def covers(self, paths: list[str], model: ModelSpec) -> bool:
         """Whether every listed file is settled, in a collection of this very model (a different model
         is refused by the job, not passed over here)."""
