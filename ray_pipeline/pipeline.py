@@ -139,7 +139,7 @@ def run_pipeline(config: IngestConfig, paths: list[str], stored: Stored | None, 
     registry = ray.remote(DuplicateRegistry).options(num_cpus=0, scheduling_strategy=here).remote()
     plan = _actor_plan(device, config.actors)
     if stored is None:  # the embedded folder's owner answers now
-        stored = Stored(unchanged_files(store, paths, config.within), frozenset(), None)
+        stored = Stored(unchanged_files(store, paths, config.within)[0], frozenset(), None)
     unchanged = stored.unchanged
     to_read = [path for path in paths if not stored.settled(path)]
     if len(to_read) < len(paths):

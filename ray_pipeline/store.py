@@ -6,7 +6,7 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -94,7 +94,10 @@ class _WriterLock:
                 "or run a Chroma server (--chroma-url) for concurrent writers"
             ) from None
 
-    def release(self) -> None:
+    def __enter__(self) -> "_WriterLock":
+        return self
+
+    def __exit__(self, *exc) -> None:  # closing the file releases the lock
         self._file.close()
 
 
@@ -225,20 +228,12 @@ def opened_here(target: StoreTarget) -> Iterator[ChromaStore | None]:
     if target.embedded and not os.path.isdir(target.path):
         yield None
         return
-    lock = _WriterLock(target.path) if target.embedded else None
-    try:
-        client = connect(target)
+    with _WriterLock(target.path) if target.embedded else nullcontext(), connect(target) as client:
         try:
-            try:
-                store = ChromaStore(target, client=client)
-            except MissingCollection:
-                store = None
-            yield store
-        finally:
-            client.close()
-    finally:
-        if lock is not None:
-            lock.release()
+            store = ChromaStore(target, client=client)
+        except MissingCollection:
+            store = None
+        yield store
 
 
 def list_collections(client) -> list[dict]:

@@ -41,14 +41,16 @@ def _stats(paths: list[str]) -> list[tuple[str, int, int]]:
     return found
 
 
-def unchanged_files(store, paths: list[str], within: tuple[str, ...] = ()) -> dict[str, str]:
-    """{path: stored id} of the files that need not be read. `store` is a ChromaStore or StoreHandle.
+def unchanged_files(store, paths: list[str], within: tuple[str, ...] = ()) -> tuple[dict[str, str], list]:
+    """({path: stored id} of the files that need not be read, the (path, size, mtime_ns) of the others).
+    `store` is a ChromaStore or StoreHandle.
 
     With `within`, only files that really lie inside those folders qualify: the others go on to be
     refused with their reason.
     """
     stats = _stats_within(paths, within)
-    return store.unchanged(stats) if stats else {}
+    unchanged = store.unchanged(stats) if stats else {}
+    return unchanged, [stat for stat in stats if stat[0] not in unchanged]
 
 
 def _stats_within(paths: list[str], within: tuple[str, ...]) -> list[tuple[str, int, int]]:
@@ -60,16 +62,15 @@ def _stats_within(paths: list[str], within: tuple[str, ...]) -> list[tuple[str, 
         return [stat for chunk in pool.map(_stats, chunks) for stat in chunk]
 
 
-def settle_leftovers(store, leftovers: list[str], unchanged: dict[str, str], within: tuple[str, ...] = ()) -> frozenset[str]:
-    """Read and hash a few leftover files, when they are few, to settle those whose bytes are stored: a
-    moved or touched file is its record's (which learns the new path or stat) and joins `unchanged`; a
-    copy of a file stored under another path is a duplicate. Returns the duplicates' paths; files with
-    new bytes, or that cannot be read, are left to the job."""
-    stats = _stats_within(leftovers, within)
-    if not stats or len(stats) > LEFTOVER_FILES or sum(size for _, size, _ in stats) > LEFTOVER_BYTES:
+def settle_leftovers(store, leftovers: list[tuple[str, int, int]], unchanged: dict[str, str]) -> frozenset[str]:
+    """Read and hash the leftover files (path, size, mtime_ns), when they are few, to settle those whose
+    bytes are stored: a moved or touched file is its record's (which learns the new path or stat) and
+    joins `unchanged`; a copy of a file stored under another path is a duplicate. Returns the duplicates'
+    paths; files with new bytes, or that cannot be read, are left to the job."""
+    if not leftovers or len(leftovers) > LEFTOVER_FILES or sum(size for _, size, _ in leftovers) > LEFTOVER_BYTES:
         return frozenset()
     hashed = {}
-    for path, _, _ in stats:
+    for path, _, _ in leftovers:
         try:
             file = read_file(path)
         except OSError:
@@ -78,15 +79,14 @@ def settle_leftovers(store, leftovers: list[str], unchanged: dict[str, str], wit
         file.data = b""  # only its stat is needed from here on
         hashed[path] = (file, digest)
     recorded = store.records(sorted({record_id for _, record_id in hashed.values()}))
-    owners = {record_id: path for path, record_id in unchanged.items()}
     duplicates, refresh = set(), {}
     for path, (file, record_id) in hashed.items():
         if record_id not in recorded:
             continue  # new bytes: the job embeds them
-        if record_id in owners:
+        # A copy: its record's own file is listed and unchanged, or an earlier leftover settled it.
+        if unchanged.get(recorded[record_id].get("path")) == record_id or record_id in refresh:
             duplicates.add(path)
             continue
-        owners[record_id] = path
         unchanged[path] = record_id
         refresh[record_id] = (file, recorded[record_id])
     refresh_records(store, refresh)
@@ -128,8 +128,7 @@ def stored_before_start(target: StoreTarget, paths: list[str], within: tuple[str
         with opened_here(target) as store:
             if store is None:
                 return Stored({}, frozenset(), None)
-            unchanged = unchanged_files(store, paths, within)
-            duplicates = settle_leftovers(store, [path for path in paths if path not in unchanged], unchanged, within)
-            return Stored(unchanged, duplicates, store.metadata)
+            unchanged, leftovers = unchanged_files(store, paths, within)
+            return Stored(unchanged, settle_leftovers(store, leftovers, unchanged), store.metadata)
     except FolderInUse:
         return None
