@@ -10,7 +10,7 @@ import re
 import sys
 import tempfile
 
-from ray_pipeline.config import IngestConfig
+from ray_pipeline.config import INLINE_MAX_FILES, IngestConfig
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS
 from ray_pipeline.errors import UserFacingError
 from ray_pipeline.model import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelSpec
@@ -36,6 +36,12 @@ def _actors(value: str) -> tuple[int, int]:
 def _positive(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def _count(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {value!r}")
     return int(value)
 
 
@@ -93,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--within", action="append", default=[], metavar="DIR",
                         help="read only files whose real path (symlinks followed) is inside DIR; repeatable")
     ingest.add_argument("--progress-id", metavar="ID", help="report live counts under this id (set by the HTTP API)")
+    ingest.add_argument("--inline-max-files", type=_count, default=INLINE_MAX_FILES, metavar="N",
+                        help=f"with no Ray cluster running, up to N files to read are embedded in this process, without "
+                             f"starting Ray (default {INLINE_MAX_FILES}; 0: always a Ray job)")
 
     search = commands.add_parser("search", help="top-k photos for a text or an example photo")
     search.add_argument("text", nargs="?", help="what to look for")
@@ -140,6 +149,7 @@ def _ingest(args, parser) -> int:
         progress_id=args.progress_id,
         rehash=args.rehash,
         within=tuple(os.path.realpath(d) for d in args.within),
+        inline_max_files=args.inline_max_files,
     )
     from ray_pipeline.ingest import run_ingest
 

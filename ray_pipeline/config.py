@@ -10,6 +10,9 @@ from ray_pipeline.store import StoreTarget
 
 DECODE_BATCH_SIZE = 16  # files per CPU-stage call: small, since RAW files are large in memory
 DECODE_ACTOR_MEMORY = 2 * 1024**3  # declared to Ray per decode actor so a node is not over-packed
+# At most this many files to read run without a Ray job: in the CLI's own process when no cluster runs,
+# in the Serve app for the HTTP API (INGEST_INLINE_MAX_FILES).
+INLINE_MAX_FILES = 64
 
 
 @dataclass(frozen=True)
@@ -28,3 +31,4 @@ class IngestConfig:
     rehash: bool = False  # read and hash every file, even those whose record matches their path, size and mtime
     within: tuple[str, ...] = ()  # when set, only files whose real path lies inside these folders are read
     progress_id: str | None = None  # report live counts under this id (the HTTP API's job id)
+    inline_max_files: int = INLINE_MAX_FILES  # with no cluster running, this many files to read are embedded in-process

@@ -15,10 +15,22 @@ import numpy as np
 
 from ray_pipeline import model as clip_model
 from ray_pipeline.decode import InputGeometry
+from ray_pipeline.errors import UserFacingError
 from ray_pipeline.metrics import metrics
-from ray_pipeline.prepare import NEW
+from ray_pipeline.journey import NEW
 
 logger = logging.getLogger(__name__)
+
+
+def local_device(requested: str) -> str:
+    """`--device auto|cpu|cuda` for a model in this process: auto is CUDA where torch sees a GPU."""
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserFacingError("--device cuda, but torch sees no GPU on this machine")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
 
 
 def compiles(compile: str, device: str) -> bool:

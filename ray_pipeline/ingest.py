@@ -2,7 +2,9 @@
 
 The listing, and the check of which files are stored already and unchanged, run here in the driver
 before Ray: a re-run with nothing new to read ends in about a second, without starting Ray or loading
-the model. Whatever is left to read goes to the Ray Data plan (`pipeline`).
+the model. A few files left to read, with no Ray cluster running, are read and embedded in this very
+process (`inline`): starting a local Ray and its actors would cost far more than the work. Everything
+else goes to the Ray Data plan (`pipeline`).
 """
 
 from __future__ import annotations
@@ -26,16 +28,15 @@ def run_ingest(config: IngestConfig) -> dict:
     """Run one ingestion to the end and return its summary (the errors list under "errors")."""
     started = time.monotonic()
     tally = Tally()  # files and folders that fail before any worker sees them are counted here
-    listed = read_manifest(config.manifest) if config.manifest else discover(list(config.paths), tally.errors)
-    paths, unnamed = split_unnamed(listed)
-    tally.errors += unnamed
-    tally.counts["failed"] = len(tally.errors)
+    paths = _listed(config, tally)
     stored = NOTHING_KNOWN if config.rehash else stored_before_start(config.target, paths, config.within)
+    captioned, caption_errors = None, []
     if stored is not None and not config.caption and stored.covers(paths, config.model):
         logger.info("all %d files are stored already: nothing to embed, no job to run (--rehash reads them all)", len(paths))
-        captioned, caption_errors = None, []
         random_weights = bool(stored.collection_metadata.get("random_weights"))
         reporter = _report_without_job(config, tally, stored)
+    elif _runs_here(config, paths, stored):
+        random_weights, reporter = _ingest_here(config, paths, stored, tally), Reporter(None)
     else:
         from ray_pipeline.pipeline import run_pipeline  # Ray, Ray Data and torch load only when needed
 
@@ -50,6 +51,15 @@ def run_ingest(config: IngestConfig) -> dict:
     return {**summary, "errors": errors, "random_weights": random_weights}
 
 
+def _listed(config: IngestConfig, tally: Tally) -> list[str]:
+    """The files to ingest; folders that cannot be listed and names that cannot be recorded are failures."""
+    listed = read_manifest(config.manifest) if config.manifest else discover(list(config.paths), tally.errors)
+    paths, unnamed = split_unnamed(listed)
+    tally.errors += unnamed
+    tally.counts["failed"] = len(tally.errors)
+    return paths
+
+
 def _report_without_job(config: IngestConfig, tally: Tally, stored: Stored) -> Reporter:
     """Count the settled files; progress and metrics are reported where a job would have run (a
     cluster that is up already), and no Ray is started just for them."""
@@ -59,3 +69,38 @@ def _report_without_job(config: IngestConfig, tally: Tally, stored: Stored) -> R
         return Reporter(None)
     init_ray()
     return announce(config.progress_id, config.target.collection, discovered, dict(tally.counts), tally.errors)
+
+
+def _runs_here(config: IngestConfig, paths: list[str], stored: Stored | None) -> bool:
+    """A few files to read and no cluster to join: no Ray at all. Captions and live progress need the
+    cluster's Serve app and progress board; a folder another process holds is reached through Ray."""
+    if stored is None or config.caption or config.progress_id or running_cluster():
+        return False
+    return len(stored.left_to_read(paths)) <= config.inline_max_files
+
+
+def _ingest_here(config: IngestConfig, paths: list[str], stored: Stored, tally: Tally) -> bool:
+    """Read, embed and write the files left to read in this process; returns whether the weights are
+    random."""
+    from ray_pipeline import model as clip_model
+    from ray_pipeline.decode import InputGeometry
+    from ray_pipeline.embed import ImageEncoder, local_device
+    from ray_pipeline.inline import CHUNK, ingest_inline
+    from ray_pipeline.journey import DuplicateRegistry, Journey
+    from ray_pipeline.store import opened_here
+
+    to_read = stored.left_to_read(paths)
+    logger.info("%d files to read: embedded in this process, without Ray (no cluster running, and at most "
+                "--inline-max-files %d)", len(to_read), config.inline_max_files)
+    resolved, network = clip_model.resolve(config.model)
+    if resolved.random_weights:
+        logger.warning("RANDOM WEIGHTS: the vectors of %r will be meaningless for search", config.target.collection)
+    encoder = ImageEncoder(resolved, local_device(config.device), config.compile, CHUNK, network=network)
+    registry = DuplicateRegistry()
+    registry.claim(stored.claims())
+    stored.count_into(tally)
+    with opened_here(config.target, resolved.collection_metadata()) as store:
+        journey = Journey(store, registry.claim, InputGeometry.from_preprocess(resolved.preprocess),
+                          config.max_pixels, config.within)
+        tally.add(ingest_inline(to_read, journey, encoder.encode, store))
+    return resolved.random_weights

@@ -34,6 +34,16 @@ def metrics() -> PipelineMetrics:
     return PipelineMetrics()
 
 
+def observe_files(collection: str, files) -> None:
+    """Bytes read and decode time of files that have been on their journey (`journey.PhotoFile`)."""
+    tags = {"collection": collection}
+    for photo in files:
+        if photo.file is not None and photo.file.size:  # Ray counters take positive increments only
+            metrics().bytes_read.inc(photo.file.size, tags=tags)
+        if photo.decode_seconds:
+            metrics().decode_seconds.observe(photo.decode_seconds, tags=tags)
+
+
 def count_files(collection: str, counts: dict[str, int]) -> None:
     """Summary counts ("embedded", "skipped_existing", ...) onto the file counters."""
     names = {"discovered": "discovered", "embedded": "embedded", "skipped_existing": "skipped",

@@ -15,7 +15,8 @@ from ray_pipeline.config import DECODE_ACTOR_MEMORY, DECODE_BATCH_SIZE, IngestCo
 from ray_pipeline.decode import InputGeometry
 from ray_pipeline.embed import EmbedImages
 from ray_pipeline.errors import UserFacingError, user_facing_reason
-from ray_pipeline.prepare import DuplicateRegistry, PrepareImages
+from ray_pipeline.journey import DuplicateRegistry
+from ray_pipeline.prepare import PrepareImages
 from ray_pipeline.progress import announce
 from ray_pipeline.runtime import init_ray
 from ray_pipeline.sink import ChromaDatasink
@@ -79,10 +80,7 @@ def _open_store(config: IngestConfig, collection_metadata: dict, here) -> tuple[
     return StoreHandle(target, owner), own
 
 
-def _claim(registry, unchanged: dict[str, str]) -> None:
-    """Register the files passed over unread as their records' owners, so that a copy of one of them,
-    read in this job, still counts as a duplicate."""
-    pairs = [(record_id, path) for path, record_id in unchanged.items()]
+def _claim(registry, pairs: list[tuple[str, str]]) -> None:
     for start in range(0, len(pairs), CLAIMS_PER_CALL):
         ray.get(registry.claim.remote(pairs[start : start + CLAIMS_PER_CALL]))
 
@@ -140,16 +138,13 @@ def run_pipeline(config: IngestConfig, paths: list[str], stored: Stored | None, 
     plan = _actor_plan(device, config.actors)
     if stored is None:  # the embedded folder's owner answers now
         stored = Stored(unchanged_files(store, paths, config.within)[0], frozenset(), None)
-    unchanged = stored.unchanged
-    to_read = [path for path in paths if not stored.settled(path)]
+    to_read = stored.left_to_read(paths)
     if len(to_read) < len(paths):
         logger.info("%d of %d files are stored already: the job does not read them (--rehash reads them all)",
                     len(paths) - len(to_read), len(paths))
-        _claim(registry, unchanged)
+        _claim(registry, stored.claims())
     discovered = len(paths) + tally.counts["failed"]
-    stored.count_into(tally)
-    if config.caption:
-        tally.stored += [(record_id, path) for path, record_id in unchanged.items()]
+    stored.count_into(tally, keep_stored=config.caption)
     reporter = announce(config.progress_id, config.target.collection, discovered, dict(tally.counts), tally.errors)
     sink = ChromaDatasink(store, reporter, keep_stored=config.caption)
     prepare = {"store": store, "registry": registry, "geometry": geometry, "max_pixels": config.max_pixels,

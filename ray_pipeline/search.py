@@ -71,7 +71,7 @@ def search_text(target: StoreTarget, text: str, k: int, override: clip_model.Mod
 
 def search_image(target: StoreTarget, image_path: str, k: int, override: clip_model.ModelSpec | None = None) -> list[dict]:
     """Photos most like the one at `image_path` (a JPEG, PNG, RAW, ... decoded as ingestion does)."""
-    from ray_pipeline.prepare import decode_file, read_file
+    from ray_pipeline.journey import decode_file, read_file
 
     store = ChromaStore(target)
     encoder = QueryEncoder.for_collection(store, override)

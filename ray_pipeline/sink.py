@@ -11,8 +11,8 @@ from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
 
 from ray_pipeline.metrics import count_files
-from ray_pipeline.prepare import EXISTING, FAILED, NEW
-from ray_pipeline.summary import STAGE_COLUMNS, SUMMARY_KEYS, Tally
+from ray_pipeline.journey import NEW
+from ray_pipeline.summary import STAGE_COLUMNS, Tally
 
 
 class ChromaDatasink(Datasink[Tally]):
@@ -40,15 +40,7 @@ class ChromaDatasink(Datasink[Tally]):
                 )
             block_tally.seconds["write"] = time.perf_counter() - started
             block_tally.seconds.update({stage: float(rows[column].sum()) for stage, column in STAGE_COLUMNS.items()})
-            block_tally.counts.update(SUMMARY_KEYS[str(s)] for s in rows["status"])
-            block_tally.errors = [
-                {"path": str(rows["path"][i]), "reason": str(rows["reason"][i])}
-                for i in np.flatnonzero(rows["status"] == FAILED)
-            ]
-            if self.keep_stored:
-                block_tally.stored = [
-                    (str(rows["id"][i]), str(rows["path"][i])) for i in np.flatnonzero(np.isin(rows["status"], [NEW, EXISTING]))
-                ]
+            block_tally.count(zip(*(map(str, rows[key]) for key in ("status", "path", "reason", "id"))), self.keep_stored)
             self.reporter.add(block_tally.counts, block_tally.errors)
             count_files(self.store.target.collection, block_tally.counts)
             tally.add(block_tally)

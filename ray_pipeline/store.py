@@ -219,18 +219,19 @@ class ChromaStore:
 
 
 @contextmanager
-def opened_here(target: StoreTarget) -> Iterator[ChromaStore | None]:
-    """The existing collection, opened by this process for a moment; None when there is none yet.
+def opened_here(target: StoreTarget, model_metadata: dict[str, Any] | None = None) -> Iterator[ChromaStore | None]:
+    """The collection, opened by this process for a while: the existing one (None when there is none
+    yet), or with `model_metadata` for writing (created when missing, its model checked).
 
-    An embedded folder is opened under its lock and closed again on leaving, so that the job's owner
-    actor can take it next; FolderInUse when another process holds it.
+    An embedded folder is opened under its lock and closed again on leaving, so that another process
+    (a job's owner actor) can take it next; FolderInUse when another process holds it.
     """
-    if target.embedded and not os.path.isdir(target.path):
+    if target.embedded and model_metadata is None and not os.path.isdir(target.path):
         yield None
         return
     with _WriterLock(target.path) if target.embedded else nullcontext(), connect(target) as client:
         try:
-            store = ChromaStore(target, client=client)
+            store = ChromaStore(target, model_metadata, client=client)
         except MissingCollection:
             store = None
         yield store

@@ -4,8 +4,9 @@ seconds each stage spent."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 
-from ray_pipeline.prepare import DUPLICATE, EXISTING, FAILED, NEW
+from ray_pipeline.journey import DUPLICATE, EXISTING, FAILED, NEW
 
 # How each row status is counted in the job summary.
 SUMMARY_KEYS = {NEW: "embedded", EXISTING: "skipped_existing", DUPLICATE: "duplicates", FAILED: "failed"}
@@ -28,6 +29,15 @@ class Tally:
         self.errors.extend(other.errors)
         self.stored.extend(other.stored)
         self.seconds.update(other.seconds)
+
+    def count(self, outcomes: Iterable[tuple[str, str, str, str]], keep_stored: bool = False) -> None:
+        """Count each file's (status, path, reason, id); with `keep_stored`, remember the stored ones."""
+        for status, path, reason, record_id in outcomes:
+            self.counts[SUMMARY_KEYS[status]] += 1
+            if status == FAILED:
+                self.errors.append({"path": path, "reason": reason})
+            elif keep_stored and status in (NEW, EXISTING):
+                self.stored.append((record_id, path))
 
     def summary(self) -> dict[str, int]:
         counts = {key: self.counts.get(key, 0) for key in SUMMARY_KEYS.values()}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ray_pipeline.discover import is_within
 from ray_pipeline.model import ModelSpec, recorded_identity
-from ray_pipeline.prepare import read_file, refresh_records
+from ray_pipeline.journey import read_file, refresh_records
 from ray_pipeline.store import MODEL_KEYS, FolderInUse, StoreTarget, opened_here
 
 logger = logging.getLogger(__name__)
@@ -107,10 +107,21 @@ class Stored:
     def settled(self, path: str) -> bool:
         return path in self.unchanged or path in self.duplicates
 
-    def count_into(self, tally) -> None:
-        """The settled files in the job's summary (a `summary.Tally`)."""
+    def left_to_read(self, paths: list[str]) -> list[str]:
+        return [path for path in paths if not self.settled(path)]
+
+    def claims(self) -> list[tuple[str, str]]:
+        """(id, path) of the files passed over unread: claimed in the job's duplicate registry first, so
+        that a copy of one of them, read in this job, still counts as a duplicate."""
+        return [(record_id, path) for path, record_id in self.unchanged.items()]
+
+    def count_into(self, tally, keep_stored: bool = False) -> None:
+        """The settled files in the job's summary (a `summary.Tally`); with `keep_stored`, the unchanged
+        files are remembered as stored (for captions)."""
         tally.counts["skipped_existing"] += len(self.unchanged)
         tally.counts["duplicates"] += len(self.duplicates)
+        if keep_stored:
+            tally.stored += self.claims()
 
     def covers(self, paths: list[str], model: ModelSpec) -> bool:
         """Whether every listed file is settled, in a collection of this very model (a different model

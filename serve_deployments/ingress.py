@@ -19,7 +19,7 @@ from ray_pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, InputGeometry
 from ray_pipeline.discover import SUPPORTED_EXTENSIONS, extension_of, is_within
 from ray_pipeline.errors import user_facing_reason
 from ray_pipeline.model import ModelSpec
-from ray_pipeline.prepare import FileBytes, decode_file
+from ray_pipeline.journey import FileBytes, decode_file
 from ray_pipeline.search import QueryEncoder, top_k
 from ray_pipeline.store import (
     COLLECTION_NAME,

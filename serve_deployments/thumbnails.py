@@ -14,7 +14,7 @@ import stat
 from PIL import Image
 
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS, InputGeometry
-from ray_pipeline.prepare import FileBytes, decode_file
+from ray_pipeline.journey import FileBytes, decode_file
 
 MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 32, 1024, 256
 JPEG_QUALITY = 85

@@ -177,7 +177,7 @@ def test_pixel_limit_is_configurable(photos):
 
 
 def test_hostile_exif_and_strips_are_per_file_errors(photos, tmp_path):
-    from ray_pipeline.prepare import FileBytes, decode_file
+    from ray_pipeline.journey import FileBytes, decode_file
 
     # An EXIF block whose ExifOffset is negative: Pillow raises ValueError deep inside.
     ifd = struct.pack("<2sH I H HHIi I", b"II", 42, 8, 1, 0x8769, 9, 1, -5, 0)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ROOT, summary_line, summary_of
 
@@ -46,16 +47,47 @@ def test_ray_job_submit(ray_head, sample_library, tmp_path, tiny_model_args):
     assert len(stored_ids(chroma, "jobs")) == 6
 
 
+def no_cluster_env() -> dict:
+    """As in a shell with no RAY_ADDRESS (and no head on this machine's default address file)."""
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    return {**env, "PYTHONPATH": str(ROOT)}
+
+
+def test_a_small_ingestion_without_a_cluster_runs_in_its_own_process(cli, sample_library, tmp_path, tiny_model_args):
+    """No Ray at all: the same records as the Ray Data job writes, the same summary, the same re-run."""
+    args = ["--chroma-path", str(tmp_path / "chroma"), *tiny_model_args]
+    here = subprocess.run([sys.executable, "-m", "ray_pipeline", "ingest", str(sample_library), "--collection", "here", *args],
+                          env=no_cluster_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert summary_of(here)["embedded"] == 6
+    assert "6 files to read: embedded in this process, without Ray" in here.stderr
+    assert "Ray instance" not in here.stderr and "Dataset" not in here.stderr
+    assert summary_of(cli("ingest", str(sample_library), "--collection", "on-ray", *args))["embedded"] == 6
+
+    import chromadb
+
+    client = chromadb.PersistentClient(path=str(tmp_path / "chroma"))
+    inline, on_ray = (client.get_collection(name).get(include=["embeddings", "metadatas"]) for name in ("here", "on-ray"))
+    assert sorted(inline["ids"]) == sorted(on_ray["ids"])
+    for record_id, vector, metadata in zip(inline["ids"], inline["embeddings"], inline["metadatas"]):
+        index = on_ray["ids"].index(record_id)
+        assert float(np.dot(vector, on_ray["embeddings"][index])) > 0.99999
+        assert metadata == on_ray["metadatas"][index]
+    del client
+    rerun = subprocess.run([sys.executable, "-m", "ray_pipeline", "ingest", str(sample_library), "--collection", "here", *args],
+                           env=no_cluster_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert (summary_of(rerun)["embedded"], summary_of(rerun)["skipped_existing"]) == (0, 6)
+
+
 def test_starts_its_own_ray_from_a_text_manifest(sample_library, tmp_path, tiny_model_args):
-    """No RAY_ADDRESS and no head on this machine's default address file: a local Ray is started."""
+    """No RAY_ADDRESS and no head on this machine's default address file, and more files than are run
+    in-process (--inline-max-files): a local Ray is started."""
     manifest = tmp_path / "manifest.txt"
     names = sorted(os.listdir(sample_library))[:3]
     manifest.write_text("# three of them\n\n" + "\n".join(os.path.relpath(sample_library / n, tmp_path) for n in names) + "\n")
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     completed = subprocess.run(
         [sys.executable, "-m", "ray_pipeline", "ingest", "--manifest", str(manifest), "--collection", "listed",
-         "--chroma-path", str(tmp_path / "chroma"), *tiny_model_args],
-        env={**env, "PYTHONPATH": str(ROOT)}, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+         "--chroma-path", str(tmp_path / "chroma"), "--inline-max-files", "2", *tiny_model_args],
+        env=no_cluster_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert summary_of(completed)["embedded"] == 3
     assert "a new local Ray instance" in completed.stderr

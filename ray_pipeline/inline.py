@@ -1,0 +1,57 @@
+"""Inline: a small ingestion run where it is asked for, with no Ray job and no new actors.
+
+The files go on their journey (`journey`) a chunk at a time on a few threads, while the chunk before
+is embedded by an encoder already at hand (the model loaded in this process, or the Serve app's
+`Embedder`) and written. Used by the CLI for small ingestions when no cluster runs, and by the Serve
+app for small ingestions through the HTTP API; the Ray Data job stays the path for everything larger.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ray_pipeline.journey import NEW, Journey, PhotoFile
+from ray_pipeline.summary import Tally
+
+CHUNK = 8  # files per journey: small, so the first vectors are written soon and memory stays low
+THREADS = 2  # journeys at once: decoders release the GIL, so these overlap each other and the model
+
+# (N, H, W, 3) uint8 pictures at the model's input size -> (N, D) float32 unit vectors.
+Encode = Callable[[np.ndarray], np.ndarray]
+
+
+def ingest_inline(paths: list[str], journey: Journey, encode: Encode, store, *, keep_stored: bool = False,
+                  on_chunk: Callable[[list[PhotoFile], Tally], None] | None = None) -> Tally:
+    """Read, embed and write these files; returns their tally. `store` (a ChromaStore or StoreHandle)
+    gets each chunk's new records in one upsert, so a record is written whole or not at all.
+    `on_chunk` hears of each chunk once it is written (progress, metrics)."""
+    tally = Tally()
+    chunks = [paths[start : start + CHUNK] for start in range(0, len(paths), CHUNK)]
+    with ThreadPoolExecutor(THREADS) as pool:
+        for files in pool.map(journey.run, chunks):
+            written = _write(files, encode, store)
+            written.count(((f.status, f.path, f.reason, f.id) for f in files), keep_stored)
+            if on_chunk is not None:
+                on_chunk(files, written)
+            tally.add(written)
+    return tally
+
+
+def _write(files: list[PhotoFile], encode: Encode, store) -> Tally:
+    """Embed the chunk's new files and upsert their records; the seconds each stage took."""
+    written = Tally()
+    written.seconds["read"] = sum(f.read_seconds for f in files)
+    written.seconds["decode"] = sum(f.decode_seconds for f in files)
+    new = [f for f in files if f.status == NEW]
+    if new:
+        started = time.perf_counter()
+        vectors = encode(np.stack([f.photo.pixels for f in new]))
+        written.seconds["embed"] = time.perf_counter() - started
+        started = time.perf_counter()
+        store.upsert([f.id for f in new], np.asarray(vectors, np.float32), [f.metadata for f in new])
+        written.seconds["write"] = time.perf_counter() - started
+    return written

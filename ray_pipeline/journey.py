@@ -1,0 +1,212 @@
+"""Journey: one file's way from a path to a record, with no Ray in it.
+
+Read the bytes once, hash them, claim the content for this ingestion (a copy is a duplicate), look the
+content up in the collection (what is stored is skipped), decode what is new at the model's size and
+gather its metadata. The bulk path's CPU actors (`prepare.PrepareImages`), the warm path in the Serve
+app and the in-process path of the CLI (`inline`) all run these very steps.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ray_pipeline.decode import DecodedPhoto, DecodeError, InputGeometry, decode_image, decode_raw
+from ray_pipeline.discover import extension_of, is_raw, is_within
+
+# What becomes of each file: embedded and stored, stored already, a copy of another listed file, failed.
+NEW, EXISTING, DUPLICATE, FAILED = "new", "existing", "duplicate", "failed"
+STAT_FIELDS = ("file_size", "mtime", "mtime_ns")
+
+
+@dataclass
+class FileBytes:
+    path: str
+    data: bytes
+    size: int
+    mtime: float
+    mtime_ns: int = 0  # exact, where `mtime` (a float) does not survive Chroma's storage bit for bit
+
+
+def read_file(path: str) -> FileBytes:
+    """The file's bytes and stat, or an OSError whose message is the reason users see."""
+    try:
+        with open(path, "rb") as f:
+            stat = os.fstat(f.fileno())
+            data = f.read()
+    except OSError as exc:
+        raise OSError(exc.errno, _read_failure(path, exc)) from None
+    return FileBytes(path=path, data=data, size=stat.st_size, mtime=stat.st_mtime, mtime_ns=stat.st_mtime_ns)
+
+
+def _read_failure(path: str, exc: OSError) -> str:
+    if exc.errno == errno.ENOENT and os.path.islink(path):
+        return "broken symlink"
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if exc.errno == errno.EACCES:
+        return "permission denied"
+    if exc.errno == errno.EISDIR:
+        return "is a folder, not a file"
+    return f"cannot read file: {exc.strerror or exc}"
+
+
+def decode_file(file: FileBytes, geometry: InputGeometry, max_pixels: int) -> DecodedPhoto:
+    """Decode by extension; whatever a decoder raises on hostile bytes becomes this file's DecodeError."""
+    decoder = decode_raw if is_raw(file.path) else decode_image
+    try:
+        return decoder(file.data, geometry, max_pixels)
+    except DecodeError:
+        raise
+    except Exception as exc:  # one bad file must never fail the batch it is in
+        raise DecodeError(f"cannot decode: {type(exc).__name__}: {exc}"[:500]) from None
+
+
+def file_fields(file: FileBytes) -> dict:
+    """What a record says about the file it was made from: where it is and its stat."""
+    return {
+        "path": file.path,
+        "filename": os.path.basename(file.path),
+        "format": extension_of(file.path),
+        "is_raw": is_raw(file.path),
+        "file_size": file.size,
+        "mtime": file.mtime,
+        "mtime_ns": file.mtime_ns,
+    }
+
+
+def record_metadata(file: FileBytes, photo: DecodedPhoto) -> dict:
+    """The metadata stored with a record (see the README's record layout)."""
+    return {**file_fields(file), "width": photo.width, "height": photo.height, **photo.exif}
+
+
+class RecordLookup(Protocol):
+    """What a journey needs of the collection: a ChromaStore, or a StoreHandle that reaches one."""
+
+    def records(self, ids: list[str]) -> dict[str, dict[str, Any]]: ...
+
+    def merge_metadata(self, changes: dict[str, dict]) -> None: ...
+
+
+def refresh_records(store: RecordLookup, read: dict[str, tuple[FileBytes, dict]]) -> None:
+    """Bring stored records {id: (file just read, its record's metadata)} up to date: a file touched or
+    copied with a new mtime gets its new stat (so the next run skips it unread), and a record whose file
+    has moved gets the path it now has."""
+    changes = {}
+    for record_id, (file, recorded) in read.items():
+        now = file_fields(file)
+        if recorded.get("path") == file.path:
+            if any(recorded.get(key) != now[key] for key in STAT_FIELDS):
+                changes[record_id] = {key: now[key] for key in STAT_FIELDS}
+        elif not os.path.exists(recorded.get("path") or ""):
+            changes[record_id] = now
+    if changes:
+        store.merge_metadata(changes)
+
+
+class DuplicateRegistry:
+    """The first path seen with a given content owns it for this ingestion; later ones are duplicates.
+
+    Claims are idempotent per path, so a retried batch keeps the contents it owned. Thread-safe: the
+    in-process paths claim from several threads; the bulk path runs it as one Ray actor.
+    """
+
+    def __init__(self):
+        self._owner: dict[bytes, str] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, pairs: list[tuple[str, str]]) -> list[bool]:
+        """For each (id, path): does this path own the content?"""
+        with self._lock:
+            return [self._owner.setdefault(bytes.fromhex(i), path) == path for i, path in pairs]
+
+
+@dataclass
+class PhotoFile:
+    """One file on its journey: each step records what it learnt, or why the file stops there."""
+
+    path: str
+    status: str = FAILED
+    reason: str = ""
+    id: str = ""
+    file: FileBytes | None = None
+    photo: DecodedPhoto | None = None
+    read_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+    def read(self) -> None:
+        """Read the bytes once and take their SHA-256, the record's id."""
+        started = time.perf_counter()
+        try:
+            self.file = read_file(self.path)
+        except OSError as exc:
+            self.reason = exc.strerror
+            return
+        self.id = hashlib.sha256(self.file.data).hexdigest()
+        self.read_seconds = time.perf_counter() - started
+
+    def decode(self, geometry: InputGeometry, max_pixels: int) -> None:
+        """Decode at the model's size, or say why the picture cannot be made."""
+        started = time.perf_counter()
+        try:
+            self.photo = decode_file(self.file, geometry, max_pixels)
+            self.status = NEW
+        except DecodeError as exc:
+            self.reason = str(exc)
+        self.decode_seconds = time.perf_counter() - started
+
+    @property
+    def metadata(self) -> dict:
+        """The record's metadata (a NEW file's only)."""
+        return record_metadata(self.file, self.photo)
+
+
+@dataclass(frozen=True)
+class Journey:
+    """What every file's journey needs: the collection's records, who owns a content in this ingestion
+    (`claim`: a DuplicateRegistry's claim, local or through Ray), and the model's input."""
+
+    store: RecordLookup
+    claim: Callable[[list[tuple[str, str]]], list[bool]]
+    geometry: InputGeometry
+    max_pixels: int
+    within: tuple[str, ...] = ()  # resolved folders the files must really lie in; () for anywhere
+
+    def run(self, paths: list[str]) -> list[PhotoFile]:
+        """Take these files as far as they go: NEW files come back decoded, the others with their status."""
+        files = [PhotoFile(path) for path in paths]
+        for photo in files:
+            if self.within and not is_within(os.path.realpath(photo.path), self.within):
+                photo.reason = "resolves outside the allowed folders"
+            else:
+                photo.read()
+        for photo in self._owned([photo for photo in files if photo.id]):
+            photo.decode(self.geometry, self.max_pixels)
+        for photo in files:  # only the stat is needed from here on
+            if photo.file is not None:
+                photo.file.data = b""
+        return files
+
+    def _owned(self, hashed: list[PhotoFile]) -> list[PhotoFile]:
+        """The files whose content is theirs to store: copies are marked duplicates (claimed first, so
+        every copy but one is a duplicate whether or not the content is stored) and stored contents
+        existing (their records learn a new stat or path)."""
+        owners = self.claim([(photo.id, photo.path) for photo in hashed]) if hashed else []
+        owned = []
+        for photo, owns in zip(hashed, owners):
+            if owns:
+                owned.append(photo)
+            else:
+                photo.status = DUPLICATE
+        stored = self.store.records(sorted({photo.id for photo in owned})) if owned else {}
+        refresh_records(self.store, {photo.id: (photo.file, stored[photo.id]) for photo in owned if photo.id in stored})
+        for photo in owned:
+            if photo.id in stored:
+                photo.status = EXISTING
+        return [photo for photo in owned if photo.status != EXISTING]
