@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, InputGeometry
 from ray_pipeline.errors import UserFacingError
-from ray_pipeline.metrics import metrics
 from ray_pipeline.journey import decode_file, read_file
+from ray_pipeline.metrics import metrics
 
 CAPTIONER = "Captioner"
 # BLIP's processor resizes to 384 x 384 without keeping the aspect ratio: send exactly that.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 from ray_pipeline.errors import UserFacingError
@@ -39,12 +41,11 @@ def printable(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _walk(root: str, problems: list[dict]) -> list[str]:
+def _walk(root: str, problems: list[dict]) -> Iterator[str]:
     """Recursive listing that skips hidden entries and never follows symlinked folders.
 
     A folder that cannot be listed is reported in `problems`, never silently left out.
     """
-    found: list[str] = []
     pending = [root]
     while pending:
         folder = pending.pop()
@@ -62,8 +63,18 @@ def _walk(root: str, problems: list[dict]) -> list[str]:
                 entry.is_file(follow_symlinks=False) or entry.is_symlink()
             ):
                 # A symlink to a file is kept (a broken one fails later with its reason).
-                found.append(entry.path)
-    return found
+                yield entry.path
+
+
+def _found(paths: list[str], problems: list[dict]) -> Iterator[str]:
+    for given in paths:
+        path = os.path.abspath(os.path.expanduser(given))
+        if os.path.isdir(path):
+            yield from _walk(path, problems)
+        elif os.path.lexists(path):
+            yield path
+        else:
+            raise DiscoveryError(f"no such file or folder: {given}")
 
 
 def discover(paths: list[str], problems: list[dict] | None = None) -> list[str]:
@@ -72,17 +83,13 @@ def discover(paths: list[str], problems: list[dict] | None = None) -> list[str]:
     A named file is taken whatever its extension: the user asked for it explicitly. Folders that
     cannot be listed go to `problems` as {"path", "reason"}.
     """
-    problems = [] if problems is None else problems
-    found: set[str] = set()
-    for given in paths:
-        path = os.path.abspath(os.path.expanduser(given))
-        if os.path.isdir(path):
-            found.update(_walk(path, problems))
-        elif os.path.lexists(path):
-            found.add(path)
-        else:
-            raise DiscoveryError(f"no such file or folder: {given}")
-    return sorted(found)
+    return sorted(set(_found(paths, [] if problems is None else problems)))
+
+
+def more_than(paths: list[str], limit: int) -> bool:
+    """Whether the given files and folders hold more than `limit` photos; the walk stops as soon as it
+    knows, so a large library answers at once."""
+    return next(islice(_found(paths, []), limit, None), None) is not None
 
 
 def read_manifest(manifest: str) -> list[str]:
@@ -124,3 +131,12 @@ def split_unnamed(paths: list[str]) -> tuple[list[str], list[dict]]:
         except UnicodeEncodeError:
             problems.append({"path": printable(path), "reason": "file name is not valid UTF-8: rename the file"})
     return usable, problems
+
+
+def photo_paths(paths: list[str], manifest: str | None = None) -> tuple[list[str], list[dict]]:
+    """(the photos to ingest, the problems found on the way: folders that cannot be listed and file
+    names that cannot be recorded), from files and folders or from a manifest."""
+    problems: list[dict] = []
+    listed = read_manifest(manifest) if manifest else discover(paths, problems)
+    usable, unnamed = split_unnamed(listed)
+    return usable, problems + unnamed

@@ -16,8 +16,8 @@ import numpy as np
 from ray_pipeline import model as clip_model
 from ray_pipeline.decode import InputGeometry
 from ray_pipeline.errors import UserFacingError
-from ray_pipeline.metrics import metrics
 from ray_pipeline.journey import NEW
+from ray_pipeline.metrics import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class ImageEncoder:
         compile = compiles(compile, self.device.type)
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         network = network if network is not None else clip_model.load(resolved, device=device)
-        self.visual = network.visual.to(self.dtype)
+        self.visual = network.visual.to(self.device, self.dtype)
         shape = (1, 3, 1, 1)
         self.mean = torch.tensor(resolved.preprocess["mean"], device=self.device, dtype=self.dtype).view(shape)
         self.std = torch.tensor(resolved.preprocess["std"], device=self.device, dtype=self.dtype).view(shape)
@@ -73,6 +73,12 @@ class ImageEncoder:
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         """float32 unit vectors, one per picture."""
+        if self.batch_size and len(pixels) > self.batch_size:  # a compiled graph sees one batch shape only
+            return np.concatenate([self.encode(pixels[start : start + self.batch_size])
+                                   for start in range(0, len(pixels), self.batch_size)])
+        return self._encode_batch(pixels)
+
+    def _encode_batch(self, pixels: np.ndarray) -> np.ndarray:
         import torch
 
         count = len(pixels)
@@ -87,6 +93,37 @@ class ImageEncoder:
             features = self.visual((batch - self.mean) / self.std).float()
             features = torch.nn.functional.normalize(features, dim=-1)
         return features[:count].cpu().numpy()
+
+
+class ClipEncoder:
+    """Both towers of one OpenCLIP model, loaded once: texts and pictures to unit vectors, for searches
+    and for the Serve app's `Embedder`."""
+
+    def __init__(self, spec: clip_model.ModelSpec, device: str = "cpu", compile: str = "off", batch_size: int = 0):
+        import open_clip
+
+        self.resolved, network = clip_model.resolve(spec)
+        self.images = ImageEncoder(self.resolved, device, compile, batch_size, network=network)
+        self._network = network.to(self.images.device)  # the text tower stays in float32
+        self._tokenizer = open_clip.get_tokenizer(self.resolved.architecture)
+
+    @property
+    def geometry(self) -> InputGeometry:
+        return InputGeometry.from_preprocess(self.resolved.preprocess)
+
+    def texts(self, texts: list[str]) -> np.ndarray:
+        """float32 unit vectors, one per text."""
+        import torch
+
+        with torch.inference_mode():
+            tokens = self._tokenizer(texts).to(self.images.device)
+            return self._network.encode_text(tokens, normalize=True).float().cpu().numpy()
+
+    def check(self, collection: str, metadata: dict) -> None:
+        """StoreError when the collection's vectors come from another model."""
+        from ray_pipeline.store import check_model
+
+        check_model(collection, metadata, self.resolved.collection_metadata())
 
 
 class EmbedImages:

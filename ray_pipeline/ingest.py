@@ -13,10 +13,10 @@ import logging
 import time
 
 from ray_pipeline.config import IngestConfig
-from ray_pipeline.discover import discover, read_manifest, split_unnamed
+from ray_pipeline.discover import photo_paths
 from ray_pipeline.progress import Reporter, announce
 from ray_pipeline.runtime import init_ray, running_cluster
-from ray_pipeline.summary import Tally
+from ray_pipeline.summary import Tally, summary_of
 from ray_pipeline.unchanged import Stored, stored_before_start
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,8 @@ def run_ingest(config: IngestConfig) -> dict:
     """Run one ingestion to the end and return its summary (the errors list under "errors")."""
     started = time.monotonic()
     tally = Tally()  # files and folders that fail before any worker sees them are counted here
-    paths = _listed(config, tally)
+    paths, problems = photo_paths(list(config.paths), config.manifest)
+    tally.fail(problems)
     stored = NOTHING_KNOWN if config.rehash else stored_before_start(config.target, paths, config.within)
     captioned, caption_errors = None, []
     if stored is not None and not config.caption and stored.covers(paths, config.model):
@@ -41,23 +42,10 @@ def run_ingest(config: IngestConfig) -> dict:
         from ray_pipeline.pipeline import run_pipeline  # Ray, Ray Data and torch load only when needed
 
         captioned, caption_errors, random_weights, reporter = run_pipeline(config, paths, stored, tally)
-    summary = {"collection": config.target.collection, **tally.summary()}
-    if captioned is not None:
-        summary["captioned"] = captioned
-    summary["seconds"] = round(time.monotonic() - started, 2)
-    summary["stage_seconds"] = tally.stage_seconds()
+    summary = summary_of(config.target.collection, tally, time.monotonic() - started, captioned)
     errors = tally.errors + caption_errors
     reporter.finish(summary, errors)
     return {**summary, "errors": errors, "random_weights": random_weights}
-
-
-def _listed(config: IngestConfig, tally: Tally) -> list[str]:
-    """The files to ingest; folders that cannot be listed and names that cannot be recorded are failures."""
-    listed = read_manifest(config.manifest) if config.manifest else discover(list(config.paths), tally.errors)
-    paths, unnamed = split_unnamed(listed)
-    tally.errors += unnamed
-    tally.counts["failed"] = len(tally.errors)
-    return paths
 
 
 def _report_without_job(config: IngestConfig, tally: Tally, stored: Stored) -> Reporter:

@@ -20,8 +20,6 @@ from ray_pipeline.prepare import PrepareImages
 from ray_pipeline.progress import announce
 from ray_pipeline.runtime import init_ray
 from ray_pipeline.sink import ChromaDatasink
-from ray_pipeline.summary import Tally
-from ray_pipeline.unchanged import Stored, unchanged_files
 from ray_pipeline.store import (
     OWNER_NAMESPACE,
     ChromaStore,
@@ -30,6 +28,8 @@ from ray_pipeline.store import (
     StoreHandle,
     owner_name,
 )
+from ray_pipeline.summary import Tally
+from ray_pipeline.unchanged import Stored, unchanged_files
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +71,13 @@ def _open_store(config: IngestConfig, collection_metadata: dict, here) -> tuple[
         owner, own = ray.get_actor(owner_name(target.path), namespace=OWNER_NAMESPACE), None
     except ValueError:
         owner = own = ray.remote(EmbeddedOwner).options(num_cpus=0, scheduling_strategy=here).remote()
-    try:
-        if own is not None:
+        try:
             ray.get(owner.open_folder.remote(target.path))
-        ray.get(owner.open.remote(target.collection, collection_metadata))
-    except StoreError as exc:  # raised in the owner actor: keep only its reason
-        raise StoreError(user_facing_reason(exc)) from None
-    return StoreHandle(target, owner), own
+        except StoreError as exc:  # raised in the owner actor: keep only its reason
+            raise StoreError(user_facing_reason(exc)) from None
+    store = StoreHandle(target, owner)
+    store.open(collection_metadata)
+    return store, own
 
 
 def _claim(registry, pairs: list[tuple[str, str]]) -> None:

@@ -10,8 +10,8 @@ import numpy as np
 from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
 
-from ray_pipeline.metrics import count_files
 from ray_pipeline.journey import NEW
+from ray_pipeline.metrics import count_files
 from ray_pipeline.summary import STAGE_COLUMNS, Tally
 
 

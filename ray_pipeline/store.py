@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from ray_pipeline.errors import UserFacingError
+from ray_pipeline.errors import UserFacingError, user_facing_reason
 
 LOCK_FILE = "ray_pipeline.lock"
 # Chroma's rule for collection names, checked where a name comes in (the CLI, the HTTP API).
@@ -305,6 +305,18 @@ class StoreHandle:
 
     def __getstate__(self):
         return {"target": self.target, "owner": self.owner, "_store": None}
+
+    def open(self, model_metadata: dict[str, Any]) -> None:
+        """Open the collection for writing: created when missing, its model checked (StoreError)."""
+        if self.owner is None:
+            self._store = with_retries(self.target, ChromaStore, self.target, model_metadata)
+            return
+        import ray
+
+        try:
+            ray.get(self.owner.open.remote(self.target.collection, model_metadata))
+        except StoreError as exc:  # raised in the owner actor: keep only its reason
+            raise StoreError(user_facing_reason(exc)) from None
 
     def _call(self, method: str, *args):
         if self.owner is not None:

@@ -30,6 +30,11 @@ class Tally:
         self.stored.extend(other.stored)
         self.seconds.update(other.seconds)
 
+    def fail(self, problems: list[dict]) -> None:
+        """Files that failed before their journey ({"path", "reason"} each)."""
+        self.errors += problems
+        self.counts["failed"] += len(problems)
+
     def count(self, outcomes: Iterable[tuple[str, str, str, str]], keep_stored: bool = False) -> None:
         """Count each file's (status, path, reason, id); with `keep_stored`, remember the stored ones."""
         for status, path, reason, record_id in outcomes:
@@ -45,3 +50,13 @@ class Tally:
 
     def stage_seconds(self) -> dict[str, float]:
         return {stage: round(self.seconds.get(stage, 0.0), 3) for stage in (*STAGE_COLUMNS, "write")}
+
+
+def summary_of(collection: str, tally: Tally, seconds: float, captioned: int | None = None) -> dict:
+    """An ingestion's summary, in the order of the line the `ingest` command prints last."""
+    summary = {"collection": collection, **tally.summary()}
+    if captioned is not None:
+        summary["captioned"] = captioned
+    summary["seconds"] = round(seconds, 2)
+    summary["stage_seconds"] = tally.stage_seconds()
+    return summary

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ray_pipeline.discover import is_within
-from ray_pipeline.model import ModelSpec, recorded_identity
 from ray_pipeline.journey import read_file, refresh_records
+from ray_pipeline.model import ModelSpec, recorded_identity
 from ray_pipeline.store import MODEL_KEYS, FolderInUse, StoreTarget, opened_here
 
 logger = logging.getLogger(__name__)

@@ -1,21 +1,29 @@
 """The Serve application: `serve run serve_deployments.app:app`, or `serve deploy cluster/serve_config.yaml`.
 
 Settings are read from the environment when the application is built (the shell of `serve run`, or the
-Serve config's runtime_env), so replicas on any node get the same configuration.
+Serve config's runtime_env), so replicas on any node get the same configuration. Each deployment's
+scaling and resources can also be set the Serve way, by a `deployments:` entry in the Serve config.
 """
 
 from __future__ import annotations
 
 from serve_deployments.captioner import Captioner, captioner_options
+from serve_deployments.embedder import Embedder, embedder_options
 from serve_deployments.ingress import Ingress
+from serve_deployments.inline_ingest import InlineIngest, inline_options
 from serve_deployments.settings import Settings
 
 
 def build_app(settings: Settings | None = None):
     settings = settings or Settings.from_env()
-    options = captioner_options(settings.caption_max_replicas, settings.caption_idle_seconds, settings.caption_num_gpus)
-    captioner = Captioner.options(**options).bind(settings.blip_model)
-    return Ingress.bind(captioner, settings)
+    embedder = Embedder.options(
+        **embedder_options(settings.embed_min_replicas, settings.embed_max_replicas, settings.embed_num_gpus)
+    ).bind(settings.model)
+    inline = InlineIngest.options(**inline_options()).bind(embedder, settings)
+    captioner = Captioner.options(
+        **captioner_options(settings.caption_max_replicas, settings.caption_idle_seconds, settings.caption_num_gpus)
+    ).bind(settings.blip_model)
+    return Ingress.bind(embedder, inline, captioner, settings)
 
 
 app = build_app()

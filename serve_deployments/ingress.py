@@ -16,26 +16,26 @@ from ray import serve
 
 from ray_pipeline.caption import CAPTION_INPUT
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, InputGeometry
-from ray_pipeline.discover import SUPPORTED_EXTENSIONS, extension_of, is_within
+from ray_pipeline.discover import SUPPORTED_EXTENSIONS, extension_of, is_within, more_than
 from ray_pipeline.errors import user_facing_reason
-from ray_pipeline.model import ModelSpec
 from ray_pipeline.journey import FileBytes, decode_file
-from ray_pipeline.search import QueryEncoder, top_k
+from ray_pipeline.search import top_k
 from ray_pipeline.store import (
     COLLECTION_NAME,
-    OWNER_NAMESPACE,
-    EmbeddedOwner,
     StoreError,
     StoreHandle,
     StoreTarget,
+    check_model,
     connect,
     list_collections,
-    owner_name,
 )
 from serve_deployments import page
 from serve_deployments.auth import bearer_check
+from serve_deployments.embedder import EmbedderModel
+from serve_deployments.inline_ingest import REPLICA_LOST, EmbedderLost
 from serve_deployments.jobs import Jobs, UnknownJob
 from serve_deployments.settings import Settings
+from serve_deployments.store_access import long_lived_owner, store_handle
 from serve_deployments.thumbnails import (
     DEFAULT_SIZE,
     MAX_SIZE,
@@ -72,6 +72,10 @@ async def guard(request: Request, call_next):
     return await call_next(request)
 
 
+# ?wait=true: the response comes once the ingestion has stored its records (200, the job's status).
+WAIT = Query(False, description="answer once the records are stored, with the job's status (200), instead of at once (202)")
+
+
 class IngestRequest(BaseModel):
     paths: list[str] = Field(min_length=1, description="files or folders inside INGEST_ALLOWED_ROOTS")
     collection: str = Field(pattern=f"^{COLLECTION_NAME}$")
@@ -97,34 +101,25 @@ def read_upload(upload: UploadFile, limit: int) -> FileBytes:
 
 
 # No CPU reserved: the ingress mostly waits on Ray and Chroma, and the ingestion jobs it starts need
-# every CPU the cluster has free.
+# every CPU the cluster has free. It holds no model: searches and small ingestions go to the Embedder.
 @serve.deployment(num_replicas=1, max_ongoing_requests=100, ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, captioner, settings: Settings):
+    def __init__(self, embedder, inline, captioner, settings: Settings):
         self.settings = settings
+        self.embedder = embedder
         self.captioner = captioner
         app.state.token_ok = bearer_check(settings.token)
         app.state.max_body = settings.max_upload_bytes + FORM_OVERHEAD
         if settings.token is None:
             logger.warning("INGEST_ALLOW_NO_AUTH=1: the API is open to anyone who can reach it")
-        self.jobs = Jobs(settings)
-        self.owner = None
-        if settings.chroma_url is None:  # embedded Chroma: one long-lived owner that jobs use too
-            self.owner = (
-                ray.remote(EmbeddedOwner)
-                .options(name=owner_name(settings.chroma_path), namespace=OWNER_NAMESPACE, lifetime="detached",
-                         get_if_exists=True, num_cpus=0)
-                .remote()
-            )
-            ray.get(self.owner.open_folder.remote(settings.chroma_path))
-        self.encoder = QueryEncoder(ModelSpec(settings.clip_model, settings.clip_pretrained, settings.clip_checkpoint,
-                                              settings.allow_random_weights))
+        self.jobs = Jobs(settings, inline)
+        self.owner = long_lived_owner(settings)  # embedded Chroma: the one owner that jobs use too
+        self._known_model: EmbedderModel | None = None
         os.makedirs(settings.upload_dir, exist_ok=True)
 
     def _store(self, collection: str) -> StoreHandle:
-        target = StoreTarget(collection=collection, path=self.settings.chroma_path, url=self.settings.chroma_url)
-        return StoreHandle(target, self.owner)
+        return store_handle(self.settings, collection, self.owner)
 
     def _checked_paths(self, paths: list[str]) -> list[str]:
         """Real paths inside the allowed roots (symlinks followed): 403 outside, 404 when missing."""
@@ -141,17 +136,42 @@ class Ingress:
             checked.append(real)
         return checked
 
+    async def _ingest(self, paths: list[str], collection: str, caption: bool, inline: bool, wait: bool,
+                      **extra) -> Response:
+        """Start the ingestion, inline (in the app) or as a Ray job; 202 with its id, or with `wait`
+        200 with its status once its records are stored."""
+        if not inline:
+            job_id = await asyncio.to_thread(self.jobs.submit, paths, collection, caption)
+            if not wait:
+                return JSONResponse(status_code=202, content={"job_id": job_id, **extra})
+            return JSONResponse({**await self.jobs.wait_for_end(job_id), **extra})
+        job_id, stored = await self.jobs.start_inline(paths, collection, caption)
+        if not wait:
+            return JSONResponse(status_code=202, content={"job_id": job_id, **extra})
+        if isinstance(failure := await stored, EmbedderLost):
+            raise HTTPException(503, f"{failure} (job {job_id})")
+        return JSONResponse({**await asyncio.to_thread(self.jobs.status, job_id), **extra})
+
     @app.get("/healthz")
     def healthz(self) -> dict:
         return {"status": "ok"}
 
     @app.post("/ingest", status_code=202)
-    def ingest(self, body: IngestRequest) -> dict:
-        return {"job_id": self.jobs.submit(self._checked_paths(body.paths), body.collection, body.caption)}
+    async def ingest(self, body: IngestRequest, wait: bool = WAIT) -> Response:
+        paths = await asyncio.to_thread(self._checked_paths, body.paths)
+        many = await asyncio.to_thread(more_than, paths, self.settings.inline_max_files)
+        return await self._ingest(paths, body.collection, body.caption, not many, wait)
 
     @app.post("/ingest/upload", status_code=202)
-    def ingest_upload(self, files: list[UploadFile] = File(...), collection: str = Form(..., pattern=f"^{COLLECTION_NAME}$"),
-                      caption: bool = Form(False)) -> dict:
+    async def ingest_upload(self, files: list[UploadFile] = File(...),
+                            collection: str = Form(..., pattern=f"^{COLLECTION_NAME}$"), caption: bool = Form(False),
+                            wait: bool = WAIT) -> Response:
+        stored = await asyncio.to_thread(self._save_uploads, files)
+        return await self._ingest(stored, collection, caption, len(stored) <= self.settings.inline_max_files, wait,
+                                  files=len(stored))
+
+    def _save_uploads(self, files: list[UploadFile]) -> list[str]:
+        """Each upload written once into the upload folder, named by its content's hash."""
         stored = []
         budget = self.settings.max_upload_bytes
         for upload in files:
@@ -164,7 +184,7 @@ class Ingress:
                     out.write(file.data)
                 os.replace(out.name, path)
             stored.append(path)
-        return {"job_id": self.jobs.submit(stored, collection, caption), "files": len(stored)}
+        return stored
 
     @app.get("/ingest")
     def recent_jobs(self, limit: int = Query(20, ge=1, le=100)) -> dict:
@@ -239,26 +259,34 @@ class Ingress:
                 query = fields.text
         except ValueError as exc:
             return JSONResponse(status_code=422, content={"detail": _validation_detail(exc)})
-        # CLIP and Chroma work off the event loop, so status polls are answered meanwhile.
-        return await asyncio.to_thread(self._search, fields.collection, query, fields.k)
+        store = await self._checked_store(fields.collection)
+        try:
+            if isinstance(query, str):
+                vector = await self.embedder.embed_texts.remote(query)
+            else:
+                vector = await self.embedder.embed_photo.remote(query)
+        except DecodeError as exc:
+            raise HTTPException(422, f"file: {user_facing_reason(exc) or exc}") from None
+        except REPLICA_LOST:
+            raise HTTPException(503, "the embedding model was lost while answering; it is restarting: try again") from None
+        # Chroma works off the event loop, so status polls are answered meanwhile.
+        return {"results": await asyncio.to_thread(top_k, store, vector, fields.k)}
 
-    def _search(self, collection: str, query, k: int) -> dict:
-        """`query`: a text, or an uploaded picture's FileBytes."""
-        store = self._checked_store(collection)
-        if isinstance(query, str):
-            vector = self.encoder.text(query)
-        else:
-            vector = self.encoder.image(self._decode(query, InputGeometry.from_preprocess(self.encoder.resolved.preprocess)))
-        return {"results": top_k(store, vector, k)}
+    async def _model(self) -> EmbedderModel:
+        """The Embedder's model, asked once."""
+        if self._known_model is None:
+            self._known_model = await self.embedder.model.remote()
+        return self._known_model
 
-    def _checked_store(self, collection: str) -> StoreHandle:
+    async def _checked_store(self, collection: str) -> StoreHandle:
+        """The collection's store: 404 when there is none, 409 when another model wrote it."""
         store = self._store(collection)
         try:
-            metadata = store.metadata
+            metadata = await asyncio.to_thread(lambda: store.metadata)
         except StoreError as exc:
             raise HTTPException(404, user_facing_reason(exc) or str(exc)) from None
         try:
-            self.encoder.check(collection, metadata)
+            check_model(collection, metadata, (await self._model()).collection_metadata)
         except StoreError as exc:
             raise HTTPException(409, str(exc)) from None
         return store

@@ -1,21 +1,29 @@
-"""Jobs: ingestions run as Ray jobs through the Job Submission API, with the CLI as entrypoint, so they
-show on the dashboard's Jobs page with their logs; their live counts come from the progress board."""
+"""Jobs: the API's ingestions, of two kinds with one face. Large ones run as Ray jobs through the Job
+Submission API, with the CLI as entrypoint, so they show on the dashboard's Jobs page with their logs;
+small ones run inline in the app (`InlineIngest`), warm. Both have a job id, the same status JSON and
+live counts from the progress board."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import shlex
 import sys
+import time
 import uuid
 
 from ray_pipeline import progress
+from ray_pipeline.errors import user_facing_reason
+from ray_pipeline.summary import summary_of
+from serve_deployments.inline_ingest import InlineJob, JobStopped
 from serve_deployments.settings import Settings
 
 JOB_KIND = "photo-ingest"  # metadata tag: only jobs this API started are reported by it
 COUNT_KEYS = ("discovered", "embedded", "skipped_existing", "duplicates", "failed", "captioned")
 FINISHED = {"SUCCEEDED", "FAILED", "STOPPED"}
+POLL_S = 0.5  # how often a request that waits for a Ray job looks at it
 
 logger = logging.getLogger("ray.serve")
 
@@ -42,25 +50,78 @@ def ingest_entrypoint(settings: Settings, paths: list[str], collection: str, cap
     return shlex.join(args)
 
 
+def new_job_id() -> str:
+    return f"ingest-{uuid.uuid4().hex[:16]}"
+
+
 class Jobs:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, inline):
+        """`inline`: the app's InlineIngest deployment."""
         import ray
         from ray.job_submission import JobSubmissionClient
 
         self.settings = settings
+        self.inline = inline
         # This cluster's own address, not whichever one auto-detection finds: a machine may run several.
         self.client = JobSubmissionClient(os.environ.get("RAY_JOBS_ADDRESS") or ray.get_runtime_context().gcs_address)
         self.board = progress.board(create=True)
         self._final: dict[str, dict] = {}  # counts read from finished jobs' logs, read once each
+        self._running: set[asyncio.Task] = set()  # inline jobs in flight, kept until they end
 
     def submit(self, paths: list[str], collection: str, caption: bool) -> str:
-        job_id = f"ingest-{uuid.uuid4().hex[:16]}"
+        """A Ray job; returns its id."""
+        job_id = new_job_id()
         self.client.submit_job(
             entrypoint=ingest_entrypoint(self.settings, paths, collection, caption, job_id),
             submission_id=job_id,
             metadata={"kind": JOB_KIND, "collection": collection},
         )
         return job_id
+
+    async def start_inline(self, paths: list[str], collection: str, caption: bool) -> tuple[str, asyncio.Future]:
+        """An inline job; returns its id and a future that is done once its records are stored (its
+        result: None, or the exception that ended the job). Captions, if asked for, are made after
+        that, and the job ends with them."""
+        job_id = new_job_id()
+        await self.board.register.remote(job_id, collection)
+        stored = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._run_inline(InlineJob(job_id, tuple(paths), collection), caption, stored))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return job_id, stored
+
+    async def _run_inline(self, job: InlineJob, caption: bool, stored: asyncio.Future) -> None:
+        started = time.monotonic()
+        status, message, failure = "SUCCEEDED", None, None
+        try:
+            tally = await self.inline.ingest.remote(job)
+            await self._finish(job, tally, started)
+            if caption:
+                stored.set_result(None)
+                captioned, caption_errors = await self.inline.caption.remote(job, tally.stored)
+                tally.errors += caption_errors
+                await self._finish(job, tally, started, captioned)
+        except Exception as exc:  # the job ends with its reason; the app goes on
+            failure, reason = exc, user_facing_reason(exc)
+            status = "STOPPED" if isinstance(exc, JobStopped) else "FAILED"
+            message = None if status == "STOPPED" else f"error: {reason or f'{type(exc).__name__}: {exc}'}"
+            if reason is None and status == "FAILED":
+                logger.exception("inline job %s failed", job.job_id)
+        finally:
+            await self.board.settle.remote(job.job_id, status, message)
+            if not stored.done():
+                stored.set_result(failure)
+
+    async def _finish(self, job: InlineJob, tally, started: float, captioned: int | None = None) -> None:
+        """The job's exact counts on the board, replacing the live ones."""
+        summary = summary_of(job.collection, tally, time.monotonic() - started, captioned)
+        await self.board.finish.remote(job.job_id, summary, tally.errors[: progress.MAX_ERRORS])
+
+    async def wait_for_end(self, job_id: str) -> dict:
+        """A Ray job's status once it has ended."""
+        while (status := await asyncio.to_thread(self.status, job_id))["status"] not in FINISHED:
+            await asyncio.sleep(POLL_S)
+        return status
 
     def _info(self, job_id: str):
         try:
@@ -74,33 +135,32 @@ class Jobs:
     def status(self, job_id: str) -> dict:
         import ray
 
-        info = self._info(job_id)
-        return self._describe(job_id, info, ray.get(self.board.get.remote(job_id)))
+        run, live = ray.get([self.board.run.remote(job_id), self.board.get.remote(job_id)])
+        if run is not None:
+            return self._describe_run(job_id, run, live)
+        return self._describe(job_id, self._info(job_id), live)
 
     def recent(self, limit: int) -> list[dict]:
-        """This API's jobs, newest first, each as `status` describes it."""
+        """This API's jobs of both kinds, newest first, each as `status` describes it."""
         import ray
 
         mine = [job for job in self.client.list_jobs() if (job.metadata or {}).get("kind") == JOB_KIND and job.submission_id]
         mine = sorted(mine, key=lambda job: job.start_time or 0, reverse=True)[:limit]
-        live = ray.get([self.board.get.remote(job.submission_id) for job in mine])
-        return [self._describe(job.submission_id, job, board) for job, board in zip(mine, live)]
+        runs = ray.get(self.board.runs.remote(limit))
+        live = ray.get([self.board.get.remote(job_id) for job_id in [job.submission_id for job in mine] + list(runs)])
+        described = [self._describe(job.submission_id, job, board) for job, board in zip(mine, live)]
+        described += [self._describe_run(job_id, run, board) for (job_id, run), board in zip(runs.items(), live[len(mine):])]
+        return sorted(described, key=lambda job: job["start_time"] or 0, reverse=True)[:limit]
 
     def _describe(self, job_id: str, info, live: dict | None) -> dict:
         if live is None and info.status.value in FINISHED:
             live = self._from_logs(job_id)
-        live = live or {}
-        counts = live.get("counts", {})
-        return {
-            "job_id": job_id,
-            "status": info.status.value,
-            "collection": (info.metadata or {}).get("collection"),
-            **{key: int(counts.get(key, 0)) for key in COUNT_KEYS},
-            "errors": live.get("errors", []),  # the board keeps at most progress.MAX_ERRORS
-            "start_time": _seconds(info.start_time),
-            "end_time": _seconds(info.end_time),
-            "message": _reason(info.message),
-        }
+        return _status(job_id, info.status.value, (info.metadata or {}).get("collection"), live,
+                       _seconds(info.start_time), _seconds(info.end_time), _reason(info.message))
+
+    @staticmethod
+    def _describe_run(job_id: str, run: progress.Run, live: dict | None) -> dict:
+        return _status(job_id, run.status, run.collection, live, run.start_time, run.end_time, run.message)
 
     def _from_logs(self, job_id: str) -> dict:
         """After a restart of the board, a finished job's counts are still in its final summary line.
@@ -122,8 +182,29 @@ class Jobs:
         return self._final[job_id]
 
     def stop(self, job_id: str) -> bool:
+        import ray
+
+        if ray.get(self.board.run.remote(job_id)) is not None:
+            return ray.get(self.board.request_stop.remote(job_id))
         self._info(job_id)
         return bool(self.client.stop_job(job_id))
+
+
+def _status(job_id: str, status: str, collection: str | None, live: dict | None, start_time: float | None,
+            end_time: float | None, message: str | None) -> dict:
+    """The status JSON of `GET /ingest/{job_id}`, the same for both kinds of job."""
+    live = live or {}
+    counts = live.get("counts", {})
+    return {
+        "job_id": job_id,
+        "status": status,
+        "collection": collection,
+        **{key: int(counts.get(key, 0)) for key in COUNT_KEYS},
+        "errors": live.get("errors", []),  # the board keeps at most progress.MAX_ERRORS
+        "start_time": start_time,
+        "end_time": end_time,
+        "message": message,
+    }
 
 
 def _seconds(milliseconds: int | None) -> float | None:

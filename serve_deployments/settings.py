@@ -6,7 +6,8 @@ import logging
 import os
 from dataclasses import dataclass
 
-from ray_pipeline.model import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from ray_pipeline.config import INLINE_MAX_FILES
+from ray_pipeline.model import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,21 @@ class Secret(str):
 
     def __repr__(self) -> str:
         return "Secret('***')"
+
+
+def _number(name: str, kind: type, default, minimum: float = 0):
+    """The environment variable `name` as an int or float of at least `minimum`; `default` when unset."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        raise SettingsError(f"{name}={value!r}: expected {'a whole number' if kind is int else 'a number'} of at "
+                            f"least {minimum}")
+    return number
 
 
 def _flag(name: str) -> bool:
@@ -46,6 +62,10 @@ class Settings:
     caption_num_gpus: float = 0.0
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     serve_app: str = "default"
+    embed_min_replicas: int = 1
+    embed_max_replicas: int = 2
+    embed_num_gpus: float = 0.0
+    inline_max_files: int = INLINE_MAX_FILES
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -69,22 +89,40 @@ class Settings:
             clip_checkpoint=os.environ.get("CLIP_CHECKPOINT") or None,
             allow_random_weights=_flag("ALLOW_RANDOM_WEIGHTS"),
             blip_model=os.environ.get("BLIP_MODEL", DEFAULT_BLIP),
-            caption_max_replicas=int(os.environ.get("CAPTION_MAX_REPLICAS", "1")),
-            caption_idle_seconds=float(os.environ.get("CAPTION_IDLE_SECONDS", "300")),
-            caption_num_gpus=float(os.environ.get("CAPTION_NUM_GPUS") or _default_gpu_share()),
-            max_upload_bytes=int(os.environ.get("INGEST_MAX_UPLOAD_BYTES", str(DEFAULT_MAX_UPLOAD_BYTES))),
+            caption_max_replicas=_number("CAPTION_MAX_REPLICAS", int, 1),
+            caption_idle_seconds=_number("CAPTION_IDLE_SECONDS", float, 300.0),
+            caption_num_gpus=_gpu_share("CAPTION_NUM_GPUS", 0.25),
+            max_upload_bytes=_number("INGEST_MAX_UPLOAD_BYTES", int, DEFAULT_MAX_UPLOAD_BYTES),
             serve_app=os.environ.get("SERVE_APP_NAME", "default"),
+            embed_min_replicas=_number("EMBED_MIN_REPLICAS", int, 1),
+            embed_max_replicas=_number("EMBED_MAX_REPLICAS", int, 2, minimum=1),
+            embed_num_gpus=_gpu_share("EMBED_NUM_GPUS", 0.5),
+            inline_max_files=_number("INGEST_INLINE_MAX_FILES", int, INLINE_MAX_FILES),
         )
+
+    def __post_init__(self) -> None:
+        if self.embed_min_replicas > self.embed_max_replicas:
+            raise SettingsError(f"EMBED_MIN_REPLICAS ({self.embed_min_replicas}) is over EMBED_MAX_REPLICAS "
+                                f"({self.embed_max_replicas})")
+
+    @property
+    def model(self) -> ModelSpec:
+        """The CLIP model the app searches and writes with."""
+        return ModelSpec(self.clip_model, self.clip_pretrained, self.clip_checkpoint, self.allow_random_weights)
 
     def ingestion_roots(self) -> tuple[str, ...]:
         """Where ingestion may read: the allowed roots, and the upload folder."""
         return (*self.allowed_roots, self.upload_dir)
 
 
-def _default_gpu_share() -> float:
+def _gpu_share(name: str, share: float) -> float:
+    """The environment variable `name`; unset, `share` of a GPU where the building process sees one."""
+    given = _number(name, float, None)
+    if given is not None:
+        return given
     import torch
 
-    return 0.25 if torch.cuda.is_available() else 0.0
+    return share if torch.cuda.is_available() else 0.0
 
 
 def _read_token() -> Secret | None:

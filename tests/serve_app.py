@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from conftest import ROOT, free_port, save_tiny_blip, wait_for
 
 from samples.sample_photos import write_library, write_many
 
 IDLE_SECONDS = 8
 MAX_UPLOAD = 4 * 1024**2
+INLINE_MAX_FILES = 16  # folders of more files are ingested as Ray jobs
+EMBED_MAX_REPLICAS = 1  # the Serve config's `deployments:` entry says 4; this test's says 1
 
 
 def serve_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
@@ -37,28 +40,43 @@ def service(ray_head, tiny_model, tmp_path_factory):
     (allowed / "mixed" / "coffee.png").write_bytes((allowed / "photos" / "coffee.png").read_bytes())
     os.symlink(work / "outside" / "secret.jpg", allowed / "mixed" / "leak.jpg")  # a file link leaving the roots
     token = secrets.token_urlsafe(24)
-    port = free_port()
-    env = {
-        **os.environ, **ray_head["env"], "PYTHONPATH": str(ROOT),
-        "INGEST_API_TOKEN": token,
+    (work / "token").write_text(token)
+    settings = {  # the app's settings, as the cluster's Serve config sets them (the token from a file)
+        "INGEST_API_TOKEN_FILE": str(work / "token"),
         "INGEST_ALLOWED_ROOTS": str(allowed),
         "INGEST_UPLOAD_DIR": str(work / "uploads"),
+        "INGEST_INLINE_MAX_FILES": str(INLINE_MAX_FILES),
         "CHROMA_PATH": str(work / "chroma"),
         "CLIP_MODEL": tiny_model["config"],
         "CLIP_CHECKPOINT": tiny_model["checkpoint"],
         "BLIP_MODEL": str(save_tiny_blip(work / "blip")),
-        "CAPTION_MAX_REPLICAS": "1",
-        "CAPTION_IDLE_SECONDS": str(IDLE_SECONDS),
         "INGEST_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
     }
+    port = free_port()
+    env = {**os.environ, **ray_head["env"], "PYTHONPATH": str(ROOT), **settings}
     started = serve_cli("start", "--address", ray_head["address"], "--http-host", "127.0.0.1", "--http-port", str(port), env=env)
     assert started.returncode == 0, started.stderr[-2000:]
-    deployed = serve_cli("run", "serve_deployments.app:app", "--address", ray_head["address"], "--non-blocking", env=env)
+    config = serve_config(settings, work / "serve_config.yaml")
+    deployed = serve_cli("run", str(config), "--address", ray_head["address"], "--non-blocking", env=env)
     assert deployed.returncode == 0, deployed.stderr[-3000:]
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _get(f"{url}/healthz") == 200, timeout=120, what="the Serve app")
+    wait_for(lambda: _get(f"{url}/healthz") == 200, timeout=180, what="the Serve app")
     yield {"url": url, "token": token, "work": work, "allowed": allowed, "env": env, "logs": deployed.stderr}
     serve_cli("shutdown", "--address", ray_head["dashboard"], "-y", env=env)
+
+
+def serve_config(settings: dict, path: Path) -> Path:
+    """cluster/serve_config.yaml with this test's settings, and its `deployments:` scaling made small: the
+    captioner goes back to zero after IDLE_SECONDS, one Embedder replica at most."""
+    config = yaml.safe_load((ROOT / "cluster" / "serve_config.yaml").read_text())
+    (application,) = config["applications"]
+    application["runtime_env"] = {"env_vars": settings}
+    scaling = {d["name"]: d["autoscaling_config"] for d in application["deployments"]}
+    scaling["Embedder"].update(max_replicas=EMBED_MAX_REPLICAS)
+    scaling["Captioner"].update(max_replicas=1, downscale_delay_s=IDLE_SECONDS, downscale_to_zero_delay_s=IDLE_SECONDS,
+                                look_back_period_s=IDLE_SECONDS)
+    path.write_text(yaml.safe_dump({"applications": config["applications"]}))
+    return path
 
 
 def _get(url: str) -> int:

@@ -32,13 +32,29 @@ def test_the_pinned_ray_is_the_installed_one():
     assert RAY_PIN == ray.__version__
 
 
+def check_scaling(application) -> None:
+    """The `deployments:` entries name the app's own deployments, and keep the captioner scaling to zero."""
+    from serve_deployments.captioner import Captioner
+    from serve_deployments.embedder import Embedder
+    from serve_deployments.ingress import Ingress
+    from serve_deployments.inline_ingest import InlineIngest
+
+    entries = {d.name: d for d in application.deployments}
+    assert set(entries) <= {d.name for d in (Ingress, Embedder, InlineIngest, Captioner)}
+    assert {"Embedder", "Captioner"} <= set(entries)
+    embedder, captioner = entries["Embedder"].autoscaling_config, entries["Captioner"].autoscaling_config
+    assert 1 <= embedder["min_replicas"] <= embedder["max_replicas"]
+    assert captioner["min_replicas"] == 0 and captioner["downscale_to_zero_delay_s"] > 0
+
+
 def test_serve_config_validates():
     config = ServeDeploySchema.model_validate(yaml.safe_load((CLUSTER / "serve_config.yaml").read_text()))
     (application,) = config.applications
     assert application.import_path == "serve_deployments.app:app"
     env = application.runtime_env["env_vars"]
     assert "INGEST_API_TOKEN" not in env and env["INGEST_API_TOKEN_FILE"]
-    assert {"INGEST_ALLOWED_ROOTS", "INGEST_UPLOAD_DIR", "CLIP_MODEL", "BLIP_MODEL", "CAPTION_IDLE_SECONDS"} <= set(env)
+    assert {"INGEST_ALLOWED_ROOTS", "INGEST_UPLOAD_DIR", "CLIP_MODEL", "BLIP_MODEL", "EMBED_NUM_GPUS"} <= set(env)
+    check_scaling(application)
 
 
 def test_launcher_config_validates_against_rays_schema():
@@ -97,6 +113,9 @@ def test_kuberay_rayservice():
     mounted = {m["mountPath"]: m["name"] for m in containers(head)[0]["volumeMounts"]}
     assert volumes[mounted[token_dir]]["secret"]["secretName"] == "photo-ingest-token"
     assert env["CHROMA_URL"] == "http://chroma:8000"
+    check_scaling(serve.applications[0])
+    (same,) = ServeDeploySchema.model_validate(yaml.safe_load((CLUSTER / "serve_config.yaml").read_text())).applications
+    assert serve.applications[0].deployments == same.deployments  # one scaling, wherever the app is deployed
 
 
 def test_chroma_server_manifests():

@@ -117,10 +117,9 @@ def test_claims_are_idempotent_per_path_and_safe_across_threads():
 
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory):
-    from samples.models import save_tiny_clip
-
     from ray_pipeline import model as clip_model
     from ray_pipeline.embed import ImageEncoder
+    from samples.models import save_tiny_clip
 
     config, checkpoint = save_tiny_clip(tmp_path_factory.mktemp("model"), seed=1234)
     resolved, network = clip_model.resolve(clip_model.ModelSpec(str(config), None, str(checkpoint)))

@@ -12,6 +12,7 @@ import zipfile
 import pytest
 import requests
 from conftest import ROOT
+from photo_cases import sha256_of
 from serve_app import auth
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -96,16 +97,26 @@ def test_ingest_follow_and_search_in_the_page(service, browser):
     expect(page.locator(f"#collections tr[data-name='{COLLECTION}'] .count")).to_have_text("6")
     page.screenshot(path=ARTIFACTS / "ui-ingested.png", full_page=True)
 
+    # An upload, then a search by the same photo, in one go: the page's upload waits until the photos are stored.
     upload = page.locator("#upload-form")
     upload.locator("[name=collection]").fill(UPLOADED)
     upload.locator("[name=files]").set_input_files([str(photos / "coffee.png"), str(photos / "flower.dng")])
     upload.locator("button[type=submit]").click()
-    expect(upload.locator(".message")).to_contain_text("Uploaded 2 file(s); started ingest-")
-    uploaded = page.locator(f"#jobs tr[data-job-id='{upload.locator('.message').inner_text().split()[-1]}']")
-    expect(uploaded.locator(".status")).to_have_text("SUCCEEDED", timeout=JOB_SECONDS * 1000)
+    expect(upload.locator(".message")).to_contain_text(f"Stored 2 file(s) in {UPLOADED}: 2 new, 0 already stored, 0 failed (ingest-",
+                                                       timeout=JOB_SECONDS * 1000)
+    uploaded = page.locator(f"#jobs tr[data-job-id='{upload.locator('.message').inner_text().split()[-1].strip('()')}']")
+    expect(uploaded.locator(".status")).to_have_text("SUCCEEDED")
     expect(page.locator(f"#collections tr[data-name='{UPLOADED}'] .count")).to_have_text("2")
-
     search = page.locator("#search-form")
+    search.locator("[name=collection]").select_option(UPLOADED)
+    page.set_input_files("#search-file", str(photos / "coffee.png"))
+    page.click("#search-image")
+    expect(page.locator("#search-message")).to_contain_text(f"2 results in {UPLOADED}")
+    expect(page.locator("#results .result").first).to_have_attribute("data-id", sha256_of(photos / "coffee.png"))
+    expect(page.locator("#results .result .score").first).to_have_text("score 1.000")
+    wait_for_thumbnails(page, 2)
+    page.screenshot(path=ARTIFACTS / "ui-upload-then-search.png", full_page=True)
+
     search.locator("[name=collection]").select_option(COLLECTION)
     search.locator("[name=text]").fill("a rocket")
     page.click("#search-text")

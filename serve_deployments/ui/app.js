@@ -170,9 +170,12 @@ async function uploadPhotos(event) {
   data.append("caption", form.caption.checked ? "true" : "false");
   say(message, "Uploading…");
   try {
-    const { job_id: jobId, files } = await (await api("ingest/upload", { method: "POST", body: data })).json();
-    say(message, `Uploaded ${files} file(s); started ${jobId}`);
+    // ?wait=true: the answer comes once the photos are stored, so they can be searched at once.
+    const job = await (await api("ingest/upload?wait=true", { method: "POST", body: data })).json();
+    const outcome = `${job.embedded} new, ${job.skipped_existing} already stored, ${job.failed} failed`;
+    say(message, `Stored ${job.files} file(s) in ${job.collection}: ${outcome} (${job.job_id})`, job.status === "FAILED");
     form.files.value = "";
+    loadCollections();
     pollJobs();
   } catch (error) {
     failed(message)(error);

@@ -1,0 +1,79 @@
+"""Embedder: the app's CLIP model, shared by searches and small ingestions. It batches concurrent
+requests (`@serve.batch`) and autoscales; on a GPU it runs in fp16 under `torch.compile`, as the bulk
+path's embedding actors do."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from ray import serve
+
+from ray_pipeline.decode import DEFAULT_MAX_PIXELS, InputGeometry
+from ray_pipeline.embed import ClipEncoder
+from ray_pipeline.journey import FileBytes, decode_file
+from ray_pipeline.model import ModelSpec
+
+logger = logging.getLogger("ray.serve")
+
+MAX_BATCH = 16  # requests grouped into one model call (each may carry several pictures)
+BATCH_WAIT_S = 0.005  # how long a lone request waits for company: a little, so a lone search stays fast
+GPU_BATCH = 64  # pictures per compiled model call on a GPU (one shape: short batches are padded)
+
+
+@dataclass(frozen=True)
+class EmbedderModel:
+    """What the Embedder's callers need to know of its model."""
+
+    collection_metadata: dict  # what a collection it writes or searches records (checked by `check_model`)
+    geometry: InputGeometry  # the size of the pictures `embed_images` takes
+
+
+@serve.deployment(max_ongoing_requests=64)
+class Embedder:
+    def __init__(self, spec: ModelSpec):
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.encoder = ClipEncoder(spec, device, compile="auto", batch_size=GPU_BATCH)
+        logger.info("Embedder replica ready: %s (%s) on %s", self.encoder.resolved.architecture,
+                    self.encoder.resolved.weights, device)
+
+    def model(self) -> EmbedderModel:
+        return EmbedderModel(self.encoder.resolved.collection_metadata(), self.encoder.geometry)
+
+    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
+    async def embed_images(self, requests: list[np.ndarray]) -> list[np.ndarray]:
+        """Each request: (N, H, W, 3) uint8 pictures at the model's input size -> (N, D) unit vectors."""
+        vectors = await asyncio.to_thread(self.encoder.images.encode, np.concatenate(requests))
+        return np.split(vectors, np.cumsum([len(pictures) for pictures in requests])[:-1])
+
+    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
+    async def embed_texts(self, texts: list[str]) -> list[np.ndarray]:
+        """Each request: one text -> its unit vector."""
+        return list(await asyncio.to_thread(self.encoder.texts, texts))
+
+    async def embed_photo(self, file: FileBytes) -> np.ndarray:
+        """A photo's bytes (any format ingestion reads), decoded as ingestion does, -> its unit vector;
+        a DecodeError says why it cannot be."""
+        photo = await asyncio.to_thread(decode_file, file, self.encoder.geometry, DEFAULT_MAX_PIXELS)
+        return (await self.embed_images(photo.pixels[None]))[0]
+
+
+def embedder_options(min_replicas: int, max_replicas: int, gpu_fraction: float) -> dict:
+    """Between `min_replicas` and `max_replicas`, `gpu_fraction` of a GPU each. No CPU is reserved, as
+    for the ingress: a replica works in short bursts, and the ingestion jobs beside it need every CPU
+    that is free (a `deployments:` entry in the Serve config sets other resources)."""
+    return {
+        "autoscaling_config": {
+            "min_replicas": min_replicas,
+            "initial_replicas": min_replicas,
+            "max_replicas": max_replicas,
+            "target_ongoing_requests": MAX_BATCH,
+            "upscale_delay_s": 5,
+            "downscale_delay_s": 300,
+        },
+        "ray_actor_options": {"num_gpus": gpu_fraction, "num_cpus": 0},
+    }
