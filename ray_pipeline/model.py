@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlparse
@@ -121,8 +123,24 @@ def _build(architecture: str, pretrained: str | None, device: str = "cpu"):
 
     if pretrained is None:
         torch.manual_seed(RANDOM_SEED)
-    model = open_clip.create_model(architecture, pretrained=pretrained, device=device)
+    with _quiet_about_random_weights():  # the job says so itself, once, and records it
+        model = open_clip.create_model(architecture, pretrained=pretrained, device=device)
     return model.eval()
+
+
+@contextmanager
+def _quiet_about_random_weights() -> Iterator[None]:
+    """Without OpenCLIP's own warning for a model built with random weights (on the root logger)."""
+
+    def other(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+    root = logging.getLogger()
+    root.addFilter(other)
+    try:
+        yield
+    finally:
+        root.removeFilter(other)
 
 
 def _requested_weights(spec: ModelSpec, architecture: str) -> tuple[str | None, str, dict]:

@@ -18,7 +18,7 @@ from ray_pipeline.errors import UserFacingError, user_facing_reason
 from ray_pipeline.journey import DuplicateRegistry
 from ray_pipeline.prepare import PrepareImages
 from ray_pipeline.progress import announce
-from ray_pipeline.runtime import init_ray
+from ray_pipeline.runtime import init_ray, quiet_ray_data_actors
 from ray_pipeline.sink import ChromaDatasink
 from ray_pipeline.store import (
     OWNER_NAMESPACE,
@@ -154,7 +154,8 @@ def run_pipeline(config: IngestConfig, paths: list[str], stored: Stored | None, 
     try:
         try:
             if to_read:  # nothing new: what is left is captions, if asked for
-                _read_embed_write(to_read, prepare, embed, plan, sink)
+                with quiet_ray_data_actors():
+                    _read_embed_write(to_read, prepare, embed, plan, sink)
         except Exception as exc:
             reason = user_facing_reason(exc)
             if reason is None:
@@ -180,12 +181,12 @@ def _read_embed_write(paths: list[str], prepare: dict, embed: dict, plan: dict, 
             PrepareImages,
             fn_constructor_kwargs=prepare,
             batch_size=DECODE_BATCH_SIZE,
-            # All decode actors from the start, spread over the nodes: reading is I/O on each node.
+            # All decode actors from the start, spread over the nodes (Ray Data's default for actor pools):
+            # reading is I/O on each node.
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan["decode_actors"],
                                                initial_size=plan["decode_actors"]),
             num_cpus=plan["decode_cpus"],
             memory=DECODE_ACTOR_MEMORY,
-            scheduling_strategy="SPREAD",
         )
         .map_batches(
             EmbedImages,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ray_pipeline.errors import UserFacingError
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +59,7 @@ def init_ray() -> str:
         return "the Ray instance this process already joined"
     address = running_cluster()
     if address:
+        _check_token(address)
         context = ray.init(address=address, logging_level=logging.WARNING)
         where = f"the Ray cluster at {address}"
     else:
@@ -59,3 +67,60 @@ def init_ray() -> str:
         where = "a new local Ray instance (stops when the command ends)"
     dashboard = getattr(context, "dashboard_url", None)
     return f"{where}; dashboard: http://{dashboard}" if dashboard else where
+
+
+def _check_token(address: str) -> None:
+    """A cluster with token authentication refuses a client that runs without RAY_AUTH_MODE=token, and
+    `ray.init` would retry for 20 s, then only say it cannot connect: ask once, and say why."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" or "://" in address:
+        return
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    try:
+        GcsClient(address=address)
+    except AuthenticationError:
+        raise ClusterRefused(
+            f"the Ray cluster at {address} uses token authentication (Ray 2.60 turns it on for `ray start --head`), "
+            "and this shell does not: set RAY_AUTH_MODE=token (the token is read from ~/.ray/auth_token, or "
+            "RAY_AUTH_TOKEN)"
+        ) from None
+    except Exception:  # anything else is for ray.init to report
+        return
+
+
+class ClusterRefused(UserFacingError):
+    """The running Ray cluster will not take this process as a client."""
+
+
+# Ray 2.60's core worker logs this at ERROR for every actor pool Ray Data starts (Ray Data passes its
+# own objects to the actors it can restart, ray issue 53727): a warning about Ray Data's design that
+# asks nothing of the user, in every job.
+RAY_DATA_ACTOR_NOISE = re.compile(rb"core_worker\.cc:\d+: Actor with class name: 'MapWorker\(.*has constructor arguments "
+                                  rb"in the object store and max_restarts > 0")
+
+
+@contextmanager
+def quiet_ray_data_actors() -> Iterator[None]:
+    """While inside, the process's stderr (fd 2, where Ray's C++ core writes) passes through a filter
+    that drops that one line and keeps every other byte."""
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward() -> None:
+        with os.fdopen(read_end, "rb") as lines:
+            for line in lines:
+                if not RAY_DATA_ACTOR_NOISE.search(line):
+                    os.write(original, line)
+
+    forwarder = threading.Thread(target=forward, name="stderr-filter", daemon=True)
+    forwarder.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(original, 2)  # the pipe's last writer closes: the forwarder drains it and ends
+        forwarder.join(timeout=5)
+        os.close(original)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from conftest import free_port, summary_of
@@ -80,7 +81,6 @@ def test_usage_errors(cli, args):
 def test_embedded_chroma_in_use_is_refused_at_once(cli, tmp_path, tiny_model_args):
     """Another process holding the embedded folder (here: this test, holding its lock)."""
     import fcntl
-    import time
 
     from PIL import Image
 
@@ -106,3 +106,18 @@ def test_caption_without_the_serve_app_is_refused_before_work(cli, tmp_path, tin
                     "--caption", "--serve-app", "no-such-app", *tiny_model_args)
     assert completed.returncode == 2
     assert "--caption needs the Serve application 'no-such-app'" in completed.stderr
+
+
+def test_a_shell_without_token_auth_is_told_why_the_cluster_refuses_it(cli, tmp_path, tiny_model_args):
+    """The session's head uses Ray's token authentication (on by default for `ray start --head`)."""
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "p.png")
+    started = time.monotonic()
+    completed = cli("ingest", str(tmp_path / "p.png"), "--collection", "tokens", "--chroma-path", str(tmp_path / "c"),
+                    *tiny_model_args, env={"RAY_AUTH_MODE": ""})
+    assert completed.returncode == 2
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the Ray cluster at ") and "uses token authentication" in last
+    assert "set RAY_AUTH_MODE=token" in last
+    assert time.monotonic() - started < 60  # at once, not after Ray's 20 s of retries

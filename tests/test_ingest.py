@@ -64,6 +64,14 @@ def test_summary_counts_every_discovered_file(ingested):
     assert all(summary["stage_seconds"][stage] > 0 for stage in ("read", "decode", "embed", "write"))
 
 
+def test_a_job_shows_no_ray_noise(ingested):
+    """What a user reads is the job's own lines and Ray Data's progress: no deprecation warning, no core
+    worker ERROR line about Ray Data's own actors, no warning of OpenCLIP's that the job already says."""
+    for noise in ("RayDeprecationWarning", "core_worker.cc", "No pretrained weights loaded"):
+        assert noise not in ingested["stderr"], noise
+    assert "Starting execution of Dataset" in ingested["stderr"]  # it did run as a Ray Data job
+
+
 def test_stored_ids_are_the_sha256_of_the_valid_distinct_files(ingested):
     collection = open_collection(ingested["chroma"], "photos")
     stored = set(collection.get(include=[])["ids"])

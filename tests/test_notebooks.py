@@ -62,9 +62,10 @@ def test_committed_notebooks_have_no_outputs():
 
 
 def test_quickstart(ray_head, service, tiny_model, tmp_path):
-    """Ingest with captions (the session's Serve app runs the Captioner), then search by text and by image."""
-    photos = tmp_path / "photos"
-    shows = write_library(str(photos))
+    """Sample photos written on a first run, ingested with captions (the session's Serve app runs the
+    Captioner), then searched by text and by image."""
+    photos = tmp_path / "photos"  # not there yet: the notebook writes the sample photos
+    shows = write_library(str(tmp_path / "expected"))
     notebook = execute("01_quickstart.ipynb", {
         **ray_head["env"],
         "PHOTOS_DIR": str(photos),
@@ -75,6 +76,8 @@ def test_quickstart(ray_head, service, tiny_model, tmp_path):
         "CAPTION": "1",
     }, tmp_path)
 
+    assert text_of(notebook, "parameters") == [f"wrote sample photos to {photos}"]
+    assert sorted(os.listdir(photos)) == sorted(shows)
     summary = json.loads(text_of(notebook, "ingest")[-1])
     assert (summary["discovered"], summary["embedded"], summary["failed"], summary["captioned"]) == (len(shows), len(shows), 0, len(shows))
     collection = json.loads(text_of(notebook, "collection")[-1])
