@@ -233,7 +233,8 @@ def reference_pattern(paths: list[str], raw: bool, resolved, batch_size: int) ->
 # (c) ------------------------------------------------------------------------------------------------
 
 def pipeline_cli(paths: list[str], model_args: list[str], batch_size: int, chroma: str, collection: str) -> dict:
-    """`python -m ray_pipeline ingest --manifest` as a user runs it; its own local Ray (no RAY_ADDRESS)."""
+    """`python -m ray_pipeline ingest --manifest` as a user runs it; its own local Ray (no RAY_ADDRESS), even
+    for the few files of a startup run (`--inline-max-files 0`): this measures the bulk path."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as manifest:
         manifest.write("\n".join(paths) + "\n")
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
@@ -241,7 +242,7 @@ def pipeline_cli(paths: list[str], model_args: list[str], batch_size: int, chrom
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "ray_pipeline", "ingest", "--manifest", manifest.name, "--collection", collection,
-         "--chroma-path", chroma, "--batch-size", str(batch_size), *model_args],
+         "--chroma-path", chroma, "--batch-size", str(batch_size), "--inline-max-files", "0", *model_args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
     )
     with PeakMemory(process.pid) as memory:

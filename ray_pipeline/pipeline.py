@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 import ray
@@ -22,10 +23,10 @@ from ray_pipeline.runtime import init_ray, quiet_ray_data_actors
 from ray_pipeline.sink import ChromaDatasink
 from ray_pipeline.store import (
     OWNER_NAMESPACE,
-    ChromaStore,
     EmbeddedOwner,
     StoreError,
     StoreHandle,
+    StoreTarget,
     owner_name,
 )
 from ray_pipeline.summary import Tally
@@ -61,23 +62,29 @@ def _paths_dataset(paths: list[str]) -> ray.data.Dataset:
     return ray.data.from_arrow(blocks or [pa.table({"path": pa.array([], pa.string())})])
 
 
-def _open_store(config: IngestConfig, collection_metadata: dict, here) -> tuple[StoreHandle, object]:
-    """(handle, actor to stop at the end or None). Embedded Chroma is reached through its single owner:
-    the long-lived one of a Serve app when it runs, else one started for this job."""
-    target = config.target
+def _start_owner(target: StoreTarget, here) -> tuple[object, object, object]:
+    """(owner, actor to stop at the end or None, ref of its opening or None). Embedded Chroma is reached
+    through its single owner: the long-lived one of a Serve app when it runs, else one started for this
+    job, whose process starts while the rest is set up. A Chroma server needs none."""
     if not target.embedded:
-        return StoreHandle(target), None
+        return None, None, None
     try:
-        owner, own = ray.get_actor(owner_name(target.path), namespace=OWNER_NAMESPACE), None
+        return ray.get_actor(owner_name(target.path), namespace=OWNER_NAMESPACE), None, None
     except ValueError:
-        owner = own = ray.remote(EmbeddedOwner).options(num_cpus=0, scheduling_strategy=here).remote()
+        owner = ray.remote(EmbeddedOwner).options(num_cpus=0, scheduling_strategy=here).remote()
+        return owner, owner, owner.open_folder.remote(target.path)
+
+
+def _open_store(target: StoreTarget, owner, opening, collection_metadata: dict) -> StoreHandle:
+    """The collection, created or checked for this model, through the owner once it holds the folder."""
+    if opening is not None:
         try:
-            ray.get(owner.open_folder.remote(target.path))
+            ray.get(opening)
         except StoreError as exc:  # raised in the owner actor: keep only its reason
             raise StoreError(user_facing_reason(exc)) from None
     store = StoreHandle(target, owner)
     store.open(collection_metadata)
-    return store, own
+    return store
 
 
 def _claim(registry, pairs: list[tuple[str, str]]) -> None:
@@ -119,22 +126,21 @@ def run_pipeline(config: IngestConfig, paths: list[str], stored: Stored | None, 
 
     Returns (files captioned or None, caption errors, whether the weights are random, the reporter).
     """
-    # Everything that can refuse the job is checked before Ray starts.
-    resolved, _ = clip_model.resolve(config.model)
-    if resolved.random_weights:
-        logger.warning("RANDOM WEIGHTS: the vectors of %r will be meaningless for search", config.target.collection)
-    if not config.target.embedded:
-        ChromaStore(config.target, resolved.collection_metadata())  # reachable, and the same model
+    resolving = _in_background(clip_model.resolve, config.model)  # the model loads while Ray starts
     logger.info("running on %s", init_ray())
     if config.caption:
         check_captioner(config.serve_app)  # before any work, not after the embeddings
-    geometry = InputGeometry.from_preprocess(resolved.preprocess)
     device = choose_device(config.device)
-    batch_size = config.batch_size or (256 if device == "cuda" else 32)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)  # the local folder
-
-    store, own_owner = _open_store(config, resolved.collection_metadata(), here)
+    owner, own_owner, opening = _start_owner(config.target, here)
     registry = ray.remote(DuplicateRegistry).options(num_cpus=0, scheduling_strategy=here).remote()
+    resolved, _ = resolving.result()
+    if resolved.random_weights:
+        logger.warning("RANDOM WEIGHTS: the vectors of %r will be meaningless for search", config.target.collection)
+    # Reachable, and written by this very model (else refused), before any file is read.
+    store = _open_store(config.target, owner, opening, resolved.collection_metadata())
+    geometry = InputGeometry.from_preprocess(resolved.preprocess)
+    batch_size = config.batch_size or (256 if device == "cuda" else 32)
     plan = _actor_plan(device, config.actors)
     if stored is None:  # the embedded folder's owner answers now
         stored = Stored(unchanged_files(store, paths, config.within)[0], frozenset(), None)
@@ -170,6 +176,15 @@ def run_pipeline(config: IngestConfig, paths: list[str], stored: Stored | None, 
             if actor is not None:
                 ray.kill(actor)
     return captioned, caption_errors, resolved.random_weights, reporter
+
+
+def _in_background(function, *args) -> Future:
+    """`function(*args)` on a thread of its own; `.result()` gives its value or raises its error."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix=function.__name__)
+    try:
+        return pool.submit(function, *args)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _read_embed_write(paths: list[str], prepare: dict, embed: dict, plan: dict, sink: ChromaDatasink) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,9 @@ class Embedder:
     def __init__(self, spec: ModelSpec):
         import torch
 
+        # Ray gives an actor one thread (OMP_NUM_THREADS=1): a request on the CPU then takes several times
+        # longer than it must. Requests come in bursts, so each may use the node's cores while it runs.
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.encoder = ClipEncoder(spec, device, compile="auto", batch_size=GPU_BATCH)
         logger.info("Embedder replica ready: %s (%s) on %s", self.encoder.resolved.architecture,

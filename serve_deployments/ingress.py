@@ -259,12 +259,9 @@ class Ingress:
                 query = fields.text
         except ValueError as exc:
             return JSONResponse(status_code=422, content={"detail": _validation_detail(exc)})
-        store = await self._checked_store(fields.collection)
-        try:
-            if isinstance(query, str):
-                vector = await self.embedder.embed_texts.remote(query)
-            else:
-                vector = await self.embedder.embed_photo.remote(query)
+        embedding = self.embedder.embed_texts.remote(query) if isinstance(query, str) else self.embedder.embed_photo.remote(query)
+        try:  # the collection is checked while the query is embedded
+            store, vector = await asyncio.gather(self._checked_store(fields.collection), embedding)
         except DecodeError as exc:
             raise HTTPException(422, f"file: {user_facing_reason(exc) or exc}") from None
         except REPLICA_LOST:
