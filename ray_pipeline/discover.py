@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from itertools import islice
 from pathlib import Path
 
 from ray_pipeline.errors import UserFacingError
@@ -89,7 +88,12 @@ def discover(paths: list[str], problems: list[dict] | None = None) -> list[str]:
 def more_than(paths: list[str], limit: int) -> bool:
     """Whether the given files and folders hold more than `limit` photos; the walk stops as soon as it
     knows, so a large library answers at once."""
-    return next(islice(_found(paths, []), limit, None), None) is not None
+    seen: set[str] = set()
+    for path in _found(paths, []):
+        seen.add(path)  # a file named twice (a folder and a file in it) counts once, as in `discover`
+        if len(seen) > limit:
+            return True
+    return False
 
 
 def read_manifest(manifest: str) -> list[str]:

@@ -8,13 +8,14 @@ class UserFacingError(Exception):
 def user_facing_reason(exc: BaseException) -> str | None:
     """The reason a user should see, when a stage failed on one (a Chroma server gone, say).
 
-    Ray wraps a task's or actor's exception in classes of its own that also derive from the original
-    class; only the original, raised by this package, carries just the reason.
+    Ray wraps a task's or actor's exception in classes of its own (made in `ray.exceptions`) that also
+    derive from the original class; only the original, raised by this project's code, carries just the
+    reason.
     """
     for _ in range(20):
         if exc is None:
             return None
-        if isinstance(exc, UserFacingError) and type(exc).__module__.startswith("ray_pipeline."):
+        if isinstance(exc, UserFacingError) and not type(exc).__module__.startswith("ray."):
             return str(exc)
         exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
     return None

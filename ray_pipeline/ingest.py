@@ -81,9 +81,10 @@ def _ingest_here(config: IngestConfig, paths: list[str], stored: Stored, tally: 
     logger.info("%d files to read: embedded in this process, without Ray (no cluster running, and at most "
                 "--inline-max-files %d)", len(to_read), config.inline_max_files)
     resolved, network = clip_model.resolve(config.model)
-    if resolved.random_weights:
-        logger.warning("RANDOM WEIGHTS: the vectors of %r will be meaningless for search", config.target.collection)
-    encoder = ImageEncoder(resolved, local_device(config.device), config.compile, CHUNK, network=network)
+    clip_model.warn_if_random(resolved, config.target.collection)
+    # torch.compile pays off over a long job, not a few files: here only where asked for (--compile on).
+    compile = "on" if config.compile == "on" else "off"
+    encoder = ImageEncoder(resolved, local_device(config.device), compile, CHUNK, network=network)
     registry = DuplicateRegistry()
     registry.claim(stored.claims())
     stored.count_into(tally)

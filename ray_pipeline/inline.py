@@ -9,8 +9,10 @@ app for small ingestions through the HTTP API; the Ray Data job stays the path f
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 
 import numpy as np
 
@@ -30,14 +32,23 @@ def ingest_inline(paths: list[str], journey: Journey, encode: Encode, store, *, 
     gets each chunk's new records in one upsert, so a record is written whole or not at all.
     `on_chunk` hears of each chunk once it is written (progress, metrics)."""
     tally = Tally()
-    chunks = [paths[start : start + CHUNK] for start in range(0, len(paths), CHUNK)]
+    chunks = iter([paths[start : start + CHUNK] for start in range(0, len(paths), CHUNK)])
     with ThreadPoolExecutor(THREADS) as pool:
-        for files in pool.map(journey.run, chunks):
-            written = _write(files, encode, store)
-            written.count(((f.status, f.path, f.reason, f.id) for f in files), keep_stored)
-            if on_chunk is not None:
-                on_chunk(files, written)
-            tally.add(written)
+        # THREADS chunks on their journeys ahead of the one being written, no more: a job that stops (or
+        # fails) reads no further.
+        ahead = deque(pool.submit(journey.run, chunk) for chunk in islice(chunks, THREADS))
+        try:
+            while ahead:
+                files = ahead.popleft().result()
+                ahead.extend(pool.submit(journey.run, chunk) for chunk in islice(chunks, 1))
+                written = _write(files, encode, store)
+                written.count(((f.status, f.path, f.reason, f.id) for f in files), keep_stored)
+                if on_chunk is not None:
+                    on_chunk(files, written)
+                tally.add(written)
+        finally:
+            for journeying in ahead:
+                journeying.cancel()
     return tally
 
 

@@ -227,6 +227,12 @@ def resolve(spec: ModelSpec):
     return resolved, model
 
 
+def warn_if_random(resolved: ResolvedModel, collection: str) -> None:
+    """Said once per job, as soon as the weights are known: the CLI repeats it last, in its own words."""
+    if resolved.random_weights:
+        logger.warning("RANDOM WEIGHTS: the vectors of %r will be meaningless for search", collection)
+
+
 def _probe_dim(model, preprocess: dict) -> int:
     import torch
 

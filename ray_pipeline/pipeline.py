@@ -134,30 +134,29 @@ def run_pipeline(config: IngestConfig, paths: list[str], stored: Stored | None, 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)  # the local folder
     owner, own_owner, opening = _start_owner(config.target, here)
     registry = ray.remote(DuplicateRegistry).options(num_cpus=0, scheduling_strategy=here).remote()
-    resolved, _ = resolving.result()
-    if resolved.random_weights:
-        logger.warning("RANDOM WEIGHTS: the vectors of %r will be meaningless for search", config.target.collection)
-    # Reachable, and written by this very model (else refused), before any file is read.
-    store = _open_store(config.target, owner, opening, resolved.collection_metadata())
-    geometry = InputGeometry.from_preprocess(resolved.preprocess)
-    batch_size = config.batch_size or (256 if device == "cuda" else 32)
-    plan = _actor_plan(device, config.actors)
-    if stored is None:  # the embedded folder's owner answers now
-        stored = Stored(unchanged_files(store, paths, config.within)[0], frozenset(), None)
-    to_read = stored.left_to_read(paths)
-    if len(to_read) < len(paths):
-        logger.info("%d of %d files are stored already: the job does not read them (--rehash reads them all)",
-                    len(paths) - len(to_read), len(paths))
-        _claim(registry, stored.claims())
-    discovered = len(paths) + tally.counts["failed"]
-    stored.count_into(tally, keep_stored=config.caption)
-    reporter = announce(config.progress_id, config.target.collection, discovered, dict(tally.counts), tally.errors)
-    sink = ChromaDatasink(store, reporter, keep_stored=config.caption)
-    prepare = {"store": store, "registry": registry, "geometry": geometry, "max_pixels": config.max_pixels,
-               "within": config.within}
-    embed = {"resolved": resolved, "device": device, "compile": config.compile, "batch_size": batch_size,
-             "collection": config.target.collection, "threads": plan["embed_threads"]}
-    try:
+    try:  # from here on, the job's own actors are stopped however it ends
+        resolved, _ = resolving.result()
+        clip_model.warn_if_random(resolved, config.target.collection)
+        # Reachable, and written by this very model (else refused), before any file is read.
+        store = _open_store(config.target, owner, opening, resolved.collection_metadata())
+        geometry = InputGeometry.from_preprocess(resolved.preprocess)
+        batch_size = config.batch_size or (256 if device == "cuda" else 32)
+        plan = _actor_plan(device, config.actors)
+        if stored is None:  # the embedded folder's owner answers now
+            stored = Stored(unchanged_files(store, paths, config.within)[0], frozenset(), None)
+        to_read = stored.left_to_read(paths)
+        if len(to_read) < len(paths):
+            logger.info("%d of %d files are stored already: the job does not read them (--rehash reads them all)",
+                        len(paths) - len(to_read), len(paths))
+            _claim(registry, stored.claims())
+        discovered = len(paths) + tally.counts["failed"]
+        stored.count_into(tally, keep_stored=config.caption)
+        reporter = announce(config.progress_id, config.target.collection, discovered, dict(tally.counts), tally.errors)
+        sink = ChromaDatasink(store, reporter, keep_stored=config.caption)
+        prepare = {"store": store, "registry": registry, "geometry": geometry, "max_pixels": config.max_pixels,
+                   "within": config.within}
+        embed = {"resolved": resolved, "device": device, "compile": config.compile, "batch_size": batch_size,
+                 "collection": config.target.collection, "threads": plan["embed_threads"]}
         try:
             if to_read:  # nothing new: what is left is captions, if asked for
                 with quiet_ray_data_actors():

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ray_pipeline.metrics import count_files
 
 BOARD_NAME = "ingest-progress"
 BOARD_NAMESPACE = "ray_pipeline"
 MAX_ERRORS = 100  # per job: enough to act on, small enough to poll
+
+
+RUN_SILENCE_S = 600  # a run with no news this long was lost with the app replica that ran it
+KEPT_RUNS = 1000  # runs kept for the listing; the oldest finished ones are let go first
 
 
 @dataclass
@@ -24,11 +28,21 @@ class Run:
     end_time: float | None = None
     message: str | None = None
     stop_requested: bool = False
+    heard_at: float = field(default_factory=time.time)  # its last news: started, counts, ended
+
+    def as_seen(self, now: float) -> Run:
+        """The run as the API reports it: one still RUNNING but silent for RUN_SILENCE_S was lost (the app
+        replica running it stopped), and is FAILED."""
+        if self.status != "RUNNING" or now - self.heard_at <= RUN_SILENCE_S:
+            return self
+        return replace(self, status="FAILED", end_time=self.heard_at,
+                       message=f"error: no news from the app for {RUN_SILENCE_S} s: it stopped during the job; "
+                               "send the same files again to store the rest")
 
 
 class ProgressBoard:
     """Ray actor (named, detached): job id -> counts and the first errors, and the runs of the jobs that
-    are not Ray jobs."""
+    are not Ray jobs (in the order they started)."""
 
     def __init__(self):
         self._jobs: dict[str, dict] = {}
@@ -37,35 +51,47 @@ class ProgressBoard:
     def register(self, job_id: str, collection: str) -> None:
         self._runs[job_id] = Run(collection)
         self._jobs[job_id] = {"counts": Counter(), "errors": []}
+        finished = [i for i, run in self._runs.items() if run.status != "RUNNING"]
+        for old in finished[: max(0, len(self._runs) - KEPT_RUNS)]:
+            del self._runs[old]
+            self._jobs.pop(old, None)
 
     def settle(self, job_id: str, status: str, message: str | None = None) -> None:
-        """A run's end; a run asked to stop ends STOPPED."""
-        run = self._runs[job_id]
-        run.status = "STOPPED" if run.stop_requested and status != "SUCCEEDED" else status
-        run.end_time, run.message = time.time(), message
+        """A run's end; one asked in time to stop ends STOPPED (even if its last chunk got through)."""
+        run = self._runs.get(job_id)
+        if run is None:  # a board restarted under the run: it has nothing to settle
+            return
+        run.status = "STOPPED" if run.stop_requested and status == "SUCCEEDED" else status
+        run.end_time = run.heard_at = time.time()
+        run.message = message
 
     def request_stop(self, job_id: str) -> bool:
-        """Whether a running run was asked to stop now (it stops between two chunks of files)."""
-        run = self._runs[job_id]
-        if run.status != "RUNNING" or run.stop_requested:
+        """Whether a running run was asked to stop now (it stops before its next chunk of files)."""
+        run = self._runs.get(job_id)
+        if run is None or run.status != "RUNNING" or run.stop_requested:
             return False
         run.stop_requested = True
         return True
 
     def stop_requested(self, job_id: str) -> bool:
-        return self._runs[job_id].stop_requested
+        run = self._runs.get(job_id)
+        return run is not None and run.stop_requested
 
     def runs(self, limit: int) -> dict[str, Run]:
         """The newest runs, newest first."""
-        return dict(sorted(self._runs.items(), key=lambda item: item[1].start_time, reverse=True)[:limit])
+        now = time.time()
+        return {job_id: run.as_seen(now) for job_id, run in reversed(list(self._runs.items())[-limit:])}
 
     def run(self, job_id: str) -> Run | None:
-        return self._runs.get(job_id)
+        run = self._runs.get(job_id)
+        return None if run is None else run.as_seen(time.time())
 
     def start(self, job_id: str, discovered: int) -> None:
         self._jobs[job_id] = {"counts": Counter(discovered=discovered), "errors": []}
 
     def add(self, job_id: str, counts: dict[str, int], errors: list[dict]) -> None:
+        if job_id in self._runs:
+            self._runs[job_id].heard_at = time.time()
         job = self._jobs.setdefault(job_id, {"counts": Counter(), "errors": []})
         job["counts"].update(counts)
         job["errors"].extend(errors[: MAX_ERRORS - len(job["errors"])])
@@ -85,11 +111,18 @@ def board(create: bool = False):
     import ray
 
     if create:
-        return (
-            ray.remote(ProgressBoard)
-            .options(name=BOARD_NAME, namespace=BOARD_NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0)
-            .remote()
-        )
+        def created():
+            return (
+                ray.remote(ProgressBoard)
+                .options(name=BOARD_NAME, namespace=BOARD_NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0)
+                .remote()
+            )
+
+        handle = created()
+        if not hasattr(handle, "register"):  # a board of an older release, still alive: replaced
+            ray.kill(handle, no_restart=True)
+            handle = created()
+        return handle
     try:
         return ray.get_actor(BOARD_NAME, namespace=BOARD_NAMESPACE)
     except ValueError:

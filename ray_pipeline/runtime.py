@@ -103,24 +103,39 @@ RAY_DATA_ACTOR_NOISE = re.compile(rb"core_worker\.cc:\d+: Actor with class name:
 @contextmanager
 def quiet_ray_data_actors() -> Iterator[None]:
     """While inside, the process's stderr (fd 2, where Ray's C++ core writes) passes through a filter
-    that drops that one line and keeps every other byte."""
-    original = os.dup(2)
+    that drops that one line and forwards every other byte as it comes (a progress bar redraws its line
+    after a carriage return, not a newline)."""
     read_end, write_end = os.pipe()
+    out = os.dup(2)  # the forwarder's own copy of the real stderr, closed by the forwarder alone
+    saved = os.dup(2)
     os.dup2(write_end, 2)
     os.close(write_end)
-
-    def forward() -> None:
-        with os.fdopen(read_end, "rb") as lines:
-            for line in lines:
-                if not RAY_DATA_ACTOR_NOISE.search(line):
-                    os.write(original, line)
-
-    forwarder = threading.Thread(target=forward, name="stderr-filter", daemon=True)
+    forwarder = threading.Thread(target=_forward, args=(read_end, out), name="stderr-filter", daemon=True)
     forwarder.start()
     try:
         yield
     finally:
         sys.stderr.flush()
-        os.dup2(original, 2)  # the pipe's last writer closes: the forwarder drains it and ends
+        os.dup2(saved, 2)  # the pipe's last writer closes: the forwarder drains it, then ends
+        os.close(saved)
         forwarder.join(timeout=5)
-        os.close(original)
+
+
+def _forward(read_end: int, out: int) -> None:
+    pending = b""
+    with os.fdopen(read_end, "rb", buffering=0) as source:
+        while chunk := source.read(65536):
+            pieces = re.split(rb"(?<=[\r\n])", pending + chunk)
+            pending = pieces.pop()  # an unfinished line waits for its end
+            _write(out, b"".join(piece for piece in pieces if not RAY_DATA_ACTOR_NOISE.search(piece)))
+    _write(out, pending)
+    os.close(out)
+
+
+def _write(out: int, data: bytes) -> None:
+    """Everything, or nothing where stderr has gone away: the job itself goes on."""
+    try:
+        while data:
+            data = data[os.write(out, data) :]
+    except OSError:
+        return

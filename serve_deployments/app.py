@@ -7,19 +7,24 @@ scaling and resources can also be set the Serve way, by a `deployments:` entry i
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from serve_deployments.captioner import Captioner, captioner_options
-from serve_deployments.embedder import Embedder, embedder_options
+from serve_deployments.embedder import MAX_BATCH, Embedder
 from serve_deployments.ingress import Ingress
-from serve_deployments.inline_ingest import InlineIngest, inline_options
+from serve_deployments.inline_ingest import InlineIngest
+from serve_deployments.scaling import warm_scaling
 from serve_deployments.settings import Settings
 
 
 def build_app(settings: Settings | None = None):
     settings = settings or Settings.from_env()
     embedder = Embedder.options(
-        **embedder_options(settings.embed_min_replicas, settings.embed_max_replicas, settings.embed_num_gpus)
+        **warm_scaling(settings.embed_min_replicas, settings.embed_max_replicas, MAX_BATCH, settings.embed_num_gpus)
     ).bind(settings.model)
-    inline = InlineIngest.options(**inline_options()).bind(embedder, settings)
+    # One replica at least, so an upload never waits for one to start; a second under many uploads. It
+    # is given no token: it needs none.
+    inline = InlineIngest.options(**warm_scaling(1, 2, 2)).bind(embedder, replace(settings, token=None))
     captioner = Captioner.options(
         **captioner_options(settings.caption_max_replicas, settings.caption_idle_seconds, settings.caption_num_gpus)
     ).bind(settings.blip_model)

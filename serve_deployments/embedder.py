@@ -64,20 +64,3 @@ class Embedder:
         a DecodeError says why it cannot be."""
         photo = await asyncio.to_thread(decode_file, file, self.encoder.geometry, DEFAULT_MAX_PIXELS)
         return (await self.embed_images(photo.pixels[None]))[0]
-
-
-def embedder_options(min_replicas: int, max_replicas: int, gpu_fraction: float) -> dict:
-    """Between `min_replicas` and `max_replicas`, `gpu_fraction` of a GPU each. No CPU is reserved, as
-    for the ingress: a replica works in short bursts, and the ingestion jobs beside it need every CPU
-    that is free (a `deployments:` entry in the Serve config sets other resources)."""
-    return {
-        "autoscaling_config": {
-            "min_replicas": min_replicas,
-            "initial_replicas": min_replicas,
-            "max_replicas": max_replicas,
-            "target_ongoing_requests": MAX_BATCH,
-            "upscale_delay_s": 5,
-            "downscale_delay_s": 300,
-        },
-        "ray_actor_options": {"num_gpus": gpu_fraction, "num_cpus": 0},
-    }

@@ -72,8 +72,9 @@ async def guard(request: Request, call_next):
     return await call_next(request)
 
 
-# ?wait=true: the response comes once the ingestion has stored its records (200, the job's status).
-WAIT = Query(False, description="answer once the records are stored, with the job's status (200), instead of at once (202)")
+# ?wait=true: an ingestion run in the app answers once it has stored its records (200, the job's status).
+WAIT = Query(False, description="for an ingestion run in the app (at most INGEST_INLINE_MAX_FILES files): answer "
+                                "once its records are stored, with the job's status (200), instead of at once (202)")
 
 
 class IngestRequest(BaseModel):
@@ -138,18 +139,18 @@ class Ingress:
 
     async def _ingest(self, paths: list[str], collection: str, caption: bool, inline: bool, wait: bool,
                       **extra) -> Response:
-        """Start the ingestion, inline (in the app) or as a Ray job; 202 with its id, or with `wait`
-        200 with its status once its records are stored."""
+        """Start the ingestion, inline (in the app) or as a Ray job: 202 with its id; with `wait`, an
+        inline one answers 200 with its status once its records are stored (a Ray job, minutes or
+        hours long, is followed by polling its status)."""
         if not inline:
             job_id = await asyncio.to_thread(self.jobs.submit, paths, collection, caption)
-            if not wait:
-                return JSONResponse(status_code=202, content={"job_id": job_id, **extra})
-            return JSONResponse({**await self.jobs.wait_for_end(job_id), **extra})
+            return JSONResponse(status_code=202, content={"job_id": job_id, **extra})
         job_id, stored = await self.jobs.start_inline(paths, collection, caption)
         if not wait:
             return JSONResponse(status_code=202, content={"job_id": job_id, **extra})
-        if isinstance(failure := await stored, EmbedderLost):
-            raise HTTPException(503, f"{failure} (job {job_id})")
+        failure = await asyncio.shield(stored)  # a client that goes away leaves the job running
+        if isinstance(failure, EmbedderLost):
+            raise HTTPException(503, f"{user_facing_reason(failure)} (job {job_id})")
         return JSONResponse({**await asyncio.to_thread(self.jobs.status, job_id), **extra})
 
     @app.get("/healthz")

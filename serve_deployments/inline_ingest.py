@@ -94,8 +94,10 @@ class InlineIngest:
             if ray.get(self.board.stop_requested.remote(job.job_id)):
                 raise JobStopped(job.job_id)
 
-        tally.add(ingest_inline(paths, journey, self._embed, store, keep_stored=True, on_chunk=written))
-        reporter.flush()  # the live counts are all on the board before the job's exact ones replace them
+        try:
+            tally.add(ingest_inline(paths, journey, self._embed, store, keep_stored=True, on_chunk=written))
+        finally:  # the live counts are all on the board before the caller reads or replaces them
+            reporter.flush()
         return tally
 
     def _embed(self, pixels: np.ndarray) -> np.ndarray:
@@ -108,19 +110,3 @@ class InlineIngest:
                                len(pixels), attempt, EMBED_ATTEMPTS, type(exc).__name__)
         raise EmbedderLost("the Embedder was lost while embedding; the records written before are whole: "
                            "send the same files again to store the rest")
-
-
-def inline_options(max_replicas: int = 2) -> dict:
-    """One replica at least, so an upload never waits for one to start; more under many uploads. No CPU
-    reserved (as for the ingress): a small ingestion is a short burst, and the jobs need the CPUs."""
-    return {
-        "autoscaling_config": {
-            "min_replicas": 1,
-            "initial_replicas": 1,
-            "max_replicas": max_replicas,
-            "target_ongoing_requests": 2,
-            "upscale_delay_s": 5,
-            "downscale_delay_s": 300,
-        },
-        "ray_actor_options": {"num_cpus": 0},
-    }

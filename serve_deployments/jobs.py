@@ -23,7 +23,6 @@ from serve_deployments.settings import Settings
 JOB_KIND = "photo-ingest"  # metadata tag: only jobs this API started are reported by it
 COUNT_KEYS = ("discovered", "embedded", "skipped_existing", "duplicates", "failed", "captioned")
 FINISHED = {"SUCCEEDED", "FAILED", "STOPPED"}
-POLL_S = 0.5  # how often a request that waits for a Ray job looks at it
 
 logger = logging.getLogger("ray.serve")
 
@@ -92,36 +91,30 @@ class Jobs:
 
     async def _run_inline(self, job: InlineJob, caption: bool, stored: asyncio.Future) -> None:
         started = time.monotonic()
-        status, message, failure = "SUCCEEDED", None, None
+        status, message, failure = "FAILED", "error: the job was cancelled (the app stopped?)", None
         try:
             tally = await self.inline.ingest.remote(job)
             await self._finish(job, tally, started)
             if caption:
-                stored.set_result(None)
+                if await self.board.stop_requested.remote(job.job_id):
+                    raise JobStopped(job.job_id)
+                _resolve(stored, None)
                 captioned, caption_errors = await self.inline.caption.remote(job, tally.stored)
                 tally.errors += caption_errors
                 await self._finish(job, tally, started, captioned)
+            status, message = "SUCCEEDED", None
         except Exception as exc:  # the job ends with its reason; the app goes on
-            failure, reason = exc, user_facing_reason(exc)
-            status = "STOPPED" if isinstance(exc, JobStopped) else "FAILED"
-            message = None if status == "STOPPED" else f"error: {reason or f'{type(exc).__name__}: {exc}'}"
-            if reason is None and status == "FAILED":
-                logger.exception("inline job %s failed", job.job_id)
+            failure, (status, message) = exc, _ending(job.job_id, exc)
         finally:
-            await self.board.settle.remote(job.job_id, status, message)
-            if not stored.done():
-                stored.set_result(failure)
+            try:
+                await self.board.settle.remote(job.job_id, status, message)
+            finally:  # a request waiting for the job is answered whatever happens
+                _resolve(stored, failure)
 
     async def _finish(self, job: InlineJob, tally, started: float, captioned: int | None = None) -> None:
         """The job's exact counts on the board, replacing the live ones."""
         summary = summary_of(job.collection, tally, time.monotonic() - started, captioned)
         await self.board.finish.remote(job.job_id, summary, tally.errors[: progress.MAX_ERRORS])
-
-    async def wait_for_end(self, job_id: str) -> dict:
-        """A Ray job's status once it has ended."""
-        while (status := await asyncio.to_thread(self.status, job_id))["status"] not in FINISHED:
-            await asyncio.sleep(POLL_S)
-        return status
 
     def _info(self, job_id: str):
         try:
@@ -205,6 +198,23 @@ def _status(job_id: str, status: str, collection: str | None, live: dict | None,
         "end_time": end_time,
         "message": message,
     }
+
+
+def _resolve(future: asyncio.Future, value) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _ending(job_id: str, exc: Exception) -> tuple[str, str | None]:
+    """(status, message) of an inline job ended by `exc`: its reason where it is one for users, else
+    its kind (the details go to the app's log, not to clients)."""
+    if isinstance(exc, JobStopped):
+        return "STOPPED", None
+    reason = user_facing_reason(exc)
+    if reason is None:
+        logger.exception("inline job %s failed", job_id)
+        reason = f"unexpected {type(exc).__name__}; the app's log says more"
+    return "FAILED", f"error: {reason}"
 
 
 def _seconds(milliseconds: int | None) -> float | None:

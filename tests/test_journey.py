@@ -162,3 +162,23 @@ def test_an_encoder_that_fails_leaves_no_partial_record(store, tmp_path, tiny_en
     got = store.collection.get(include=["embeddings"])
     assert sorted(got["ids"]) == sorted(sha256_of(p) for p in paths[:CHUNK])  # the first chunk, whole
     assert len(got["embeddings"]) == CHUNK
+
+
+def test_an_ingestion_that_stops_reads_no_further_than_the_chunks_in_flight(store, tmp_path, tiny_encoder):
+    from ray_pipeline.inline import THREADS
+
+    paths = sorted(write_many(str(tmp_path / "many"), 6 * CHUNK))
+    registry, claimed = DuplicateRegistry(), []
+
+    def claim(pairs):  # the journey claims each chunk once it has read it
+        claimed.extend(path for _, path in pairs)
+        return registry.claim(pairs)
+
+    def stop(files, written):
+        raise KeyboardInterrupt  # as a job asked to stop after its first chunk
+
+    journey = Journey(store, claim, GEOMETRY, DEFAULT_MAX_PIXELS)
+    with pytest.raises(KeyboardInterrupt):
+        ingest_inline(paths, journey, tiny_encoder.encode, store, on_chunk=stop)
+    assert len(claimed) <= (1 + THREADS) * CHUNK < len(paths)
+    assert store.collection.count() == CHUNK  # the first chunk, written whole before the stop

@@ -170,10 +170,16 @@ async function uploadPhotos(event) {
   data.append("caption", form.caption.checked ? "true" : "false");
   say(message, "Uploading…");
   try {
-    // ?wait=true: the answer comes once the photos are stored, so they can be searched at once.
-    const job = await (await api("ingest/upload?wait=true", { method: "POST", body: data })).json();
-    const outcome = `${job.embedded} new, ${job.skipped_existing} already stored, ${job.failed} failed`;
-    say(message, `Stored ${job.files} file(s) in ${job.collection}: ${outcome} (${job.job_id})`, job.status === "FAILED");
+    // ?wait=true: a few photos are stored by the time the answer comes (HTTP 200), so they can be
+    // searched at once; many become a Ray job (HTTP 202), followed in the jobs table.
+    const response = await api("ingest/upload?wait=true", { method: "POST", body: data });
+    const job = await response.json();
+    if (response.status === 202) {
+      say(message, `Uploaded ${job.files} file(s); started ${job.job_id}`);
+    } else {
+      const outcome = `${job.embedded} new, ${job.skipped_existing} already stored, ${job.failed} failed`;
+      say(message, `Stored ${job.files} file(s) in ${job.collection}: ${outcome} (${job.job_id})`, job.status === "FAILED");
+    }
     form.files.value = "";
     loadCollections();
     pollJobs();
