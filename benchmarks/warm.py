@@ -142,12 +142,12 @@ def measure(app: App, jpegs: list[str], uploads: int, work: Path) -> dict:
     return figures
 
 
-def report(facts: dict, figures: dict) -> str:
+def report(facts: dict, figures: dict, model: str) -> str:
     single, batch, load = figures["single"], figures["batch"], figures["load"]
     return "\n".join([
-        "\n### Warm path: `python -m benchmarks.warm`", "",
+        f"\n### Warm path: `python -m benchmarks.warm --model {model}`", "",
         f"- Machine: {facts['cpu']}; {facts['memory']}; GPU: {facts['gpu']}.", f"- {facts['versions']}.",
-        "- The Serve app as `cluster/serve_config.yaml` deploys it, embedded Chroma, ViT-B-32 (seeded checkpoint) "
+        f"- The Serve app as `cluster/serve_config.yaml` deploys it, embedded Chroma, {model} (seeded checkpoint) "
         "on the CPU; one `ray start --head` on this machine.", "",
         "| measure | figure |", "|---|---|",
         f"| one 12 MP JPEG uploaded with `?wait=true`, stored and searchable ({single['count']} uploads, "
@@ -165,11 +165,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default=str(ROOT / "benchmarks" / "corpus"))
     parser.add_argument("--uploads", type=int, default=50)
+    parser.add_argument("--model", default="ViT-B-32", help="an OpenCLIP architecture, or tiny (the tests' model, as "
+                                                            "the HTTP load test of tests/test_serve.py uses)")
     parser.add_argument("--no-record", action="store_true", help="print, do not append to RESULTS.md")
     args = parser.parse_args()
     corpus = Path(args.corpus)
     jpegs = build_corpus(str(corpus), max(64, args.uploads + 33), 0)["jpeg"]
-    _, _, model_args = _models(corpus / "models", "ViT-B-32")
+    _, _, model_args = _models(corpus / "models", args.model)
     with tempfile.TemporaryDirectory(prefix="warm") as scratch:
         work = Path(scratch)
         app = App(work, corpus, model_args)
@@ -177,7 +179,7 @@ def main() -> None:
             figures = measure(app, jpegs, args.uploads, work)
         finally:
             app.stop()
-    text = report(machine(), figures)
+    text = report(machine(), figures, args.model)
     print(text)
     if not args.no_record:
         _append(text)

@@ -20,7 +20,7 @@ from ray_pipeline.model import ModelSpec
 logger = logging.getLogger("ray.serve")
 
 MAX_BATCH = 16  # requests grouped into one model call (each may carry several pictures)
-BATCH_WAIT_S = 0.005  # how long a lone request waits for company: a little, so a lone search stays fast
+BATCH_WAIT_S = 0.002  # how long a lone request waits for company: requests that come while the model runs queue up and make the next batch anyway
 GPU_BATCH = 64  # pictures per compiled model call on a GPU (one shape: short batches are padded)
 
 
