@@ -262,11 +262,10 @@ def pipeline_cli(paths: list[str], model_args: list[str], batch_size: int, chrom
 
 def model_ceiling(resolved, count: int, batch_size: int) -> dict:
     """The pipeline's own encoder on pre-decoded pixels: the most any pipeline could do with this model."""
-    from ray_pipeline.decode import InputGeometry
     from ray_pipeline.embed import ImageEncoder
 
     encoder = ImageEncoder(resolved, "cpu")
-    shape = InputGeometry.from_preprocess(resolved.preprocess).pixel_shape
+    shape = resolved.geometry.pixel_shape
     pixels = np.random.default_rng(0).integers(0, 256, (batch_size, *shape), dtype=np.uint8)
     encoder.encode(pixels)  # warm-up
     started = time.perf_counter()

@@ -14,7 +14,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from ray_pipeline import model as clip_model
-from ray_pipeline.decode import InputGeometry
 from ray_pipeline.errors import UserFacingError
 from ray_pipeline.journey import NEW
 from ray_pipeline.metrics import metrics
@@ -68,7 +67,7 @@ class ImageEncoder:
         self.batch_size = batch_size if compile else 0  # padding only pays off for a compiled graph
         if compile:
             self.visual = torch.compile(self.visual)
-            shape = InputGeometry.from_preprocess(resolved.preprocess).pixel_shape
+            shape = resolved.geometry.pixel_shape
             self.encode(np.zeros((batch_size or 1, *shape), np.uint8))  # compile now, once
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
@@ -107,10 +106,6 @@ class ClipEncoder:
         self._network = network.to(self.images.device)  # the text tower stays in float32
         self._tokenizer = open_clip.get_tokenizer(self.resolved.architecture)
 
-    @property
-    def geometry(self) -> InputGeometry:
-        return InputGeometry.from_preprocess(self.resolved.preprocess)
-
     def texts(self, texts: list[str]) -> np.ndarray:
         """float32 unit vectors, one per text."""
         import torch
@@ -135,7 +130,7 @@ class EmbedImages:
 
         torch.set_num_threads(threads)  # Ray sets one thread per whole CPU the actor holds, at least one
         self.tags = {"collection": collection}
-        self.shape = InputGeometry.from_preprocess(resolved.preprocess).pixel_shape
+        self.shape = resolved.geometry.pixel_shape
         self._encoder: Future = Future()
         if compiles(compile, device):  # compiled and warmed up here, on the
             self._encoder.set_result(ImageEncoder(resolved, device, compile, batch_size))  # actor's main thread

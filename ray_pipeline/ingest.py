@@ -71,7 +71,6 @@ def _ingest_here(config: IngestConfig, paths: list[str], stored: Stored, tally: 
     """Read, embed and write the files left to read in this process; returns whether the weights are
     random."""
     from ray_pipeline import model as clip_model
-    from ray_pipeline.decode import InputGeometry
     from ray_pipeline.embed import ImageEncoder, local_device
     from ray_pipeline.inline import CHUNK, ingest_inline
     from ray_pipeline.journey import DuplicateRegistry, Journey
@@ -89,7 +88,6 @@ def _ingest_here(config: IngestConfig, paths: list[str], stored: Stored, tally: 
     registry.claim(stored.claims())
     stored.count_into(tally)
     with opened_here(config.target, resolved.collection_metadata()) as store:
-        journey = Journey(store, registry.claim, InputGeometry.from_preprocess(resolved.preprocess),
-                          config.max_pixels, config.within)
+        journey = Journey(store, registry.claim, resolved.geometry, config.max_pixels, config.within)
         tally.add(ingest_inline(to_read, journey, encoder.encode, store))
     return resolved.random_weights

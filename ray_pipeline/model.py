@@ -49,6 +49,13 @@ class ResolvedModel:
     embedding_dim: int
     preprocess: dict  # OpenCLIP's preprocess config: size, mean, std, interpolation, resize_mode
 
+    @property
+    def geometry(self):
+        """The model's input (`decode.InputGeometry`): what every picture is decoded and cropped to."""
+        from ray_pipeline.decode import InputGeometry
+
+        return InputGeometry.from_preprocess(self.preprocess)
+
     def collection_metadata(self) -> dict[str, Any]:
         """Metadata stored on a collection so that later writes and searches use the same model."""
         meta: dict[str, Any] = {

@@ -13,7 +13,6 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from ray_pipeline import model as clip_model
 from ray_pipeline.caption import caption_records, check_captioner
 from ray_pipeline.config import DECODE_ACTOR_MEMORY, DECODE_BATCH_SIZE, IngestConfig
-from ray_pipeline.decode import InputGeometry
 from ray_pipeline.embed import EmbedImages
 from ray_pipeline.errors import UserFacingError, user_facing_reason
 from ray_pipeline.journey import DuplicateRegistry
@@ -139,7 +138,6 @@ def run_pipeline(config: IngestConfig, paths: list[str], stored: Stored | None, 
         clip_model.warn_if_random(resolved, config.target.collection)
         # Reachable, and written by this very model (else refused), before any file is read.
         store = _open_store(config.target, owner, opening, resolved.collection_metadata())
-        geometry = InputGeometry.from_preprocess(resolved.preprocess)
         batch_size = config.batch_size or (256 if device == "cuda" else 32)
         plan = _actor_plan(device, config.actors)
         if stored is None:  # the embedded folder's owner answers now
@@ -153,7 +151,7 @@ def run_pipeline(config: IngestConfig, paths: list[str], stored: Stored | None, 
         stored.count_into(tally, keep_stored=config.caption)
         reporter = announce(config.progress_id, config.target.collection, discovered, dict(tally.counts), tally.errors)
         sink = ChromaDatasink(store, reporter, keep_stored=config.caption)
-        prepare = {"store": store, "registry": registry, "geometry": geometry, "max_pixels": config.max_pixels,
+        prepare = {"store": store, "registry": registry, "geometry": resolved.geometry, "max_pixels": config.max_pixels,
                    "within": config.within}
         embed = {"resolved": resolved, "device": device, "compile": config.compile, "batch_size": batch_size,
                  "collection": config.target.collection, "threads": plan["embed_threads"]}

@@ -47,5 +47,5 @@ def search_image(target: StoreTarget, image_path: str, k: int, override: clip_mo
     """Photos most like the one at `image_path` (a JPEG, PNG, RAW, ... decoded as ingestion does)."""
     store = ChromaStore(target)
     encoder = encoder_for(store, override)
-    photo = decode_file(read_file(image_path), encoder.geometry, DEFAULT_MAX_PIXELS)
+    photo = decode_file(read_file(image_path), encoder.resolved.geometry, DEFAULT_MAX_PIXELS)
     return top_k(store, encoder.images.encode(photo.pixels[None])[0], k)

@@ -46,7 +46,7 @@ class Embedder:
                     self.encoder.resolved.weights, device)
 
     def model(self) -> EmbedderModel:
-        return EmbedderModel(self.encoder.resolved.collection_metadata(), self.encoder.geometry)
+        return EmbedderModel(self.encoder.resolved.collection_metadata(), self.encoder.resolved.geometry)
 
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
     async def embed_images(self, requests: list[np.ndarray]) -> list[np.ndarray]:
@@ -62,5 +62,5 @@ class Embedder:
     async def embed_photo(self, file: FileBytes) -> np.ndarray:
         """A photo's bytes (any format ingestion reads), decoded as ingestion does, -> its unit vector;
         a DecodeError says why it cannot be."""
-        photo = await asyncio.to_thread(decode_file, file, self.encoder.geometry, DEFAULT_MAX_PIXELS)
+        photo = await asyncio.to_thread(decode_file, file, self.encoder.resolved.geometry, DEFAULT_MAX_PIXELS)
         return (await self.embed_images(photo.pixels[None]))[0]
