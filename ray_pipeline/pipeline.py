@@ -23,9 +23,9 @@ from ray_pipeline.sink import ChromaDatasink
 from ray_pipeline.store import (
     OWNER_NAMESPACE,
     EmbeddedOwner,
-    StoreError,
     StoreHandle,
     StoreTarget,
+    owner_answer,
     owner_name,
 )
 from ray_pipeline.summary import Tally
@@ -77,10 +77,7 @@ def _start_owner(target: StoreTarget, here) -> tuple[object, object, object]:
 def _open_store(target: StoreTarget, owner, opening, collection_metadata: dict) -> StoreHandle:
     """The collection, created or checked for this model, through the owner once it holds the folder."""
     if opening is not None:
-        try:
-            ray.get(opening)
-        except StoreError as exc:  # raised in the owner actor: keep only its reason
-            raise StoreError(user_facing_reason(exc)) from None
+        owner_answer(opening)
     store = StoreHandle(target, owner)
     store.open(collection_metadata)
     return store

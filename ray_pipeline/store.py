@@ -286,6 +286,17 @@ class EmbeddedOwner:
 OWNER_NAMESPACE = "ray_pipeline"
 
 
+def owner_answer(reply):
+    """The answer of an `EmbeddedOwner` call (an ObjectRef); a StoreError raised in the owner keeps
+    only its reason, without Ray's wrapping."""
+    import ray
+
+    try:
+        return ray.get(reply)
+    except StoreError as exc:
+        raise StoreError(user_facing_reason(exc)) from None
+
+
 def owner_name(chroma_path: str) -> str:
     """The name of a long-lived owner of an embedded Chroma folder (the Serve app starts one)."""
     return f"chroma-owner:{os.path.realpath(chroma_path)}"
@@ -311,12 +322,7 @@ class StoreHandle:
         if self.owner is None:
             self._store = with_retries(self.target, ChromaStore, self.target, model_metadata)
             return
-        import ray
-
-        try:
-            ray.get(self.owner.open.remote(self.target.collection, model_metadata))
-        except StoreError as exc:  # raised in the owner actor: keep only its reason
-            raise StoreError(user_facing_reason(exc)) from None
+        owner_answer(self.owner.open.remote(self.target.collection, model_metadata))
 
     def _call(self, method: str, *args):
         if self.owner is not None:
