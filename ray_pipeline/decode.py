@@ -162,12 +162,16 @@ def decode_image(data: bytes, geometry: InputGeometry, max_pixels: int = DEFAULT
     image = _open_image(data, max_pixels)
     try:
         exif = image.getexif()
-        orientation = exif.get(_ORIENTATION_TAG, 1)
         width, height = image.size
-        if orientation in ROTATED_ORIENTATIONS:
-            width, height = height, width
         if image.format == "JPEG":
             image.draft("RGB", geometry.reduced_size(*image.size))
+        image.load()
+        # Recent Pillow turns a TIFF upright itself: its size is the upright one from the start, and
+        # loading transposes it and drops its Orientation tag. Only an orientation left after loading
+        # is still to be applied; read before, a TIFF would be turned twice.
+        orientation = image.getexif().get(_ORIENTATION_TAG, 1)
+        if orientation in ROTATED_ORIENTATIONS:
+            width, height = height, width
         image = to_rgb(image)
         if orientation in _EXIF_TRANSPOSE:
             image = image.transpose(_EXIF_TRANSPOSE[orientation])

@@ -186,3 +186,43 @@ def test_hostile_exif_and_strips_are_per_file_errors(photos, tmp_path):
     for name, data in (("hostile.jpg", hostile), ("strip.png", strip)):
         with pytest.raises(DecodeError):
             decode_file(FileBytes(name, data, len(data), 0.0), GEOMETRY, 250_000_000)
+
+
+# The transpose that stores an upright picture under each EXIF orientation (the inverse of showing it).
+_STORED_AS = {
+    1: None,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+@pytest.mark.parametrize("mode, compression", [
+    ("RGB", "raw"), ("RGB", "tiff_lzw"), ("RGB", "tiff_adobe_deflate"), ("RGB", "packbits"), ("RGB", "jpeg"),
+    ("L", "tiff_deflate"), ("1", "group4"), ("1", "tiff_lzw"),
+])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tiff_orientation_as_exif_transpose_shows_it(photos, mode, compression, orientation):
+    """A TIFF's Orientation tag is applied once, as ImageOps.exif_transpose applies it, whatever the compression
+    (recent Pillow turns TIFFs upright itself while loading them)."""
+    from PIL import ImageOps
+
+    upright = Image.fromarray(photos["coffee"]).resize((150, 100), Image.Resampling.BICUBIC).convert(mode)
+    stored = upright if orientation == 1 else upright.transpose(_STORED_AS[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encoded(stored, "TIFF", compression=compression, exif=exif)
+    assert Image.open(io.BytesIO(data)).tag_v2[0x0112] == orientation  # carried as real files carry it
+
+    reference = to_rgb(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    assert reference.size == (150, 100)  # the reference itself is upright: turned back, sides swapped for 5-8
+    tolerance = 5 if compression == "jpeg" else 0  # a wrong turn differs by about 45
+    assert mean_abs_diff(np.asarray(reference), np.asarray(to_rgb(upright))) <= tolerance
+
+    photo = decode_image(data, GEOMETRY)
+    assert (photo.width, photo.height) == (150, 100)
+    assert np.array_equal(photo.pixels, fit_to_input(reference, GEOMETRY))
