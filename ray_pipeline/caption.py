@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, InputGeometry
 from ray_pipeline.errors import UserFacingError
+from ray_pipeline.file_names import failure
 from ray_pipeline.journey import decode_file, read_file
 from ray_pipeline.metrics import metrics
 
@@ -51,14 +52,14 @@ def caption_records(store, records: list[tuple[str, str]], serve_app: str, repor
             try:
                 requests.append((record_id, handle.caption.remote(caption_pixels(paths[record_id]))))
             except (OSError, DecodeError) as exc:
-                failed.append({"path": paths[record_id], "reason": f"caption: {exc}"})
+                failed.append(failure(paths[record_id], f"caption: {exc}"))
         done_ids, captions = [], []
         for record_id, response in requests:
             try:
                 captions.append(response.result(timeout_s=600))
                 done_ids.append(record_id)
             except Exception as exc:  # a lost replica or a model error costs this caption only
-                failed.append({"path": paths[record_id], "reason": f"caption failed: {type(exc).__name__}: {exc}"[:500]})
+                failed.append(failure(paths[record_id], f"caption failed: {type(exc).__name__}: {exc}"[:500]))
         if done_ids:
             store.set_captions(done_ids, captions)
             metrics().captions.inc(len(done_ids), tags={"collection": store.target.collection})

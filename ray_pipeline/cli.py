@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--inline-max-files", type=_count, default=INLINE_MAX_FILES, metavar="N",
                         help=f"with no Ray cluster running, up to N files to read are embedded in this process, without "
                              f"starting Ray (default {INLINE_MAX_FILES}; 0: always a Ray job)")
+    ingest.add_argument("--prune", action="store_true",
+                        help="remove the records of files that are gone from the folders given, or hold other bytes now "
+                             "(a record whose bytes another listed file holds takes that file's path instead)")
+    ingest.add_argument("--prune-missing-folders", action="store_true",
+                        help="with --prune, prune under a folder even when it is missing, unreadable, an unmounted mount "
+                             "point, or holds no photos while records point into it (by default such a folder removes nothing)")
+    ingest.add_argument("--dry-run", action="store_true", help="with --prune: list what would be removed, change nothing")
 
     search = commands.add_parser("search", help="top-k photos for a text or an example photo")
     search.add_argument("text", nargs="?", help="what to look for")
@@ -134,6 +141,10 @@ def _ingest(args, parser) -> int:
         parser.error("give PATH ... or --manifest FILE, not both")
     if args.errors and not os.path.isdir(os.path.dirname(os.path.abspath(args.errors))):
         parser.error(f"--errors {args.errors}: no such folder for it")
+    if (args.dry_run or args.prune_missing_folders) and not args.prune:
+        parser.error("--dry-run and --prune-missing-folders go with --prune")
+    if args.prune and args.manifest:
+        parser.error("--prune needs folders (PATH ...): a manifest names files, and prune looks for what left a folder")
     config = IngestConfig(
         target=_target(args),
         model=ModelSpec(args.model, args.pretrained, args.checkpoint, args.allow_random_weights),
@@ -150,6 +161,9 @@ def _ingest(args, parser) -> int:
         rehash=args.rehash,
         within=tuple(os.path.realpath(d) for d in args.within),
         inline_max_files=args.inline_max_files,
+        prune=args.prune,
+        prune_missing_folders=args.prune_missing_folders,
+        dry_run=args.dry_run,
     )
     from ray_pipeline.ingest import run_ingest
 
@@ -157,17 +171,29 @@ def _ingest(args, parser) -> int:
     _stop_ray()  # flush the workers' forwarded logs first, so the summary is the last line
     errors = result.pop("errors")
     random_weights = result.pop("random_weights")
+    pruned = result.pop("pruned")
+    if args.dry_run:  # the list is what was asked for
+        for line in pruned:
+            print(line.replace("removed: ", "would remove: ", 1))
+    else:
+        _print_some(pruned, "records removed")
     if args.errors:
         _write_errors(args.errors, errors)
-    for error in errors[:10]:
-        print(f"failed: {error['path']}: {error['reason']}", file=sys.stderr)
-    if len(errors) > 10:
-        print(f"... and {len(errors) - 10} more failed files" + (f" (see {args.errors})" if args.errors else ""), file=sys.stderr)
+    _print_some([f"failed: {error['path']}: {error['reason']}" for error in errors], "failed files",
+                f" (see {args.errors})" if args.errors else "")
     if random_weights:
         print("WARNING: RANDOM WEIGHTS. These vectors come from an untrained model and are useless for "
               "real search; the collection's metadata says random_weights=true.", file=sys.stderr)
     print(json.dumps(result), flush=True)
     return 0
+
+
+def _print_some(lines: list[str], what: str, more: str = "") -> None:
+    """The first lines on stderr, and how many more there are."""
+    for line in lines[:10]:
+        print(line, file=sys.stderr)
+    if len(lines) > 10:
+        print(f"... and {len(lines) - 10} more {what}{more}", file=sys.stderr)
 
 
 def _search(args, parser) -> int:

@@ -32,3 +32,11 @@ class IngestConfig:
     within: tuple[str, ...] = ()  # when set, only files whose real path lies inside these folders are read
     progress_id: str | None = None  # report live counts under this id (the HTTP API's job id)
     inline_max_files: int = INLINE_MAX_FILES  # with no cluster running, this many files to read are embedded in-process
+    prune: bool = False  # remove the records of files gone from the folders of the run, or holding other bytes now
+    prune_missing_folders: bool = False  # prune even under folders that are missing, unmounted or emptied
+    dry_run: bool = False  # with prune: say what would be removed, change nothing
+
+    @property
+    def keeps_contents(self) -> bool:
+        """Whether the job keeps (id, path) of every file it reads: for captions and prune."""
+        return self.caption or self.prune

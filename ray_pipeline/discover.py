@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ray_pipeline.errors import UserFacingError
+from ray_pipeline.file_names import failure
 
 PHOTO_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "tif", "tiff", "webp", "bmp", "gif"})
 RAW_EXTENSIONS = frozenset({"dng", "cr2", "cr3", "nef", "arw", "rw2", "orf", "raf", "pef", "srw"})
@@ -35,11 +36,6 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def printable(path: str) -> str:
-    """The path as text that any JSON or database takes: undecodable bytes shown as \\xNN."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
 def _walk(root: str, problems: list[dict]) -> Iterator[str]:
     """Recursive listing that skips hidden entries and never follows symlinked folders.
 
@@ -51,7 +47,7 @@ def _walk(root: str, problems: list[dict]) -> Iterator[str]:
         try:
             entries = list(os.scandir(folder))
         except OSError as exc:
-            problems.append({"path": printable(folder), "reason": f"cannot list folder: {exc.strerror or exc}"})
+            problems.append(failure(folder, f"cannot list folder: {exc.strerror or exc}"))
             continue
         for entry in entries:
             if _is_hidden(entry.name):
@@ -100,7 +96,7 @@ def read_manifest(manifest: str) -> list[str]:
     """Paths listed in a manifest: a text file (one path per line) or Parquet with a `path` column.
 
     Relative entries are taken relative to the manifest's own folder, so a manifest can travel with
-    its library. Blank lines and lines starting with '#' are ignored; a path listed twice is taken
+    its library. Names that are not UTF-8 are taken byte for byte. Blank lines and lines starting with '#' are ignored; a path listed twice is taken
     once. Paths are listed without touching the files: millions of them take seconds, not hours.
     """
     manifest_path = Path(manifest).expanduser()
@@ -114,33 +110,18 @@ def read_manifest(manifest: str) -> list[str]:
             table = pq.read_table(manifest_path, columns=["path"])
         except Exception as exc:  # pyarrow raises several types for a missing column
             raise DiscoveryError(f"manifest {manifest}: cannot read a 'path' column ({exc})") from exc
-        entries = [p for p in table.column("path").to_pylist() if p]
+        # A binary column names files by their exact bytes, as a text line does.
+        entries = [os.fsdecode(p) for p in table.column("path").to_pylist() if p]
     else:
-        try:
-            text = manifest_path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise DiscoveryError(f"manifest {manifest}: not UTF-8 text ({exc.reason})") from exc
-        entries = [line.strip() for line in text.splitlines()]
+        # Each line is a file name's bytes (any encoding, as the file system has it), not decoded text.
+        entries = [os.fsdecode(line.strip()) for line in manifest_path.read_bytes().splitlines()]
         entries = [e for e in entries if e and not e.startswith("#")]
     return sorted({os.path.abspath(os.path.join(base, os.path.expanduser(e))) for e in entries})
 
 
-def split_unnamed(paths: list[str]) -> tuple[list[str], list[dict]]:
-    """(usable paths, problems): a file name that is not valid UTF-8 cannot be recorded as text."""
-    usable, problems = [], []
-    for path in paths:
-        try:
-            path.encode("utf-8")
-            usable.append(path)
-        except UnicodeEncodeError:
-            problems.append({"path": printable(path), "reason": "file name is not valid UTF-8: rename the file"})
-    return usable, problems
-
-
 def photo_paths(paths: list[str], manifest: str | None = None) -> tuple[list[str], list[dict]]:
-    """(the photos to ingest, the problems found on the way: folders that cannot be listed and file
-    names that cannot be recorded), from files and folders or from a manifest."""
+    """(the photos to ingest, the folders that cannot be listed), from files and folders or from a
+    manifest."""
     problems: list[dict] = []
     listed = read_manifest(manifest) if manifest else discover(paths, problems)
-    usable, unnamed = split_unnamed(listed)
-    return usable, problems + unnamed
+    return listed, problems

@@ -1,51 +1,129 @@
 """Ingest: one ingestion, from the user's paths to its summary.
 
-The listing, and the check of which files are stored already and unchanged, run here in the driver
-before Ray: a re-run with nothing new to read ends in about a second, without starting Ray or loading
-the model. A few files left to read, with no Ray cluster running, are read and embedded in this very
-process (`inline`): starting a local Ray and its actors would cost far more than the work. Everything
-else goes to the Ray Data plan (`pipeline`).
+The listing, and the check of which files are stored already and unchanged (or failed before and
+unchanged), run here in the driver before Ray: a re-run with nothing new to read ends in about a
+second, without starting Ray or loading the model. A few files left to read, with no Ray cluster
+running, are read and embedded in this very process (`inline`): starting a local Ray and its actors
+would cost far more than the work. Everything else goes to the Ray Data plan (`pipeline`). After the
+files, the failures are remembered and, with `--prune`, the records of files gone are removed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from ray_pipeline.config import IngestConfig
-from ray_pipeline.discover import photo_paths
+from ray_pipeline.discover import is_within, photo_paths
+from ray_pipeline.file_names import recorded_path
+from ray_pipeline.journey import read_file
 from ray_pipeline.progress import Reporter, announce
+from ray_pipeline.prune import PrunePlan, plan_prune
 from ray_pipeline.runtime import init_ray, running_cluster
+from ray_pipeline.store import opened_here
 from ray_pipeline.summary import Tally, summary_of
-from ray_pipeline.unchanged import Stored, stored_before_start
+from ray_pipeline.unchanged import Stored, stored_before_start, unchanged_files
 
 logger = logging.getLogger(__name__)
 
-NOTHING_KNOWN = Stored({}, frozenset(), None)  # with --rehash: every file is read by the job
-
 
 def run_ingest(config: IngestConfig) -> dict:
-    """Run one ingestion to the end and return its summary (the errors list under "errors")."""
+    """Run one ingestion to the end and return its summary (the errors list under "errors", and what
+    prune did, one line each, under "pruned")."""
     started = time.monotonic()
     tally = Tally()  # files and folders that fail before any worker sees them are counted here
-    paths, problems = photo_paths(list(config.paths), config.manifest)
+    paths, problems = photo_paths(_listed(config), config.manifest)
     tally.fail(problems)
-    stored = NOTHING_KNOWN if config.rehash else stored_before_start(config.target, paths, config.within)
+    after = AfterFiles(config, paths, problems)
+    if config.dry_run:
+        return _dry_run(config, after, tally, started)
+    stored = stored_before_start(config.target, paths, config.within, config.rehash)
     captioned, caption_errors = None, []
     if stored is not None and not config.caption and stored.covers(paths, config.model):
-        logger.info("all %d files are stored already: nothing to embed, no job to run (--rehash reads them all)", len(paths))
+        logger.info("all %d files are stored already%s: nothing to embed, no job to run (--rehash reads them all)", len(paths),
+                    f" or failed before ({len(stored.failed)}, unchanged since)" if stored.failed else "")
         random_weights = bool(stored.collection_metadata.get("random_weights"))
         reporter = _report_without_job(config, tally, stored)
+        if config.prune:
+            with opened_here(config.target) as store:
+                after(store, stored, tally)
     elif _runs_here(config, paths, stored):
-        random_weights, reporter = _ingest_here(config, paths, stored, tally), Reporter(None)
+        random_weights, reporter = _ingest_here(config, paths, stored, tally, after), Reporter(None)
     else:
         from ray_pipeline.pipeline import run_pipeline  # Ray, Ray Data and torch load only when needed
 
-        captioned, caption_errors, random_weights, reporter = run_pipeline(config, paths, stored, tally)
+        captioned, caption_errors, random_weights, reporter = run_pipeline(config, paths, stored, tally, after)
     summary = summary_of(config.target.collection, tally, time.monotonic() - started, captioned)
     errors = tally.errors + caption_errors
     reporter.finish(summary, errors)
-    return {**summary, "errors": errors, "random_weights": random_weights}
+    return {**summary, "errors": errors, "random_weights": random_weights, "pruned": after.plan.describe()}
+
+
+def _listed(config: IngestConfig) -> list[str]:
+    """The paths to list: with --prune-missing-folders, a folder that is gone lists nothing (its records
+    go), instead of stopping the run."""
+    if config.prune and config.prune_missing_folders:
+        return [path for path in config.paths if os.path.lexists(os.path.expanduser(path))]
+    return list(config.paths)
+
+
+class AfterFiles:
+    """What a run does once its files are through, where the collection is open: remember the failures,
+    and prune. Called with the store (a ChromaStore or StoreHandle), what it held before, and the tally."""
+
+    def __init__(self, config: IngestConfig, paths: list[str], problems: list[dict]):
+        self.config = config
+        self.paths = paths
+        self.problems = problems
+        self.plan = PrunePlan()
+
+    @property
+    def folders(self) -> list[str]:
+        """The folders of the run, where prune looks (named files and manifests prune nothing)."""
+        given = [os.path.abspath(os.path.expanduser(path)) for path in self.config.paths]
+        missing_too = self.config.prune_missing_folders
+        return [path for path in given if os.path.isdir(path) or (missing_too and not os.path.lexists(path))]
+
+    def __call__(self, store, stored: Stored, tally: Tally) -> None:
+        stored.remember(store, tally)
+        if self.config.prune:
+            self.prune(store, {**stored.holds(), **{path: record_id for record_id, path in tally.held}})
+            self.plan.apply(store)
+            tally.removed = len(self.plan.removals)
+
+    def prune(self, store, holds: dict[str, str]) -> None:
+        """Plan what goes, from {path: id} of the listed files whose bytes are known."""
+        folders = self.folders
+        has_photos = {folder for folder in folders if any(is_within(path, (folder,)) for path in self.paths)}
+        kept = tuple(recorded_path(problem) for problem in self.problems)  # folders that could not be listed
+        self.plan = plan_prune(store.records_under(folders) if folders else {}, holds, folders, has_photos, kept,
+                               self.config.prune_missing_folders)
+        if self.plan.moves:
+            logger.info("prune: %d records of files gone take the path of a copy that is still there", len(self.plan.moves))
+
+
+def _dry_run(config: IngestConfig, after: AfterFiles, tally: Tally, started: float) -> dict:
+    """What prune would remove, changing nothing: the files whose record does not match their stat are
+    read and hashed here, and nothing is embedded or written."""
+    with opened_here(config.target) as store:
+        if store is not None:
+            unchanged, leftovers = unchanged_files(store, after.paths, config.within)
+            with ThreadPoolExecutor(4) as pool:
+                hashed = dict(zip([path for path, _, _ in leftovers], pool.map(_sha256, [path for path, _, _ in leftovers])))
+            after.prune(store, {**{path: digest for path, digest in hashed.items() if digest}, **unchanged})
+    tally.removed = len(after.plan.removals)
+    summary = summary_of(config.target.collection, tally, time.monotonic() - started)
+    return {**summary, "dry_run": True, "errors": tally.errors, "random_weights": False, "pruned": after.plan.describe()}
+
+
+def _sha256(path: str) -> str | None:
+    try:
+        return hashlib.sha256(read_file(path).data).hexdigest()
+    except OSError:
+        return None
 
 
 def _report_without_job(config: IngestConfig, tally: Tally, stored: Stored) -> Reporter:
@@ -67,14 +145,13 @@ def _runs_here(config: IngestConfig, paths: list[str], stored: Stored | None) ->
     return len(stored.left_to_read(paths)) <= config.inline_max_files
 
 
-def _ingest_here(config: IngestConfig, paths: list[str], stored: Stored, tally: Tally) -> bool:
+def _ingest_here(config: IngestConfig, paths: list[str], stored: Stored, tally: Tally, after: AfterFiles) -> bool:
     """Read, embed and write the files left to read in this process; returns whether the weights are
     random."""
     from ray_pipeline import model as clip_model
     from ray_pipeline.embed import ImageEncoder, local_device
     from ray_pipeline.inline import CHUNK, ingest_inline
     from ray_pipeline.journey import DuplicateRegistry, Journey
-    from ray_pipeline.store import opened_here
 
     to_read = stored.left_to_read(paths)
     logger.info("%d files to read: embedded in this process, without Ray (no cluster running, and at most "
@@ -86,8 +163,9 @@ def _ingest_here(config: IngestConfig, paths: list[str], stored: Stored, tally: 
     encoder = ImageEncoder(resolved, local_device(config.device), compile, CHUNK, network=network)
     registry = DuplicateRegistry()
     registry.claim(stored.claims())
-    stored.count_into(tally)
+    stored.count_into(tally, keep_stored=config.keeps_contents)
     with opened_here(config.target, resolved.collection_metadata()) as store:
         journey = Journey(store, registry.claim, resolved.geometry, config.max_pixels, config.within)
-        tally.add(ingest_inline(to_read, journey, encoder.encode, store))
+        tally.add(ingest_inline(to_read, journey, encoder.encode, store, keep_stored=config.keeps_contents))
+        after(store, stored, tally)
     return resolved.random_weights

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from ray_pipeline.decode import DecodedPhoto, DecodeError, InputGeometry, decode_image, decode_raw
 from ray_pipeline.discover import extension_of, is_raw, is_within
+from ray_pipeline.file_names import PATH_BYTES, path_fields, path_text, recorded_path
 
 # What becomes of each file: embedded and stored, stored already, a copy of another listed file, failed.
 NEW, EXISTING, DUPLICATE, FAILED = "new", "existing", "duplicate", "failed"
@@ -71,14 +72,20 @@ def decode_file(file: FileBytes, geometry: InputGeometry, max_pixels: int) -> De
 def file_fields(file: FileBytes) -> dict:
     """What a record says about the file it was made from: where it is and its stat."""
     return {
-        "path": file.path,
-        "filename": os.path.basename(file.path),
+        **path_fields(file.path),
+        "filename": path_text(os.path.basename(file.path)),
         "format": extension_of(file.path),
         "is_raw": is_raw(file.path),
         "file_size": file.size,
         "mtime": file.mtime,
         "mtime_ns": file.mtime_ns,
     }
+
+
+def moved_fields(file: FileBytes) -> dict:
+    """What a record learns when its bytes are found in another file; a new name that is UTF-8 clears
+    the exact bytes of an old one that was not."""
+    return {PATH_BYTES: "", **file_fields(file)}
 
 
 def record_metadata(file: FileBytes, photo: DecodedPhoto) -> dict:
@@ -101,11 +108,11 @@ def refresh_records(store: RecordLookup, read: dict[str, tuple[FileBytes, dict]]
     changes = {}
     for record_id, (file, recorded) in read.items():
         now = file_fields(file)
-        if recorded.get("path") == file.path:
+        if recorded_path(recorded) == file.path:
             if any(recorded.get(key) != now[key] for key in STAT_FIELDS):
                 changes[record_id] = {key: now[key] for key in STAT_FIELDS}
-        elif not os.path.exists(recorded.get("path") or ""):
-            changes[record_id] = now
+        elif not os.path.exists(recorded_path(recorded) or ""):
+            changes[record_id] = moved_fields(file)
     if changes:
         store.merge_metadata(changes)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
@@ -29,7 +30,7 @@ from ray_pipeline.store import (
     owner_name,
 )
 from ray_pipeline.summary import Tally
-from ray_pipeline.unchanged import Stored, unchanged_files
+from ray_pipeline.unchanged import Stored, stored_in
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,10 @@ def _paths_dataset(paths: list[str]) -> ray.data.Dataset:
     """The input as a dataset of `path` rows, cut in blocks small enough to spread over the CPU actors."""
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     rows_per_block = min(1024, max(DECODE_BATCH_SIZE, math.ceil(len(paths) / (cpus * 8))))
-    blocks = [pa.table({"path": paths[i : i + rows_per_block]}) for i in range(0, len(paths), rows_per_block)]
-    return ray.data.from_arrow(blocks or [pa.table({"path": pa.array([], pa.string())})])
+    names = [os.fsencode(path) for path in paths]  # bytes: a file name need not be UTF-8
+    blocks = [pa.table({"path": pa.array(names[i : i + rows_per_block], pa.binary())})
+              for i in range(0, len(names), rows_per_block)]
+    return ray.data.from_arrow(blocks or [pa.table({"path": pa.array([], pa.binary())})])
 
 
 def _start_owner(target: StoreTarget, here) -> tuple[object, object, object]:
@@ -116,9 +119,10 @@ def _actor_plan(device: str, actors: tuple[int, int] | None) -> dict:
     }
 
 
-def run_pipeline(config: IngestConfig, paths: list[str], stored: Stored | None, tally: Tally) -> tuple:
+def run_pipeline(config: IngestConfig, paths: list[str], stored: Stored | None, tally: Tally, after) -> tuple:
     """Read, embed and store the listed files that `stored` does not cover (None: check through the
-    store's owner once Ray is up). `tally` holds the counts so far and receives the rest.
+    store's owner once Ray is up). `tally` holds the counts so far and receives the rest; `after`
+    (an `ingest.AfterFiles`) runs once the files are through, while the store is still open.
 
     Returns (files captioned or None, caption errors, whether the weights are random, the reporter).
     """
@@ -138,16 +142,16 @@ def run_pipeline(config: IngestConfig, paths: list[str], stored: Stored | None, 
         batch_size = config.batch_size or (256 if device == "cuda" else 32)
         plan = _actor_plan(device, config.actors)
         if stored is None:  # the embedded folder's owner answers now
-            stored = Stored(unchanged_files(store, paths, config.within)[0], frozenset(), None)
+            stored = stored_in(store, paths, config.within, config.rehash)
         to_read = stored.left_to_read(paths)
         if len(to_read) < len(paths):
             logger.info("%d of %d files are stored already: the job does not read them (--rehash reads them all)",
                         len(paths) - len(to_read), len(paths))
             _claim(registry, stored.claims())
         discovered = len(paths) + tally.counts["failed"]
-        stored.count_into(tally, keep_stored=config.caption)
+        stored.count_into(tally, keep_stored=config.keeps_contents)
         reporter = announce(config.progress_id, config.target.collection, discovered, dict(tally.counts), tally.errors)
-        sink = ChromaDatasink(store, reporter, keep_stored=config.caption)
+        sink = ChromaDatasink(store, reporter, keep_stored=config.keeps_contents)
         prepare = {"store": store, "registry": registry, "geometry": resolved.geometry, "max_pixels": config.max_pixels,
                    "within": config.within}
         embed = {"resolved": resolved, "device": device, "compile": config.compile, "batch_size": batch_size,
@@ -162,6 +166,7 @@ def run_pipeline(config: IngestConfig, paths: list[str], stored: Stored | None, 
                 raise
             raise PipelineError(f"the job stopped: {reason}") from None
         tally.add(sink.tally)
+        after(store, stored, tally)
         captioned, caption_errors = (
             caption_records(store, tally.stored, config.serve_app, reporter) if config.caption else (None, [])
         )

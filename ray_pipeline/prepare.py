@@ -7,6 +7,7 @@ Rows leave this stage with a `status`: "new" rows carry model-sized pixels and t
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 
@@ -29,7 +30,7 @@ class PrepareImages:
         self.collection = store.target.collection
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        files = self.journey.run([str(path) for path in batch["path"]])
+        files = self.journey.run([os.fsdecode(path) for path in batch["path"]])
         observe_files(self.collection, files)
         return rows_of(files)
 
@@ -41,7 +42,7 @@ def rows_of(files: list[PhotoFile]) -> dict[str, np.ndarray]:
         return np.array(list(values), dtype=object)
 
     return {
-        "path": column(photo.path for photo in files),
+        "path": column(os.fsencode(photo.path) for photo in files),  # bytes: a name need not be UTF-8
         "id": column(photo.id for photo in files),
         "status": column(photo.status for photo in files),
         "reason": column(photo.reason for photo in files),

@@ -9,6 +9,7 @@ import numpy as np
 from ray_pipeline import model as clip_model
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS
 from ray_pipeline.embed import ClipEncoder
+from ray_pipeline.file_names import exact_name, recorded_path
 from ray_pipeline.journey import decode_file, read_file
 from ray_pipeline.store import ChromaStore, StoreTarget
 
@@ -30,7 +31,8 @@ def top_k(store, vector: np.ndarray, k: int) -> list[dict]:
     results = []
     for record_id, metadata, distance in zip(found["ids"][0], found["metadatas"][0], found["distances"][0]):
         metadata = dict(metadata or {})
-        result = {"id": record_id, "path": metadata.get("path"), "score": round(1.0 - float(distance), 6)}
+        result = {"id": record_id, "path": metadata.get("path"), **exact_name(recorded_path(metadata) or ""),
+                  "score": round(1.0 - float(distance), 6)}
         if "caption" in metadata:
             result["caption"] = metadata["caption"]
         result["metadata"] = metadata

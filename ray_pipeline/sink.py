@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Iterable
 
@@ -21,7 +22,7 @@ class ChromaDatasink(Datasink[Tally]):
     def __init__(self, store, reporter, keep_stored: bool = False):
         self.store = store  # StoreHandle
         self.reporter = reporter
-        self.keep_stored = keep_stored  # remember (id, path) of new and existing records, for captioning
+        self.keep_stored = keep_stored  # remember (id, path) of the files, for captions and prune
         self.tally = Tally()
 
     def write(self, blocks: Iterable[Block], ctx) -> Tally:
@@ -40,7 +41,9 @@ class ChromaDatasink(Datasink[Tally]):
                 )
             block_tally.seconds["write"] = time.perf_counter() - started
             block_tally.seconds.update({stage: float(rows[column].sum()) for stage, column in STAGE_COLUMNS.items()})
-            block_tally.count(zip(*(map(str, rows[key]) for key in ("status", "path", "reason", "id"))), self.keep_stored)
+            paths = [os.fsdecode(path) for path in rows["path"]]
+            block_tally.count(zip(map(str, rows["status"]), paths, map(str, rows["reason"]), map(str, rows["id"])),
+                              self.keep_stored)
             self.reporter.add(block_tally.counts, block_tally.errors)
             count_files(self.store.target.collection, block_tally.counts)
             tally.add(block_tally)

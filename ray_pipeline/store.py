@@ -13,7 +13,10 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from ray_pipeline.discover import is_within
 from ray_pipeline.errors import UserFacingError, user_facing_reason
+from ray_pipeline.failures import Failure, FileState, failure_id, failures_collection, is_failures_collection
+from ray_pipeline.file_names import path_fields, path_text, recorded_path
 
 LOCK_FILE = "ray_pipeline.lock"
 # Chroma's rule for collection names, checked where a name comes in (the CLI, the HTTP API).
@@ -182,13 +185,13 @@ class ChromaStore:
         is left out: only reading it tells which record is its content.
         """
         wanted = {path: (size, mtime_ns) for path, size, mtime_ns in files}
-        paths = list(wanted)
+        texts = sorted({path_text(path) for path in wanted})
         matches: dict[str, list[str]] = {}
-        for start in range(0, len(paths), self.max_batch):
-            records = with_retries(self.target, self.collection.get, where={"path": {"$in": paths[start : start + self.max_batch]}},
+        for start in range(0, len(texts), self.max_batch):
+            records = with_retries(self.target, self.collection.get, where={"path": {"$in": texts[start : start + self.max_batch]}},
                                    include=["metadatas"])
             for record_id, metadata in zip(records["ids"], records["metadatas"]):
-                path = (metadata or {}).get("path")
+                path = recorded_path(metadata or {})
                 if wanted.get(path) == (metadata.get("file_size"), metadata.get("mtime_ns")):
                     matches.setdefault(path, []).append(record_id)
         return {path: ids[0] for path, ids in matches.items() if len(ids) == 1}
@@ -217,6 +220,72 @@ class ChromaStore:
     def set_captions(self, ids: list[str], captions: list[str]) -> None:
         self.merge_metadata({i: {"caption": caption} for i, caption in zip(ids, captions)})
 
+    def records_at(self, paths: list[str]) -> dict[str, dict]:
+        """{id: metadata} of the records whose file is at one of these paths."""
+        wanted, found = set(paths), {}
+        texts = sorted({path_text(path) for path in paths})
+        for start in range(0, len(texts), self.max_batch):
+            batch = with_retries(self.target, self.collection.get, where={"path": {"$in": texts[start : start + self.max_batch]}},
+                                 include=["metadatas"])
+            found.update((i, dict(m or {})) for i, m in zip(batch["ids"], batch["metadatas"]) if recorded_path(m or {}) in wanted)
+        return found
+
+    def records_under(self, folders: list[str]) -> dict[str, dict]:
+        """{id: metadata} of the records whose file lies in one of these folders: a scan of the collection."""
+        found, roots = {}, tuple(folders)
+        for offset in range(0, with_retries(self.target, self.collection.count), self.max_batch):
+            batch = with_retries(self.target, self.collection.get, include=["metadatas"], limit=self.max_batch, offset=offset)
+            found.update((i, dict(m or {})) for i, m in zip(batch["ids"], batch["metadatas"])
+                         if is_within(recorded_path(m or {}) or "", roots))
+        return found
+
+    def delete(self, ids: list[str]) -> None:
+        for start in range(0, len(ids), self.max_batch):
+            with_retries(self.target, self.collection.delete, ids=ids[start : start + self.max_batch])
+
+    def _failures(self, create: bool):
+        """The companion collection of failed files (None when there is none and `create` is false)."""
+        name = failures_collection(self.target.collection)
+        if create:
+            return with_retries(self.target, self.client.get_or_create_collection, name, embedding_function=None,
+                                metadata={"failures_of": self.target.collection})
+        try:
+            return self.client.get_collection(name, embedding_function=None)
+        except Exception:  # none yet
+            return None
+
+    def failed_before(self, states: dict[str, FileState]) -> dict[str, str | None]:
+        """{path: reason} of those of these files that failed before in this very state, and {path: None}
+        of those that failed before in another state (changed since)."""
+        failures = self._failures(create=False) if states else None
+        if failures is None:
+            return {}
+        paths = {failure_id(path): path for path in states}
+        ids, found = list(paths), {}
+        for start in range(0, len(ids), self.max_batch):
+            batch = with_retries(self.target, failures.get, ids=ids[start : start + self.max_batch], include=["metadatas"])
+            for failure, metadata in zip(batch["ids"], batch["metadatas"]):
+                state = states[paths[failure]]
+                same = (metadata.get("file_size"), metadata.get("mtime_ns"), metadata.get("ctime_ns")) == (
+                    state.size, state.mtime_ns, state.ctime_ns)
+                found[paths[failure]] = metadata.get("reason", "") if same else None
+        return found
+
+    def remember_failures(self, failed: list[Failure], cleared: list[str]) -> None:
+        """Remember these failures, and forget what was remembered of the `cleared` paths (read fine now,
+        or gone)."""
+        failures = self._failures(create=bool(failed)) if failed or cleared else None
+        if failures is None:
+            return
+        forget = [failure_id(path) for path in cleared]
+        for start in range(0, len(forget), self.max_batch):
+            with_retries(self.target, failures.delete, ids=forget[start : start + self.max_batch])
+        for start in range(0, len(failed), self.max_batch):
+            batch = failed[start : start + self.max_batch]
+            with_retries(self.target, failures.upsert, ids=[failure_id(f.path) for f in batch], embeddings=[[1.0]] * len(batch),
+                         metadatas=[{**path_fields(f.path), "reason": f.reason, "file_size": f.state.size,
+                                     "mtime_ns": f.state.mtime_ns, "ctime_ns": f.state.ctime_ns} for f in batch])
+
 
 @contextmanager
 def opened_here(target: StoreTarget, model_metadata: dict[str, Any] | None = None) -> Iterator[ChromaStore | None]:
@@ -241,6 +310,8 @@ def list_collections(client) -> list[dict]:
     """Each collection's name, record count and model, for listings."""
     listed = []
     for collection in sorted(client.list_collections(), key=lambda c: c.name):
+        if is_failures_collection(collection.name):
+            continue  # a collection's companion, not one of the user's
         metadata = collection.metadata or {}
         listed.append({"name": collection.name, "count": collection.count(), "model": metadata.get("model"),
                        "weights": metadata.get("weights"), "random_weights": metadata.get("random_weights")})
@@ -357,3 +428,18 @@ class StoreHandle:
 
     def set_captions(self, ids: list[str], captions: list[str]) -> None:
         self._call("set_captions", ids, captions)
+
+    def records_at(self, paths: list[str]) -> dict[str, dict]:
+        return self._call("records_at", paths)
+
+    def records_under(self, folders: list[str]) -> dict[str, dict]:
+        return self._call("records_under", folders)
+
+    def delete(self, ids: list[str]) -> None:
+        self._call("delete", ids)
+
+    def failed_before(self, states: dict[str, FileState]) -> dict[str, str | None]:
+        return self._call("failed_before", states)
+
+    def remember_failures(self, failed: list[Failure], cleared: list[str]) -> None:
+        self._call("remember_failures", failed, cleared)

@@ -12,9 +12,11 @@ import hashlib
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ray_pipeline.discover import is_within
+from ray_pipeline.failures import Failure, FileState, file_states
+from ray_pipeline.file_names import failure, recorded_path
 from ray_pipeline.journey import read_file, refresh_records
 from ray_pipeline.model import ModelSpec, recorded_identity
 from ray_pipeline.store import MODEL_KEYS, FolderInUse, StoreTarget, opened_here
@@ -62,13 +64,13 @@ def _stats_within(paths: list[str], within: tuple[str, ...]) -> list[tuple[str, 
         return [stat for chunk in pool.map(_stats, chunks) for stat in chunk]
 
 
-def settle_leftovers(store, leftovers: list[tuple[str, int, int]], unchanged: dict[str, str]) -> frozenset[str]:
+def settle_leftovers(store, leftovers: list[tuple[str, int, int]], unchanged: dict[str, str]) -> dict[str, str]:
     """Read and hash the leftover files (path, size, mtime_ns), when they are few, to settle those whose
     bytes are stored: a moved or touched file is its record's (which learns the new path or stat) and
-    joins `unchanged`; a copy of a file stored under another path is a duplicate. Returns the duplicates'
-    paths; files with new bytes, or that cannot be read, are left to the job."""
+    joins `unchanged`; a copy of a file stored under another path is a duplicate. Returns the duplicates
+    {path: id}; files with new bytes, or that cannot be read, are left to the job."""
     if not leftovers or len(leftovers) > LEFTOVER_FILES or sum(size for _, size, _ in leftovers) > LEFTOVER_BYTES:
-        return frozenset()
+        return {}
     hashed = {}
     for path, _, _ in leftovers:
         try:
@@ -79,13 +81,13 @@ def settle_leftovers(store, leftovers: list[tuple[str, int, int]], unchanged: di
         file.data = b""  # only its stat is needed from here on
         hashed[path] = (file, digest)
     recorded = store.records(sorted({record_id for _, record_id in hashed.values()}))
-    duplicates, refresh = set(), {}
+    duplicates, refresh = {}, {}
     for path, (file, record_id) in hashed.items():
         if record_id not in recorded:
             continue  # new bytes: the job embeds them
         # A copy: its record's own file is listed and unchanged, or an earlier leftover settled it.
-        if unchanged.get(recorded[record_id].get("path")) == record_id or record_id in refresh:
-            duplicates.add(path)
+        if unchanged.get(recorded_path(recorded[record_id])) == record_id or record_id in refresh:
+            duplicates[path] = record_id
             continue
         unchanged[path] = record_id
         refresh[record_id] = (file, recorded[record_id])
@@ -93,7 +95,7 @@ def settle_leftovers(store, leftovers: list[tuple[str, int, int]], unchanged: di
     if hashed:
         logger.info("files read here, their records not matching path, size and mtime: %d (%d stored already, "
                     "%d copies, %d new)", len(hashed), len(refresh), len(duplicates), len(hashed) - len(refresh) - len(duplicates))
-    return frozenset(duplicates)
+    return duplicates
 
 
 @dataclass(frozen=True)
@@ -101,11 +103,18 @@ class Stored:
     """What the collection holds of the listed files, as seen before the job starts."""
 
     unchanged: dict[str, str]  # path -> id of its record
-    duplicates: frozenset[str]  # paths whose bytes are stored under another listed path
+    duplicates: dict[str, str]  # path -> id of a record stored under another listed path
     collection_metadata: dict | None  # None: the collection does not exist yet
+    failed: dict[str, str] = field(default_factory=dict)  # path -> reason: failed before, unchanged since
+    states: dict[str, FileState] = field(default_factory=dict)  # the files to read, as they were before
+    changed_since_failing: frozenset[str] = frozenset()  # files to read that failed before, in another state
 
     def settled(self, path: str) -> bool:
-        return path in self.unchanged or path in self.duplicates
+        return path in self.unchanged or path in self.duplicates or path in self.failed
+
+    def holds(self) -> dict[str, str]:
+        """{path: id} of the listed files whose content is known without reading them."""
+        return {**self.duplicates, **self.unchanged}
 
     def left_to_read(self, paths: list[str]) -> list[str]:
         return [path for path in paths if not self.settled(path)]
@@ -120,26 +129,56 @@ class Stored:
         files are remembered as stored (for captions)."""
         tally.counts["skipped_existing"] += len(self.unchanged)
         tally.counts["duplicates"] += len(self.duplicates)
+        tally.fail([failure(path, reason) for path, reason in self.failed.items()])
         if keep_stored:
             tally.stored += self.claims()
+
+    def remember(self, store, tally) -> None:
+        """Remember the files this run read that failed, with their state before reading, and forget the
+        earlier failures of files that were read fine this time."""
+        failed = {recorded_path(error): error["reason"] for error in tally.errors}
+        store.remember_failures(
+            [Failure(path, self.states[path], reason) for path, reason in failed.items()
+             if path in self.states and path not in self.failed],
+            sorted(path for path in self.changed_since_failing if path not in failed))
 
     def covers(self, paths: list[str], model: ModelSpec) -> bool:
         """Whether every listed file is settled, in a collection of this very model (a different model
         is refused by the job, not passed over here)."""
-        if self.collection_metadata is None or len(self.unchanged) + len(self.duplicates) < len(paths):
+        if self.collection_metadata is None or len(self.unchanged) + len(self.duplicates) + len(self.failed) < len(paths):
             return False
         identity = recorded_identity(model)
         return identity is not None and all(self.collection_metadata.get(k) == identity[k] for k in MODEL_KEYS)
 
 
-def stored_before_start(target: StoreTarget, paths: list[str], within: tuple[str, ...] = ()) -> Stored | None:
+def stored_in(store, paths: list[str], within: tuple[str, ...] = (), rehash: bool = False) -> Stored:
+    """What `store` (a ChromaStore or StoreHandle) holds of these files: unchanged files, copies and moves
+    of stored ones (a few leftovers are read here to tell), and files that failed before and have not
+    changed since. With `rehash`, nothing is settled: every file is read, those that failed before too."""
+    unchanged, duplicates = {}, {}
+    if not rehash:
+        unchanged, leftovers = unchanged_files(store, paths, within)
+        duplicates = settle_leftovers(store, leftovers, unchanged)
+    states = file_states([path for path in paths if path not in unchanged and path not in duplicates])
+    remembered = store.failed_before(states)
+    if rehash:  # read again, and remembered afresh
+        remembered = dict.fromkeys(remembered)
+    failed = {path: reason for path, reason in remembered.items() if reason is not None}
+    if failed:
+        logger.info("%d files failed before and have not changed since: reported again, not read (--rehash reads them)",
+                    len(failed))
+    return Stored(unchanged, duplicates, store.metadata, failed, {p: s for p, s in states.items() if p not in failed},
+                  frozenset(path for path, reason in remembered.items() if reason is None))
+
+
+def stored_before_start(target: StoreTarget, paths: list[str], within: tuple[str, ...] = (),
+                        rehash: bool = False) -> Stored | None:
     """Checked by this process, before Ray starts; None when another process holds the embedded folder
     (a Serve app's owner): the job then checks through that owner."""
     try:
         with opened_here(target) as store:
-            if store is None:
-                return Stored({}, frozenset(), None)
-            unchanged, leftovers = unchanged_files(store, paths, within)
-            return Stored(unchanged, settle_leftovers(store, leftovers, unchanged), store.metadata)
+            if store is None:  # every file is read; those that fail are remembered as they were before
+                return Stored({}, {}, None, states=file_states(paths))
+            return stored_in(store, paths, within, rehash)
     except FolderInUse:
         return None

@@ -18,6 +18,7 @@ from ray_pipeline.caption import CAPTION_INPUT
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, InputGeometry
 from ray_pipeline.discover import SUPPORTED_EXTENSIONS, extension_of, is_within, more_than
 from ray_pipeline.errors import user_facing_reason
+from ray_pipeline.file_names import path_text, recorded_path
 from ray_pipeline.journey import FileBytes, decode_file
 from ray_pipeline.search import top_k
 from ray_pipeline.store import (
@@ -224,13 +225,13 @@ class Ingress:
         if etag_matches(request.headers.get("if-none-match", ""), etag):
             return Response(status_code=304, headers=headers)  # the client holds this very content
         try:
-            file = recorded_file(metadata.get("path", ""), record_id, int(metadata.get("file_size", -1)))
+            file = recorded_file(recorded_path(metadata) or "", record_id, int(metadata.get("file_size", -1)))
         except FileChanged as exc:
             raise HTTPException(410, str(exc)) from None
         try:
             jpeg = thumbnail_jpeg(file, size)
         except DecodeError as exc:
-            raise HTTPException(422, f"cannot make a thumbnail of {file.path}: {exc}") from None
+            raise HTTPException(422, f"cannot make a thumbnail of {path_text(file.path)}: {exc}") from None
         return Response(jpeg, media_type="image/jpeg", headers=headers)
 
     def _record(self, collection: str, record_id: str) -> dict:

@@ -14,6 +14,7 @@ import stat
 from PIL import Image
 
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS, InputGeometry
+from ray_pipeline.file_names import path_text
 from ray_pipeline.journey import FileBytes, decode_file
 
 MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 32, 1024, 256
@@ -29,23 +30,24 @@ def recorded_file(path: str, record_id: str, file_size: int) -> FileBytes:
 
     The file is opened without blocking and must be a regular file of the recorded size before
     anything is read, so a path swapped for a FIFO, a device or a larger file is never read whole.
+    Messages name the file as text, since its name need not be UTF-8.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
-        raise FileChanged(f"the recorded file is gone: {path} (if it moved, ingesting its new folder updates the record)") from None
+        raise FileChanged(f"the recorded file is gone: {path_text(path)} (if it moved, ingesting its new folder updates the record)") from None
     except OSError as exc:
-        raise FileChanged(f"cannot read the recorded file {path}: {exc.strerror}") from None
+        raise FileChanged(f"cannot read the recorded file {path_text(path)}: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as f:
         info = os.fstat(f.fileno())
         if not stat.S_ISREG(info.st_mode):
-            raise FileChanged(f"the recorded file is no longer a regular file: {path}")
+            raise FileChanged(f"the recorded file is no longer a regular file: {path_text(path)}")
         if info.st_size != file_size:
-            raise FileChanged(f"the file at {path} has changed since it was ingested ({info.st_size} bytes, "
+            raise FileChanged(f"the file at {path_text(path)} has changed since it was ingested ({info.st_size} bytes, "
                               f"recorded {file_size}); ingest it again")
         data = f.read(file_size + 1)
     if hashlib.sha256(data).hexdigest() != record_id:
-        raise FileChanged(f"the file at {path} has changed since it was ingested (its SHA-256 differs); ingest it again")
+        raise FileChanged(f"the file at {path_text(path)} has changed since it was ingested (its SHA-256 differs); ingest it again")
     return FileBytes(path=path, data=data, size=len(data), mtime=info.st_mtime)
 
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import summary_of
 from photo_cases import sha256_of, write_test_library
 
-from ray_pipeline.discover import printable
+from ray_pipeline.file_names import path_text, recorded_path
 
 pytestmark = pytest.mark.usefixtures("ray_head")
 
@@ -59,8 +59,8 @@ def test_summary_counts_every_discovered_file(ingested):
     assert summary["skipped_existing"] == 0
     assert summary["discovered"] == len(cases) - len(by_kind(cases, "ignored"))
     assert summary["seconds"] > 0
-    assert list(summary) == ["collection", "discovered", "embedded", "skipped_existing", "duplicates", "failed", "seconds",
-                             "stage_seconds"]
+    assert list(summary) == ["collection", "discovered", "embedded", "skipped_existing", "duplicates", "failed", "removed",
+                             "seconds", "stage_seconds"]
     assert all(summary["stage_seconds"][stage] > 0 for stage in ("read", "decode", "embed", "write"))
 
 
@@ -107,9 +107,10 @@ def test_record_metadata(ingested):
         if case.name.startswith("copies/") or metadata["path"].endswith("astronaut copy.jpg"):
             assert metadata["path"] in {str(path), str(ingested["root"] / "copies/astronaut copy.jpg")}
         else:
-            assert metadata["path"] == str(path)
+            assert recorded_path(metadata) == str(path)
+            assert metadata["path"] == path_text(str(path))  # text any JSON takes, for every name
         assert metadata["filename"] == os.path.basename(metadata["path"])
-        recorded = os.stat(metadata["path"])  # of the copy the record was made from
+        recorded = os.stat(recorded_path(metadata))  # of the copy the record was made from
         assert metadata["file_size"] == recorded.st_size
         assert metadata["mtime"] == pytest.approx(recorded.st_mtime)
         assert metadata["mtime_ns"] == recorded.st_mtime_ns
@@ -134,9 +135,25 @@ def test_failed_files_are_reported_with_reasons(ingested):
     lines = ingested["errors_file"].read_text(encoding="utf-8").splitlines()
     errors = {json.loads(line)["path"]: json.loads(line)["reason"] for line in lines}
     failed = by_kind(ingested["cases"], "failed")
-    assert set(errors) == {printable(str(ingested["root"] / c.name)) for c in failed}
+    assert set(errors) == {path_text(str(ingested["root"] / c.name)) for c in failed}
     for case in failed:
-        assert case.reason in errors[printable(str(ingested["root"] / case.name))], case.name
+        assert case.reason in errors[path_text(str(ingested["root"] / case.name))], case.name
+
+
+def test_a_name_that_is_not_utf8_is_a_photo_like_any_other(ingested, cli):
+    """Its record's text path shows the undecodable bytes; `path_bytes` reaches the very file, and a
+    search by that file finds it (the record that holds its bytes, by the path it has)."""
+    name = os.fsdecode(os.fsencode(ingested["root"]) + b"/caf\xe9/na\xefve.png")
+    collection = open_collection(ingested["chroma"], "photos")
+    metadata = collection.get(ids=[sha256_of(name)], include=["metadatas"])["metadatas"][0]
+    assert metadata["path"].endswith("/caf\\xe9/na\\xefve.png")
+    assert bytes.fromhex(metadata["path_bytes"]) == os.fsencode(name)
+    assert metadata["filename"] == "na\\xefve.png"
+    completed = cli("search", "--image", name, "--collection", "photos", "--chroma-path", str(ingested["chroma"]),
+                    "-k", "1", "--json")
+    assert completed.returncode == 0, completed.stderr
+    best = json.loads(completed.stdout)["results"][0]
+    assert (best["id"], best["path"], recorded_path(best)) == (sha256_of(name), metadata["path"], name)
 
 
 def test_rerun_embeds_nothing(ingested, cli, tiny_model_args):

@@ -1,0 +1,134 @@
+"""Prune: records whose file is gone, or holds other bytes now, leave the collection, so that the index
+follows the library through deletions and edits (`ingest --prune`, and always in `watch`).
+
+Deleting records is the most dangerous thing the product does, so a record goes only when all hold:
+- its file lies in a folder of the run, and that folder looks as it should. A folder that is missing,
+  unreadable, a mount point with nothing mounted, or that holds no photos while the collection holds
+  records under it, removes nothing, and the run says why: an unmounted disk or a typo never empties a
+  collection. `--prune-missing-folders` overrides this, for a folder really emptied or deleted;
+- its path is really gone from the disk, or was read in this run and holds other bytes now;
+- no other listed file holds its bytes. When one does, the record takes that file's path instead, so
+  that deleting one of two copies loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from ray_pipeline.discover import is_within
+from ray_pipeline.file_names import failure, path_text, recorded_path
+from ray_pipeline.journey import FileBytes, moved_fields
+
+logger = logging.getLogger(__name__)
+
+FSTAB = "/etc/fstab"
+GONE, REPLACED = "the file is gone", "the file holds other bytes now"
+
+
+@dataclass(frozen=True)
+class Removal:
+    id: str
+    path: str
+    reason: str  # GONE or REPLACED
+
+
+@dataclass
+class PrunePlan:
+    removals: list[Removal] = field(default_factory=list)
+    moves: dict[str, str] = field(default_factory=dict)  # record id -> a listed file that holds its bytes
+    refused: list[dict] = field(default_factory=list)  # {"path", "reason"} of folders that remove nothing
+
+    def apply(self, store) -> None:
+        """Move, then remove (a ChromaStore or StoreHandle)."""
+        if self.moves:
+            store.merge_metadata({record_id: _moved_to(path) for record_id, path in self.moves.items()})
+        if self.removals:
+            store.delete([removal.id for removal in self.removals])
+
+    def describe(self) -> list[str]:
+        """One line per record removed, then per folder refused, for people."""
+        return ([f"removed: {path_text(r.path)} ({r.reason})" for r in self.removals]
+                + [f"kept every record under {refusal['path']}: {refusal['reason']}" for refusal in self.refused])
+
+
+def _moved_to(path: str) -> dict:
+    info = os.stat(path)
+    return moved_fields(FileBytes(path, b"", info.st_size, info.st_mtime, info.st_mtime_ns))
+
+
+def _fstab_mount_points(fstab: str = FSTAB) -> list[str]:
+    try:
+        with open(fstab, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    points = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 2 and not fields[0].startswith("#") and fields[1].startswith("/") and fields[1] != "/":
+            points.append(fields[1].replace("\\040", " "))
+    return points
+
+
+def unmounted_mount_point(folder: str, fstab: str = FSTAB) -> str | None:
+    """The mount point (from /etc/fstab) that `folder` lies on while nothing is mounted there, if any."""
+    real = os.path.realpath(folder)
+    for point in _fstab_mount_points(fstab):
+        if is_within(real, (point,)) and not os.path.ismount(point):
+            return point
+    return None
+
+
+def folder_refusal(folder: str, has_photos: bool, recorded: int, fstab: str = FSTAB) -> str | None:
+    """Why records under `folder` must not be pruned now (None: they may): it is missing or unreadable,
+    on a mount point with nothing mounted, or holds no photos while `recorded` records say it did."""
+    if not os.path.isdir(folder):
+        return "the folder is missing"
+    try:
+        with os.scandir(folder) as entries:
+            next(entries, None)
+    except OSError as exc:
+        return f"the folder cannot be read: {exc.strerror or exc}"
+    point = unmounted_mount_point(folder, fstab)
+    if point is not None:
+        return f"it lies on {point}, a mount point in {fstab} with nothing mounted"
+    if not has_photos and recorded:
+        return f"the folder holds no photos, while the collection holds {recorded} records under it"
+    return None
+
+
+def plan_prune(records: dict[str, dict], holds: dict[str, str], folders: list[str], has_photos: set[str],
+               kept: tuple[str, ...] = (), force: bool = False) -> PrunePlan:
+    """What to move and remove among `records` ({id: metadata} of the records under `folders`).
+
+    `holds`: {path: id} of every listed file whose bytes are known in this run; `has_photos`: the folders
+    where the run listed photos; `kept`: folders that could not be listed (nothing under them goes);
+    `force`: prune even under folders that look missing, unmounted or emptied.
+    """
+    plan = PrunePlan()
+    refused = set()
+    for folder in folders:
+        recorded = sum(1 for metadata in records.values() if is_within(recorded_path(metadata) or "", (folder,)))
+        reason = None if force else folder_refusal(folder, folder in has_photos, recorded)
+        if reason is not None:
+            refused.add(folder)
+            if recorded:
+                plan.refused.append(failure(folder, f"{reason} (--prune-missing-folders overrides)"))
+    allowed = tuple(folder for folder in folders if folder not in refused)
+    holders: dict[str, list[str]] = {}
+    for path, record_id in holds.items():
+        holders.setdefault(record_id, []).append(path)
+    for record_id, metadata in records.items():
+        path = recorded_path(metadata) or ""
+        if holds.get(path) == record_id or not is_within(path, allowed) or is_within(path, kept):
+            continue
+        if os.path.lexists(path) and path not in holds:
+            continue  # there, and not read in this run: nothing says it changed
+        others = sorted(other for other in holders.get(record_id, ()) if other != path)
+        if others:
+            plan.moves[record_id] = others[0]
+        else:
+            plan.removals.append(Removal(record_id, path, REPLACED if path in holds else GONE))
+    return plan
