@@ -1,4 +1,4 @@
-"""CLI: `python -m ray_pipeline ingest|search`, the same locally and under `ray job submit`."""
+"""CLI: `python -m ray_pipeline ingest|watch|search`, the same locally and under `ray job submit`."""
 
 from __future__ import annotations
 
@@ -39,6 +39,16 @@ def _positive(value: str) -> int:
     return int(value)
 
 
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 86400:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {value!r}")
+    return seconds
+
+
 def _count(value: str) -> int:
     if not value.isdigit():
         raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {value!r}")
@@ -73,6 +83,41 @@ def _add_model_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
                         help="when the weights cannot be had, use seeded random ones (vectors are meaningless)")
 
 
+def _add_ingest_options(parser: argparse.ArgumentParser) -> None:
+    """What `ingest` and `watch` both take."""
+    _add_store_options(parser)
+    _add_model_options(parser, defaults=True)
+    parser.add_argument("--batch-size", type=_positive, help="embedding batch size (default 256 on CUDA, 32 on CPU)")
+    parser.add_argument("--actors", type=_actors, metavar="N|MIN,MAX", help="embedding actor pool size (default: one per GPU, or 1)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="torch.compile (auto: on for CUDA)")
+    parser.add_argument("--rehash", action="store_true",
+                        help="read and hash every file; by default a file whose path, size and modification time match "
+                             "its stored record is skipped unread")
+    parser.add_argument("--errors", metavar="FILE", help="write one JSON line per failed file: {path, reason}")
+    parser.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS,
+                        help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS})")
+
+    parser.add_argument("--caption", action="store_true",
+                        help="after embedding, caption the photos through the Serve app's Captioner deployment")
+    parser.add_argument("--serve-app", default="default", metavar="NAME",
+                        help="Serve application running the Captioner (and, for watch, the Embedder it uses when it runs "
+                             "the same model) (default: default)")
+    parser.add_argument("--within", action="append", default=[], metavar="DIR",
+                        help="read only files whose real path (symlinks followed) is inside DIR; repeatable")
+    parser.add_argument("--progress-id", metavar="ID", help="report live counts under this id (set by the HTTP API)")
+    parser.add_argument("--inline-max-files", type=_count, default=INLINE_MAX_FILES, metavar="N",
+                        help=f"with no Ray cluster running, up to N files to read are embedded in this process, without "
+                             f"starting Ray; in watch, changes of up to N files are embedded by the warm model, and larger "
+                             f"bursts by a Ray job (default {INLINE_MAX_FILES}; 0: always a Ray job)")
+    parser.add_argument("--prune", action="store_true",
+                        help="remove the records of files that are gone from the folders given, or hold other bytes now "
+                             "(a record whose bytes another listed file holds takes that file's path instead)")
+    parser.add_argument("--prune-missing-folders", action="store_true",
+                        help="with --prune, prune under a folder even when it is missing, unreadable, an unmounted mount "
+                             "point, or holds no photos while records point into it (by default such a folder removes nothing)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ray_pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -80,35 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="embed photos and RAW files into a Chroma collection")
     ingest.add_argument("paths", nargs="*", metavar="PATH", help="files or folders, walked recursively")
     ingest.add_argument("--manifest", metavar="FILE", help="text file (one path per line) or Parquet with a 'path' column")
-    _add_store_options(ingest)
-    _add_model_options(ingest, defaults=True)
-    ingest.add_argument("--batch-size", type=_positive, help="embedding batch size (default 256 on CUDA, 32 on CPU)")
-    ingest.add_argument("--actors", type=_actors, metavar="N|MIN,MAX", help="embedding actor pool size (default: one per GPU, or 1)")
-    ingest.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    ingest.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="torch.compile (auto: on for CUDA)")
-    ingest.add_argument("--rehash", action="store_true",
-                        help="read and hash every file; by default a file whose path, size and modification time match "
-                             "its stored record is skipped unread")
-    ingest.add_argument("--errors", metavar="FILE", help="write one JSON line per failed file: {path, reason}")
-    ingest.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS,
-                        help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS})")
-
-    ingest.add_argument("--caption", action="store_true",
-                        help="after embedding, caption the photos through the Serve app's Captioner deployment")
-    ingest.add_argument("--serve-app", default="default", metavar="NAME", help="Serve application running the Captioner (default: default)")
-    ingest.add_argument("--within", action="append", default=[], metavar="DIR",
-                        help="read only files whose real path (symlinks followed) is inside DIR; repeatable")
-    ingest.add_argument("--progress-id", metavar="ID", help="report live counts under this id (set by the HTTP API)")
-    ingest.add_argument("--inline-max-files", type=_count, default=INLINE_MAX_FILES, metavar="N",
-                        help=f"with no Ray cluster running, up to N files to read are embedded in this process, without "
-                             f"starting Ray (default {INLINE_MAX_FILES}; 0: always a Ray job)")
-    ingest.add_argument("--prune", action="store_true",
-                        help="remove the records of files that are gone from the folders given, or hold other bytes now "
-                             "(a record whose bytes another listed file holds takes that file's path instead)")
-    ingest.add_argument("--prune-missing-folders", action="store_true",
-                        help="with --prune, prune under a folder even when it is missing, unreadable, an unmounted mount "
-                             "point, or holds no photos while records point into it (by default such a folder removes nothing)")
+    _add_ingest_options(ingest)
     ingest.add_argument("--dry-run", action="store_true", help="with --prune: list what would be removed, change nothing")
+
+    watch = commands.add_parser("watch", help="ingest folders, then follow them: new and changed photos in, deleted ones out")
+    watch.add_argument("paths", nargs="+", metavar="PATH", help="folders, followed recursively")
+    _add_ingest_options(watch)
+    watch.add_argument("--settle", type=_seconds, default=2.0, metavar="SECONDS",
+                       help="a file is ingested once it has not changed for this long (default 2)")
+    watch.add_argument("--poll", type=_seconds, metavar="SECONDS",
+                       help="look for changes every SECONDS instead of waiting for file events (network file systems)")
 
     search = commands.add_parser("search", help="top-k photos for a text or an example photo")
     search.add_argument("text", nargs="?", help="what to look for")
@@ -145,11 +171,37 @@ def _ingest(args, parser) -> int:
         parser.error("--dry-run and --prune-missing-folders go with --prune")
     if args.prune and args.manifest:
         parser.error("--prune needs folders (PATH ...): a manifest names files, and prune looks for what left a folder")
-    config = IngestConfig(
+    from ray_pipeline.ingest import run_ingest
+
+    result = run_ingest(_config(args))
+    _stop_ray()  # flush the workers' forwarded logs first, so the summary is the last line
+    if args.dry_run:  # the list is what was asked for
+        for line in result.pruned:
+            print(line.replace("removed: ", "would remove: ", 1))
+    else:
+        _print_some(result.pruned, "records removed")
+    _report(args, result.summary, result.errors, result.random_weights)
+    return 0
+
+
+def _watch(args, parser) -> int:
+    if args.errors and not os.path.isdir(os.path.dirname(os.path.abspath(args.errors))):
+        parser.error(f"--errors {args.errors}: no such folder for it")
+    from ray_pipeline.watch import run_watch
+
+    summary, errors, random_weights = run_watch(_config(args), args.settle, args.poll)
+    _stop_ray()
+    _report(args, summary, errors, random_weights)
+    return 0
+
+
+def _config(args) -> IngestConfig:
+    """What `ingest` or `watch` was asked for (watch: prune always, no manifest, no dry run)."""
+    return IngestConfig(
         target=_target(args),
         model=ModelSpec(args.model, args.pretrained, args.checkpoint, args.allow_random_weights),
         paths=tuple(args.paths),
-        manifest=args.manifest,
+        manifest=getattr(args, "manifest", None),
         batch_size=args.batch_size,
         actors=args.actors,
         device=args.device,
@@ -161,22 +213,15 @@ def _ingest(args, parser) -> int:
         rehash=args.rehash,
         within=tuple(os.path.realpath(d) for d in args.within),
         inline_max_files=args.inline_max_files,
-        prune=args.prune,
+        prune=args.prune or args.command == "watch",
         prune_missing_folders=args.prune_missing_folders,
-        dry_run=args.dry_run,
+        dry_run=getattr(args, "dry_run", False),
     )
-    from ray_pipeline.ingest import run_ingest
 
-    result = run_ingest(config)
-    _stop_ray()  # flush the workers' forwarded logs first, so the summary is the last line
-    errors = result.pop("errors")
-    random_weights = result.pop("random_weights")
-    pruned = result.pop("pruned")
-    if args.dry_run:  # the list is what was asked for
-        for line in pruned:
-            print(line.replace("removed: ", "would remove: ", 1))
-    else:
-        _print_some(pruned, "records removed")
+
+def _report(args, summary: dict, errors: list[dict], random_weights: bool) -> None:
+    """The end of a run: the errors file, the first failures, a warning on random weights, and the
+    summary line, last."""
     if args.errors:
         _write_errors(args.errors, errors)
     _print_some([f"failed: {error['path']}: {error['reason']}" for error in errors], "failed files",
@@ -184,8 +229,7 @@ def _ingest(args, parser) -> int:
     if random_weights:
         print("WARNING: RANDOM WEIGHTS. These vectors come from an untrained model and are useless for "
               "real search; the collection's metadata says random_weights=true.", file=sys.stderr)
-    print(json.dumps(result), flush=True)
-    return 0
+    print(json.dumps(summary), flush=True)
 
 
 def _print_some(lines: list[str], what: str, more: str = "") -> None:
@@ -225,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("ray_pipeline").setLevel(logging.INFO)
     parser = build_parser()
     args = parser.parse_args(argv)
-    run = _ingest if args.command == "ingest" else _search
+    run = {"ingest": _ingest, "watch": _watch, "search": _search}[args.command]
     try:
         return run(args, parser)
     except USER_ERRORS as exc:

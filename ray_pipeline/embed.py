@@ -10,15 +10,26 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
 from ray_pipeline import model as clip_model
+from ray_pipeline.decode import InputGeometry
 from ray_pipeline.errors import UserFacingError
 from ray_pipeline.journey import NEW
 from ray_pipeline.metrics import metrics
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbedderModel:
+    """What the callers of a warm model (the Serve app's Embedder, a watch's embedding actor) need to
+    know of it."""
+
+    collection_metadata: dict  # what a collection it writes or searches records (checked by `check_model`)
+    geometry: InputGeometry  # the size of the pictures it takes
 
 
 def local_device(requested: str) -> str:
@@ -92,6 +103,25 @@ class ImageEncoder:
             features = self.visual((batch - self.mean) / self.std).float()
             features = torch.nn.functional.normalize(features, dim=-1)
         return features[:count].cpu().numpy()
+
+
+class WarmImageEncoder:
+    """Ray actor: one image tower kept loaded for a long-lived process (a `watch`) that embeds a few
+    pictures now and then."""
+
+    def __init__(self, spec: clip_model.ModelSpec, device: str, compile: str, batch_size: int, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)  # Ray gives an actor one thread; a small batch uses what is free
+        resolved, network = clip_model.resolve(spec)
+        self.encoder = ImageEncoder(resolved, device, compile, batch_size, network=network)
+        self.facts = EmbedderModel(resolved.collection_metadata(), resolved.geometry)
+
+    def model(self) -> EmbedderModel:
+        return self.facts
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        return self.encoder.encode(pixels)
 
 
 class ClipEncoder:

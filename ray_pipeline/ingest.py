@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from ray_pipeline.config import IngestConfig
 from ray_pipeline.discover import is_within, photo_paths
@@ -30,9 +31,18 @@ from ray_pipeline.unchanged import Stored, stored_before_start, unchanged_files
 logger = logging.getLogger(__name__)
 
 
-def run_ingest(config: IngestConfig) -> dict:
-    """Run one ingestion to the end and return its summary (the errors list under "errors", and what
-    prune did, one line each, under "pruned")."""
+@dataclass
+class IngestResult:
+    summary: dict  # the line the command prints last
+    tally: Tally
+    errors: list[dict]  # the files' and the captions' failures
+    random_weights: bool
+    pruned: list[str]  # what prune did, one line each
+    holds: dict[str, str]  # {path: id} of the listed files whose bytes are known (with prune)
+
+
+def run_ingest(config: IngestConfig) -> IngestResult:
+    """Run one ingestion to the end."""
     started = time.monotonic()
     tally = Tally()  # files and folders that fail before any worker sees them are counted here
     paths, problems = photo_paths(_listed(config), config.manifest)
@@ -59,7 +69,7 @@ def run_ingest(config: IngestConfig) -> dict:
     summary = summary_of(config.target.collection, tally, time.monotonic() - started, captioned)
     errors = tally.errors + caption_errors
     reporter.finish(summary, errors)
-    return {**summary, "errors": errors, "random_weights": random_weights, "pruned": after.plan.describe()}
+    return IngestResult(summary, tally, errors, random_weights, after.plan.describe(), after.holds)
 
 
 def _listed(config: IngestConfig) -> list[str]:
@@ -79,6 +89,7 @@ class AfterFiles:
         self.paths = paths
         self.problems = problems
         self.plan = PrunePlan()
+        self.holds: dict[str, str] = {}
 
     @property
     def folders(self) -> list[str]:
@@ -90,7 +101,8 @@ class AfterFiles:
     def __call__(self, store, stored: Stored, tally: Tally) -> None:
         stored.remember(store, tally)
         if self.config.prune:
-            self.prune(store, {**stored.holds(), **{path: record_id for record_id, path in tally.held}})
+            self.holds = {**stored.holds(), **{path: record_id for record_id, path in tally.held}}
+            self.prune(store, self.holds)
             self.plan.apply(store)
             tally.removed = len(self.plan.removals)
 
@@ -105,7 +117,7 @@ class AfterFiles:
             logger.info("prune: %d records of files gone take the path of a copy that is still there", len(self.plan.moves))
 
 
-def _dry_run(config: IngestConfig, after: AfterFiles, tally: Tally, started: float) -> dict:
+def _dry_run(config: IngestConfig, after: AfterFiles, tally: Tally, started: float) -> IngestResult:
     """What prune would remove, changing nothing: the files whose record does not match their stat are
     read and hashed here, and nothing is embedded or written."""
     with opened_here(config.target) as store:
@@ -115,8 +127,8 @@ def _dry_run(config: IngestConfig, after: AfterFiles, tally: Tally, started: flo
                 hashed = dict(zip([path for path, _, _ in leftovers], pool.map(_sha256, [path for path, _, _ in leftovers])))
             after.prune(store, {**{path: digest for path, digest in hashed.items() if digest}, **unchanged})
     tally.removed = len(after.plan.removals)
-    summary = summary_of(config.target.collection, tally, time.monotonic() - started)
-    return {**summary, "dry_run": True, "errors": tally.errors, "random_weights": False, "pruned": after.plan.describe()}
+    summary = {**summary_of(config.target.collection, tally, time.monotonic() - started), "dry_run": True}
+    return IngestResult(summary, tally, tally.errors, False, after.plan.describe(), {})
 
 
 def _sha256(path: str) -> str | None:

@@ -52,6 +52,18 @@ def ingest_inline(paths: list[str], journey: Journey, encode: Encode, store, *, 
     return tally
 
 
+def report_chunk(collection: str, reporter, files: list[PhotoFile], chunk: Tally) -> None:
+    """A written chunk's counts on the progress board (a `progress.Reporter`) and on the pipeline's
+    metrics, as the bulk path reports its blocks."""
+    from ray_pipeline.metrics import count_files, metrics, observe_files
+
+    reporter.add(chunk.counts, chunk.errors)
+    count_files(collection, chunk.counts)
+    observe_files(collection, files)
+    if chunk.seconds["embed"]:
+        metrics().embed_seconds.observe(chunk.seconds["embed"], tags={"collection": collection})
+
+
 def _write(files: list[PhotoFile], encode: Encode, store) -> Tally:
     """Embed the chunk's new files and upsert their records; the seconds each stage took."""
     written = Tally()

@@ -369,8 +369,23 @@ def owner_answer(reply):
 
 
 def owner_name(chroma_path: str) -> str:
-    """The name of a long-lived owner of an embedded Chroma folder (the Serve app starts one)."""
+    """The name of a long-lived owner of an embedded Chroma folder (the Serve app and `watch` start one)."""
     return f"chroma-owner:{os.path.realpath(chroma_path)}"
+
+
+def long_lived_owner(chroma_path: str, detached: bool):
+    """The named owner actor of an embedded Chroma folder, started by the first that asks (a Serve app:
+    `detached`, for the app's life; a `watch`: for its own) and found by the jobs that need the folder."""
+    import ray
+
+    options = {"lifetime": "detached"} if detached else {}
+    owner = (
+        ray.remote(EmbeddedOwner)
+        .options(name=owner_name(chroma_path), namespace=OWNER_NAMESPACE, get_if_exists=True, num_cpus=0, **options)
+        .remote()
+    )
+    owner_answer(owner.open_folder.remote(chroma_path))
+    return owner
 
 
 class StoreHandle:

@@ -151,14 +151,16 @@ class Stored:
         return identity is not None and all(self.collection_metadata.get(k) == identity[k] for k in MODEL_KEYS)
 
 
-def stored_in(store, paths: list[str], within: tuple[str, ...] = (), rehash: bool = False) -> Stored:
+def stored_in(store, paths: list[str], within: tuple[str, ...] = (), rehash: bool = False,
+              read_leftovers: bool = True) -> Stored:
     """What `store` (a ChromaStore or StoreHandle) holds of these files: unchanged files, copies and moves
-    of stored ones (a few leftovers are read here to tell), and files that failed before and have not
-    changed since. With `rehash`, nothing is settled: every file is read, those that failed before too."""
+    of stored ones (a few leftovers are read here to tell, unless `read_leftovers` is false: their
+    journeys will tell), and files that failed before and have not changed since. With `rehash`, nothing
+    is settled: every file is read, those that failed before too."""
     unchanged, duplicates = {}, {}
     if not rehash:
         unchanged, leftovers = unchanged_files(store, paths, within)
-        duplicates = settle_leftovers(store, leftovers, unchanged)
+        duplicates = settle_leftovers(store, leftovers, unchanged) if read_leftovers else {}
     states = file_states([path for path in paths if path not in unchanged and path not in duplicates])
     remembered = store.failed_before(states)
     if rehash:  # read again, and remembered afresh

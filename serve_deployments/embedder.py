@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass
 
 import numpy as np
 from ray import serve
 
-from ray_pipeline.decode import DEFAULT_MAX_PIXELS, InputGeometry
-from ray_pipeline.embed import ClipEncoder
+from ray_pipeline.decode import DEFAULT_MAX_PIXELS
+from ray_pipeline.embed import ClipEncoder, EmbedderModel
 from ray_pipeline.journey import FileBytes, decode_file
 from ray_pipeline.model import ModelSpec
 
@@ -22,14 +21,6 @@ logger = logging.getLogger("ray.serve")
 MAX_BATCH = 16  # requests grouped into one model call (each may carry several pictures)
 BATCH_WAIT_S = 0.002  # how long a lone request waits for company: requests that come while the model runs queue up and make the next batch anyway
 GPU_BATCH = 64  # pictures per compiled model call on a GPU (one shape: short batches are padded)
-
-
-@dataclass(frozen=True)
-class EmbedderModel:
-    """What the Embedder's callers need to know of its model."""
-
-    collection_metadata: dict  # what a collection it writes or searches records (checked by `check_model`)
-    geometry: InputGeometry  # the size of the pictures `embed_images` takes
 
 
 @serve.deployment(max_ongoing_requests=64)

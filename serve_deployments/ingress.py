@@ -82,6 +82,14 @@ class IngestRequest(BaseModel):
     paths: list[str] = Field(min_length=1, description="files or folders inside INGEST_ALLOWED_ROOTS")
     collection: str = Field(pattern=f"^{COLLECTION_NAME}$")
     caption: bool = False
+    prune: bool = Field(False, description="remove the records of files gone from these folders, or holding other "
+                                           "bytes now, as `ingest --prune` (always a Ray job)")
+
+
+class WatchRequest(BaseModel):
+    paths: list[str] = Field(min_length=1, description="folders inside INGEST_ALLOWED_ROOTS")
+    collection: str = Field(pattern=f"^{COLLECTION_NAME}$")
+    caption: bool = False
 
 
 class ImageSearchRequest(BaseModel):
@@ -139,12 +147,12 @@ class Ingress:
         return checked
 
     async def _ingest(self, paths: list[str], collection: str, caption: bool, inline: bool, wait: bool,
-                      **extra) -> Response:
+                      prune: bool = False, **extra) -> Response:
         """Start the ingestion, inline (in the app) or as a Ray job: 202 with its id; with `wait`, an
         inline one answers 200 with its status once its records are stored (a Ray job, minutes or
         hours long, is followed by polling its status)."""
         if not inline:
-            job_id = await asyncio.to_thread(self.jobs.submit, paths, collection, caption)
+            job_id = await asyncio.to_thread(self.jobs.submit, paths, collection, caption, prune)
             return JSONResponse(status_code=202, content={"job_id": job_id, **extra})
         job_id, stored = await self.jobs.start_inline(paths, collection, caption)
         if not wait:
@@ -161,8 +169,19 @@ class Ingress:
     @app.post("/ingest", status_code=202)
     async def ingest(self, body: IngestRequest, wait: bool = WAIT) -> Response:
         paths = await asyncio.to_thread(self._checked_paths, body.paths)
-        many = await asyncio.to_thread(more_than, paths, self.settings.inline_max_files)
-        return await self._ingest(paths, body.collection, body.caption, not many, wait)
+        many = body.prune or await asyncio.to_thread(more_than, paths, self.settings.inline_max_files)
+        return await self._ingest(paths, body.collection, body.caption, not many, wait, body.prune)
+
+    @app.post("/watches", status_code=202)
+    async def watch(self, body: WatchRequest) -> Response:
+        """A Ray job that ingests the folders, then follows them until stopped (`DELETE /ingest/{job_id}`):
+        new and changed photos in, through the app's Embedder; deleted ones out."""
+        paths = await asyncio.to_thread(self._checked_paths, body.paths)
+        for given, real in zip(body.paths, paths):
+            if not os.path.isdir(real):
+                raise HTTPException(422, f"paths: not a folder: {given} (a watch follows folders)")
+        job_id = await asyncio.to_thread(self.jobs.submit, paths, body.collection, body.caption, False, True)
+        return JSONResponse(status_code=202, content={"job_id": job_id})
 
     @app.post("/ingest/upload", status_code=202)
     async def ingest_upload(self, files: list[UploadFile] = File(...),

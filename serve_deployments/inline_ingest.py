@@ -20,9 +20,8 @@ from ray_pipeline.caption import caption_records
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS
 from ray_pipeline.discover import photo_paths
 from ray_pipeline.errors import UserFacingError
-from ray_pipeline.inline import ingest_inline
+from ray_pipeline.inline import ingest_inline, report_chunk
 from ray_pipeline.journey import DuplicateRegistry, Journey, PhotoFile
-from ray_pipeline.metrics import count_files, metrics, observe_files
 from ray_pipeline.summary import Tally
 from serve_deployments.embedder import EmbedderModel
 from serve_deployments.settings import Settings
@@ -86,11 +85,7 @@ class InlineIngest:
                           self.settings.ingestion_roots())
 
         def written(files: list[PhotoFile], chunk: Tally) -> None:
-            reporter.add(chunk.counts, chunk.errors)
-            count_files(job.collection, chunk.counts)
-            observe_files(job.collection, files)
-            if chunk.seconds["embed"]:
-                metrics().embed_seconds.observe(chunk.seconds["embed"], tags={"collection": job.collection})
+            report_chunk(job.collection, reporter, files, chunk)
             if ray.get(self.board.stop_requested.remote(job.job_id)):
                 raise JobStopped(job.job_id)
 

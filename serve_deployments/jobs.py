@@ -21,7 +21,7 @@ from serve_deployments.inline_ingest import InlineJob, JobStopped
 from serve_deployments.settings import Settings
 
 JOB_KIND = "photo-ingest"  # metadata tag: only jobs this API started are reported by it
-COUNT_KEYS = ("discovered", "embedded", "skipped_existing", "duplicates", "failed", "captioned")
+COUNT_KEYS = ("discovered", "embedded", "skipped_existing", "duplicates", "failed", "removed", "captioned")
 FINISHED = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 logger = logging.getLogger("ray.serve")
@@ -31,9 +31,11 @@ class UnknownJob(LookupError):
     pass
 
 
-def ingest_entrypoint(settings: Settings, paths: list[str], collection: str, caption: bool, job_id: str) -> str:
-    """The CLI command line the job runs; it carries no secret."""
-    args = [sys.executable, "-m", "ray_pipeline", "ingest", *paths, "--collection", collection, "--progress-id", job_id]
+def ingest_entrypoint(settings: Settings, paths: list[str], collection: str, caption: bool, job_id: str,
+                      command: str = "ingest", prune: bool = False) -> str:
+    """The CLI command line the job runs (`ingest`, or `watch`, which uses the app's Embedder); it
+    carries no secret."""
+    args = [sys.executable, "-m", "ray_pipeline", command, *paths, "--collection", collection, "--progress-id", job_id]
     for root in settings.ingestion_roots():  # files reached through symlinks must stay inside too
         args += ["--within", root]
     args += ["--chroma-url", settings.chroma_url] if settings.chroma_url else ["--chroma-path", settings.chroma_path]
@@ -45,7 +47,11 @@ def ingest_entrypoint(settings: Settings, paths: list[str], collection: str, cap
     if settings.allow_random_weights:
         args.append("--allow-random-weights")
     if caption:
-        args += ["--caption", "--serve-app", settings.serve_app]
+        args.append("--caption")
+    if caption or command == "watch":
+        args += ["--serve-app", settings.serve_app]
+    if prune:
+        args.append("--prune")
     return shlex.join(args)
 
 
@@ -67,13 +73,15 @@ class Jobs:
         self._final: dict[str, dict] = {}  # counts read from finished jobs' logs, read once each
         self._running: set[asyncio.Task] = set()  # inline jobs in flight, kept until they end
 
-    def submit(self, paths: list[str], collection: str, caption: bool) -> str:
-        """A Ray job; returns its id."""
+    def submit(self, paths: list[str], collection: str, caption: bool, prune: bool = False, watch: bool = False) -> str:
+        """A Ray job, of `ingest` (with `prune`: `ingest --prune`) or, with `watch`, of `watch`, which
+        runs until stopped; returns its id."""
         job_id = new_job_id()
+        command = "watch" if watch else "ingest"
         self.client.submit_job(
-            entrypoint=ingest_entrypoint(self.settings, paths, collection, caption, job_id),
+            entrypoint=ingest_entrypoint(self.settings, paths, collection, caption, job_id, command, prune),
             submission_id=job_id,
-            metadata={"kind": JOB_KIND, "collection": collection},
+            metadata={"kind": JOB_KIND, "collection": collection, "command": command},
         )
         return job_id
 
@@ -148,8 +156,9 @@ class Jobs:
     def _describe(self, job_id: str, info, live: dict | None) -> dict:
         if live is None and info.status.value in FINISHED:
             live = self._from_logs(job_id)
-        return _status(job_id, info.status.value, (info.metadata or {}).get("collection"), live,
-                       _seconds(info.start_time), _seconds(info.end_time), _reason(info.message))
+        metadata = info.metadata or {}
+        return _status(job_id, info.status.value, metadata.get("collection"), live, _seconds(info.start_time),
+                       _seconds(info.end_time), _reason(info.message), metadata.get("command") == "watch")
 
     @staticmethod
     def _describe_run(job_id: str, run: progress.Run, live: dict | None) -> dict:
@@ -184,14 +193,16 @@ class Jobs:
 
 
 def _status(job_id: str, status: str, collection: str | None, live: dict | None, start_time: float | None,
-            end_time: float | None, message: str | None) -> dict:
-    """The status JSON of `GET /ingest/{job_id}`, the same for both kinds of job."""
+            end_time: float | None, message: str | None, watch: bool = False) -> dict:
+    """The status JSON of `GET /ingest/{job_id}`, the same for both kinds of job (`watch`: a job that
+    follows its folders until stopped)."""
     live = live or {}
     counts = live.get("counts", {})
     return {
         "job_id": job_id,
         "status": status,
         "collection": collection,
+        "watch": watch,
         **{key: int(counts.get(key, 0)) for key in COUNT_KEYS},
         "errors": live.get("errors", []),  # the board keeps at most progress.MAX_ERRORS
         "start_time": start_time,

@@ -148,12 +148,15 @@ async function startIngestion(event) {
   const message = form.querySelector(".message");
   const paths = form.paths.value.split("\n").map((p) => p.trim()).filter(Boolean);
   const body = { paths, collection: form.collection.value.trim(), caption: form.caption.checked };
+  // A watch ingests the folders, then follows them (deletions included) until it is stopped.
+  const watch = form.watch.checked;
+  if (!watch) body.prune = form.prune.checked;
   try {
-    const response = await api("ingest", {
+    const response = await api(watch ? "watches" : "ingest", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     });
     const { job_id: jobId } = await response.json();
-    say(message, `Started ${jobId}`);
+    say(message, watch ? `Watching: ${jobId} (stop it in the jobs table)` : `Started ${jobId}`);
     pollJobs();
   } catch (error) {
     failed(message)(error);
@@ -237,11 +240,12 @@ function stopButton(job) {
 }
 
 function renderJobs(jobs) {
-  const counts = ["discovered", "embedded", "skipped_existing", "duplicates", "failed", "captioned"];
+  const counts = ["discovered", "embedded", "skipped_existing", "duplicates", "failed", "removed", "captioned"];
   $("#jobs tbody").replaceChildren(...jobs.map((job) => el("tr", { "data-job-id": job.job_id, "data-collection": job.collection ?? "" },
     el("td", { text: when(job.start_time), title: job.job_id }),
     el("td", { text: job.collection ?? "" }),
-    el("td", {}, el("span", { class: `status badge ${job.status.toLowerCase()}`, text: job.status })),
+    el("td", {}, el("span", { class: `status badge ${job.status.toLowerCase()}`, text: job.status }),
+      job.watch ? el("span", { class: "badge watch", text: "watch" }) : null),
     ...counts.map((key) => el("td", { class: `num ${key}`, text: String(job[key]) })),
     errorsCell(job),
     stopButton(job),
