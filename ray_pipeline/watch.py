@@ -219,6 +219,12 @@ class Watcher:
     def stop(self, *_) -> None:
         self.stopping.set()
 
+    def listen_for_stop(self) -> None:
+        """SIGINT and SIGTERM end the watch between two batches. Set again once Ray is up: its core
+        worker puts in a SIGTERM handler of its own that ends the process at once."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.stop)
+
     def run(self) -> dict:
         """Ingest the folders, then follow them until `stop`; returns the summary of everything."""
         started = time.monotonic()
@@ -262,6 +268,7 @@ class Watcher:
         from ray_pipeline.store import StoreHandle, long_lived_owner
 
         logger.info("running on %s", init_ray())
+        self.listen_for_stop()
         target = self.config.target
         owner = long_lived_owner(target.path, detached=False) if target.embedded else None
         store = StoreHandle(target, owner)
@@ -378,7 +385,8 @@ class Watcher:
 def run_watch(config: IngestConfig, settle_s: float, poll_s: float | None) -> tuple[dict, list[dict], bool]:
     """Watch until SIGINT or SIGTERM; returns (the summary, the failed files, whether the weights are random)."""
     watcher = Watcher(config, settle_s, poll_s)
-    previous = {sig: signal.signal(sig, watcher.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    watcher.listen_for_stop()
     try:
         summary = watcher.run()
     finally:
