@@ -205,3 +205,67 @@ def test_unknown_job_and_other_model(service):
     assert requests.get(f"{service['url']}/ingest/nope", headers=auth(service), timeout=10).status_code == 404
     missing = requests.post(f"{service['url']}/search", headers=auth(service), json={"collection": "nothing-here", "text": "x"}, timeout=10)
     assert missing.status_code == 404
+
+
+def test_a_watch_over_http(service):
+    """POST /watches starts a Ray job that ingests the folder, then follows it with the app's Embedder:
+    a photo copied in (under a name that is not UTF-8) is counted, stored and has its thumbnail; a deleted
+    one is removed; DELETE /ingest/{job_id} stops it, with its final counts."""
+    url, headers = service["url"], auth(service)
+    folder = service["allowed"] / "watched"
+    folder.mkdir()
+    photos = service["allowed"] / "photos"
+    (folder / "coffee.png").write_bytes((photos / "coffee.png").read_bytes())
+    not_a_folder = requests.post(f"{url}/watches", headers=headers, timeout=10,
+                                 json={"paths": [str(folder / "coffee.png")], "collection": "watched"})
+    assert not_a_folder.status_code == 422 and "not a folder" in not_a_folder.text
+    outside = requests.post(f"{url}/watches", headers=headers, json={"paths": ["/etc"], "collection": "watched"}, timeout=10)
+    assert outside.status_code == 403
+    started = requests.post(f"{url}/watches", headers=headers, json={"paths": [str(folder)], "collection": "watched"}, timeout=30)
+    assert started.status_code == 202
+    job_id = started.json()["job_id"]
+
+    def status():
+        return requests.get(f"{url}/ingest/{job_id}", headers=headers, timeout=10).json()
+
+    try:
+        wait_for(lambda: status()["embedded"] == 1, timeout=300, what="the watch's first ingestion")
+        assert status()["status"] == "RUNNING" and status()["watch"] is True
+        arrived = os.fsencode(folder) + b"/caf\xe9.jpg"  # Latin-1, as from an old archive
+        staging = service["work"] / "staging.jpg"
+        staging.write_bytes((photos / "astronaut.jpg").read_bytes())
+        os.replace(staging, arrived)
+        wait_for(lambda: status()["embedded"] == 2, timeout=60, what="the photo copied in")
+        record_id = sha256_of(Path(os.fsdecode(arrived)))
+        thumbnail = requests.get(f"{url}/thumbnails/watched/{record_id}", headers=headers, timeout=30)
+        assert thumbnail.status_code == 200 and thumbnail.headers["Content-Type"] == "image/jpeg"
+        (folder / "coffee.png").unlink()
+        wait_for(lambda: status()["removed"] == 1, timeout=60, what="the deleted photo removed")
+        collections = requests.get(f"{url}/collections", headers=headers, timeout=10).json()["collections"]
+        assert {c["name"]: c["count"] for c in collections}["watched"] == 1
+        assert "watched--failed-files" not in {c["name"] for c in collections}
+    finally:
+        stopped = requests.delete(f"{url}/ingest/{job_id}", headers=headers, timeout=30)
+    assert stopped.json() == {"job_id": job_id, "stopped": True}
+    final = wait_job(service, job_id, timeout=60)
+    assert final["status"] == "STOPPED"
+    assert (final["embedded"], final["removed"], final["failed"]) == (2, 1, 0)
+
+
+def test_prune_over_http(service):
+    """`"prune": true` runs `ingest --prune` as a Ray job: the record of a photo deleted since goes."""
+    url, headers = service["url"], auth(service)
+    folder = service["allowed"] / "prunable"
+    folder.mkdir()
+    for name in ("coffee.png", "rocket.webp"):
+        (folder / name).write_bytes((service["allowed"] / "photos" / name).read_bytes())
+    first = requests.post(f"{url}/ingest?wait=true", headers=headers, json={"paths": [str(folder)], "collection": "prunable"},
+                          timeout=300)
+    assert first.status_code == 200 and first.json()["embedded"] == 2
+    (folder / "rocket.webp").unlink()
+    pruned = requests.post(f"{url}/ingest", headers=headers, timeout=30,
+                           json={"paths": [str(folder)], "collection": "prunable", "prune": True})
+    assert pruned.status_code == 202
+    final = wait_job(service, pruned.json()["job_id"])
+    assert (final["status"], final["removed"], final["skipped_existing"]) == ("SUCCEEDED", 1, 1)
+    assert final["watch"] is False

@@ -155,6 +155,41 @@ def test_ingest_follow_and_search_in_the_page(service, browser):
     assert requests.get(f"{service['url']}/ingest/{job_id}", headers=auth(service), timeout=10).json()["embedded"] == 6
 
 
+def test_a_watch_started_and_stopped_in_the_page(service, browser):
+    """"Keep watching the folders" starts a watch; a photo copied in shows in its counts; Stop ends it."""
+    from playwright.sync_api import expect
+
+    folder = service["allowed"] / "ui-watched"
+    folder.mkdir()
+    photos = service["allowed"] / "photos"
+    (folder / "coffee.png").write_bytes((photos / "coffee.png").read_bytes())
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page_errors = []
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    page.goto(f"{service['url']}/ui/")
+    page.fill("#token", service["token"])
+    page.click("#token-form button[type=submit]")
+    ingest = page.locator("#ingest-form")
+    ingest.locator("[name=collection]").fill("ui-watched")
+    ingest.locator("[name=paths]").fill(str(folder))
+    ingest.locator("[name=watch]").check()
+    ingest.locator("button[type=submit]").click()
+    expect(ingest.locator(".message")).to_contain_text("Watching: ingest-")
+    job_id = ingest.locator(".message").inner_text().split()[1]
+    job = page.locator(f"#jobs tr[data-job-id='{job_id}']")
+    expect(job.locator(".badge.watch")).to_have_text("watch")
+    expect(job.locator(".embedded")).to_have_text("1", timeout=JOB_SECONDS * 1000)
+    expect(job.locator(".status")).to_have_text("RUNNING")
+    (folder / "rocket.webp").write_bytes((photos / "rocket.webp").read_bytes())
+    expect(job.locator(".embedded")).to_have_text("2", timeout=60_000)
+    page.screenshot(path=ARTIFACTS / "ui-watch.png", full_page=True)
+    job.locator("button", has_text="Stop").click()
+    expect(job.locator(".status")).to_have_text("STOPPED", timeout=60_000)
+    assert page_errors == []
+    context.close()
+
+
 def wait_for_thumbnails(page, count: int) -> None:
     """Every result's thumbnail decoded in the page, from a blob: URL."""
     page.wait_for_function(
