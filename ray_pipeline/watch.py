@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from ray_pipeline.config import IngestConfig
 from ray_pipeline.discover import SUPPORTED_EXTENSIONS, DiscoveryError, discover, extension_of, is_within, more_than
 from ray_pipeline.failures import FileState, file_states
+from ray_pipeline.file_names import recorded_path
 from ray_pipeline.ingest import AfterFiles, IngestResult, run_ingest
 from ray_pipeline.prune import plan_prune
 from ray_pipeline.summary import Tally, summary_of
@@ -276,6 +277,7 @@ class Watcher:
         reporter = Reporter(self.config.progress_id)
         try:
             encoder.model()  # warm before the first change comes
+            logger.info("ready: changes are embedded as they settle (%g s)", self.changes.settle_s)
             while not self.stopping.wait(TICK_S):
                 settled = self.changes.take_settled()
                 if settled:
@@ -366,6 +368,17 @@ class Watcher:
         reporter.add({"discovered": len(paths), **job.counts}, job.errors)
         self.holds.update(after.holds)
         batch.add(job)
+        self._reconcile(batch)
+
+    def _reconcile(self, batch: Tally) -> None:
+        """After a burst, the folders are listed again: a file whose events were lost (a kernel queue
+        that overflowed) is taken in all the same, and one gone unseen goes."""
+        failed = {recorded_path(error) for error in self.total.errors + batch.errors}
+        listed = set(discover(self.folders, []))
+        for path in sorted(listed - set(self.holds) - failed):
+            self.changes.touched(path)
+        for path in sorted(set(self.holds) - listed):
+            self.changes.gone(path)
 
     def _prune(self, paths: list[str], gone_folders: list[str], store, batch: Tally) -> None:
         """The records of files gone, or changed to other bytes, leave (or follow a copy), as prune has it."""
