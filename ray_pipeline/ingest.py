@@ -126,8 +126,9 @@ def _dry_run(config: IngestConfig, after: AfterFiles, tally: Tally, started: flo
             with ThreadPoolExecutor(4) as pool:
                 hashed = dict(zip([path for path, _, _ in leftovers], pool.map(_sha256, [path for path, _, _ in leftovers])))
             after.prune(store, {**{path: digest for path, digest in hashed.items() if digest}, **unchanged})
-    tally.removed = len(after.plan.removals)
-    summary = {**summary_of(config.target.collection, tally, time.monotonic() - started), "dry_run": True}
+    # Nothing was ingested: the summary says what was listed and what would go.
+    summary = {"collection": config.target.collection, "dry_run": True, "discovered": len(after.paths),
+               "removed": len(after.plan.removals), "seconds": round(time.monotonic() - started, 2)}
     return IngestResult(summary, tally, tally.errors, False, after.plan.describe(), {})
 
 

@@ -81,6 +81,13 @@ def unmounted_mount_point(folder: str, fstab: str = FSTAB) -> str | None:
     return None
 
 
+def unmounted_mount_points_in(folder: str, fstab: str = FSTAB) -> list[str]:
+    """The mount points (from /etc/fstab) inside `folder` with nothing mounted: what they held looks gone."""
+    real = os.path.realpath(folder)
+    inside = [point for point in _fstab_mount_points(fstab) if point != real and is_within(point, (real,))]
+    return [os.path.join(folder, os.path.relpath(point, real)) for point in inside if not os.path.ismount(point)]
+
+
 def folder_refusal(folder: str, has_photos: bool, recorded: int, fstab: str = FSTAB) -> str | None:
     """Why records under `folder` must not be pruned now (None: they may): it is missing or unreadable,
     on a mount point with nothing mounted, or holds no photos while `recorded` records say it did."""
@@ -100,7 +107,7 @@ def folder_refusal(folder: str, has_photos: bool, recorded: int, fstab: str = FS
 
 
 def plan_prune(records: dict[str, dict], holds: dict[str, str], folders: list[str], has_photos: set[str],
-               kept: tuple[str, ...] = (), force: bool = False) -> PrunePlan:
+               kept: tuple[str, ...] = (), force: bool = False, fstab: str = FSTAB) -> PrunePlan:
     """What to move and remove among `records` ({id: metadata} of the records under `folders`).
 
     `holds`: {path: id} of every listed file whose bytes are known in this run; `has_photos`: the folders
@@ -108,15 +115,24 @@ def plan_prune(records: dict[str, dict], holds: dict[str, str], folders: list[st
     `force`: prune even under folders that look missing, unmounted or emptied.
     """
     plan = PrunePlan()
-    refused = set()
+    refused = []
+
+    def refuse(folder: str, reason: str) -> None:
+        refused.append(folder)
+        recorded = sum(1 for metadata in records.values() if is_within(recorded_path(metadata) or "", (folder,)))
+        if recorded:
+            plan.refused.append(failure(folder, f"{reason} (--prune-missing-folders overrides)"))
+
     for folder in folders:
         recorded = sum(1 for metadata in records.values() if is_within(recorded_path(metadata) or "", (folder,)))
-        reason = None if force else folder_refusal(folder, folder in has_photos, recorded)
+        reason = None if force else folder_refusal(folder, folder in has_photos, recorded, fstab)
         if reason is not None:
-            refused.add(folder)
-            if recorded:
-                plan.refused.append(failure(folder, f"{reason} (--prune-missing-folders overrides)"))
+            refuse(folder, reason)
+        elif not force:
+            for point in unmounted_mount_points_in(folder, fstab):
+                refuse(point, f"a mount point in {fstab} with nothing mounted")
     allowed = tuple(folder for folder in folders if folder not in refused)
+    kept = (*kept, *refused)  # a refused folder inside an allowed one keeps its records too
     holders: dict[str, list[str]] = {}
     for path, record_id in holds.items():
         holders.setdefault(record_id, []).append(path)
