@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -149,7 +150,11 @@ def main() -> None:
         finally:
             if watch.process.poll() is None:
                 watch.process.kill()
-    figures = {"model": args.model, "ready_s": round(ready, 1), "summary": summary}
+        log = watch.log.read_text()
+    batches = re.findall(r"(\d+) changed, (\d+) gone", log)
+    bursts = [int(files) for files in re.findall(r"a burst of (\d+) files", log)]
+    figures = {"model": args.model, "ready_s": round(ready, 1), "summary": summary,
+               "batches": {"warm": len(batches) - len(bursts), "ray_data_jobs": bursts}}
     if latencies:
         figures["copy_to_searchable_s"] = {"n": len(latencies), **{f"p{q}": round(float(np.percentile(latencies, q)), 2)
                                                                    for q in (50, 90, 100)}}

@@ -48,7 +48,8 @@ def failure_id(path: str) -> str:
     return hashlib.sha256(os.fsencode(path)).hexdigest()
 
 
-def _state(path: str) -> FileState | None:
+def file_state(path: str) -> FileState | None:
+    """The file's state now; None when it cannot be stat'ed at all."""
     for stat in (os.stat, os.lstat):  # a link that leads nowhere is known by its own stat
         try:
             info = stat(path)
@@ -61,4 +62,4 @@ def _state(path: str) -> FileState | None:
 def file_states(paths: list[str]) -> dict[str, FileState]:
     """The state of each of these files now, taken before they are read (those that vanished are left out)."""
     with ThreadPoolExecutor(STAT_THREADS) as pool:
-        return {path: state for path, state in zip(paths, pool.map(_state, paths)) if state is not None}
+        return {path: state for path, state in zip(paths, pool.map(file_state, paths)) if state is not None}

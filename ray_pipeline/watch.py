@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 from ray_pipeline.config import IngestConfig
 from ray_pipeline.discover import SUPPORTED_EXTENSIONS, DiscoveryError, discover, extension_of, is_within, more_than
-from ray_pipeline.failures import FileState, file_states
+from ray_pipeline.failures import FileState, file_state, file_states
 from ray_pipeline.file_names import recorded_path
 from ray_pipeline.ingest import AfterFiles, IngestResult, run_ingest
 from ray_pipeline.prune import plan_prune
@@ -30,6 +30,10 @@ from ray_pipeline.summary import Tally, summary_of
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.2  # how often settled changes are looked for
+# While more files are pending than a warm batch takes and events still come, the batch waits for a
+# quiet moment (the end of a copy of many files), so that a burst makes one Ray Data job, not many.
+# It waits this long at most under a steady stream.
+BURST_HOLD_S = 60.0
 EMBEDDER = "Embedder"
 
 
@@ -49,33 +53,53 @@ class Settled:
 class Changes:
     """File events, gathered until they settle: a path is settled once `settle_s` have passed since its
     last event and its state then is the state it had at that event (a write that sent no event, as
-    on a network file system, starts the wait again). Thread-safe: the observer adds, the watch takes."""
+    on a network file system, starts the wait again). Thread-safe: the observer adds, the watch takes.
 
-    def __init__(self, settle_s: float, clock=time.monotonic):
+    With `burst` (a number of files), nothing is handed over while more paths than that are pending and
+    events still come, for up to BURST_HOLD_S: a copy of many files is taken in one go once it ends."""
+
+    def __init__(self, settle_s: float, burst: int | None = None, clock=time.monotonic):
         self.settle_s = settle_s
+        self.burst = burst
         self.clock = clock
         self._lock = threading.Lock()
         self._touched: dict[str, tuple[float, FileState | None]] = {}
         self._gone: dict[str, tuple[float, bool]] = {}  # path -> (its event's time, whether a folder)
+        self._last_event = 0.0
+        self._busy_since: float | None = None
 
     def touched(self, path: str) -> None:
-        state = file_states([path]).get(path)
+        state = file_state(path)
         with self._lock:
-            self._touched[path] = (self.clock(), state)
+            self._last_event = self.clock()
+            self._touched[path] = (self._last_event, state)
             self._gone.pop(path, None)
 
     def gone(self, path: str, folder: bool = False) -> None:
         with self._lock:
-            self._gone[path] = (self.clock(), folder)
+            self._last_event = self.clock()
+            self._gone[path] = (self._last_event, folder)
             self._touched.pop(path, None)
 
     def pending(self) -> int:
         with self._lock:
             return len(self._touched) + len(self._gone)
 
+    def _holding(self, now: float) -> bool:
+        """Whether a burst is still arriving (called under the lock)."""
+        arriving = (self.burst is not None and len(self._touched) + len(self._gone) > self.burst
+                    and now - self._last_event < self.settle_s)
+        if not arriving:
+            self._busy_since = None
+            return False
+        self._busy_since = self._busy_since if self._busy_since is not None else now
+        return now - self._busy_since < BURST_HOLD_S
+
     def take_settled(self) -> Settled:
         now = self.clock()
         with self._lock:
+            if self._holding(now):
+                return Settled()
             ripe = [path for path, (at, _) in self._touched.items() if now - at >= self.settle_s]
             settled = Settled()
             for path, (at, folder) in sorted(self._gone.items()):
@@ -210,12 +234,11 @@ class Watcher:
         self.config = replace(config, prune=True, paths=tuple(os.path.abspath(os.path.expanduser(p)) for p in config.paths))
         self.folders = list(self.config.paths)
         self.poll_s = poll_s
-        self.changes = Changes(settle_s)
+        self.changes = Changes(settle_s, burst=self.config.inline_max_files)
         self.stopping = threading.Event()
         self.total = Tally()
         self.holds: dict[str, str] = {}  # {path: id} of every file of the folders whose bytes are known
         self.random_weights = False
-        self.batches = 0
 
     def stop(self, *_) -> None:
         self.stopping.set()
@@ -312,7 +335,6 @@ class Watcher:
             return
         reporter.add({"removed": batch.removed}, [])
         self.total.add(batch)
-        self.batches += 1
         counts = batch.summary()
         logger.info("%d changed, %d gone: %d embedded, %d stored already, %d copies, %d failed, %d removed (%.1f s)",
                     len(changed), len(gone), counts["embedded"], counts["skipped_existing"], counts["duplicates"],

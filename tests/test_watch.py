@@ -16,8 +16,6 @@ import pytest
 from conftest import ROOT, summary_line, wait_for
 from PIL import Image
 
-from ray_pipeline.watch import Changes
-
 pytestmark = pytest.mark.usefixtures("ray_head")
 
 
@@ -154,22 +152,3 @@ def test_watch_by_polling_takes_a_burst_through_the_ray_data_job(ray_head, tmp_p
         if watch.process.poll() is None:
             watch.process.kill()
     assert (summary["embedded"], summary["removed"], summary["failed"]) == (11, 1, 0)
-
-
-def test_changes_settle_once_files_are_still():
-    """No Ray: a path is handed over once `settle` has passed since its last event and its state then is
-    the state it had; a deletion after a write wins."""
-    now = [0.0]
-    changes = Changes(settle_s=2.0, clock=lambda: now[0])
-    changes.touched("/nowhere/a.jpg")
-    changes.touched("/nowhere/b.jpg")
-    now[0] = 1.0
-    changes.touched("/nowhere/a.jpg")  # still being written
-    changes.gone("/nowhere/b.jpg")
-    now[0] = 2.5
-    settled = changes.take_settled()
-    assert (settled.changed, settled.gone) == ([], [])
-    now[0] = 3.1
-    settled = changes.take_settled()
-    assert (settled.changed, settled.gone) == (["/nowhere/a.jpg"], ["/nowhere/b.jpg"])
-    assert not changes.take_settled() and changes.pending() == 0

@@ -1,0 +1,44 @@
+"""How `watch` gathers file events into batches, without Ray or a file system: a file is handed over
+once it is still, a deletion wins over a write, and a burst is taken in one go."""
+
+from __future__ import annotations
+
+from ray_pipeline.watch import Changes
+
+
+def test_changes_settle_once_files_are_still():
+    """No Ray: a path is handed over once `settle` has passed since its last event and its state then is
+    the state it had; a deletion after a write wins."""
+    now = [0.0]
+    changes = Changes(settle_s=2.0, clock=lambda: now[0])
+    changes.touched("/nowhere/a.jpg")
+    changes.touched("/nowhere/b.jpg")
+    now[0] = 1.0
+    changes.touched("/nowhere/a.jpg")  # still being written
+    changes.gone("/nowhere/b.jpg")
+    now[0] = 2.5
+    settled = changes.take_settled()
+    assert (settled.changed, settled.gone) == ([], [])
+    now[0] = 3.1
+    settled = changes.take_settled()
+    assert (settled.changed, settled.gone) == (["/nowhere/a.jpg"], ["/nowhere/b.jpg"])
+    assert not changes.take_settled() and changes.pending() == 0
+
+
+def test_a_burst_is_taken_in_one_go_once_it_ends():
+    """More files pending than a warm batch takes, and events still coming: nothing is handed over
+    until a quiet moment, so the burst makes one Ray Data job (under a steady stream, not for ever)."""
+    now = [0.0]
+    changes = Changes(settle_s=2.0, burst=3, clock=lambda: now[0])
+    for i in range(10):
+        now[0] = i * 0.5
+        changes.touched(f"/nowhere/{i}.jpg")
+        assert not changes.take_settled()  # the first files are still, but more keep coming
+    now[0] = 4.5 + 2.0
+    assert len(changes.take_settled().changed) == 10
+    for i in range(200):  # a stream that never stops is taken all the same
+        now[0] = 10.0 + i * 0.5
+        changes.touched(f"/nowhere/s{i}.jpg")
+        if changes.take_settled():
+            break
+    assert now[0] - 10.0 >= 60.0 - 0.5
