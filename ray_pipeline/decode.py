@@ -27,6 +27,7 @@ from ray_pipeline.metadata import (
 )
 
 DEFAULT_MAX_PIXELS = 250_000_000
+PIXEL_LIMIT = "(--max-pixels)"  # in the reason of a picture refused for its size: a setting, not the file's fault
 # Resizing the short side of a 1 x 100000 strip to 224 would need gigabytes: such strips are refused.
 MAX_ASPECT_RATIO = 50
 _ORIENTATION_TAG = 0x0112
@@ -134,7 +135,7 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise DecodeError(
             f"image is {width}x{height} ({width * height:,} pixels), over the limit of {max_pixels:,} "
-            "pixels (--max-pixels); refused as a possible decompression bomb"
+            f"pixels {PIXEL_LIMIT}; refused as a possible decompression bomb"
         )
 
 
@@ -149,7 +150,7 @@ def _open_image(data: bytes, max_pixels: int) -> Image.Image:
         raise DecodeError("not a recognised image format") from None
     except Image.DecompressionBombError as exc:
         raise DecodeError(
-            f"over the limit of {max_pixels:,} pixels (--max-pixels); refused as a possible decompression bomb ({exc})"
+            f"over the limit of {max_pixels:,} pixels {PIXEL_LIMIT}; refused as a possible decompression bomb ({exc})"
         ) from None
     _check_pixels(*image.size, max_pixels)
     return image

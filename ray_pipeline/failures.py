@@ -35,6 +35,15 @@ class Failure:
     reason: str
 
 
+def lasting(reason: str) -> bool:
+    """Whether a failure comes from the file itself, and stays while the file does: not one that hangs on
+    this run's settings (--max-pixels, --within) or on a passing state (a read error, a permission)."""
+    from ray_pipeline.decode import PIXEL_LIMIT
+    from ray_pipeline.journey import OUTSIDE_ROOTS, PERMISSION_DENIED, READ_ERROR
+
+    return not reason.startswith((PERMISSION_DENIED, READ_ERROR, OUTSIDE_ROOTS)) and PIXEL_LIMIT not in reason
+
+
 def failures_collection(collection: str) -> str:
     return collection + FAILURES_SUFFIX
 

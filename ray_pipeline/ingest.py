@@ -18,11 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ray_pipeline.config import IngestConfig
-from ray_pipeline.discover import is_within, photo_paths
+from ray_pipeline.discover import photo_paths
 from ray_pipeline.file_names import recorded_path
 from ray_pipeline.journey import read_file
 from ray_pipeline.progress import Reporter, announce
-from ray_pipeline.prune import PrunePlan, plan_prune
+from ray_pipeline.prune import PrunePlan, folders_holding, plan_prune
 from ray_pipeline.runtime import init_ray, running_cluster
 from ray_pipeline.store import opened_here
 from ray_pipeline.summary import Tally, summary_of
@@ -109,10 +109,9 @@ class AfterFiles:
     def prune(self, store, holds: dict[str, str]) -> None:
         """Plan what goes, from {path: id} of the listed files whose bytes are known."""
         folders = self.folders
-        has_photos = {folder for folder in folders if any(is_within(path, (folder,)) for path in self.paths)}
         kept = tuple(recorded_path(problem) for problem in self.problems)  # folders that could not be listed
-        self.plan = plan_prune(store.records_under(folders) if folders else {}, holds, folders, has_photos, kept,
-                               self.config.prune_missing_folders)
+        self.plan = plan_prune(store.records_under(folders) if folders else {}, holds, folders,
+                               folders_holding(self.paths), kept, self.config.prune_missing_folders)
         if self.plan.moves:
             logger.info("prune: %d records of files gone take the path of a copy that is still there", len(self.plan.moves))
 
@@ -163,22 +162,18 @@ def _ingest_here(config: IngestConfig, paths: list[str], stored: Stored, tally: 
     random."""
     from ray_pipeline import model as clip_model
     from ray_pipeline.embed import ImageEncoder, local_device
-    from ray_pipeline.inline import CHUNK, ingest_inline
-    from ray_pipeline.journey import DuplicateRegistry, Journey
+    from ray_pipeline.inline import CHUNK, ingest_left_to_read
 
-    to_read = stored.left_to_read(paths)
     logger.info("%d files to read: embedded in this process, without Ray (no cluster running, and at most "
-                "--inline-max-files %d)", len(to_read), config.inline_max_files)
+                "--inline-max-files %d)", len(stored.left_to_read(paths)), config.inline_max_files)
     resolved, network = clip_model.resolve(config.model)
     clip_model.warn_if_random(resolved, config.target.collection)
     # torch.compile pays off over a long job, not a few files: here only where asked for (--compile on).
     compile = "on" if config.compile == "on" else "off"
     encoder = ImageEncoder(resolved, local_device(config.device), compile, CHUNK, network=network)
-    registry = DuplicateRegistry()
-    registry.claim(stored.claims())
     stored.count_into(tally, keep_stored=config.keeps_contents)
     with opened_here(config.target, resolved.collection_metadata()) as store:
-        journey = Journey(store, registry.claim, resolved.geometry, config.max_pixels, config.within)
-        tally.add(ingest_inline(to_read, journey, encoder.encode, store, keep_stored=config.keeps_contents))
+        tally.add(ingest_left_to_read(paths, stored, store, resolved.geometry, config.max_pixels, config.within,
+                                      encoder.encode, config.keeps_contents))
         after(store, stored, tally)
     return resolved.random_weights

@@ -52,6 +52,19 @@ def ingest_inline(paths: list[str], journey: Journey, encode: Encode, store, *, 
     return tally
 
 
+def ingest_left_to_read(paths: list[str], stored, store, geometry, max_pixels: int, within: tuple[str, ...],
+                        encode: Encode, keep_stored: bool, on_chunk=None) -> Tally:
+    """The files of `paths` that `stored` (an `unchanged.Stored`) leaves to read, on their journeys in
+    this process: a copy of a stored file is a duplicate, the vectors come from `encode`, the records
+    go to `store`."""
+    from ray_pipeline.journey import DuplicateRegistry
+
+    registry = DuplicateRegistry()
+    registry.claim(stored.claims())
+    journey = Journey(store, registry.claim, geometry, max_pixels, within)
+    return ingest_inline(stored.left_to_read(paths), journey, encode, store, keep_stored=keep_stored, on_chunk=on_chunk)
+
+
 def report_chunk(collection: str, reporter, files: list[PhotoFile], chunk: Tally) -> None:
     """A written chunk's counts on the progress board (a `progress.Reporter`) and on the pipeline's
     metrics, as the bulk path reports its blocks."""

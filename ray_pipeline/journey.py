@@ -23,6 +23,8 @@ from ray_pipeline.file_names import PATH_BYTES, path_fields, path_text, recorded
 
 # What becomes of each file: embedded and stored, stored already, a copy of another listed file, failed.
 NEW, EXISTING, DUPLICATE, FAILED = "new", "existing", "duplicate", "failed"
+# Reasons that say nothing of the file itself: they hang on this run's settings or a passing state.
+PERMISSION_DENIED, READ_ERROR, OUTSIDE_ROOTS = "permission denied", "cannot read file", "resolves outside the allowed folders"
 STAT_FIELDS = ("file_size", "mtime", "mtime_ns")
 
 
@@ -52,10 +54,10 @@ def _read_failure(path: str, exc: OSError) -> str:
     if exc.errno == errno.ELOOP:
         return "symlink loop"
     if exc.errno == errno.EACCES:
-        return "permission denied"
+        return PERMISSION_DENIED
     if exc.errno == errno.EISDIR:
         return "is a folder, not a file"
-    return f"cannot read file: {exc.strerror or exc}"
+    return f"{READ_ERROR}: {exc.strerror or exc}"
 
 
 def decode_file(file: FileBytes, geometry: InputGeometry, max_pixels: int) -> DecodedPhoto:
@@ -190,7 +192,7 @@ class Journey:
         files = [PhotoFile(path) for path in paths]
         for photo in files:
             if self.within and not is_within(os.path.realpath(photo.path), self.within):
-                photo.reason = "resolves outside the allowed folders"
+                photo.reason = OUTSIDE_ROOTS
             else:
                 photo.read()
         for photo in self._owned([photo for photo in files if photo.id]):

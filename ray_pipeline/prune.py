@@ -41,9 +41,16 @@ class PrunePlan:
     refused: list[dict] = field(default_factory=list)  # {"path", "reason"} of folders that remove nothing
 
     def apply(self, store) -> None:
-        """Move, then remove (a ChromaStore or StoreHandle)."""
-        if self.moves:
-            store.merge_metadata({record_id: _moved_to(path) for record_id, path in self.moves.items()})
+        """Move, then remove (a ChromaStore or StoreHandle). A copy that vanished since it was listed
+        takes no record: that record stays as it was, for the next run to settle."""
+        moves = {}
+        for record_id, path in self.moves.items():
+            try:
+                moves[record_id] = _moved_to(path)
+            except OSError:
+                continue
+        if moves:
+            store.merge_metadata(moves)
         if self.removals:
             store.delete([removal.id for removal in self.removals])
 
@@ -106,45 +113,90 @@ def folder_refusal(folder: str, has_photos: bool, recorded: int, fstab: str = FS
     return None
 
 
-def plan_prune(records: dict[str, dict], holds: dict[str, str], folders: list[str], has_photos: set[str],
-               kept: tuple[str, ...] = (), force: bool = False, fstab: str = FSTAB) -> PrunePlan:
+def is_gone(path: str) -> bool:
+    """Whether nothing is at `path`: only "no such file" says so. A folder that cannot be read, or a
+    network file system that stopped answering, is no proof that a file has gone."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def folders_holding(paths) -> set[str]:
+    """Every folder that holds one of these files, at any depth."""
+    folders: set[str] = set()
+    for path in paths:
+        folder = os.path.dirname(path)
+        while folder not in folders and folder != os.path.dirname(folder):
+            folders.add(folder)
+            folder = os.path.dirname(folder)
+    return folders
+
+
+def _vanished(folder: str, listed: set[str]) -> str | None:
+    """Why the files under `folder` (inside a folder of the run) must be kept although they look gone:
+    the folder itself is gone or unreadable, or holds no photo now. A disk unplugged from under a
+    folder of the run, or a symlinked folder whose target is gone, looks just like that."""
+    if not os.path.isdir(folder):
+        return "the folder is gone (deleted, or on a disk that is not mounted?)"
+    try:
+        with os.scandir(folder) as entries:
+            next(entries, None)
+    except OSError as exc:
+        return f"the folder cannot be read: {exc.strerror or exc}"
+    if folder not in listed:
+        return "the folder holds no photos now"
+    return None
+
+
+def plan_prune(records: dict[str, dict], holds: dict[str, str], folders: list[str], listed: set[str],
+               kept: tuple[str, ...] = (), force: bool = False, fstab: str = FSTAB,
+               events_seen: bool = False) -> PrunePlan:
     """What to move and remove among `records` ({id: metadata} of the records under `folders`).
 
-    `holds`: {path: id} of every listed file whose bytes are known in this run; `has_photos`: the folders
-    where the run listed photos; `kept`: folders that could not be listed (nothing under them goes);
-    `force`: prune even under folders that look missing, unmounted or emptied.
+    `holds`: {path: id} of every listed file whose bytes are known in this run; `listed`: the folders
+    where the run listed photos (`folders_holding`); `kept`: folders that could not be listed (nothing
+    under them goes); `force`: prune even under folders that look missing, unmounted or emptied.
+    `events_seen`: the files looked at were seen going, one by one (a watch's deletion events), so a
+    subfolder that went with them went for real; otherwise a file under a subfolder that is gone or
+    emptied is kept, as under a folder of the run.
     """
     plan = PrunePlan()
-    refused = []
+    refused: list[str] = []
 
     def refuse(folder: str, reason: str) -> None:
         refused.append(folder)
-        recorded = sum(1 for metadata in records.values() if is_within(recorded_path(metadata) or "", (folder,)))
-        if recorded:
+        if any(is_within(recorded_path(metadata) or "", (folder,)) for metadata in records.values()):
             plan.refused.append(failure(folder, f"{reason} (--prune-missing-folders overrides)"))
 
     for folder in folders:
         recorded = sum(1 for metadata in records.values() if is_within(recorded_path(metadata) or "", (folder,)))
-        reason = None if force else folder_refusal(folder, folder in has_photos, recorded, fstab)
+        reason = None if force else folder_refusal(folder, folder in listed, recorded, fstab)
         if reason is not None:
             refuse(folder, reason)
         elif not force:
             for point in unmounted_mount_points_in(folder, fstab):
                 refuse(point, f"a mount point in {fstab} with nothing mounted")
     allowed = tuple(folder for folder in folders if folder not in refused)
-    kept = (*kept, *refused)  # a refused folder inside an allowed one keeps its records too
     holders: dict[str, list[str]] = {}
     for path, record_id in holds.items():
         holders.setdefault(record_id, []).append(path)
-    for record_id, metadata in records.items():
+    for record_id, metadata in sorted(records.items(), key=lambda item: recorded_path(item[1]) or ""):
         path = recorded_path(metadata) or ""
-        if holds.get(path) == record_id or not is_within(path, allowed) or is_within(path, kept):
+        if holds.get(path) == record_id or not is_within(path, allowed) or is_within(path, (*kept, *refused)):
             continue
-        if os.path.lexists(path) and path not in holds:
-            continue  # there, and not read in this run: nothing says it changed
-        others = sorted(other for other in holders.get(record_id, ()) if other != path)
+        if path not in holds and not is_gone(path):
+            continue  # there (or unreadable), and not read in this run: nothing says it changed
+        others = sorted(other for other in holders.get(record_id, ()) if other != path and not is_gone(other))
         if others:
             plan.moves[record_id] = others[0]
-        else:
-            plan.removals.append(Removal(record_id, path, REPLACED if path in holds else GONE))
+            continue
+        parent = os.path.dirname(path)
+        if path not in holds and not (force or events_seen) and (reason := _vanished(parent, listed)):
+            refuse(parent, reason)  # this record, and the others under it, stay
+            continue
+        plan.removals.append(Removal(record_id, path, REPLACED if path in holds else GONE))
     return plan

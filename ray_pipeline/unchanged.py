@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ray_pipeline.discover import is_within
-from ray_pipeline.failures import Failure, FileState, file_states
+from ray_pipeline.failures import Failure, FileState, file_states, lasting
 from ray_pipeline.file_names import failure, recorded_path
 from ray_pipeline.journey import read_file, refresh_records
 from ray_pipeline.model import ModelSpec, recorded_identity
@@ -134,12 +134,12 @@ class Stored:
             tally.stored += self.claims()
 
     def remember(self, store, tally) -> None:
-        """Remember the files this run read that failed, with their state before reading, and forget the
-        earlier failures of files that were read fine this time."""
+        """Remember the files this run read that failed for a lasting reason (`failures.lasting`), with
+        their state before reading, and forget the earlier failures of files that were read fine this time."""
         failed = {recorded_path(error): error["reason"] for error in tally.errors}
         store.remember_failures(
             [Failure(path, self.states[path], reason) for path, reason in failed.items()
-             if path in self.states and path not in self.failed],
+             if path in self.states and path not in self.failed and lasting(reason)],
             sorted(path for path in self.changed_since_failing if path not in failed))
 
     def covers(self, paths: list[str], model: ModelSpec) -> bool:

@@ -1,13 +1,13 @@
 """Watch: the index follows folders as they change (`python -m ray_pipeline watch PATH...`).
 
-The folders are ingested first, as `ingest --prune` does. From then on, file events (watchdog's
-observer, or its polling observer with `--poll` where events do not arrive, as on network file
-systems) are gathered until each file has been still for `--settle` seconds. Each settled batch is a
-small ingestion through the journey every path shares (`inline`), embedded by a model kept warm: the
-Serve app's `Embedder` when `--serve-app` names a running app that has one, else an embedding actor of
-the watch's own. A burst of more than `--inline-max-files` files goes through the Ray Data job instead.
-Files gone leave the collection as prune has it, guards included. SIGINT and SIGTERM end the watch
-between two batches, with the summary of all it did.
+The folders are ingested first, as `ingest --prune` does. From then on, file events (`file_events`:
+watchdog's observer, or its polling observer with `--poll` where events do not arrive, as on network
+file systems) are gathered until each file has been still for `--settle` seconds. Each settled batch
+is a small ingestion through the journey every path shares (`inline`), embedded by a model kept warm:
+the Serve app's `Embedder` when `--serve-app` names a running app that has one, else an embedding actor
+of the watch's own. A burst of more than `--inline-max-files` files goes through the Ray Data job
+instead. Files seen going leave the collection as prune has it, guards included. SIGINT and SIGTERM end
+the watch between two batches, with the summary of all it did.
 """
 
 from __future__ import annotations
@@ -17,139 +17,28 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from ray_pipeline.config import IngestConfig
-from ray_pipeline.discover import SUPPORTED_EXTENSIONS, DiscoveryError, discover, extension_of, is_within, more_than
-from ray_pipeline.failures import FileState, file_state, file_states
-from ray_pipeline.file_names import recorded_path
+from ray_pipeline.discover import DiscoveryError, discover, is_within, more_than
+from ray_pipeline.errors import UserFacingError
+from ray_pipeline.file_events import Changes, Settled, photo_events
+from ray_pipeline.file_names import path_text, recorded_path
 from ray_pipeline.ingest import AfterFiles, IngestResult, run_ingest
-from ray_pipeline.prune import plan_prune
+from ray_pipeline.prune import is_gone, plan_prune
 from ray_pipeline.summary import Tally, summary_of
 
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.2  # how often settled changes are looked for
-# While more files are pending than a warm batch takes and events still come, the batch waits for a
-# quiet moment (the end of a copy of many files), so that a burst makes one Ray Data job, not many.
-# It waits this long at most under a steady stream.
-BURST_HOLD_S = 60.0
 EMBEDDER = "Embedder"
+MODEL_WAIT_S = 600  # the longest a model may take to load (a GPU still held elsewhere: the watch says so)
+RELIST_S = 600  # the folders are listed again this often (and after each burst): no new file is missed
+ATTEMPTS = 3  # a batch that fails is tried again this many times in all, then its files are left out
 
 
-@dataclass
-class Settled:
-    """Changes that have settled: files created or changed and now still, and paths gone (files, or
-    folders with all they held)."""
-
-    changed: list[str] = field(default_factory=list)
-    gone: list[str] = field(default_factory=list)  # files
-    gone_folders: list[str] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.changed or self.gone or self.gone_folders)
-
-
-class Changes:
-    """File events, gathered until they settle: a path is settled once `settle_s` have passed since its
-    last event and its state then is the state it had at that event (a write that sent no event, as
-    on a network file system, starts the wait again). Thread-safe: the observer adds, the watch takes.
-
-    With `burst` (a number of files), nothing is handed over while more paths than that are pending and
-    events still come, for up to BURST_HOLD_S: a copy of many files is taken in one go once it ends."""
-
-    def __init__(self, settle_s: float, burst: int | None = None, clock=time.monotonic):
-        self.settle_s = settle_s
-        self.burst = burst
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._touched: dict[str, tuple[float, FileState | None]] = {}
-        self._gone: dict[str, tuple[float, bool]] = {}  # path -> (its event's time, whether a folder)
-        self._last_event = 0.0
-        self._busy_since: float | None = None
-
-    def touched(self, path: str) -> None:
-        state = file_state(path)
-        with self._lock:
-            self._last_event = self.clock()
-            self._touched[path] = (self._last_event, state)
-            self._gone.pop(path, None)
-
-    def gone(self, path: str, folder: bool = False) -> None:
-        with self._lock:
-            self._last_event = self.clock()
-            self._gone[path] = (self._last_event, folder)
-            self._touched.pop(path, None)
-
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._touched) + len(self._gone)
-
-    def _holding(self, now: float) -> bool:
-        """Whether a burst is still arriving (called under the lock)."""
-        arriving = (self.burst is not None and len(self._touched) + len(self._gone) > self.burst
-                    and now - self._last_event < self.settle_s)
-        if not arriving:
-            self._busy_since = None
-            return False
-        self._busy_since = self._busy_since if self._busy_since is not None else now
-        return now - self._busy_since < BURST_HOLD_S
-
-    def take_settled(self) -> Settled:
-        now = self.clock()
-        with self._lock:
-            if self._holding(now):
-                return Settled()
-            ripe = [path for path, (at, _) in self._touched.items() if now - at >= self.settle_s]
-            settled = Settled()
-            for path, (at, folder) in sorted(self._gone.items()):
-                if now - at >= self.settle_s:
-                    (settled.gone_folders if folder else settled.gone).append(path)
-                    del self._gone[path]
-        states = file_states(ripe)  # outside the lock: the observer goes on adding
-        with self._lock:
-            for path in ripe:
-                at, seen = self._touched.get(path, (now, None))
-                if at > now:  # an event came while this was stat'ed: it waits again
-                    continue
-                if states.get(path) != seen:
-                    self._touched[path] = (now, states.get(path))
-                    continue
-                del self._touched[path]
-                settled.changed.append(path)
-        settled.changed.sort()
-        return settled
-
-
-def _is_photo(path: str, root: str) -> bool:
-    """A file the walk would list: a photo extension, and no hidden name on its way down from `root`."""
-    relative = os.path.relpath(path, root)
-    return extension_of(path) in SUPPORTED_EXTENSIONS and not any(part.startswith(".") for part in relative.split(os.sep))
-
-
-def _handler(root: str, changes: Changes):
-    """A watchdog event handler that tells `changes` of the photos created, changed, moved and deleted
-    under `root` (a folder moved in brings every photo it holds)."""
-    from watchdog.events import FileSystemEventHandler
-
-    class PhotoEvents(FileSystemEventHandler):
-        def on_any_event(self, event) -> None:
-            if event.event_type in ("opened", "closed_no_write"):
-                return
-            source = os.fsdecode(event.src_path)
-            if event.event_type in ("deleted", "moved"):
-                if event.is_directory or _is_photo(source, root):
-                    changes.gone(source, folder=event.is_directory)
-            arrived = os.fsdecode(event.dest_path) if event.event_type == "moved" else source
-            if event.event_type == "deleted" or not arrived:
-                return
-            if event.is_directory and event.event_type in ("created", "moved"):
-                for path in discover([arrived]):
-                    changes.touched(path)
-            elif not event.is_directory and _is_photo(arrived, root):
-                changes.touched(arrived)
-
-    return PhotoEvents()
+class WatchError(UserFacingError):
+    """The watch cannot go on; the message says why."""
 
 
 class WarmEncoder:
@@ -172,8 +61,12 @@ class WarmEncoder:
             if self._embedder is None:
                 self._actor = self._start_actor()
         if self._model is None:
-            self._model = (self._embedder.model.remote().result(timeout_s=300) if self._embedder is not None
-                           else ray.get(self._actor.model.remote()))
+            try:
+                self._model = (self._embedder.model.remote().result(timeout_s=MODEL_WAIT_S) if self._embedder is not None
+                               else ray.get(self._actor.model.remote(), timeout=MODEL_WAIT_S))
+            except ray.exceptions.GetTimeoutError:
+                raise WatchError(f"the watch's model did not start in {MODEL_WAIT_S} s: is the GPU (or the CPU) it "
+                                 "asked for held by something else?") from None
         return self._model
 
     def encode(self, pixels):
@@ -208,7 +101,8 @@ class WarmEncoder:
         from ray_pipeline.embed import WarmImageEncoder
         from ray_pipeline.inline import CHUNK
 
-        gpu = self.config.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= 1
+        # A GPU only where one is free now: a GPU the Serve app holds part of would leave it waiting.
+        gpu = self.config.device != "cpu" and ray.available_resources().get("GPU", 0) >= 1
         threads = max(1, int(ray.available_resources().get("CPU", 1)))
         logger.info("starting the watch's own embedding actor (%s)", "GPU" if gpu else "CPU")
         return (ray.remote(WarmImageEncoder)
@@ -221,7 +115,7 @@ class WarmEncoder:
 
         if self._actor is not None:
             ray.kill(self._actor)
-            self._actor = None
+            self._actor = self._model = None
 
 
 class Watcher:
@@ -237,17 +131,24 @@ class Watcher:
         self.changes = Changes(settle_s, burst=self.config.inline_max_files)
         self.stopping = threading.Event()
         self.total = Tally()
+        self.captioned = 0
         self.holds: dict[str, str] = {}  # {path: id} of every file of the folders whose bytes are known
+        self.attempts: dict[str, int] = {}  # path -> failed attempts of the batches it was in
         self.random_weights = False
+        self.listed_at = 0.0
 
     def stop(self, *_) -> None:
+        """The first SIGINT or SIGTERM ends the watch after the batch in hand; a second one, at once."""
         self.stopping.set()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
 
     def listen_for_stop(self) -> None:
         """SIGINT and SIGTERM end the watch between two batches. Set again once Ray is up: its core
         worker puts in a SIGTERM handler of its own that ends the process at once."""
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self.stop)
+        if not self.stopping.is_set():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self.stop)
 
     def run(self) -> dict:
         """Ingest the folders, then follow them until `stop`; returns the summary of everything."""
@@ -258,11 +159,12 @@ class Watcher:
             first = run_ingest(self.config)
             self._count_first(first)
             if not self.stopping.is_set():
-                self._follow()
+                self._follow(observer)
         finally:
             observer.stop()
             observer.join(timeout=10)
-        summary = summary_of(self.config.target.collection, self.total, time.monotonic() - started)
+        summary = summary_of(self.config.target.collection, self.total, time.monotonic() - started,
+                             self.captioned if self.config.caption else None)
         if self.config.progress_id:
             from ray_pipeline.progress import Reporter
 
@@ -275,18 +177,20 @@ class Watcher:
 
         observer = PollingObserver(timeout=self.poll_s) if self.poll_s else Observer()
         for folder in self.folders:
-            observer.schedule(_handler(folder, self.changes), folder, recursive=True)
+            observer.schedule(photo_events(folder, self.changes), folder, recursive=True)
         return observer
 
     def _count_first(self, first: IngestResult) -> None:
         self.total.add(first.tally)
         self.total.errors = list(first.errors)
+        self.captioned = first.summary.get("captioned") or 0
         self.holds = dict(first.holds)
+        self.listed_at = time.monotonic()
         self.random_weights = first.random_weights
         logger.info("watching %s (%s); stop with Ctrl-C", ", ".join(self.folders),
                     f"polling every {self.poll_s:g} s" if self.poll_s else "file events")
 
-    def _follow(self) -> None:
+    def _follow(self, observer) -> None:
         from ray_pipeline.progress import Reporter
         from ray_pipeline.runtime import init_ray
         from ray_pipeline.store import StoreHandle, long_lived_owner
@@ -302,6 +206,11 @@ class Watcher:
             encoder.model()  # warm before the first change comes
             logger.info("ready: changes are embedded as they settle (%g s)", self.changes.settle_s)
             while not self.stopping.wait(TICK_S):
+                if not observer.is_alive() or not all(emitter.is_alive() for emitter in observer.emitters):
+                    raise WatchError("the file observer stopped (the log says why): changes are no longer seen; "
+                                     "start the watch again")
+                if time.monotonic() - self.listed_at > RELIST_S:
+                    self._list_again()
                 settled = self.changes.take_settled()
                 if settled:
                     self._apply(settled, store, encoder, reporter)
@@ -314,8 +223,8 @@ class Watcher:
         started = time.monotonic()
         batch = Tally()
         changed = [path for path in settled.changed if os.path.lexists(path)]
-        gone = [path for path in settled.gone if not os.path.lexists(path)]
-        gone_folders = [path for path in settled.gone_folders if not os.path.lexists(path)]
+        gone = [path for path in settled.gone if is_gone(path)]
+        gone_folders = [path for path in settled.gone_folders if is_gone(path)]
         for path in gone:
             self.holds.pop(path, None)
         for folder in gone_folders:
@@ -325,20 +234,35 @@ class Watcher:
             if changed:
                 self._ingest(changed, store, encoder, batch, reporter)
             self._prune(changed + gone, gone_folders, store, batch)
-        except Exception as exc:  # the watch goes on; the batch is tried again once it settles anew
-            logger.warning("a batch of %d changed and %d gone paths failed (tried again): %s: %s", len(changed),
-                           len(gone) + len(gone_folders), type(exc).__name__, exc)
-            for path in changed:
-                self.changes.touched(path)
-            for path in gone + gone_folders:
-                self.changes.gone(path, folder=path in gone_folders)
+            store.remember_failures([], gone)  # what failed there is forgotten with the file
+        except UserFacingError:
+            raise  # the store, the model or the cluster refuses: the watch ends, saying why
+        except Exception as exc:  # tried again once it settles anew, a few times
+            self._again(changed, gone, gone_folders, exc)
             return
+        for path in changed + gone + gone_folders:
+            self.attempts.pop(path, None)
         reporter.add({"removed": batch.removed}, [])
         self.total.add(batch)
         counts = batch.summary()
         logger.info("%d changed, %d gone: %d embedded, %d stored already, %d copies, %d failed, %d removed (%.1f s)",
                     len(changed), len(gone), counts["embedded"], counts["skipped_existing"], counts["duplicates"],
                     counts["failed"], batch.removed, time.monotonic() - started)
+
+    def _again(self, changed: list[str], gone: list[str], gone_folders: list[str], exc: Exception) -> None:
+        """A batch that failed goes back to wait, path by path, until its paths have failed ATTEMPTS times."""
+        logger.warning("a batch of %d changed and %d gone paths failed: %s: %s", len(changed), len(gone) + len(gone_folders),
+                       type(exc).__name__, exc)
+        for path in changed + gone + gone_folders:
+            self.attempts[path] = self.attempts.get(path, 0) + 1
+            if self.attempts[path] >= ATTEMPTS:
+                logger.error("left out after %d failed attempts: %s (the next run of `ingest --prune` or `watch` "
+                             "takes it again)", ATTEMPTS, path_text(path))
+                del self.attempts[path]
+            elif path in changed:
+                self.changes.touched(path)
+            else:
+                self.changes.gone(path, folder=path in gone_folders)
 
     def _ingest(self, paths: list[str], store, encoder: WarmEncoder, batch: Tally, reporter) -> None:
         from ray_pipeline.unchanged import stored_in
@@ -352,27 +276,23 @@ class Watcher:
             from ray_pipeline.caption import caption_records
 
             captioned, errors = caption_records(store, batch.stored, self.config.serve_app, reporter)
+            self.captioned += captioned
             batch.errors += errors
 
     def _ingest_warm(self, paths: list[str], stored, store, encoder: WarmEncoder, batch: Tally, reporter) -> None:
         """A few files: their journeys here, the vectors from the warm model."""
-        from ray_pipeline.inline import ingest_inline, report_chunk
-        from ray_pipeline.journey import DuplicateRegistry, Journey
+        from ray_pipeline.inline import ingest_left_to_read, report_chunk
         from ray_pipeline.metrics import count_files
 
         collection = self.config.target.collection
         stored.count_into(batch, keep_stored=True)
         reporter.add({"discovered": len(paths), **batch.counts}, batch.errors)
         count_files(collection, {"discovered": len(paths), **batch.counts})
-        to_read = stored.left_to_read(paths)
-        if to_read:
+        if stored.left_to_read(paths):
             model = encoder.model()
             store.open(model.collection_metadata)
-            registry = DuplicateRegistry()
-            registry.claim(stored.claims())
-            journey = Journey(store, registry.claim, model.geometry, self.config.max_pixels, self.config.within)
-            batch.add(ingest_inline(to_read, journey, encoder.encode, store, keep_stored=True,
-                                    on_chunk=lambda files, chunk: report_chunk(collection, reporter, files, chunk)))
+            batch.add(ingest_left_to_read(paths, stored, store, model.geometry, self.config.max_pixels, self.config.within,
+                                          encoder.encode, True, lambda files, chunk: report_chunk(collection, reporter, files, chunk)))
         stored.remember(store, batch)
         self.holds.update(stored.holds())
         self.holds.update((path, record_id) for record_id, path in batch.held)
@@ -390,17 +310,16 @@ class Watcher:
         reporter.add({"discovered": len(paths), **job.counts}, job.errors)
         self.holds.update(after.holds)
         batch.add(job)
-        self._reconcile(batch)
+        self._list_again(batch)
 
-    def _reconcile(self, batch: Tally) -> None:
-        """After a burst, the folders are listed again: a file whose events were lost (a kernel queue
-        that overflowed) is taken in all the same, and one gone unseen goes."""
-        failed = {recorded_path(error) for error in self.total.errors + batch.errors}
-        listed = set(discover(self.folders, []))
-        for path in sorted(listed - set(self.holds) - failed):
+    def _list_again(self, batch: Tally | None = None) -> None:
+        """List the folders again (after a burst, and every RELIST_S): a file whose events were lost (a
+        kernel queue that overflowed) is taken in all the same. Nothing is taken for gone this way: only
+        files seen going, and the next `ingest --prune`, remove records."""
+        self.listed_at = time.monotonic()
+        failed = {recorded_path(error) for error in self.total.errors + (batch.errors if batch else [])}
+        for path in sorted(set(discover(self.folders, [])) - set(self.holds) - failed):
             self.changes.touched(path)
-        for path in sorted(set(self.holds) - listed):
-            self.changes.gone(path)
 
     def _prune(self, paths: list[str], gone_folders: list[str], store, batch: Tally) -> None:
         """The records of files gone, or changed to other bytes, leave (or follow a copy), as prune has it."""
@@ -410,7 +329,8 @@ class Watcher:
         if not records:
             return
         has_photos = {folder for folder in self.folders if more_than([folder], 0)}
-        plan = plan_prune(records, self.holds, self.folders, has_photos, force=self.config.prune_missing_folders)
+        plan = plan_prune(records, self.holds, self.folders, has_photos, force=self.config.prune_missing_folders,
+                          events_seen=True)
         for line in plan.describe():
             logger.info("%s", line)
         plan.apply(store)

@@ -21,6 +21,9 @@ from serve_deployments.inline_ingest import InlineJob, JobStopped
 from serve_deployments.settings import Settings
 
 JOB_KIND = "photo-ingest"  # metadata tag: only jobs this API started are reported by it
+# A watch that is stopped ends its batch in hand and writes its summary: Ray's job supervisor waits this
+# long after SIGTERM before SIGKILL (3 s by default).
+WATCH_STOP_WAIT_S = 60
 COUNT_KEYS = ("discovered", "embedded", "skipped_existing", "duplicates", "failed", "removed", "captioned")
 FINISHED = {"SUCCEEDED", "FAILED", "STOPPED"}
 
@@ -82,6 +85,7 @@ class Jobs:
             entrypoint=ingest_entrypoint(self.settings, paths, collection, caption, job_id, command, prune),
             submission_id=job_id,
             metadata={"kind": JOB_KIND, "collection": collection, "command": command},
+            runtime_env={"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(WATCH_STOP_WAIT_S)}} if watch else None,
         )
         return job_id
 

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from ray_pipeline.failures import Failure, failures_collection, file_states
+from ray_pipeline.failures import Failure, failures_collection, file_states, lasting
 from ray_pipeline.prune import (
     GONE,
     REPLACED,
     folder_refusal,
+    folders_holding,
+    is_gone,
     plan_prune,
     unmounted_mount_point,
     unmounted_mount_points_in,
@@ -90,14 +92,14 @@ def test_an_emptied_folder_removes_nothing_unless_forced(library):
     """A folder that holds no photos while the collection holds records under it (an unmounted card, a
     sync that wiped it) says why and removes nothing; --prune-missing-folders overrides."""
     records = {name: record(library / f"{name}.jpg") for name in ("a", "b")}
-    plan = plan_prune(records, {}, [str(library)], has_photos=set())
+    plan = plan_prune(records, {}, [str(library)], listed=set())
     assert (plan.removals, plan.moves) == ([], {})
     assert [refusal["path"] for refusal in plan.refused] == [str(library)]
     assert "holds no photos" in plan.refused[0]["reason"] and "2 records" in plan.refused[0]["reason"]
     assert "--prune-missing-folders" in plan.refused[0]["reason"]
     assert any(line.startswith(f"kept every record under {library}: ") for line in plan.describe())
 
-    forced = plan_prune(records, {}, [str(library)], has_photos=set(), force=True)
+    forced = plan_prune(records, {}, [str(library)], listed=set(), force=True)
     assert sorted(r.id for r in forced.removals) == ["a", "b"] and forced.refused == []
 
 
@@ -105,7 +107,7 @@ def test_one_refused_folder_does_not_stop_the_others(library, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     records = {"a": record(library / "a.jpg"), "o": record(other / "o.jpg")}
-    plan = plan_prune(records, {}, [str(library), str(other)], has_photos={str(other)})
+    plan = plan_prune(records, {}, [str(library), str(other)], listed={str(other)})
     assert [r.id for r in plan.removals] == ["o"]
     assert [refusal["path"] for refusal in plan.refused] == [str(library)]
 
@@ -139,10 +141,39 @@ def test_an_unmounted_mount_point_inside_a_folder_of_the_run_keeps_its_records(l
     assert sorted(r.id for r in forced.removals) == ["g", "n"]
 
 
+def test_a_subfolder_gone_or_emptied_keeps_its_records_unless_its_files_were_seen_going(library, tmp_path):
+    """`ingest --prune /media/me` with the disk under /media/me/DISK unplugged, or a symlinked folder
+    whose target is gone, or a card folder emptied: the records under it stay. A watch that saw the
+    files go one by one may remove them."""
+    kept = photo(library / "kept.jpg")
+    os.symlink(tmp_path / "elsewhere", library / "linked")  # a folder whose target is gone
+    (library / "emptied").mkdir()
+    records = {"k": record(kept), "d": record(library / "DISK" / "a.jpg"), "l": record(library / "linked" / "b.jpg"),
+               "e": record(library / "emptied" / "c.jpg"), "g": record(library / "gone.jpg")}
+    listed = folders_holding([kept])
+    plan = plan_prune(records, {kept: "k"}, [str(library)], listed)
+    assert [r.id for r in plan.removals] == ["g"]
+    assert sorted(refusal["path"] for refusal in plan.refused) == sorted(
+        str(library / name) for name in ("DISK", "linked", "emptied"))
+    seen = plan_prune(records, {kept: "k"}, [str(library)], listed, events_seen=True)
+    assert sorted(r.id for r in seen.removals) == ["d", "e", "g", "l"]
+
+
+def test_only_no_such_file_says_a_file_is_gone(tmp_path):
+    """A file that cannot be stat'ed for another reason (a network file system that stopped answering,
+    a name too long) is not gone, and its record stays."""
+    assert is_gone(str(tmp_path / "nothing.jpg"))
+    assert is_gone(photo(tmp_path / "file.jpg") + "/under-a-file.jpg")
+    too_long = str(tmp_path / ("x" * 300) / "a.jpg")
+    assert not is_gone(too_long)
+    plan = plan_prune({"t": record(too_long)}, {}, [str(tmp_path)], folders_holding([str(tmp_path / "file.jpg")]))
+    assert plan.removals == [] and plan.moves == {}
+
+
 def test_a_missing_folder_removes_nothing_unless_forced(tmp_path):
     missing = tmp_path / "unplugged"
     records = {"m": record(missing / "m.jpg")}
-    plan = plan_prune(records, {}, [str(missing)], has_photos=set())
+    plan = plan_prune(records, {}, [str(missing)], listed=set())
     assert plan.removals == []
     assert [(refusal["path"], "missing" in refusal["reason"]) for refusal in plan.refused] == [(str(missing), True)]
     assert [r.id for r in plan_prune(records, {}, [str(missing)], set(), force=True).removals] == ["m"]
@@ -202,3 +233,24 @@ def test_the_collection_remembers_failures_until_the_file_changes(tmp_path):
         assert [c["name"] for c in list_collections(store.client)] == ["memory"]
         assert failures_collection("memory") in {c.name for c in store.client.list_collections()}
         assert store.collection.count() == 0  # failures are no records of the collection
+
+
+def test_only_failures_of_the_file_itself_are_remembered():
+    """A picture refused by --max-pixels, a file outside --within, a permission or a read error hang on
+    the run or the moment: the next run tries them again. A broken picture is remembered."""
+    import io
+
+    from PIL import Image
+
+    from ray_pipeline.decode import DecodeError, InputGeometry, decode_image
+
+    for reason in ("permission denied", "cannot read file: Input/output error", "resolves outside the allowed folders"):
+        assert not lasting(reason), reason
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(png, "PNG")
+    with pytest.raises(DecodeError) as broken:
+        decode_image(png.getvalue()[:40], InputGeometry(32, 32))
+    assert lasting(str(broken.value))
+    with pytest.raises(DecodeError) as too_large:
+        decode_image(png.getvalue(), InputGeometry(32, 32), max_pixels=100)
+    assert not lasting(str(too_large.value))
