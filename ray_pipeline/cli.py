@@ -165,8 +165,7 @@ def _ingest(args, parser) -> int:
         parser.error("give PATH ... or --manifest FILE")
     if args.paths and args.manifest:
         parser.error("give PATH ... or --manifest FILE, not both")
-    if args.errors and not os.path.isdir(os.path.dirname(os.path.abspath(args.errors))):
-        parser.error(f"--errors {args.errors}: no such folder for it")
+    _check_errors_file(args, parser)
     if (args.dry_run or args.prune_missing_folders) and not args.prune:
         parser.error("--dry-run and --prune-missing-folders go with --prune")
     if args.prune and args.manifest:
@@ -185,14 +184,19 @@ def _ingest(args, parser) -> int:
 
 
 def _watch(args, parser) -> int:
-    if args.errors and not os.path.isdir(os.path.dirname(os.path.abspath(args.errors))):
-        parser.error(f"--errors {args.errors}: no such folder for it")
+    _check_errors_file(args, parser)
     from ray_pipeline.watch import run_watch
 
     summary, errors, random_weights = run_watch(_config(args), args.settle, args.poll)
     _stop_ray()
     _report(args, summary, errors, random_weights)
     return 0
+
+
+def _check_errors_file(args, parser) -> None:
+    """Before any work: the errors file can be written where asked."""
+    if args.errors and not os.path.isdir(os.path.dirname(os.path.abspath(args.errors))):
+        parser.error(f"--errors {args.errors}: no such folder for it")
 
 
 def _config(args) -> IngestConfig:

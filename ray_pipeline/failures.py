@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 FAILURES_SUFFIX = "--failed-files"
+MAX_NAME = 512  # Chroma's longest collection name
 STAT_THREADS = 16  # os.stat releases the GIL: on a network file system many answers are awaited at once
 
 
@@ -45,7 +46,13 @@ def lasting(reason: str) -> bool:
 
 
 def failures_collection(collection: str) -> str:
-    return collection + FAILURES_SUFFIX
+    """The companion's name: the collection's, and the suffix; a name too long for Chroma (512
+    characters) is cut and told apart by a hash of the whole."""
+    name = collection + FAILURES_SUFFIX
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(collection.encode()).hexdigest()[:16]
+    return f"{collection[: MAX_NAME - len(FAILURES_SUFFIX) - 17]}-{digest}{FAILURES_SUFFIX}"
 
 
 def is_failures_collection(name: str) -> bool:

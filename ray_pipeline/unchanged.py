@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ray_pipeline.discover import is_within
-from ray_pipeline.failures import Failure, FileState, file_states, lasting
+from ray_pipeline.failures import STAT_THREADS, Failure, FileState, file_states, lasting
 from ray_pipeline.file_names import failure, recorded_path
 from ray_pipeline.journey import read_file, refresh_records
 from ray_pipeline.model import ModelSpec, recorded_identity
@@ -23,8 +23,6 @@ from ray_pipeline.store import MODEL_KEYS, FolderInUse, StoreTarget, opened_here
 
 logger = logging.getLogger(__name__)
 
-# os.stat releases the GIL: on a network file system many answers are awaited at once.
-STAT_THREADS = 16
 PATHS_PER_TASK = 1024
 # Leftover files read here at most: starting a Ray job costs more than reading and hashing this much.
 LEFTOVER_FILES = 10_000

@@ -4,6 +4,7 @@ stays, and the folders that remove nothing. No Ray, no model, no subprocess."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -254,3 +255,12 @@ def test_only_failures_of_the_file_itself_are_remembered():
     with pytest.raises(DecodeError) as too_large:
         decode_image(png.getvalue(), InputGeometry(32, 32), max_pixels=100)
     assert not lasting(str(too_large.value))
+
+
+def test_the_failures_of_a_collection_with_the_longest_name_have_a_name_chroma_takes():
+    from ray_pipeline.store import COLLECTION_NAME
+
+    longest = "a" * 511 + "b"
+    names = {failures_collection(longest), failures_collection("a" * 511 + "c"), failures_collection("photos")}
+    assert failures_collection("photos") == "photos--failed-files"
+    assert len(names) == 3 and all(len(name) <= 512 and re.fullmatch(COLLECTION_NAME, name) for name in names)
