@@ -140,8 +140,13 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
 
 
 def _open_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Open (headers only) and refuse oversized pictures before any pixel is decoded."""
-    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own guard stays on too (it raises past twice this)
+    """Open (headers only) and refuse oversized pictures before any pixel is decoded.
+
+    Pillow's own guard stays on too (it raises past twice its limit). Its limit is one setting for the
+    whole process, so it is only ever raised, to the largest limit asked for: a small limit of one call
+    never reaches another's pictures; each call's own limit is checked here, after the headers."""
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, with a clear reason
