@@ -25,7 +25,7 @@ from pathlib import Path
 
 from benchmarks.cold_start import RayHead
 from benchmarks.corpus import build_corpus
-from benchmarks.run import ROOT, _append, _models, machine
+from benchmarks.run import ROOT, _models, report
 
 
 def timed(command: list[str], env: dict, cwd: Path) -> tuple[float, dict]:
@@ -84,10 +84,7 @@ def main() -> None:
         finally:
             head.stop()
             shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(figures))
-    if not args.no_record:
-        _append(f"\n#### benchmarks.rerun_failures, {args.label} ({time.strftime('%Y-%m-%d')}, {machine()['cpu']})\n\n"
-                f"```json\n{json.dumps(figures, indent=1)}\n```")
+    report(f"benchmarks.rerun_failures, {args.label}", figures, record=not args.no_record)
 
 
 if __name__ == "__main__":

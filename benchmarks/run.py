@@ -443,5 +443,14 @@ def _append(text: str) -> None:
         results.write(text + "\n")
 
 
+def report(title: str, figures: dict, record: bool) -> None:
+    """The figures as one JSON line, and with `record`, as a JSON block under `title` in RESULTS.md,
+    with the date and the machine."""
+    print(json.dumps(figures))
+    if record:
+        _append(f"\n#### {title} ({time.strftime('%Y-%m-%d')}, {machine()['cpu']})\n\n```json\n"
+                f"{json.dumps(figures, indent=1)}\n```")
+
+
 if __name__ == "__main__":
     main()

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.corpus import build_corpus
-from benchmarks.run import ROOT, _append, _models, machine
+from benchmarks.run import ROOT, _models, report
 from samples.sample_photos import real_photos
 
 POLL_S = 0.05
@@ -160,10 +160,7 @@ def main() -> None:
                                                                    for q in (50, 90, 100)}}
     if absorbed:
         figures["burst"] = absorbed
-    print(json.dumps(figures))
-    if not args.no_record:
-        _append(f"\n#### benchmarks.watch ({time.strftime('%Y-%m-%d')}, {machine()['cpu']})\n\n```json\n"
-                f"{json.dumps(figures, indent=1)}\n```")
+    report("benchmarks.watch", figures, record=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -95,16 +95,24 @@ def unmounted_mount_points_in(folder: str, fstab: str = FSTAB) -> list[str]:
     return [os.path.join(folder, os.path.relpath(point, real)) for point in inside if not os.path.ismount(point)]
 
 
-def folder_refusal(folder: str, has_photos: bool, recorded: int, fstab: str = FSTAB) -> str | None:
-    """Why records under `folder` must not be pruned now (None: they may): it is missing or unreadable,
-    on a mount point with nothing mounted, or holds no photos while `recorded` records say it did."""
+def _not_listable(folder: str) -> str | None:
+    """Why `folder` cannot be listed (missing, or unreadable), or None."""
     if not os.path.isdir(folder):
-        return "the folder is missing"
+        return "the folder is missing (deleted, or on a disk that is not mounted?)"
     try:
         with os.scandir(folder) as entries:
             next(entries, None)
     except OSError as exc:
         return f"the folder cannot be read: {exc.strerror or exc}"
+    return None
+
+
+def folder_refusal(folder: str, has_photos: bool, recorded: int, fstab: str = FSTAB) -> str | None:
+    """Why records under `folder` must not be pruned now (None: they may): it is missing or unreadable,
+    on a mount point with nothing mounted, or holds no photos while `recorded` records say it did."""
+    reason = _not_listable(folder)
+    if reason is not None:
+        return reason
     point = unmounted_mount_point(folder, fstab)
     if point is not None:
         return f"it lies on {point}, a mount point in {fstab} with nothing mounted"
@@ -140,16 +148,10 @@ def _vanished(folder: str, listed: set[str]) -> str | None:
     """Why the files under `folder` (inside a folder of the run) must be kept although they look gone:
     the folder itself is gone or unreadable, or holds no photo now. A disk unplugged from under a
     folder of the run, or a symlinked folder whose target is gone, looks just like that."""
-    if not os.path.isdir(folder):
-        return "the folder is gone (deleted, or on a disk that is not mounted?)"
-    try:
-        with os.scandir(folder) as entries:
-            next(entries, None)
-    except OSError as exc:
-        return f"the folder cannot be read: {exc.strerror or exc}"
-    if folder not in listed:
+    reason = _not_listable(folder)
+    if reason is None and folder not in listed:
         return "the folder holds no photos now"
-    return None
+    return reason
 
 
 def plan_prune(records: dict[str, dict], holds: dict[str, str], folders: list[str], listed: set[str],
