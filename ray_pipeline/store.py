@@ -185,15 +185,11 @@ class ChromaStore:
         is left out: only reading it tells which record is its content.
         """
         wanted = {path: (size, mtime_ns) for path, size, mtime_ns in files}
-        texts = sorted({path_text(path) for path in wanted})
         matches: dict[str, list[str]] = {}
-        for start in range(0, len(texts), self.max_batch):
-            records = with_retries(self.target, self.collection.get, where={"path": {"$in": texts[start : start + self.max_batch]}},
-                                   include=["metadatas"])
-            for record_id, metadata in zip(records["ids"], records["metadatas"]):
-                path = recorded_path(metadata or {})
-                if wanted.get(path) == (metadata.get("file_size"), metadata.get("mtime_ns")):
-                    matches.setdefault(path, []).append(record_id)
+        for record_id, metadata in self.records_at(list(wanted)).items():
+            path = recorded_path(metadata)
+            if wanted[path] == (metadata.get("file_size"), metadata.get("mtime_ns")):
+                matches.setdefault(path, []).append(record_id)
         return {path: ids[0] for path, ids in matches.items() if len(ids) == 1}
 
     def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict]) -> None:
