@@ -1,9 +1,11 @@
 """Decoding: file bytes -> an RGB uint8 array at the model's input size, plus the displayed size and EXIF.
 
 Everything here is a plain function of bytes so it is tested without Ray. The work is kept as small as
-the model allows: JPEGs are decoded at a reduced DCT scale (Pillow's draft mode), RAW files through
-their embedded preview when it is large enough, else straight from the Bayer mosaic at reduced size
-(LibRaw's half-size demosaic for other sensors).
+the model allows: JPEGs are decoded at a reduced DCT scale (Pillow's draft mode), HEIF files through
+their embedded thumbnail when it is large enough (pillow-heif's draft), RAW files through their
+embedded preview when it is large enough, else straight from the Bayer mosaic at reduced size
+(LibRaw's half-size demosaic for other sensors). HEIF (HEVC) is read by libheif through pillow-heif,
+AVIF by Pillow itself.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import rawpy
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError, features
 
 from ray_pipeline.errors import UserFacingError
 from ray_pipeline.metadata import (
@@ -26,11 +28,23 @@ from ray_pipeline.metadata import (
     raw_exif_fields,
 )
 
+try:
+    import pillow_heif
+except ImportError:  # said per file, with what to install, when a HEIF picture comes
+    pillow_heif = None
+else:
+    pillow_heif.register_heif_opener()
+
 DEFAULT_MAX_PIXELS = 250_000_000
 PIXEL_LIMIT = "(--max-pixels)"  # in the reason of a picture refused for its size: a setting, not the file's fault
 # Resizing the short side of a 1 x 100000 strip to 224 would need gigabytes: such strips are refused.
 MAX_ASPECT_RATIO = 50
 _ORIENTATION_TAG = 0x0112
+# The formats a HEIF or AVIF name promises (Pillow's format names); other bytes under such a name are refused.
+HEIF_FORMATS = ("HEIF", "AVIF")
+# ISO BMFF brands (the `ftyp` box) that say which codec a HEIF container holds.
+_HEVC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
+_AV1_BRANDS = frozenset({b"avif", b"avis"})
 # EXIF orientation -> the transpose that shows the picture upright (as ImageOps.exif_transpose).
 _EXIF_TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -152,7 +166,7 @@ def _open_image(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, with a clear reason
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise DecodeError("not a recognised image format") from None
+        raise DecodeError(_unidentified(data)) from None
     except Image.DecompressionBombError as exc:
         raise DecodeError(
             f"over the limit of {max_pixels:,} pixels {PIXEL_LIMIT}; refused as a possible decompression bomb ({exc})"
@@ -161,15 +175,55 @@ def _open_image(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def decode_image(data: bytes, geometry: InputGeometry, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedPhoto:
-    """Decode a JPEG, PNG, TIFF, WEBP, BMP or GIF (first frame) at the smallest useful scale."""
+def container_of(data: bytes) -> str | None:
+    """'HEIF' (HEVC) or 'AVIF' (AV1) by the file's `ftyp` box, else None."""
+    if data[4:8] != b"ftyp":
+        return None
+    end = min(int.from_bytes(data[:4], "big"), len(data), 256)
+    brands = {data[8:12], *(data[i : i + 4] for i in range(16, end - 3, 4))}
+    if brands & _AV1_BRANDS and not brands & (_HEVC_BRANDS - {b"mif1", b"msf1"}):
+        return "AVIF"
+    return "HEIF" if brands & _HEVC_BRANDS else None
+
+
+def _missing_decoder(container: str) -> str | None:
+    """Why this installation cannot read a container at all, with what to install."""
+    if container == "HEIF" and pillow_heif is None:
+        return "a HEIF picture, but the pillow-heif package that reads HEIF is not installed (pip install pillow-heif)"
+    if container == "AVIF" and not features.check("avif"):
+        return "an AVIF picture, but this Pillow was built without AVIF support (Pillow 11.3 or newer from PyPI reads it)"
+    return None
+
+
+def _unidentified(data: bytes) -> str:
+    """The reason for bytes no Pillow plugin would open: a HEIF or AVIF container gets its decoder's own."""
+    container = container_of(data)
+    if container is None:
+        return "not a recognised image format"
+    missing = _missing_decoder(container)
+    if missing:
+        return missing
+    try:
+        Image.OPEN[container][0](io.BytesIO(data))  # the plugin itself, which says what is wrong
+    except Exception as exc:
+        return f"broken or truncated {container} file: {str(exc).strip()}"[:500]
+    return f"broken {container} file"
+
+
+def decode_image(data: bytes, geometry: InputGeometry, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 formats: tuple[str, ...] = ()) -> DecodedPhoto:
+    """Decode a JPEG, PNG, TIFF, WEBP, BMP, GIF (first frame), HEIF or AVIF (primary picture) at the
+    smallest useful scale. `formats`: those the file's name promises (HEIF_FORMATS), () for any."""
     if not data:
         raise DecodeError("empty file")
     image = _open_image(data, max_pixels)
+    if formats and image.format not in formats:
+        raise DecodeError(f"holds a {image.format} picture, not the {' or '.join(formats)} its name says: "
+                          f"rename it to .{(image.format or 'bin').lower()}")
     try:
         exif = image.getexif()
         width, height = image.size
-        if image.format == "JPEG":
+        if image.format in ("JPEG", "HEIF"):  # a reduced DCT scale; HEIF: an embedded thumbnail big enough
             image.draft("RGB", geometry.reduced_size(*image.size))
         image.load()
         # Recent Pillow turns a TIFF upright itself: its size is the upright one from the start, and

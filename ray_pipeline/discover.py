@@ -9,7 +9,9 @@ from pathlib import Path
 from ray_pipeline.errors import UserFacingError
 from ray_pipeline.file_names import failure
 
-PHOTO_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "tif", "tiff", "webp", "bmp", "gif"})
+# HEIF (HEVC in a HEIF container, as phones write it) and AVIF (AV1 in the same container).
+HEIF_EXTENSIONS = frozenset({"heic", "heif", "hif", "avif"})
+PHOTO_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "tif", "tiff", "webp", "bmp", "gif"}) | HEIF_EXTENSIONS
 RAW_EXTENSIONS = frozenset({"dng", "cr2", "cr3", "nef", "arw", "rw2", "orf", "raf", "pef", "srw"})
 SUPPORTED_EXTENSIONS = PHOTO_EXTENSIONS | RAW_EXTENSIONS
 
@@ -25,6 +27,11 @@ def extension_of(path: str) -> str:
 
 def is_raw(path: str) -> bool:
     return extension_of(path) in RAW_EXTENSIONS
+
+
+def is_heif(path: str) -> bool:
+    """Named as a HEIF or AVIF file: its bytes must be one (a JPEG under that name is refused)."""
+    return extension_of(path) in HEIF_EXTENSIONS
 
 
 def is_within(path: str, roots: tuple[str, ...]) -> bool:

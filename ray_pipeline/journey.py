@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ray_pipeline.decode import DecodedPhoto, DecodeError, InputGeometry, decode_image, decode_raw
-from ray_pipeline.discover import extension_of, is_raw, is_within
+from ray_pipeline.decode import HEIF_FORMATS, DecodedPhoto, DecodeError, InputGeometry, decode_image, decode_raw
+from ray_pipeline.discover import extension_of, is_heif, is_raw, is_within
 from ray_pipeline.file_names import PATH_BYTES, path_fields, path_text, recorded_path
 
 # What becomes of each file: embedded and stored, stored already, a copy of another listed file, failed.
@@ -62,9 +62,10 @@ def _read_failure(path: str, exc: OSError) -> str:
 
 def decode_file(file: FileBytes, geometry: InputGeometry, max_pixels: int) -> DecodedPhoto:
     """Decode by extension; whatever a decoder raises on hostile bytes becomes this file's DecodeError."""
-    decoder = decode_raw if is_raw(file.path) else decode_image
     try:
-        return decoder(file.data, geometry, max_pixels)
+        if is_raw(file.path):
+            return decode_raw(file.data, geometry, max_pixels)
+        return decode_image(file.data, geometry, max_pixels, HEIF_FORMATS if is_heif(file.path) else ())
     except DecodeError:
         raise
     except Exception as exc:  # one bad file must never fail the batch it is in

@@ -1,11 +1,12 @@
 """Sample photos for the demo, the tests and the benchmarks, made from real pictures that ship in
-scikit-image and scikit-learn: JPEG with EXIF, PNG in several modes, WEBP, TIFF and DNG (RAW).
+scikit-image and scikit-learn: JPEG, HEIC and AVIF with EXIF, PNG in several modes, WEBP, TIFF and DNG (RAW).
 
 Run `python -m samples.sample_photos FOLDER` to write a small library into FOLDER.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from fractions import Fraction
@@ -60,20 +61,41 @@ def camera_exif(orientation: int = 1, gps: tuple[float, float] | None = None) ->
     return exif
 
 
+# The transpose that stores an upright picture under each EXIF orientation (the inverse of showing it).
+STORED_AS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,  # stored turned 90 degrees anticlockwise: a viewer turns it clockwise
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
 def stored_for_orientation(upright: np.ndarray, orientation: int) -> np.ndarray:
-    """The pixels a camera stores so that EXIF `orientation` shows `upright` (6: rotate 90 CW to view)."""
-    if orientation == 6:
-        return np.rot90(upright, k=1)  # stored rotated 90 CCW; viewer turns it 90 CW
-    if orientation == 8:
-        return np.rot90(upright, k=-1)
-    if orientation == 3:
-        return np.rot90(upright, k=2)
-    return upright
+    """The pixels a camera stores so that EXIF `orientation` shows `upright`."""
+    if orientation not in STORED_AS:
+        return upright
+    return np.asarray(Image.fromarray(upright).transpose(STORED_AS[orientation]))
 
 
 def write_jpeg(path: str, upright: np.ndarray, orientation: int = 1, gps=None, quality: int = 92) -> None:
     stored = np.ascontiguousarray(stored_for_orientation(upright, orientation))
     Image.fromarray(stored).save(path, "JPEG", quality=quality, exif=camera_exif(orientation, gps).tobytes())
+
+
+def write_heif(path: str | io.BytesIO, upright: np.ndarray, orientation: int = 1, gps=None, quality: int = 90,
+               thumbnail: int = 0, fmt: str = "HEIF", **options) -> None:
+    """A HEIC as phones write one (`fmt="AVIF"`: an AVIF): the camera's EXIF, and the orientation as the
+    container's rotation and mirror, which readers apply; `thumbnail`: the long side of an embedded thumbnail."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    stored = Image.fromarray(np.ascontiguousarray(stored_for_orientation(upright, orientation)))
+    if thumbnail:
+        options["thumbnails"] = [thumbnail]
+    stored.save(path, fmt, quality=quality, exif=camera_exif(orientation, gps).tobytes(), **options)
 
 
 def sensor_values(rgb: np.ndarray, white_level: int = 4095, black_level: int = 0,

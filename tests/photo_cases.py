@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from samples.sample_photos import real_photos, write_dng, write_jpeg
+from samples.sample_photos import real_photos, write_dng, write_heif, write_jpeg
 
 
 @dataclass
@@ -41,10 +41,18 @@ def _raw_full(path: Path) -> Image.Image:
         return Image.fromarray(raw.postprocess(use_camera_wb=True, output_bps=8))
 
 
+def _heif_primary(path: Path) -> Image.Image:
+    """The primary picture in full, upright, straight from libheif (not through Pillow's plugin)."""
+    import pillow_heif
+
+    heif = pillow_heif.open_heif(path)
+    return heif[heif.primary_index].to_pillow().convert("RGB")
+
+
 def write_test_library(root: Path) -> list[Case]:
     photos = real_photos()
     root.mkdir(parents=True, exist_ok=True)
-    for sub in ("travel/2024", "modes", "raw", "broken", "copies", ".hidden_dir"):
+    for sub in ("travel/2024", "modes", "raw", "phone", "broken", "copies", ".hidden_dir"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     grey_rocket = np.asarray(Image.fromarray(photos["rocket"]).convert("L"))
     cases = [
@@ -67,11 +75,22 @@ def write_test_library(root: Path) -> list[Case]:
         Case("raw/flower.dng", "valid", _raw_full, metadata={
             "format": "dng", "is_raw": True, "camera_make": "Sampleco", "camera_model": "Field One",
             "width": 640, "height": 426}),
+        # As phones write them: HEIC with a thumbnail (decoded instead: it is big enough for the tests' model),
+        # orientation, camera and GPS; a burst whose primary picture is its second; AVIF turned by EXIF.
+        Case("phone/IMG_0420.HEIC", "valid", _heif_primary, metadata={
+            "format": "heic", "is_raw": False, "width": 451, "height": 300, "camera_make": "Sampleco",
+            "camera_model": "Field One", "lens": "Sampleco 35mm F2", "iso": 400, "datetime_original": "2024-05-01T10:20:30",
+            "gps_lat": 35.6586, "gps_lon": 139.7454}),
+        Case("phone/burst.heif", "valid", _heif_primary, metadata={"format": "heif", "width": 640, "height": 427}),
+        Case("phone/coffee.avif", "valid", _exif_upright, metadata={
+            "format": "avif", "width": 600, "height": 400, "camera_model": "Field One", "f_number": 2.8}),
         Case("copies/astronaut copy.jpg", "duplicate"),
         Case("broken/truncated.jpg", "failed", reason="cannot decode image"),
         Case("broken/empty.png", "failed", reason="empty file"),
         Case("broken/notes.jpg", "failed", reason="not a recognised image format"),
         Case("broken/garbage.nef", "failed", reason="LibRaw"),
+        Case("broken/truncated.heic", "failed", reason="broken or truncated HEIF file"),
+        Case("broken/jpeg_renamed.heic", "failed", reason="holds a JPEG picture, not the HEIF or AVIF its name says"),
         Case("broken/loop_a.jpg", "failed", reason="symlink loop"),
         Case("broken/loop_b.jpg", "failed", reason="symlink loop"),
         Case("broken/dangling.jpg", "failed", reason="broken symlink"),
@@ -96,9 +115,16 @@ def write_test_library(root: Path) -> list[Case]:
     Image.fromarray(photos["coffee"]).convert("P").save(root / "modes/coffee.gif")
     Image.fromarray(photos["chelsea"][::-1]).save(root / "modes/chelsea.bmp")
     write_dng(str(root / "raw/flower.dng"), photos["flower"])
+    write_heif(str(root / "phone/IMG_0420.HEIC"), photos["chelsea"], orientation=6, gps=(35.6586, 139.7454), thumbnail=160)
+    Image.fromarray(photos["coffee"]).save(root / "phone/burst.heif", "HEIF", save_all=True, quality=90,
+                                           append_images=[Image.fromarray(photos["rocket"])], primary_index=1)
+    write_heif(str(root / "phone/coffee.avif"), photos["coffee"], orientation=8, fmt="AVIF")
     shutil.copyfile(root / "travel/astronaut.jpg", root / "copies/astronaut copy.jpg")
     (root / "broken/truncated.jpg").write_bytes((root / "travel/astronaut.jpg").read_bytes()[:3000])
     (root / "broken/empty.png").write_bytes(b"")
+    phone = (root / "phone/IMG_0420.HEIC").read_bytes()
+    (root / "broken/truncated.heic").write_bytes(phone[: len(phone) // 2])
+    write_jpeg(str(root / "broken/jpeg_renamed.heic"), photos["flower"])  # a JPEG of its own: not a copy of another file
     (root / "broken/notes.jpg").write_text("these are notes, not a photo\n")
     (root / "broken/garbage.nef").write_bytes(np.random.default_rng(0).bytes(50_000))
     os.symlink(root / "broken/loop_b.jpg", root / "broken/loop_a.jpg")

@@ -20,7 +20,7 @@ from ray_pipeline.decode import (
     fit_to_input,
     to_rgb,
 )
-from samples.sample_photos import real_photos, write_dng, write_jpeg
+from samples.sample_photos import STORED_AS, real_photos, write_dng, write_jpeg
 
 GEOMETRY = InputGeometry(224, 224)
 
@@ -188,19 +188,6 @@ def test_hostile_exif_and_strips_are_per_file_errors(photos, tmp_path):
             decode_file(FileBytes(name, data, len(data), 0.0), GEOMETRY, 250_000_000)
 
 
-# The transpose that stores an upright picture under each EXIF orientation (the inverse of showing it).
-_STORED_AS = {
-    1: None,
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_90,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_270,
-}
-
-
 @pytest.mark.parametrize("mode, compression", [
     ("RGB", "raw"), ("RGB", "tiff_lzw"), ("RGB", "tiff_adobe_deflate"), ("RGB", "packbits"), ("RGB", "jpeg"),
     ("L", "tiff_deflate"), ("1", "group4"), ("1", "tiff_lzw"),
@@ -212,7 +199,7 @@ def test_tiff_orientation_as_exif_transpose_shows_it(photos, mode, compression, 
     from PIL import ImageOps
 
     upright = Image.fromarray(photos["coffee"]).resize((150, 100), Image.Resampling.BICUBIC).convert(mode)
-    stored = upright if orientation == 1 else upright.transpose(_STORED_AS[orientation])
+    stored = upright if orientation == 1 else upright.transpose(STORED_AS[orientation])
     exif = Image.Exif()
     exif[0x0112] = orientation
     data = encoded(stored, "TIFF", compression=compression, exif=exif)

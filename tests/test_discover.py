@@ -18,7 +18,8 @@ def touch(path):
 
 
 def test_walk_finds_supported_extensions_in_any_case(tmp_path):
-    wanted = [touch(tmp_path / name) for name in ("a.JPG", "b.jpeg", "sub/c.Png", "sub/deep/d.CR3", "e.nef", "f.RAF", "g.webp")]
+    wanted = [touch(tmp_path / name) for name in ("a.JPG", "b.jpeg", "sub/c.Png", "sub/deep/d.CR3", "e.nef", "f.RAF", "g.webp",
+                                                    "phone/h.HEIC", "i.heif", "j.hif", "k.Avif")]
     for name in ("notes.txt", "clip.mp4", "noext", ".hidden.jpg", ".cache/h.jpg", "sub/.x/i.png"):
         touch(tmp_path / name)
     assert discover([str(tmp_path)]) == sorted(wanted)
@@ -43,8 +44,9 @@ def test_named_files_are_taken_and_missing_paths_refused(tmp_path):
 
 
 def test_text_manifest(tmp_path):
-    (tmp_path / "m.txt").write_text("# comment\n\na.jpg\n/abs/b.jpg\na.jpg\n  sub/c.png  \n")
-    assert read_manifest(str(tmp_path / "m.txt")) == sorted([str(tmp_path / "a.jpg"), "/abs/b.jpg", str(tmp_path / "sub/c.png")])
+    (tmp_path / "m.txt").write_text("# comment\n\na.jpg\n/abs/b.jpg\na.jpg\n  sub/c.png  \nIMG_0001.HEIC\nd.avif\n")
+    assert read_manifest(str(tmp_path / "m.txt")) == sorted([str(tmp_path / "a.jpg"), "/abs/b.jpg", str(tmp_path / "sub/c.png"),
+                                                            str(tmp_path / "IMG_0001.HEIC"), str(tmp_path / "d.avif")])
 
 
 def test_parquet_manifest(tmp_path):

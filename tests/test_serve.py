@@ -3,6 +3,7 @@ search, captions, and a captioner that scales to zero."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 from pathlib import Path
@@ -15,6 +16,7 @@ from photo_cases import sha256_of
 from serve_app import IDLE_SECONDS, MAX_UPLOAD, auth, serve_cli, wait_job
 
 from benchmarks.http_load import hammer
+from samples.sample_photos import real_photos, write_heif
 
 
 def caption_replicas(service, ray_head) -> int:
@@ -94,6 +96,12 @@ def test_caption_route_starts_the_captioner(service, ray_head):
     assert response.status_code == 200, response.text
     assert isinstance(response.json()["caption"], str)
     assert caption_replicas(service, ray_head) == 1
+    phone = io.BytesIO()  # a phone's HEIC is captioned as a JPEG is
+    write_heif(phone, real_photos()["chelsea"], orientation=6)
+    response = requests.post(f"{service['url']}/caption", headers=auth(service), files={"file": ("IMG.HEIC", phone.getvalue())},
+                             timeout=120)
+    assert response.status_code == 200, response.text
+    assert isinstance(response.json()["caption"], str)
 
 
 def test_upload_ingestion(service):
