@@ -3,10 +3,12 @@
 Camera-sized files: 12-megapixel JPEGs (4000x3000, quality 92, with sensor-like grain so they compress
 like photos, about 3 MB each) and 24-megapixel DNGs (6000x4000 RGGB mosaics, 16 bits, uncompressed,
 48 MB each), half of them carrying a 1024x683 JPEG preview the way cameras and Adobe's converter write
-one, half without, so that their decode takes LibRaw's demosaic. Files already present are kept, so a
-second build is free.
+one, half without, so that their decode takes LibRaw's demosaic. On request, 12-megapixel HEICs as
+phones write them (HEVC in 512-pixel grid tiles, about 1.5 MB), half with a 320 x 240 thumbnail as
+iPhones write one, half without, and 12-megapixel AVIFs. Files already present are kept, so a second
+build is free.
 
-    python -m benchmarks.corpus FOLDER [--jpegs N] [--dngs N]
+    python -m benchmarks.corpus FOLDER [--jpegs N] [--dngs N] [--heics N] [--avifs N]
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import os
 import numpy as np
 from PIL import Image
 
-from samples.sample_photos import bayer_mosaic, real_photos, write_jpeg
+from samples.sample_photos import bayer_mosaic, real_photos, write_heif, write_jpeg
 
 JPEG_SIZE = (4000, 3000)
 DNG_SIZE = (6000, 4000)
 PREVIEW_SIZE = (1024, 683)
+HEIF_THUMBNAIL = 320  # the long side of an iPhone's HEIC thumbnail (320 x 240)
+HEIF_TILE = 512  # phones encode HEIC in tiles of a grid
 GRAIN = 5.0  # standard deviation of the added noise, in 8-bit levels
 GRAIN_TILE = 509  # a prime, so the tiling does not line up with JPEG blocks
 WHITE_LEVEL = 4095
@@ -100,12 +104,13 @@ def _jpeg_compress_preview(path: str, thumb: np.ndarray) -> None:
             file.write(int(value).to_bytes(4 if dtype == 4 else 2, "little"))
 
 
-def build_corpus(folder: str, jpegs: int, dngs: int) -> dict[str, list[str]]:
-    """{"jpeg": [...], "dng": [...]}: the corpus's files, written where missing. Half the DNGs have a preview."""
+def build_corpus(folder: str, jpegs: int, dngs: int, heics: int = 0, avifs: int = 0) -> dict[str, list[str]]:
+    """{"jpeg": [...], "dng": [...], "heic": [...], "avif": [...]}: the corpus's files, written where missing.
+    Half the DNGs have a preview, half the HEICs a thumbnail."""
     photos = list(real_photos().values())
-    files: dict[str, list[str]] = {"jpeg": [], "dng": []}
-    os.makedirs(os.path.join(folder, "jpeg"), exist_ok=True)
-    os.makedirs(os.path.join(folder, "dng"), exist_ok=True)
+    files: dict[str, list[str]] = {"jpeg": [], "dng": [], "heic": [], "avif": []}
+    for kind in files:
+        os.makedirs(os.path.join(folder, kind), exist_ok=True)
     for i in range(jpegs):
         path = os.path.join(folder, "jpeg", f"photo_{i:05d}.jpg")
         if not os.path.exists(path):
@@ -118,6 +123,20 @@ def build_corpus(folder: str, jpegs: int, dngs: int) -> dict[str, list[str]]:
             rgb = camera_sized(photos[i % len(photos)], DNG_SIZE, 1000 + i)
             _atomically(path, lambda tmp, rgb=rgb, preview=preview: write_camera_dng(tmp, rgb, preview))
         files["dng"].append(path)
+    for i in range(heics):
+        thumbnail = HEIF_THUMBNAIL if i % 2 == 0 else 0
+        path = os.path.join(folder, "heic", f"IMG_{i:05d}{'_thumbnail' if thumbnail else ''}.heic")
+        if not os.path.exists(path):
+            rgb = camera_sized(photos[i % len(photos)], JPEG_SIZE, 2000 + i)
+            _atomically(path, lambda tmp, rgb=rgb, thumbnail=thumbnail: write_heif(
+                tmp, rgb, quality=50, thumbnail=thumbnail, tile_size=HEIF_TILE))
+        files["heic"].append(path)
+    for i in range(avifs):
+        path = os.path.join(folder, "avif", f"photo_{i:05d}.avif")
+        if not os.path.exists(path):
+            rgb = camera_sized(photos[i % len(photos)], JPEG_SIZE, 3000 + i)
+            _atomically(path, lambda tmp, rgb=rgb: write_heif(tmp, rgb, quality=50, fmt="AVIF", speed=8))
+        files["avif"].append(path)
     return files
 
 
@@ -133,8 +152,10 @@ def main() -> None:
     parser.add_argument("folder")
     parser.add_argument("--jpegs", type=int, default=48)
     parser.add_argument("--dngs", type=int, default=24)
+    parser.add_argument("--heics", type=int, default=0)
+    parser.add_argument("--avifs", type=int, default=0)
     args = parser.parse_args()
-    files = build_corpus(args.folder, args.jpegs, args.dngs)
+    files = build_corpus(args.folder, args.jpegs, args.dngs, args.heics, args.avifs)
     print({kind: len(paths) for kind, paths in files.items()})
 
 
