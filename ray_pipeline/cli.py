@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import tempfile
+import typing
 
 from ray_pipeline.config import INLINE_MAX_FILES, IngestConfig
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS
@@ -136,14 +137,47 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--poll", type=_seconds, metavar="SECONDS",
                        help="look for changes every SECONDS instead of waiting for file events (network file systems)")
 
-    search = commands.add_parser("search", help="top-k photos for a text or an example photo")
+    search = commands.add_parser("search", help="top-k photos for a text or an example photo; with neither, the "
+                                                "collection's photos, newest first")
     search.add_argument("text", nargs="?", help="what to look for")
     search.add_argument("--image", metavar="FILE", help="search with a photo instead of a text")
     search.add_argument("-k", type=_positive, default=5, help="number of results (default 5)")
+    search.add_argument("--offset", type=_count, default=0, help="skip this many results first: the next page (default 0)")
+    _add_filter_options(search)
     _add_store_options(search)
     _add_model_options(search, defaults=False)
     search.add_argument("--json", action="store_true", help="print the results as one JSON document")
     return parser
+
+
+def _add_filter_options(parser: argparse.ArgumentParser) -> None:
+    """One option per search filter (`--camera-model`, `--date-from`, ...), checked by the filters' own type."""
+    from ray_pipeline.filters import SearchFilters
+
+    group = parser.add_argument_group("filters (all that are given must hold)")
+    for name, field in SearchFilters.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if bool in typing.get_args(field.annotation):
+            group.add_argument(flag, dest=f"filter_{name}", action=argparse.BooleanOptionalAction, help=field.description)
+        else:
+            group.add_argument(flag, dest=f"filter_{name}", metavar=name.split("_")[-1].upper(), help=field.description)
+
+
+def _filters(args, parser):
+    """The search filters the options give; a usage error naming the option when one is malformed."""
+    from pydantic import ValidationError
+
+    from ray_pipeline.filters import SearchFilters, first_error
+
+    given = {key.removeprefix("filter_"): value for key, value in vars(args).items() if key.startswith("filter_")}
+    if given["folder"]:
+        given["folder"] = os.path.abspath(given["folder"])  # on the command line, as for the paths to ingest
+    try:
+        return SearchFilters.parse(given)
+    except ValidationError as exc:
+        field, _, why = first_error(exc).partition(": ")
+        name = field.split(".")[0]
+        parser.error(f"--{name.replace('_', '-')}: {why}" if name in SearchFilters.model_fields else f"{field}: {why}")
 
 
 def _target(args) -> StoreTarget:
@@ -245,8 +279,9 @@ def _print_some(lines: list[str], what: str, more: str = "") -> None:
 
 
 def _search(args, parser) -> int:
-    if bool(args.text) == bool(args.image):
-        parser.error("give a TEXT or --image FILE")
+    if args.text and args.image:
+        parser.error("give a TEXT or --image FILE, not both")
+    filters = _filters(args, parser)
     from ray_pipeline import search
 
     override = None
@@ -254,17 +289,25 @@ def _search(args, parser) -> int:
         pretrained = args.pretrained or (None if args.checkpoint else DEFAULT_PRETRAINED)
         override = ModelSpec(args.model or DEFAULT_MODEL, pretrained, args.checkpoint, args.allow_random_weights)
     if args.image:
-        results = search.search_image(_target(args), args.image, args.k, override)
+        page = search.search_image(_target(args), args.image, args.k, override, filters, args.offset)
+    elif args.text:
+        page = search.search_text(_target(args), args.text, args.k, override, filters, args.offset)
     else:
-        results = search.search_text(_target(args), args.text, args.k, override)
+        page = search.browse(_target(args), args.k, filters, args.offset)
     if args.json:
-        print(json.dumps({"results": results}))
+        print(json.dumps(page.as_json()))
         return 0
-    for rank, result in enumerate(results, 1):
+    for rank, result in enumerate(page.results, args.offset + 1):
         caption = f"  {result['caption']}" if "caption" in result else ""
-        print(f"{rank}. {result['score']:.4f}  {result['path']}{caption}")
-    if not results:
-        print("no results: the collection is empty")
+        first = f"{result['score']:.4f}" if result["score"] is not None else result["metadata"].get("datetime_original", "undated")
+        print(f"{rank}. {first}  {result['path']}{caption}")
+    if not page.results:
+        print("no results: " + ("the collection is empty" if filters.empty and not args.offset else "none match"
+                                if not args.offset else f"none past the first {args.offset}"))
+    elif page.total is not None:
+        print(f"{args.offset + 1}-{args.offset + len(page.results)} of {page.total}", file=sys.stderr)
+    if page.warning:
+        print(f"warning: {page.warning}", file=sys.stderr)
     return 0
 
 

@@ -1,8 +1,10 @@
-"""Search: embed a text (or an example photo) with the collection's own model and return the top k."""
+"""Search: embed a text (or an example photo) with the collection's own model and return a page of the
+nearest records the filters let through; or, with no query, a page of the collection, newest first."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -10,10 +12,12 @@ from ray_pipeline import model as clip_model
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS
 from ray_pipeline.embed import ClipEncoder
 from ray_pipeline.file_names import exact_name, recorded_path
+from ray_pipeline.filters import SearchFilters
 from ray_pipeline.journey import decode_file, read_file
 from ray_pipeline.store import ChromaStore, StoreTarget
 
 logger = logging.getLogger(__name__)
+_UNDATED = -(2**62)  # sorts records with no capture date after every dated one
 
 
 def encoder_for(store: ChromaStore, override: clip_model.ModelSpec | None = None) -> ClipEncoder:
@@ -25,29 +29,72 @@ def encoder_for(store: ChromaStore, override: clip_model.ModelSpec | None = None
     return encoder
 
 
-def top_k(store, vector: np.ndarray, k: int) -> list[dict]:
-    """Best first: id, path, score (cosine similarity), caption where stored, and all metadata."""
-    found = store.query(vector, k)
-    results = []
-    for record_id, metadata, distance in zip(found["ids"][0], found["metadatas"][0], found["distances"][0]):
-        metadata = dict(metadata or {})
-        result = {"id": record_id, "path": metadata.get("path"), **exact_name(recorded_path(metadata) or ""),
-                  "score": round(1.0 - float(distance), 6)}
-        if "caption" in metadata:
-            result["caption"] = metadata["caption"]
-        result["metadata"] = metadata
-        results.append(result)
-    return results
+@dataclass(frozen=True)
+class ResultPage:
+    """One page of results, best first (a search) or newest capture first (a listing)."""
+
+    results: list[dict]
+    offset: int
+    total: int | None  # how many match in all, where Chroma tells it (a listing; a search with no filter)
+    warning: str | None = None
+
+    def as_json(self) -> dict:
+        page = {"results": self.results, "offset": self.offset, "total": self.total}
+        return {**page, "warning": self.warning} if self.warning else page
 
 
-def search_text(target: StoreTarget, text: str, k: int, override: clip_model.ModelSpec | None = None) -> list[dict]:
+def _result(record_id: str, metadata: dict | None, score: float | None) -> dict:
+    """id, path, score (cosine similarity; None in a listing), caption where stored, and all metadata."""
+    metadata = dict(metadata or {})
+    result = {"id": record_id, "path": metadata.get("path"), **exact_name(recorded_path(metadata) or ""), "score": score}
+    if "caption" in metadata:
+        result["caption"] = metadata["caption"]
+    result["metadata"] = metadata
+    return result
+
+
+def _warning(store, filters: SearchFilters) -> str | None:
+    if filters.empty or not store.outdated:
+        return None
+    return (f"collection {store.target.collection!r} was written before search filters: its records lack the keys "
+            "they need until an ingestion into it brings them up to date (run the same ingest command again)")
+
+
+def top_k(store, vector: np.ndarray, k: int, filters: SearchFilters | None = None, offset: int = 0) -> ResultPage:
+    """Results offset+1 to offset+k of the records nearest the vector among those the filters let through
+    (applied inside Chroma's query, so k come back when k match)."""
+    filters = filters or SearchFilters()
+    found = store.query(vector, offset + k, filters.where(), filters.where_document())
+    hits = list(zip(found["ids"][0], found["metadatas"][0], found["distances"][0]))[offset:]
+    results = [_result(i, metadata, round(1.0 - float(distance), 6)) for i, metadata, distance in hits]
+    return ResultPage(results, offset, store.count() if filters.empty else None, _warning(store, filters))
+
+
+def newest_first(store, k: int, filters: SearchFilters | None = None, offset: int = 0) -> ResultPage:
+    """Results offset+1 to offset+k of the records the filters let through, newest capture first (then
+    those with no capture date, by path): browsing with no query."""
+    filters = filters or SearchFilters()
+    found = store.matching(filters.where(), filters.where_document())
+    order = sorted(found, key=lambda i: (-found[i].get("taken_at", _UNDATED), found[i].get("path") or "", i))
+    results = [_result(i, found[i], None) for i in order[offset : offset + k]]
+    return ResultPage(results, offset, len(found), _warning(store, filters))
+
+
+def search_text(target: StoreTarget, text: str, k: int, override: clip_model.ModelSpec | None = None,
+                filters: SearchFilters | None = None, offset: int = 0) -> ResultPage:
     store = ChromaStore(target)
-    return top_k(store, encoder_for(store, override).texts([text])[0], k)
+    return top_k(store, encoder_for(store, override).texts([text])[0], k, filters, offset)
 
 
-def search_image(target: StoreTarget, image_path: str, k: int, override: clip_model.ModelSpec | None = None) -> list[dict]:
-    """Photos most like the one at `image_path` (a JPEG, PNG, RAW, ... decoded as ingestion does)."""
+def search_image(target: StoreTarget, image_path: str, k: int, override: clip_model.ModelSpec | None = None,
+                 filters: SearchFilters | None = None, offset: int = 0) -> ResultPage:
+    """Photos most like the one at `image_path` (a JPEG, HEIC, RAW, ... decoded as ingestion does)."""
     store = ChromaStore(target)
     encoder = encoder_for(store, override)
     photo = decode_file(read_file(image_path), encoder.resolved.geometry, DEFAULT_MAX_PIXELS)
-    return top_k(store, encoder.images.encode(photo.pixels[None])[0], k)
+    return top_k(store, encoder.images.encode(photo.pixels[None])[0], k, filters, offset)
+
+
+def browse(target: StoreTarget, k: int, filters: SearchFilters | None = None, offset: int = 0) -> ResultPage:
+    """The collection's photos with no query, newest capture first."""
+    return newest_first(ChromaStore(target), k, filters, offset)

@@ -17,6 +17,7 @@ from ray_pipeline.discover import is_within
 from ray_pipeline.errors import UserFacingError, user_facing_reason
 from ray_pipeline.failures import Failure, FileState, failure_id, failures_collection, is_failures_collection
 from ray_pipeline.file_names import path_fields, path_text, recorded_path
+from ray_pipeline.filters import LAYOUT_KEY, RECORD_LAYOUT, caption_document, filter_keys
 
 LOCK_FILE = "ray_pipeline.lock"
 # Chroma's rule for collection names, checked where a name comes in (the CLI, the HTTP API).
@@ -150,12 +151,30 @@ class ChromaStore:
         else:
             self.collection = self.client.get_or_create_collection(
                 target.collection,
-                metadata=model_metadata,
+                metadata={**model_metadata, LAYOUT_KEY: RECORD_LAYOUT},
                 configuration={"hnsw": {"space": "cosine"}},
                 embedding_function=None,
             )
             check_model(target.collection, self.collection.metadata or {}, model_metadata)
         self.max_batch = self.client.get_max_batch_size()
+        if model_metadata is not None and self.outdated:
+            self._bring_up_to_date()
+
+    @property
+    def outdated(self) -> bool:
+        """Whether the records were written before the keys filters need (an older layout)."""
+        return self.metadata.get(LAYOUT_KEY, 1) < RECORD_LAYOUT
+
+    def _bring_up_to_date(self) -> None:
+        """Give every record the keys filters need, from the keys it holds (nothing is embedded again),
+        then record the layout: a collection written before filters works with them after one ingestion."""
+        for offset in range(0, with_retries(self.target, self.collection.count), self.max_batch):
+            batch = with_retries(self.target, self.collection.get, include=["metadatas"], limit=self.max_batch, offset=offset)
+            metadatas = [dict(m or {}) for m in batch["metadatas"]]
+            with_retries(self.target, self.collection.update, ids=batch["ids"],
+                         metadatas=[{**m, **filter_keys(m)} for m in metadatas])
+            self._write_captions({i: m["caption"] for i, m in zip(batch["ids"], metadatas) if m.get("caption")})
+        with_retries(self.target, self.collection.modify, metadata={**self.metadata, LAYOUT_KEY: RECORD_LAYOUT})
 
     def _existing_collection(self):
         try:
@@ -199,8 +218,25 @@ class ChromaStore:
             with_retries(self.target, self.collection.upsert, ids=ids[start:end], embeddings=embeddings[start:end],
                          metadatas=metadatas[start:end])
 
-    def query(self, embedding: np.ndarray, k: int) -> dict:
-        return self.collection.query(query_embeddings=[embedding], n_results=k, include=["metadatas", "distances"])
+    def count(self) -> int:
+        return with_retries(self.target, self.collection.count)
+
+    def query(self, embedding: np.ndarray, k: int, where: dict | None = None, where_document: dict | None = None) -> dict:
+        """The k records nearest the embedding among those the filters (`where`, `where_document`) let through."""
+        return with_retries(self.target, self.collection.query, query_embeddings=[embedding], n_results=k, where=where,
+                            where_document=where_document, include=["metadatas", "distances"])
+
+    def matching(self, where: dict | None, where_document: dict | None) -> dict[str, dict]:
+        """{id: metadata} of every record the filters let through, in pages Chroma accepts."""
+        found: dict[str, dict] = {}
+        offset = 0
+        while True:
+            batch = with_retries(self.target, self.collection.get, where=where, where_document=where_document,
+                                 include=["metadatas"], limit=self.max_batch, offset=offset)
+            found.update((i, dict(m or {})) for i, m in zip(batch["ids"], batch["metadatas"]))
+            if len(batch["ids"]) < self.max_batch:
+                return found
+            offset += self.max_batch
 
     def uncaptioned(self, ids: list[str]) -> list[str]:
         """Which of these stored records have no caption yet."""
@@ -214,7 +250,20 @@ class ChromaStore:
                          metadatas=[{**metadata, **changes[i]} for i, metadata in found.items()])
 
     def set_captions(self, ids: list[str], captions: list[str]) -> None:
-        self.merge_metadata({i: {"caption": caption} for i, caption in zip(ids, captions)})
+        self._write_captions(dict(zip(ids, captions)))
+
+    def _write_captions(self, captions: dict[str, str]) -> None:
+        """Each caption into its stored record: the metadata's `caption` as written, and the document as its
+        words (for filters). Chroma embeds a document written without its vector, so the vector goes along."""
+        ids = list(captions)
+        for start in range(0, len(ids), self.max_batch):
+            found = with_retries(self.target, self.collection.get, ids=ids[start : start + self.max_batch],
+                                 include=["metadatas", "embeddings"])
+            if found["ids"]:
+                with_retries(self.target, self.collection.update, ids=found["ids"], embeddings=found["embeddings"],
+                             metadatas=[{**(m or {}), "caption": captions[i], "has_caption": True}
+                                        for i, m in zip(found["ids"], found["metadatas"])],
+                             documents=[caption_document(captions[i]) for i in found["ids"]])
 
     def records_at(self, paths: list[str]) -> dict[str, dict]:
         """{id: metadata} of the records whose file is at one of these paths."""
@@ -431,8 +480,18 @@ class StoreHandle:
     def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict]) -> None:
         self._call("upsert", ids, embeddings, metadatas)
 
-    def query(self, embedding: np.ndarray, k: int) -> dict:
-        return self._call("query", embedding, k)
+    def count(self) -> int:
+        return self._call("count")
+
+    @property
+    def outdated(self) -> bool:
+        return self._call("outdated")
+
+    def query(self, embedding: np.ndarray, k: int, where: dict | None = None, where_document: dict | None = None) -> dict:
+        return self._call("query", embedding, k, where, where_document)
+
+    def matching(self, where: dict | None, where_document: dict | None) -> dict[str, dict]:
+        return self._call("matching", where, where_document)
 
     def uncaptioned(self, ids: list[str]) -> list[str]:
         return self._call("uncaptioned", ids)

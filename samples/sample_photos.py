@@ -34,20 +34,26 @@ def _rational(value: float) -> IFDRational:
     return IFDRational(fraction.numerator, fraction.denominator)
 
 
-def camera_exif(orientation: int = 1, gps: tuple[float, float] | None = None) -> Image.Exif:
-    """An EXIF block with camera, exposure and (optionally) GPS fields, as cameras write them."""
+# What `camera_exif` writes unless told otherwise.
+SHOT = {"taken": "2024:05:01 10:20:30", "iso": 400, "exposure_time": 1 / 250, "f_number": 2.8, "focal_length": 35.0}
+
+
+def camera_exif(orientation: int = 1, gps: tuple[float, float] | None = None, **shot) -> Image.Exif:
+    """An EXIF block with camera, exposure and (optionally) GPS fields, as cameras write them. `shot`
+    overrides CAMERA's make, model and lens and SHOT's fields ("taken" as EXIF writes it: 2024:05:01 10:20:30)."""
+    shot = {**CAMERA, **SHOT, **shot}
     exif = Image.Exif()
     tag, gps_tag = ExifTags.Base, ExifTags.GPS
-    exif[tag.Make] = CAMERA["make"]
-    exif[tag.Model] = CAMERA["model"]
+    exif[tag.Make] = shot["make"]
+    exif[tag.Model] = shot["model"]
     exif[tag.Orientation] = orientation
     sub = exif.get_ifd(ExifTags.IFD.Exif)
-    sub[tag.LensModel] = CAMERA["lens"]
-    sub[tag.DateTimeOriginal] = "2024:05:01 10:20:30"
-    sub[tag.ISOSpeedRatings] = 400
-    sub[tag.ExposureTime] = _rational(1 / 250)
-    sub[tag.FNumber] = _rational(2.8)
-    sub[tag.FocalLength] = _rational(35.0)
+    sub[tag.LensModel] = shot["lens"]
+    sub[tag.DateTimeOriginal] = shot["taken"]
+    sub[tag.ISOSpeedRatings] = shot["iso"]
+    sub[tag.ExposureTime] = _rational(shot["exposure_time"])
+    sub[tag.FNumber] = _rational(shot["f_number"])
+    sub[tag.FocalLength] = _rational(shot["focal_length"])
     if gps:
         info = exif.get_ifd(ExifTags.IFD.GPSInfo)
         for value, ref_tag, value_tag, signs in (
@@ -80,22 +86,23 @@ def stored_for_orientation(upright: np.ndarray, orientation: int) -> np.ndarray:
     return np.asarray(Image.fromarray(upright).transpose(STORED_AS[orientation]))
 
 
-def write_jpeg(path: str, upright: np.ndarray, orientation: int = 1, gps=None, quality: int = 92) -> None:
+def write_jpeg(path: str, upright: np.ndarray, orientation: int = 1, gps=None, quality: int = 92, **shot) -> None:
     stored = np.ascontiguousarray(stored_for_orientation(upright, orientation))
-    Image.fromarray(stored).save(path, "JPEG", quality=quality, exif=camera_exif(orientation, gps).tobytes())
+    Image.fromarray(stored).save(path, "JPEG", quality=quality, exif=camera_exif(orientation, gps, **shot).tobytes())
 
 
 def write_heif(path: str | io.BytesIO, upright: np.ndarray, orientation: int = 1, gps=None, quality: int = 90,
-               thumbnail: int = 0, fmt: str = "HEIF", **options) -> None:
-    """A HEIC as phones write one (`fmt="AVIF"`: an AVIF): the camera's EXIF, and the orientation as the
-    container's rotation and mirror, which readers apply; `thumbnail`: the long side of an embedded thumbnail."""
+               thumbnail: int = 0, fmt: str = "HEIF", shot: dict | None = None, **options) -> None:
+    """A HEIC as phones write one (`fmt="AVIF"`: an AVIF): the camera's EXIF (`shot`: as for camera_exif),
+    and the orientation as the container's rotation and mirror, which readers apply; `thumbnail`: the
+    long side of an embedded thumbnail."""
     import pillow_heif
 
     pillow_heif.register_heif_opener()
     stored = Image.fromarray(np.ascontiguousarray(stored_for_orientation(upright, orientation)))
     if thumbnail:
         options["thumbnails"] = [thumbnail]
-    stored.save(path, fmt, quality=quality, exif=camera_exif(orientation, gps).tobytes(), **options)
+    stored.save(path, fmt, quality=quality, exif=camera_exif(orientation, gps, **(shot or {})).tobytes(), **options)
 
 
 def sensor_values(rgb: np.ndarray, white_level: int = 4095, black_level: int = 0,

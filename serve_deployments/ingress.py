@@ -11,7 +11,7 @@ import tempfile
 import ray
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from ray_pipeline.caption import CAPTION_INPUT
@@ -19,8 +19,9 @@ from ray_pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, InputGeometry
 from ray_pipeline.discover import SUPPORTED_EXTENSIONS, extension_of, is_within, more_than
 from ray_pipeline.errors import user_facing_reason
 from ray_pipeline.file_names import path_text, recorded_path
+from ray_pipeline.filters import SearchFilters
 from ray_pipeline.journey import FileBytes, decode_file
-from ray_pipeline.search import top_k
+from ray_pipeline.search import newest_first, top_k
 from ray_pipeline.store import (
     COLLECTION_NAME,
     StoreError,
@@ -92,13 +93,34 @@ class WatchRequest(BaseModel):
     caption: bool = False
 
 
-class ImageSearchRequest(BaseModel):
+MAX_RESULTS = 1000  # the most of k, and of offset: a search asks Chroma for offset + k and cuts the page from them
+
+
+class ResultsRequest(SearchFilters):
+    """A page of results, and the filters beside it (a field that is not one of them is a 422)."""
+
+    model_config = ConfigDict(extra="forbid")
+    k: int = Field(default=5, ge=1, le=MAX_RESULTS)
+    offset: int = Field(default=0, ge=0, le=MAX_RESULTS)
+
+    @property
+    def filters(self) -> SearchFilters:
+        return SearchFilters.model_validate(self.model_dump(include=set(SearchFilters.model_fields), exclude_none=True))
+
+
+class ImageSearchRequest(ResultsRequest):
     collection: str = Field(pattern=f"^{COLLECTION_NAME}$")
-    k: int = Field(default=5, ge=1, le=1000)
 
 
 class SearchRequest(ImageSearchRequest):
     text: str = Field(min_length=1)
+
+
+def given(fields) -> dict:
+    """Form fields or query parameters as the request's values: empty ones left out (a page's blank
+    input), a repeated one as its list (`format=jpg&format=heic`)."""
+    values = {key: fields.getlist(key) for key in fields.keys()}
+    return {key: found if len(found) > 1 else found[0] for key, found in values.items() if found != [""]}
 
 
 def read_upload(upload: UploadFile, limit: int) -> FileBytes:
@@ -271,10 +293,11 @@ class Ingress:
         try:
             if request.headers.get("content-type", "").startswith("multipart/form-data"):
                 form = await request.form()
-                fields = ImageSearchRequest(collection=form.get("collection"), k=form.get("k", 5))
-                if not hasattr(form.get("file"), "read"):
+                upload = form.get("file")
+                fields = ImageSearchRequest.model_validate({k: v for k, v in given(form).items() if k != "file"})
+                if not hasattr(upload, "read"):
                     raise HTTPException(422, "file: an image file is required")
-                query = read_upload(form.get("file"), self.settings.max_upload_bytes)
+                query = read_upload(upload, self.settings.max_upload_bytes)
             else:
                 fields = SearchRequest.model_validate_json(await request.body())
                 query = fields.text
@@ -288,7 +311,20 @@ class Ingress:
         except REPLICA_LOST:
             raise HTTPException(503, "the embedding model was lost while answering; it is restarting: try again") from None
         # Chroma works off the event loop, so status polls are answered meanwhile.
-        return {"results": await asyncio.to_thread(top_k, store, vector, fields.k)}
+        page = await asyncio.to_thread(top_k, store, vector, fields.k, fields.filters, fields.offset)
+        return page.as_json()
+
+    @app.get("/collections/{collection}/photos")
+    async def photos(self, collection: str, request: Request) -> dict:
+        """The collection's photos with no query, newest capture first: `k`, `offset` and any search filter
+        as query parameters."""
+        try:
+            fields = ResultsRequest.model_validate(given(request.query_params))
+        except ValueError as exc:
+            return JSONResponse(status_code=422, content={"detail": _validation_detail(exc)})
+        store = await self._existing_store(collection)
+        page = await asyncio.to_thread(newest_first, store, fields.k, fields.filters, fields.offset)
+        return page.as_json()
 
     async def _model(self) -> EmbedderModel:
         """The Embedder's model, asked once."""
@@ -296,13 +332,21 @@ class Ingress:
             self._known_model = await self.embedder.model.remote()
         return self._known_model
 
-    async def _checked_store(self, collection: str) -> StoreHandle:
-        """The collection's store: 404 when there is none, 409 when another model wrote it."""
+    async def _existing_store(self, collection: str) -> StoreHandle:
+        """The collection's store; 404 when there is none."""
+        if not re.fullmatch(COLLECTION_NAME, collection):
+            raise HTTPException(404, f"no collection {collection!r}: not a collection name")
         store = self._store(collection)
         try:
-            metadata = await asyncio.to_thread(lambda: store.metadata)
+            await asyncio.to_thread(lambda: store.metadata)
         except StoreError as exc:
             raise HTTPException(404, user_facing_reason(exc) or str(exc)) from None
+        return store
+
+    async def _checked_store(self, collection: str) -> StoreHandle:
+        """The collection's store: 404 when there is none, 409 when another model wrote it."""
+        store = await self._existing_store(collection)
+        metadata = await asyncio.to_thread(lambda: store.metadata)
         try:
             check_model(collection, metadata, (await self._model()).collection_metadata)
         except StoreError as exc:

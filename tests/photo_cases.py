@@ -165,3 +165,53 @@ def _deep_folder(root: Path) -> str:
 
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Shoot:
+    """One photo of the search-filter library, and what its record must say."""
+
+    name: str  # path relative to the library root
+    taken: str | None  # the capture date, YYYY-MM-DD, or None for none
+    make: str | None = None
+    model: str | None = None
+    gps: tuple[float, float] | None = None
+    iso: int | None = None
+
+
+# A photographer's library: two cameras and a phone, three years, three places; a RAW file and a PNG
+# with no date. The subjects differ, so a text or photo query ranks them.
+SHOOTS = [
+    Shoot("beach/2019/sunset.jpg", "2019-07-14", "FUJIFILM", "X100V", (-22.9711, -43.1822), 200),
+    Shoot("beach/2019/noon.jpg", "2019-07-15", "FUJIFILM", "X100V", None, 100),
+    Shoot("city/2021/street.jpg", "2021-03-02", "Canon", "EOS R5", (48.8566, 2.3522), 3200),
+    Shoot("city/2021/night.heic", "2021-03-02", "Apple", "iPhone 15", (35.6586, 139.7454), 1600),
+    Shoot("city/2022/market.jpg", "2022-11-20", "Canon", "EOS R5", (48.8606, 2.3376), 800),
+    Shoot("raw/flower.dng", None, "Sampleco", "Field One"),
+    Shoot("scan.png", None),
+]
+_SUBJECTS = ["china", "coffee", "astronaut", "chelsea", "rocket", "flower", "coffee"]
+_SHOTS = {"X100V": dict(lens="XF23mm F2", exposure_time=1 / 500, focal_length=23.0),
+          "EOS R5": dict(lens="RF24-105mm F4L", exposure_time=1 / 60, focal_length=50.0),
+          "iPhone 15": dict(lens="iPhone 15 back camera 6.1mm f/1.6", exposure_time=1 / 15, focal_length=6.1)}
+
+
+def write_shoots(root: Path) -> list[Shoot]:
+    """The SHOOTS under `root`, with EXIF as each camera writes it (time of day varies with the file)."""
+    photos = real_photos()
+    for number, (shoot, subject) in enumerate(zip(SHOOTS, _SUBJECTS)):
+        path = root / shoot.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        picture = photos[subject] if shoot.name != "scan.png" else photos[subject][::-1]
+        if shoot.model in _SHOTS:
+            shot = dict(make=shoot.make, model=shoot.model, iso=shoot.iso, taken=f"{shoot.taken.replace('-', ':')} 1{number}:30:00",
+                        **_SHOTS[shoot.model])
+            if shoot.name.endswith(".heic"):
+                write_heif(str(path), picture, gps=shoot.gps, shot=shot)
+            else:
+                write_jpeg(str(path), picture, gps=shoot.gps, **shot)
+        elif shoot.name.endswith(".dng"):
+            write_dng(str(path), picture)
+        else:
+            Image.fromarray(picture).save(path)
+    return SHOOTS

@@ -1,0 +1,217 @@
+"""Filters: what a search or a listing can be narrowed by, the record keys kept for them, and the Chroma
+`where` and `where_document` built from a filter. They are built as data from validated values, never
+as text made from user input, and they apply inside the vector query, so k results come back when k
+match.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ray_pipeline.discover import SUPPORTED_EXTENSIONS
+from ray_pipeline.file_names import path_text
+
+# Collections record the layout their records follow: 2 adds the keys below. Older records get them
+# when the collection is next opened for writing (an ingestion), without being embedded again.
+RECORD_LAYOUT = 2
+LAYOUT_KEY = "record_layout"
+FILTER_KEYS = ("folders", "taken_at", "has_gps", "has_caption")
+_WORD = re.compile(r"\w+")
+
+
+def folders_of(path: str) -> list[str]:
+    """Every folder a file lies under, outermost first ('/a/b/c.jpg' -> ['/', '/a', '/a/b']): a folder
+    filter is then one exact match on this list."""
+    folders, folder = [], os.path.dirname(path)
+    while folder and folder not in folders:
+        folders.append(folder)
+        folder = os.path.dirname(folder)
+    return folders[::-1]
+
+
+def taken_at(datetime_original: str) -> int | None:
+    """The capture time as the camera's clock showed it, as seconds since 1970 read as UTC: numbers Chroma
+    can compare, and a date filter means the date on the photographer's calendar."""
+    try:
+        taken = dt.datetime.fromisoformat(datetime_original[:19])
+    except ValueError:
+        return None
+    return int(taken.replace(tzinfo=dt.timezone.utc).timestamp())
+
+
+def caption_words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def caption_document(caption: str) -> str:
+    """The record's document: the caption's words in lower case between spaces, so that a word is matched
+    whole (' cat ' is not in ' catalogue ')."""
+    return f" {' '.join(caption_words(caption))} "
+
+
+def filter_keys(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The keys filters need, from a record's other keys (new records, and older ones brought up to date)."""
+    keys: dict[str, Any] = {
+        "folders": folders_of(metadata.get("path") or ""),
+        "has_gps": "gps_lat" in metadata and "gps_lon" in metadata,
+        "has_caption": bool(metadata.get("caption")),
+    }
+    when = taken_at(metadata["datetime_original"]) if metadata.get("datetime_original") else None
+    if when is not None:
+        keys["taken_at"] = when
+    return keys
+
+
+class GpsBox(BaseModel):
+    """A box of latitude and longitude; west above east crosses the 180th meridian."""
+
+    model_config = ConfigDict(extra="forbid")
+    south: float = Field(ge=-90, le=90)
+    west: float = Field(ge=-180, le=180)
+    north: float = Field(ge=-90, le=90)
+    east: float = Field(ge=-180, le=180)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        """'south,west,north,east' (as the CLI and query strings give it) or a list of four numbers."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, (list, tuple)):
+            if len(value) != 4:
+                raise ValueError("four numbers are needed: south,west,north,east")
+            return dict(zip(("south", "west", "north", "east"), value))
+        return value
+
+    @model_validator(mode="after")
+    def _south_below_north(self) -> "GpsBox":
+        if self.south > self.north:
+            raise ValueError(f"south ({self.south}) is above north ({self.north})")
+        return self
+
+
+class SearchFilters(BaseModel):
+    """Every filter a search or listing takes; each is optional, and together they all must hold."""
+
+    model_config = ConfigDict(extra="forbid")
+    date_from: dt.date | None = Field(None, description="taken on or after this date (YYYY-MM-DD)")
+    date_to: dt.date | None = Field(None, description="taken on or before this date (YYYY-MM-DD)")
+    camera_make: str | None = Field(None, min_length=1, description="camera make, exactly as EXIF gives it")
+    camera_model: str | None = Field(None, min_length=1, description="camera model, exactly as EXIF gives it")
+    lens: str | None = Field(None, min_length=1, description="lens, exactly as EXIF gives it")
+    iso_min: float | None = Field(None, ge=0, description="ISO at least")
+    iso_max: float | None = Field(None, ge=0, description="ISO at most")
+    exposure_min: float | None = Field(None, gt=0, description="exposure time at least, in seconds")
+    exposure_max: float | None = Field(None, gt=0, description="exposure time at most, in seconds")
+    focal_min: float | None = Field(None, gt=0, description="focal length at least, in mm")
+    focal_max: float | None = Field(None, gt=0, description="focal length at most, in mm")
+    gps_box: GpsBox | None = Field(None, description="taken inside south,west,north,east (degrees)")
+    folder: str | None = Field(None, min_length=1, description="the photos under this folder (an absolute path)")
+    format: list[str] | None = Field(None, min_length=1, description="file formats, by extension (jpg,heic,...)")
+    raw: bool | None = Field(None, description="camera RAW files only (true) or none (false)")
+    has_caption: bool | None = Field(None, description="with a caption (true) or without (false)")
+    has_gps: bool | None = Field(None, description="with a GPS position (true) or without (false)")
+    caption_words: str | None = Field(None, min_length=1, description="words the caption must hold, all of them")
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _formats(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            value = [str(v).strip().lower().lstrip(".") for v in value]
+            unknown = sorted(set(value) - SUPPORTED_EXTENSIONS)
+            if unknown:
+                raise ValueError(f"unknown format {', '.join(unknown)}: one of {', '.join(sorted(SUPPORTED_EXTENSIONS))}")
+        return value
+
+    @field_validator("folder")
+    @classmethod
+    def _folder(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not value.startswith("/"):
+                raise ValueError("an absolute path is needed")
+            value = path_text(os.path.normpath(value))  # as records hold paths
+        return value
+
+    @field_validator("caption_words")
+    @classmethod
+    def _words(cls, value: str | None) -> str | None:
+        if value is not None and not caption_words(value):
+            raise ValueError("no word in it")
+        return value
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "SearchFilters":
+        for low, high in (("date_from", "date_to"), ("iso_min", "iso_max"), ("exposure_min", "exposure_max"),
+                          ("focal_min", "focal_max")):
+            if getattr(self, low) is not None and getattr(self, high) is not None and getattr(self, low) > getattr(self, high):
+                raise ValueError(f"{low} is after {high}")
+        return self
+
+    @classmethod
+    def parse(cls, values: dict[str, Any]) -> "SearchFilters":
+        """From strings (CLI options, query parameters, form fields) or JSON values; absent ones left out.
+        A ValidationError names the field."""
+        return cls.model_validate({key: value for key, value in values.items() if value is not None and value != ""})
+
+    @property
+    def empty(self) -> bool:
+        return not self.model_dump(exclude_none=True)
+
+    def where(self) -> dict | None:
+        """The Chroma metadata filter, or None for none."""
+        clauses: list[dict] = []
+        if self.date_from is not None:
+            clauses.append({"taken_at": {"$gte": _day_start(self.date_from)}})
+        if self.date_to is not None:
+            clauses.append({"taken_at": {"$lt": _day_start(self.date_to + dt.timedelta(days=1))}})
+        for key in ("camera_make", "camera_model", "lens"):
+            if getattr(self, key) is not None:
+                clauses.append({key: {"$eq": getattr(self, key)}})
+        for key, low, high in (("iso", "iso_min", "iso_max"), ("exposure_time", "exposure_min", "exposure_max"),
+                               ("focal_length", "focal_min", "focal_max")):
+            if getattr(self, low) is not None:
+                clauses.append({key: {"$gte": getattr(self, low)}})
+            if getattr(self, high) is not None:
+                clauses.append({key: {"$lte": getattr(self, high)}})
+        if self.gps_box is not None:
+            box = self.gps_box
+            clauses += [{"gps_lat": {"$gte": box.south}}, {"gps_lat": {"$lte": box.north}}]
+            if box.west <= box.east:
+                clauses += [{"gps_lon": {"$gte": box.west}}, {"gps_lon": {"$lte": box.east}}]
+            else:
+                clauses.append({"$or": [{"gps_lon": {"$gte": box.west}}, {"gps_lon": {"$lte": box.east}}]})
+        if self.folder is not None:
+            clauses.append({"folders": {"$contains": self.folder}})
+        if self.format is not None:
+            clauses.append({"format": {"$in": self.format}})
+        for key, value in (("is_raw", self.raw), ("has_caption", self.has_caption), ("has_gps", self.has_gps)):
+            if value is not None:
+                clauses.append({key: {"$eq": value}})
+        if not clauses:
+            return None
+        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+    def where_document(self) -> dict | None:
+        """The Chroma document filter: every word of `caption_words`, whole."""
+        if self.caption_words is None:
+            return None
+        clauses = [{"$contains": f" {word} "} for word in dict.fromkeys(caption_words(self.caption_words))]
+        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _day_start(day: dt.date) -> int:
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp())
+
+
+def first_error(error: ValidationError) -> str:
+    """'field: why' of a validation error's first problem, for a usage error."""
+    problem = error.errors()[0]
+    field = ".".join(str(part) for part in problem["loc"]) or "filters"
+    return f"{field}: {problem['msg']}"

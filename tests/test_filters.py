@@ -1,0 +1,215 @@
+"""Search filters without Ray: records written by the files' own journey into a real embedded Chroma, and
+searched and listed with each filter alone and together, pages of them, captions matched by their
+words, malformed filters named, and records of an older layout brought up to date."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+from photo_cases import SHOOTS, sha256_of, write_shoots
+from pydantic import ValidationError
+
+from ray_pipeline.decode import DEFAULT_MAX_PIXELS, InputGeometry
+from ray_pipeline.filters import LAYOUT_KEY, RECORD_LAYOUT, SearchFilters, first_error, folders_of
+from ray_pipeline.journey import DuplicateRegistry, Journey
+from ray_pipeline.search import newest_first, top_k
+from ray_pipeline.store import StoreTarget, opened_here
+
+MODEL = {"model": "tiny-clip", "weights": "test", "embedding_dim": len(SHOOTS)}
+
+
+_VECTORS = np.random.default_rng(7).normal(size=(len(SHOOTS), len(SHOOTS)))
+
+
+def vector_of(index: int) -> np.ndarray:
+    """Each photo's own direction (no two at the same distance from another): a query along it finds that
+    photo first."""
+    return _VECTORS[index] / np.linalg.norm(_VECTORS[index])
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shoots")
+    write_shoots(root)
+    return root
+
+
+@pytest.fixture
+def store(library, tmp_path):
+    """The library's records, as an ingestion writes them, with vectors that make rankings known."""
+    with opened_here(StoreTarget("filters", path=str(tmp_path / "chroma")), MODEL) as opened:
+        journey = Journey(opened, DuplicateRegistry().claim, InputGeometry(64, 64), DEFAULT_MAX_PIXELS)
+        files = journey.run([str(library / shoot.name) for shoot in SHOOTS])
+        assert [f.reason for f in files if f.reason] == []
+        opened.upsert([f.id for f in files], np.stack([vector_of(i) for i in range(len(files))]),
+                      [f.metadata for f in files])
+        yield opened
+
+
+def names(library, page) -> list[str]:
+    by_id = {sha256_of(library / shoot.name): shoot.name for shoot in SHOOTS}
+    return [by_id[result["id"]] for result in page.results]
+
+
+def test_records_carry_the_keys_filters_need(library, store):
+    sunset, scan = (store.records([sha256_of(library / name)])[sha256_of(library / name)]
+                    for name in ("beach/2019/sunset.jpg", "scan.png"))
+    assert sunset["folders"] == folders_of(str(library / "beach/2019/sunset.jpg"))
+    assert sunset["folders"][-2:] == [str(library / "beach"), str(library / "beach/2019")]
+    assert sunset["taken_at"] == int(dt.datetime(2019, 7, 14, 10, 30, tzinfo=dt.timezone.utc).timestamp())
+    assert (sunset["has_gps"], sunset["has_caption"]) == (True, False)
+    assert "taken_at" not in scan and scan["has_gps"] is False
+    assert store.metadata[LAYOUT_KEY] == RECORD_LAYOUT
+
+
+# Each filter alone, then together: the photos it lets through.
+CASES = [
+    ({"date_from": "2021-01-01"}, {"city/2021/street.jpg", "city/2021/night.heic", "city/2022/market.jpg"}),
+    ({"date_from": "2019-07-15", "date_to": "2021-03-02"},
+     {"beach/2019/noon.jpg", "city/2021/street.jpg", "city/2021/night.heic"}),
+    ({"date_to": "2019-07-14"}, {"beach/2019/sunset.jpg"}),
+    ({"camera_make": "Canon"}, {"city/2021/street.jpg", "city/2022/market.jpg"}),
+    ({"camera_model": "X100V"}, {"beach/2019/sunset.jpg", "beach/2019/noon.jpg"}),
+    ({"lens": "RF24-105mm F4L"}, {"city/2021/street.jpg", "city/2022/market.jpg"}),
+    ({"iso_min": 800}, {"city/2021/street.jpg", "city/2021/night.heic", "city/2022/market.jpg"}),
+    ({"iso_min": 150, "iso_max": 1600}, {"beach/2019/sunset.jpg", "city/2021/night.heic", "city/2022/market.jpg"}),
+    ({"exposure_min": 1 / 100}, {"city/2021/street.jpg", "city/2021/night.heic", "city/2022/market.jpg"}),
+    ({"exposure_max": 1 / 100}, {"beach/2019/sunset.jpg", "beach/2019/noon.jpg"}),
+    ({"focal_min": 20, "focal_max": 30}, {"beach/2019/sunset.jpg", "beach/2019/noon.jpg"}),
+    ({"gps_box": "48,2,49,3"}, {"city/2021/street.jpg", "city/2022/market.jpg"}),  # Paris
+    ({"gps_box": {"south": -30, "west": -50, "north": 0, "east": -40}}, {"beach/2019/sunset.jpg"}),  # Rio
+    ({"gps_box": "30,130,40,-170"}, {"city/2021/night.heic"}),  # across the 180th meridian: Tokyo
+    ({"folder": "beach"}, {"beach/2019/sunset.jpg", "beach/2019/noon.jpg"}),
+    ({"folder": "city/2021/"}, {"city/2021/street.jpg", "city/2021/night.heic"}),
+    ({"format": "heic,png"}, {"city/2021/night.heic", "scan.png"}),
+    ({"format": ["DNG"]}, {"raw/flower.dng"}),
+    ({"raw": True}, {"raw/flower.dng"}),
+    ({"has_gps": True}, {"beach/2019/sunset.jpg", "city/2021/street.jpg", "city/2021/night.heic", "city/2022/market.jpg"}),
+    ({"has_gps": False}, {"beach/2019/noon.jpg", "raw/flower.dng", "scan.png"}),
+    ({"has_caption": False}, {shoot.name for shoot in SHOOTS}),
+    ({"camera_make": "Canon", "date_from": "2022-01-01", "has_gps": True, "folder": "city"}, {"city/2022/market.jpg"}),
+    ({"raw": False, "iso_max": 250, "format": "jpg"}, {"beach/2019/sunset.jpg", "beach/2019/noon.jpg"}),
+    ({"camera_model": "X100V", "has_caption": True}, set()),
+    ({"camera_model": "x100v"}, set()),  # exactly as EXIF gives it
+]
+
+
+def filters_for(library, given: dict) -> SearchFilters:
+    if "folder" in given:
+        given = {**given, "folder": str(library / given["folder"])}
+    return SearchFilters.parse(given)
+
+
+@pytest.mark.parametrize("given, expected", CASES)
+def test_each_filter_alone_and_together_in_a_search_and_a_listing(library, store, given, expected):
+    filters = filters_for(library, given)
+    listed = newest_first(store, 100, filters)
+    assert set(names(library, listed)) == expected
+    assert listed.total == len(expected)
+    for index in range(len(SHOOTS)):  # whichever photo the query is nearest to, k results when k match
+        found = top_k(store, vector_of(index), k=2, filters=filters)
+        assert len(found.results) == min(2, len(expected))
+        assert set(names(library, found)) <= expected
+        if SHOOTS[index].name in expected:
+            assert names(library, found)[0] == SHOOTS[index].name
+    assert found.total is None  # Chroma does not count a filtered query's matches
+
+
+def test_a_listing_is_newest_first_in_pages(library, store):
+    everything = newest_first(store, 100)
+    assert names(library, everything) == ["city/2022/market.jpg", "city/2021/night.heic", "city/2021/street.jpg",
+                                          "beach/2019/noon.jpg", "beach/2019/sunset.jpg",
+                                          "raw/flower.dng", "scan.png"]  # the undated last, by path
+    assert everything.total == len(SHOOTS) and all(r["score"] is None for r in everything.results)
+    pages = [newest_first(store, 3, offset=offset) for offset in (0, 3, 6, 9)]
+    assert sum((names(library, page) for page in pages), []) == names(library, everything)
+    assert [len(page.results) for page in pages] == [3, 3, 1, 0]
+
+
+def test_search_pages_follow_one_another(library, store):
+    query = vector_of(2)
+    whole = names(library, top_k(store, query, k=len(SHOOTS)))
+    pages = [top_k(store, query, k=2, offset=offset) for offset in range(0, len(SHOOTS) + 2, 2)]
+    assert sum((names(library, page) for page in pages), []) == whole
+    assert pages[0].total == len(SHOOTS) and pages[-1].results == []
+    scores = [r["score"] for page in pages for r in page.results]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_captions_are_matched_by_their_words(library, store):
+    beach, street = (sha256_of(library / name) for name in ("beach/2019/sunset.jpg", "city/2021/street.jpg"))
+    store.set_captions([beach, street], ["A couple walking on the Beach at sunset", "a busy street, with a bus"])
+    assert store.records([beach])[beach]["caption"] == "A couple walking on the Beach at sunset"  # as written
+
+    def matching(words: str, **more) -> set[str]:
+        filters = SearchFilters.parse({"caption_words": words, **more})
+        listed = set(names(library, newest_first(store, 100, filters)))
+        assert set(names(library, top_k(store, vector_of(0), 10, filters))) == listed
+        return listed
+
+    assert matching("beach") == matching("BEACH sunset") == {"beach/2019/sunset.jpg"}
+    assert matching("bus") == {"city/2021/street.jpg"}  # a whole word: "busy" is not "bus"
+    assert matching("busy street!") == {"city/2021/street.jpg"}
+    assert matching("beach street") == set()  # every word must be there
+    assert matching("bea") == set()
+    assert matching("a", camera_make="Canon") == {"city/2021/street.jpg"}
+    with_caption = SearchFilters(has_caption=True)
+    assert set(names(library, newest_first(store, 100, with_caption))) == {"beach/2019/sunset.jpg", "city/2021/street.jpg"}
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"camera_modle": "X100V"}, "camera_modle: Extra inputs are not permitted"),
+    ({"date_from": "2019-02-30"}, "date_from: Input should be a valid date"),
+    ({"date_to": "last year"}, "date_to: Input should be a valid date"),
+    ({"gps_box": "50,0,40,10"}, "gps_box: Value error, south (50.0) is above north (40.0)"),
+    ({"gps_box": "1,2,3"}, "gps_box: Value error, four numbers are needed"),
+    ({"gps_box": "0,0,95,10"}, "gps_box.north: Input should be less than or equal to 90"),
+    ({"iso_min": "many"}, "iso_min: Input should be a valid number"),
+    ({"iso_min": 800, "iso_max": 100}, "iso_min is after iso_max"),
+    ({"format": "jpg,mov"}, "format: Value error, unknown format mov"),
+    ({"folder": "relative/path"}, "folder: Value error, an absolute path is needed"),
+    ({"raw": "perhaps"}, "raw: Input should be a valid boolean"),
+    ({"caption_words": "!!"}, "caption_words: Value error, no word in it"),
+])
+def test_a_malformed_filter_is_named(given, message):
+    with pytest.raises(ValidationError) as raised:
+        SearchFilters.parse(given)
+    assert message in first_error(raised.value)
+
+
+def test_filters_are_data_never_text_built_from_input():
+    hostile = '"}, {"$or": [{"is_raw": true}]}'
+    where = SearchFilters.parse({"camera_model": hostile, "folder": "/x/$contains"}).where()
+    assert where == {"$and": [{"camera_model": {"$eq": hostile}}, {"folders": {"$contains": "/x/$contains"}}]}
+
+
+def test_records_written_before_filters_get_their_keys_at_the_next_ingestion(library, store, tmp_path):
+    """A collection of the old layout (no filter keys, captions only in metadata): searching it with filters
+    warns, and opening it for writing, as an ingestion does, brings every record up to date."""
+    old = store.collection
+    records = old.get(include=["metadatas", "embeddings"])
+    target = StoreTarget("older", path=str(tmp_path / "older"))
+    with opened_here(target, MODEL) as written:
+        written.client.delete_collection("older")
+        legacy = written.client.create_collection("older", metadata=MODEL, configuration={"hnsw": {"space": "cosine"}},
+                                                  embedding_function=None)
+        stripped = [{k: v for k, v in m.items() if k not in ("folders", "taken_at", "has_gps", "has_caption")}
+                    for m in records["metadatas"]]
+        stripped[0]["caption"] = "a dog on the sand"
+        legacy.add(ids=records["ids"], embeddings=records["embeddings"], metadatas=stripped)
+    with opened_here(target) as reading:  # a search: read only
+        assert reading.outdated
+        page = newest_first(reading, 100, SearchFilters(camera_make="Canon"))
+        assert "written before search filters" in page.warning
+        assert newest_first(reading, 100, SearchFilters(date_from=dt.date(2000, 1, 1))).results == []
+    with opened_here(target, MODEL) as ingesting:  # an ingestion opens it for writing
+        assert not ingesting.outdated
+        again = newest_first(ingesting, 100, SearchFilters(date_from=dt.date(2021, 1, 1)))
+        assert len(again.results) == 3 and again.warning is None
+        assert len(newest_first(ingesting, 100, SearchFilters(caption_words="dog", has_caption=True)).results) == 1
+        after = ingesting.collection.get(ids=records["ids"], include=["embeddings"])
+        before = dict(zip(records["ids"], records["embeddings"]))
+        for record_id, vector in zip(after["ids"], after["embeddings"]):  # nothing embedded again
+            np.testing.assert_allclose(vector, before[record_id], atol=1e-6)
