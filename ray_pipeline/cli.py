@@ -288,12 +288,7 @@ def _search(args, parser) -> int:
     if args.model or args.checkpoint or args.pretrained or args.allow_random_weights:
         pretrained = args.pretrained or (None if args.checkpoint else DEFAULT_PRETRAINED)
         override = ModelSpec(args.model or DEFAULT_MODEL, pretrained, args.checkpoint, args.allow_random_weights)
-    if args.image:
-        page = search.search_image(_target(args), args.image, args.k, override, filters, args.offset)
-    elif args.text:
-        page = search.search_text(_target(args), args.text, args.k, override, filters, args.offset)
-    else:
-        page = search.browse(_target(args), args.k, filters, args.offset)
+    page = search.search_page(_target(args), args.k, args.text or None, args.image, override, filters, args.offset)
     if args.json:
         print(json.dumps(page.as_json()))
         return 0

@@ -80,21 +80,26 @@ def newest_first(store, k: int, filters: SearchFilters | None = None, offset: in
     return ResultPage(results, offset, len(found), _warning(store, filters))
 
 
-def search_text(target: StoreTarget, text: str, k: int, override: clip_model.ModelSpec | None = None,
-                filters: SearchFilters | None = None, offset: int = 0) -> ResultPage:
+def search_page(target: StoreTarget, k: int, text: str | None = None, image_path: str | None = None,
+                override: clip_model.ModelSpec | None = None, filters: SearchFilters | None = None,
+                offset: int = 0) -> ResultPage:
+    """A page of the photos most like a text, or like the photo at `image_path` (a JPEG, HEIC, RAW, ...
+    decoded as ingestion does); with neither, of the collection, newest first."""
     store = ChromaStore(target)
-    return top_k(store, encoder_for(store, override).texts([text])[0], k, filters, offset)
-
-
-def search_image(target: StoreTarget, image_path: str, k: int, override: clip_model.ModelSpec | None = None,
-                 filters: SearchFilters | None = None, offset: int = 0) -> ResultPage:
-    """Photos most like the one at `image_path` (a JPEG, HEIC, RAW, ... decoded as ingestion does)."""
-    store = ChromaStore(target)
+    if text is None and image_path is None:
+        return newest_first(store, k, filters, offset)
     encoder = encoder_for(store, override)
+    if image_path is None:
+        return top_k(store, encoder.texts([text])[0], k, filters, offset)
     photo = decode_file(read_file(image_path), encoder.resolved.geometry, DEFAULT_MAX_PIXELS)
     return top_k(store, encoder.images.encode(photo.pixels[None])[0], k, filters, offset)
 
 
-def browse(target: StoreTarget, k: int, filters: SearchFilters | None = None, offset: int = 0) -> ResultPage:
-    """The collection's photos with no query, newest capture first."""
-    return newest_first(ChromaStore(target), k, filters, offset)
+def search_text(target: StoreTarget, text: str, k: int, override: clip_model.ModelSpec | None = None,
+                filters: SearchFilters | None = None) -> list[dict]:
+    return search_page(target, k, text=text, override=override, filters=filters).results
+
+
+def search_image(target: StoreTarget, image_path: str, k: int, override: clip_model.ModelSpec | None = None,
+                 filters: SearchFilters | None = None) -> list[dict]:
+    return search_page(target, k, image_path=image_path, override=override, filters=filters).results

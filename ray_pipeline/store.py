@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from ray_pipeline.failures import Failure, FileState, failure_id, failures_colle
 from ray_pipeline.file_names import path_fields, path_text, recorded_path
 from ray_pipeline.filters import LAYOUT_KEY, RECORD_LAYOUT, caption_document, filter_keys
 
+logger = logging.getLogger(__name__)
 LOCK_FILE = "ray_pipeline.lock"
 # Chroma's rule for collection names, checked where a name comes in (the CLI, the HTTP API).
 COLLECTION_NAME = r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]"
@@ -168,7 +170,9 @@ class ChromaStore:
     def _bring_up_to_date(self) -> None:
         """Give every record the keys filters need, from the keys it holds (nothing is embedded again),
         then record the layout: a collection written before filters works with them after one ingestion."""
-        for offset in range(0, with_retries(self.target, self.collection.count), self.max_batch):
+        count = with_retries(self.target, self.collection.count)
+        logger.info("collection %r: giving its %d records the keys search filters need (once)", self.target.collection, count)
+        for offset in range(0, count, self.max_batch):
             batch = with_retries(self.target, self.collection.get, include=["metadatas"], limit=self.max_batch, offset=offset)
             metadatas = [dict(m or {}) for m in batch["metadatas"]]
             with_retries(self.target, self.collection.update, ids=batch["ids"],

@@ -123,6 +123,13 @@ def given(fields) -> dict:
     return {key: found if len(found) > 1 else found[0] for key, found in values.items() if found != [""]}
 
 
+def validation_detail(exc: ValueError) -> list | str:
+    """FastAPI's 422 `detail` for a model validated in a route (defined before the deployment class: Serve
+    pickles the class, and its methods' globals, when it is declared)."""
+    errors = getattr(exc, "errors", None)
+    return [{"loc": e.get("loc"), "msg": e.get("msg")} for e in errors()] if callable(errors) else str(exc)
+
+
 def read_upload(upload: UploadFile, limit: int) -> FileBytes:
     """An uploaded file's bytes; its client-side name only lends a known extension, never a path."""
     data = upload.file.read(limit + 1)
@@ -302,7 +309,7 @@ class Ingress:
                 fields = SearchRequest.model_validate_json(await request.body())
                 query = fields.text
         except ValueError as exc:
-            return JSONResponse(status_code=422, content={"detail": _validation_detail(exc)})
+            return JSONResponse(status_code=422, content={"detail": validation_detail(exc)})
         embedding = self.embedder.embed_texts.remote(query) if isinstance(query, str) else self.embedder.embed_photo.remote(query)
         try:  # the collection is checked while the query is embedded
             store, vector = await asyncio.gather(self._checked_store(fields.collection), embedding)
@@ -321,7 +328,7 @@ class Ingress:
         try:
             fields = ResultsRequest.model_validate(given(request.query_params))
         except ValueError as exc:
-            return JSONResponse(status_code=422, content={"detail": _validation_detail(exc)})
+            return JSONResponse(status_code=422, content={"detail": validation_detail(exc)})
         store = await self._existing_store(collection)
         page = await asyncio.to_thread(newest_first, store, fields.k, fields.filters, fields.offset)
         return page.as_json()
@@ -377,8 +384,3 @@ class Ingress:
     @app.get("/ui/{name}", include_in_schema=False)
     def page_asset(self, name: str) -> Response:
         return page.page_file(name)
-
-
-def _validation_detail(exc: ValueError) -> list | str:
-    errors = getattr(exc, "errors", None)
-    return [{"loc": e.get("loc"), "msg": e.get("msg")} for e in errors()] if callable(errors) else str(exc)

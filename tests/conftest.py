@@ -217,4 +217,4 @@ def chroma_server(tmp_path):
 
 
 # The Serve application, deployed once per session and shared by the Serve, web page and notebook tests.
-from serve_app import service  # noqa: F401
+from serve_app import service, shoots  # noqa: F401

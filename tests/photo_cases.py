@@ -190,6 +190,9 @@ SHOOTS = [
     Shoot("raw/flower.dng", None, "Sampleco", "Field One"),
     Shoot("scan.png", None),
 ]
+# The listing's order: newest capture first (the two 2021-03-02 photos by time of day), the undated last, by path.
+NEWEST_FIRST = ["city/2022/market.jpg", "city/2021/night.heic", "city/2021/street.jpg", "beach/2019/noon.jpg",
+                "beach/2019/sunset.jpg", "raw/flower.dng", "scan.png"]
 _SUBJECTS = ["china", "coffee", "astronaut", "chelsea", "rocket", "flower", "coffee"]
 _SHOTS = {"X100V": dict(lens="XF23mm F2", exposure_time=1 / 500, focal_length=23.0),
           "EOS R5": dict(lens="RF24-105mm F4L", exposure_time=1 / 60, focal_length=50.0),

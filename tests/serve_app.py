@@ -96,3 +96,26 @@ def wait_job(service, job_id: str, timeout: float = 300) -> dict:
         return status if status["status"] in ("SUCCEEDED", "FAILED", "STOPPED") else None
 
     return wait_for(finished, timeout=timeout, interval=1, what=f"job {job_id}")
+
+
+SHOOTS_COLLECTION = "shoots"
+
+
+@pytest.fixture(scope="session")
+def shoots(service):
+    """The search-filter library (photo_cases.SHOOTS) inside the allowed roots, ingested by the app with
+    captions; {"folder", "records": {name: record as a listing gives it}}."""
+    from photo_cases import SHOOTS, sha256_of, write_shoots
+
+    folder = service["allowed"] / "shoots"
+    write_shoots(folder)
+    response = requests.post(f"{service['url']}/ingest", headers=auth(service), params={"wait": "true"}, timeout=600,
+                             json={"paths": [str(folder)], "collection": SHOOTS_COLLECTION, "caption": True})
+    assert response.status_code == 200, response.text  # stored; the captions come next
+    done = wait_job(service, response.json()["job_id"])
+    assert (done["status"], done["embedded"], done["failed"], done["captioned"]) == ("SUCCEEDED", len(SHOOTS), 0, len(SHOOTS)), done
+    listed = requests.get(f"{service['url']}/collections/{SHOOTS_COLLECTION}/photos", headers=auth(service),
+                          params={"k": 100}, timeout=60)
+    assert listed.status_code == 200, listed.text
+    by_id = {result["id"]: result for result in listed.json()["results"]}
+    return {"folder": folder, "records": {shoot.name: by_id[sha256_of(folder / shoot.name)] for shoot in SHOOTS}}

@@ -12,8 +12,8 @@ import zipfile
 import pytest
 import requests
 from conftest import ROOT
-from photo_cases import sha256_of
-from serve_app import auth
+from photo_cases import NEWEST_FIRST, SHOOTS, sha256_of
+from serve_app import SHOOTS_COLLECTION, auth
 
 ARTIFACTS = ROOT / "test-artifacts"
 COLLECTION = "ui-photos"
@@ -155,6 +155,18 @@ def test_ingest_follow_and_search_in_the_page(service, browser):
     assert requests.get(f"{service['url']}/ingest/{job_id}", headers=auth(service), timeout=10).json()["embedded"] == 6
 
 
+def signed_in(browser, service, height: int = 800):
+    """A new tab on the page, the token entered: (context, page, the page's script errors as they come)."""
+    context = browser.new_context(viewport={"width": 1280, "height": height})
+    page = context.new_page()
+    page_errors = []
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    page.goto(f"{service['url']}/ui/")
+    page.fill("#token", service["token"])
+    page.click("#token-form button[type=submit]")
+    return context, page, page_errors
+
+
 def test_a_watch_started_and_stopped_in_the_page(service, browser):
     """"Keep watching the folders" starts a watch; a photo copied in shows in its counts; Stop ends it."""
     from playwright.sync_api import expect
@@ -163,13 +175,7 @@ def test_a_watch_started_and_stopped_in_the_page(service, browser):
     folder.mkdir()
     photos = service["allowed"] / "photos"
     (folder / "coffee.png").write_bytes((photos / "coffee.png").read_bytes())
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    page_errors = []
-    page.on("pageerror", lambda error: page_errors.append(str(error)))
-    page.goto(f"{service['url']}/ui/")
-    page.fill("#token", service["token"])
-    page.click("#token-form button[type=submit]")
+    context, page, page_errors = signed_in(browser, service)
     ingest = page.locator("#ingest-form")
     ingest.locator("[name=collection]").fill("ui-watched")
     ingest.locator("[name=paths]").fill(str(folder))
@@ -198,3 +204,60 @@ def wait_for_thumbnails(page, count: int) -> None:
             return images.length === count && images.every(i => i.src.startsWith('blob:') && i.complete && i.naturalWidth > 0);
         }""",
         arg=count, timeout=60_000)
+
+
+def test_filters_pages_and_browsing_in_the_page(service, shoots, browser):
+    """The filter controls narrow a text search and a listing (newest first, with thumbnails), and the
+    pages follow one another."""
+    from playwright.sync_api import expect
+
+    by_id = {record["id"]: name for name, record in shoots["records"].items()}
+    context, page, page_errors = signed_in(browser, service, height=1000)
+    search = page.locator("#search-form")
+    expect(search.locator(f"[name=collection] option[value='{SHOOTS_COLLECTION}']")).to_have_count(1)
+    search.locator("[name=collection]").select_option(SHOOTS_COLLECTION)
+
+    def shown() -> list[str]:
+        return [by_id[i] for i in page.locator("#results .result").evaluate_all("cards => cards.map(c => c.dataset.id)")]
+
+    search.locator("[name=text]").fill("a street")
+    search.locator("[name=camera_make]").fill("Canon")
+    page.click("#search-text")
+    expect(page.locator("#search-message")).to_contain_text(f"2 results in {SHOOTS_COLLECTION}")
+    assert set(shown()) == {"city/2021/street.jpg", "city/2022/market.jpg"}
+
+    search.locator("[name=camera_make]").fill("")
+    search.locator("[name=date_from]").fill("2019-07-15")
+    search.locator("[name=date_to]").fill("2021-12-31")
+    search.locator("[name=folder]").fill(str(shoots["folder"] / "city"))
+    page.click("#browse")
+    expect(page.locator("#search-message")).to_contain_text(f"2 results in {SHOOTS_COLLECTION} · 1–2 of 2")
+    assert shown() == ["city/2021/night.heic", "city/2021/street.jpg"]  # newest first
+    expect(page.locator("#results .result .score").first).to_have_text("2021-03-02T13:30:00")
+    wait_for_thumbnails(page, 2)
+    page.screenshot(path=ARTIFACTS / "ui-browse-filtered.png", full_page=True)
+
+    search.locator("[name=has_caption]").select_option("false")  # every photo was captioned
+    page.click("#browse")
+    expect(page.locator("#search-message")).to_contain_text("none match the filters")
+
+    for name in ("date_from", "date_to", "folder"):
+        search.locator(f"[name={name}]").fill("")
+    search.locator("[name=has_caption]").select_option("")
+    search.locator("[name=k]").fill("3")
+    page.click("#browse")
+    expect(page.locator("#search-message")).to_contain_text(f"1–3 of {len(SHOOTS)}")
+    first = shown()
+    expect(page.locator("#previous-page")).to_be_disabled()
+    page.click("#next-page")
+    expect(page.locator("#search-message")).to_contain_text(f"4–6 of {len(SHOOTS)}")
+    second = shown()
+    page.click("#next-page")
+    expect(page.locator("#search-message")).to_contain_text(f"7–7 of {len(SHOOTS)}")
+    expect(page.locator("#next-page")).to_be_disabled()
+    assert first + second + shown() == NEWEST_FIRST
+    page.click("#previous-page")
+    expect(page.locator("#search-message")).to_contain_text(f"4–6 of {len(SHOOTS)}")
+    assert page_errors == []
+    context.close()
+

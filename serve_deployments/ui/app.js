@@ -11,7 +11,10 @@ const THUMBNAIL_SIZE = 256;
 const FINAL = new Set(["SUCCEEDED", "FAILED", "STOPPED"]);
 
 const $ = (selector) => document.querySelector(selector);
-const state = { poll: null, polling: false, pollFailed: false, jobStatus: new Map(), openErrors: new Set(), blobs: [] };
+const state = {
+  poll: null, polling: false, pollFailed: false, jobStatus: new Map(), openErrors: new Set(), blobs: [],
+  query: null, offset: 0, // the search or listing shown, and where its page starts
+};
 
 class ApiError extends Error {
   constructor(status, detail) {
@@ -261,35 +264,70 @@ function clearResults() {
   $("#results").replaceChildren();
 }
 
+// The filters the page offers, by the API's names; blank ones are left out.
+const FILTERS = ["date_from", "date_to", "camera_make", "camera_model", "folder", "has_caption", "caption_words"];
+
+function filterValues(form) {
+  const values = {};
+  for (const name of FILTERS) {
+    const value = form[name].value.trim();
+    if (value) values[name] = value;
+  }
+  return values;
+}
+
 async function search(event) {
   event.preventDefault();
   const form = event.target;
   const message = $("#search-message");
-  const collection = form.collection.value;
-  const k = form.k.value || "12";
-  let request;
-  if (event.submitter && event.submitter.id === "search-image") {
-    const file = form.file.files[0];
-    if (!file) return say(message, "Choose a photo to search by.", true);
-    const data = new FormData();
-    data.append("file", file, file.name);
-    data.append("collection", collection);
-    data.append("k", k);
-    request = { method: "POST", body: data };
-  } else {
-    const text = form.text.value.trim();
-    if (!text) return say(message, "Type some text to search for.", true);
-    request = {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ collection, text, k: Number(k) }),
-    };
+  const kind = event.submitter ? { "search-image": "photo", browse: "browse" }[event.submitter.id] || "text" : "text";
+  const query = { kind, collection: form.collection.value, k: Number(form.k.value || "12"), filters: filterValues(form) };
+  if (kind === "photo") {
+    query.file = form.file.files[0];
+    if (!query.file) return say(message, "Choose a photo to search by.", true);
+  } else if (kind === "text") {
+    query.text = form.text.value.trim();
+    if (!query.text) return say(message, "Type some text to search for, or browse.", true);
   }
-  say(message, "Searching…");
+  state.query = query;
+  await showPage(0);
+}
+
+// One page of the current query: a search by text or photo (POST search), or a listing (GET photos).
+function pageRequest(query, offset) {
+  const fields = { ...query.filters, k: String(query.k), offset: String(offset) };
+  if (query.kind === "browse") {
+    const params = new URLSearchParams(fields);
+    return [`collections/${encodeURIComponent(query.collection)}/photos?${params}`, {}];
+  }
+  if (query.kind === "photo") {
+    const data = new FormData();
+    data.append("file", query.file, query.file.name);
+    data.append("collection", query.collection);
+    for (const [name, value] of Object.entries(fields)) data.append(name, value);
+    return ["search", { method: "POST", body: data }];
+  }
+  const body = { ...query.filters, collection: query.collection, text: query.text, k: query.k, offset };
+  return ["search", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) }];
+}
+
+async function showPage(offset) {
+  const query = state.query;
+  const message = $("#search-message");
+  say(message, query.kind === "browse" ? "Listing…" : "Searching…");
   try {
-    const { results } = await (await api("search", request)).json();
+    const { results, total } = await (await api(...pageRequest(query, offset))).json();
     clearResults();
-    say(message, `${results.length} result${results.length === 1 ? "" : "s"} in ${collection}`);
-    $("#results").append(...results.map((result) => resultCard(collection, result)));
+    const count = `${results.length} result${results.length === 1 ? "" : "s"} in ${query.collection}`;
+    const range = results.length ? `${offset + 1}–${offset + results.length}` : `none past ${offset}`;
+    const filtered = Object.keys(query.filters).length > 0;
+    say(message, count + (total == null ? "" : ` · ${range} of ${total}`)
+      + (results.length === 0 && offset === 0 && filtered ? ": none match the filters" : ""));
+    $("#results").append(...results.map((result) => resultCard(query.collection, result)));
+    state.offset = offset;
+    $("#pages").hidden = offset === 0 && results.length < query.k;
+    $("#previous-page").disabled = offset === 0;
+    $("#next-page").disabled = results.length < query.k || (total != null && offset + results.length >= total);
   } catch (error) {
     failed(message)(error);
   }
@@ -306,7 +344,8 @@ function resultCard(collection, result) {
     ...Object.keys(metadata).filter((key) => !SHOWN_FIRST.includes(key) && key !== "caption").sort()];
   return el("article", { class: "result", "data-id": result.id },
     figure,
-    el("div", { class: "score", text: `score ${result.score.toFixed(3)}` }),
+    el("div", { class: "score", text: result.score === null ? (metadata.datetime_original || "undated")
+      : `score ${result.score.toFixed(3)}` }),
     el("div", { class: "filename", text: metadata.filename || result.path || result.id }),
     result.caption ? el("p", { class: "caption", text: result.caption }) : null,
     el("details", {}, el("summary", { text: "Metadata" }),
@@ -335,6 +374,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#ingest-form").addEventListener("submit", startIngestion);
   $("#upload-form").addEventListener("submit", uploadPhotos);
   $("#search-form").addEventListener("submit", search);
+  $("#previous-page").addEventListener("click", () => showPage(Math.max(0, state.offset - state.query.k)));
+  $("#next-page").addEventListener("click", () => showPage(state.offset + state.query.k));
   if (sessionStorage.getItem(TOKEN_KEY)) start();
   else signOut();
 });

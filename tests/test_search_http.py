@@ -1,0 +1,101 @@
+"""Search as photographers use it, over real HTTP on the session's Serve app: filters on a text search, a
+photo search and a listing, captions matched by their words, pages, and a 422 naming each malformed
+filter. The library (photo_cases.SHOOTS) is ingested once, by the app, with captions."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from photo_cases import NEWEST_FIRST, SHOOTS
+from serve_app import SHOOTS_COLLECTION, auth
+
+
+def post_search(service, **body):
+    return requests.post(f"{service['url']}/search", headers=auth(service), timeout=60,
+                         json={"collection": SHOOTS_COLLECTION, "text": "a photo", "k": 10, **body})
+
+
+def photo_search(service, photo, **fields):
+    with open(photo, "rb") as f:
+        return requests.post(f"{service['url']}/search", headers=auth(service), timeout=60, files={"file": (photo.name, f)},
+                             data={"collection": SHOOTS_COLLECTION, "k": "10", **fields})
+
+
+def listing(service, collection=SHOOTS_COLLECTION, **params):
+    return requests.get(f"{service['url']}/collections/{collection}/photos", headers=auth(service), params=params, timeout=60)
+
+
+def names(shoots, response) -> list[str]:
+    assert response.status_code == 200, response.text
+    by_id = {record["id"]: name for name, record in shoots["records"].items()}
+    return [by_id[result["id"]] for result in response.json()["results"]]
+
+
+def test_filters_on_a_text_search(service, shoots):
+    assert set(names(shoots, post_search(service, camera_make="Canon"))) == {"city/2021/street.jpg", "city/2022/market.jpg"}
+    assert set(names(shoots, post_search(service, date_from="2021-01-01", date_to="2021-12-31", has_gps=True))) == \
+        {"city/2021/street.jpg", "city/2021/night.heic"}
+    assert names(shoots, post_search(service, gps_box={"south": 48, "west": 2, "north": 49, "east": 3}, iso_min=1000)) == \
+        ["city/2021/street.jpg"]
+    assert set(names(shoots, post_search(service, folder=str(shoots["folder"] / "beach"), format=["jpg"]))) == \
+        {"beach/2019/sunset.jpg", "beach/2019/noon.jpg"}
+    assert set(names(shoots, post_search(service, raw=True))) == {"raw/flower.dng"}
+    found = post_search(service, camera_model="Z9")  # matches nothing: an empty list, not an error
+    assert found.status_code == 200 and found.json()["results"] == []
+
+
+def test_filters_on_a_photo_search(service, shoots):
+    night = shoots["folder"] / "city/2021/night.heic"
+    assert names(shoots, photo_search(service, night, k="1"))[0] == "city/2021/night.heic"
+    others = names(shoots, photo_search(service, night, format="jpg,png", has_gps="false"))
+    assert set(others) == {"beach/2019/noon.jpg", "scan.png"}  # the query itself is filtered out
+    assert set(names(shoots, photo_search(service, night, date_to="2019-12-31", exposure_max="0.01"))) == \
+        {"beach/2019/sunset.jpg", "beach/2019/noon.jpg"}
+
+
+def test_a_listing_is_newest_first_in_pages_with_filters(service, shoots):
+    everything = names(shoots, listing(service, k=100))
+    assert everything == NEWEST_FIRST
+    assert listing(service).json()["total"] == len(SHOOTS)
+    pages = [names(shoots, listing(service, k=3, offset=offset)) for offset in (0, 3, 6)]
+    assert sum(pages, []) == everything
+    assert names(shoots, listing(service, camera_make="Canon", folder=str(shoots["folder"]))) == \
+        ["city/2022/market.jpg", "city/2021/street.jpg"]
+    assert names(shoots, listing(service, format=["heic", "dng"])) == ["city/2021/night.heic", "raw/flower.dng"]
+    assert listing(service, camera_make="Leica").json() == {"results": [], "offset": 0, "total": 0}
+    assert listing(service, collection="no-such-collection").status_code == 404
+
+
+def test_search_pages_follow_one_another(service, shoots):
+    whole = names(shoots, post_search(service, k=len(SHOOTS)))
+    pages = [names(shoots, post_search(service, k=3, offset=offset)) for offset in (0, 3, 6)]
+    assert sum(pages, []) == whole
+    assert post_search(service, k=3).json()["total"] == len(SHOOTS)
+
+
+def test_captions_are_matched_by_their_words(service, shoots):
+    captions = {name: record.get("caption") for name, record in shoots["records"].items()}
+    assert all(captions.values()), captions  # the ingestion captioned every photo
+    name, caption = next((n, c) for n, c in captions.items() if any(len(w) > 2 for w in c.split()))
+    word = next(w for w in caption.split() if len(w) > 2)
+    having = {n for n, c in captions.items() if word.lower() in c.lower().split()}
+    assert name in having
+    assert set(names(shoots, listing(service, k=100, caption_words=word.upper()))) == having  # alone
+    assert set(names(shoots, post_search(service, caption_words=word))) == having  # with a text query
+    assert names(shoots, listing(service, caption_words=f"{word} qqqnotaword")) == []
+    assert set(names(shoots, listing(service, k=100, has_caption="true"))) == set(captions)
+
+
+@pytest.mark.parametrize("filters, field", [
+    ({"camera_modle": "X100V"}, "camera_modle"),
+    ({"date_from": "2019-13-01"}, "date_from"),
+    ({"gps_box": "50,0,40,10"}, "gps_box"),
+    ({"iso_min": "lots"}, "iso_min"),
+    ({"format": "mov"}, "format"),
+    ({"offset": -1}, "offset"),
+])
+def test_a_malformed_filter_is_a_422_naming_the_field(service, shoots, filters, field):
+    for response in (post_search(service, **filters), listing(service, **filters),
+                     photo_search(service, shoots["folder"] / "scan.png", **{k: str(v) for k, v in filters.items()})):
+        assert response.status_code == 422, response.text
+        assert field in str(response.json()["detail"])
