@@ -82,6 +82,8 @@ FILTERS = {
     "no filter": {},
     "camera model": {"camera_model": "X100V"},
     "capture year": {"date_from": "2019-01-01", "date_to": "2019-12-31"},
+    "capture dates, 10 weeks": {"date_from": "2019-06-10", "date_to": "2019-08-18"},
+    "open-ended date": {"date_from": "2023-01-01"},
     "GPS box (Europe)": {"gps_box": "35,-10,60,30"},
     "folder (one year)": {"folder": "/photos/2019"},
     "ISO range": {"iso_min": 800, "iso_max": 3200},

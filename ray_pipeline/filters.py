@@ -20,7 +20,7 @@ from ray_pipeline.file_names import path_text
 # when the collection is next opened for writing (an ingestion), without being embedded again.
 RECORD_LAYOUT = 2
 LAYOUT_KEY = "record_layout"
-FILTER_KEYS = ("folders", "taken_at", "has_gps", "has_caption")
+FILTER_KEYS = ("folders", "taken_at", "taken_day", "taken_month", "has_gps", "has_caption")
 _WORD = re.compile(r"\w+")
 
 
@@ -34,14 +34,17 @@ def folders_of(path: str) -> list[str]:
     return folders[::-1]
 
 
-def taken_at(datetime_original: str) -> int | None:
-    """The capture time as the camera's clock showed it, as seconds since 1970 read as UTC: numbers Chroma
-    can compare, and a date filter means the date on the photographer's calendar."""
+def taken_keys(datetime_original: str) -> dict[str, Any]:
+    """The capture time by the camera's clock (a date filter means the date on the photographer's calendar):
+    `taken_at`, seconds since 1970 read as UTC, which orders listings and bounds open date ranges; and
+    `taken_day` and `taken_month`, which a closed date range matches by equality, several times faster in
+    Chroma than a range of numbers (benchmarks/RESULTS.md, issue 15). {} for a date that does not parse."""
     try:
         taken = dt.datetime.fromisoformat(datetime_original[:19])
     except ValueError:
-        return None
-    return int(taken.replace(tzinfo=dt.timezone.utc).timestamp())
+        return {}
+    return {"taken_at": int(taken.replace(tzinfo=dt.timezone.utc).timestamp()), "taken_day": taken.date().isoformat(),
+            "taken_month": taken.strftime("%Y-%m")}
 
 
 def caption_words(text: str) -> list[str]:
@@ -61,10 +64,7 @@ def filter_keys(metadata: dict[str, Any]) -> dict[str, Any]:
         "has_gps": "gps_lat" in metadata and "gps_lon" in metadata,
         "has_caption": bool(metadata.get("caption")),
     }
-    when = taken_at(metadata["datetime_original"]) if metadata.get("datetime_original") else None
-    if when is not None:
-        keys["taken_at"] = when
-    return keys
+    return {**keys, **taken_keys(metadata.get("datetime_original") or "")}
 
 
 class GpsBox(BaseModel):
@@ -167,9 +167,11 @@ class SearchFilters(BaseModel):
     def where(self) -> dict | None:
         """The Chroma metadata filter, or None for none."""
         clauses: list[dict] = []
-        if self.date_from is not None:
+        if self.date_from is not None and self.date_to is not None:
+            clauses.append(_days_between(self.date_from, self.date_to))
+        elif self.date_from is not None:
             clauses.append({"taken_at": {"$gte": _day_start(self.date_from)}})
-        if self.date_to is not None:
+        elif self.date_to is not None:
             clauses.append({"taken_at": {"$lt": _day_start(self.date_to + dt.timedelta(days=1))}})
         for key in ("camera_make", "camera_model", "lens"):
             if getattr(self, key) is not None:
@@ -204,6 +206,22 @@ class SearchFilters(BaseModel):
             return None
         clauses = [{"$contains": f" {word} "} for word in dict.fromkeys(caption_words(self.caption_words))]
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _days_between(first: dt.date, last: dt.date) -> dict:
+    """The days from `first` to `last`, both included: whole months by `taken_month`, the days at either end
+    by `taken_day`."""
+    months, days, day = [], [], first
+    while day <= last:
+        next_month = (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+        if day.day == 1 and next_month - dt.timedelta(days=1) <= last:
+            months.append(day.strftime("%Y-%m"))
+            day = next_month
+        else:
+            days.append(day.isoformat())
+            day += dt.timedelta(days=1)
+    clauses = ([{"taken_month": {"$in": months}}] if months else []) + ([{"taken_day": {"$in": days}}] if days else [])
+    return clauses[0] if len(clauses) == 1 else {"$or": clauses}
 
 
 def _day_start(day: dt.date) -> int:

@@ -12,7 +12,7 @@ from photo_cases import NEWEST_FIRST, SHOOTS, sha256_of, write_shoots
 from pydantic import ValidationError
 
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS, InputGeometry
-from ray_pipeline.filters import LAYOUT_KEY, RECORD_LAYOUT, SearchFilters, first_error, folders_of
+from ray_pipeline.filters import FILTER_KEYS, LAYOUT_KEY, RECORD_LAYOUT, SearchFilters, first_error, folders_of, taken_keys
 from ray_pipeline.journey import DuplicateRegistry, Journey
 from ray_pipeline.search import newest_first, top_k
 from ray_pipeline.store import StoreTarget, opened_here
@@ -59,6 +59,7 @@ def test_records_carry_the_keys_filters_need(library, store):
     assert sunset["folders"] == folders_of(str(library / "beach/2019/sunset.jpg"))
     assert sunset["folders"][-2:] == [str(library / "beach"), str(library / "beach/2019")]
     assert sunset["taken_at"] == int(dt.datetime(2019, 7, 14, 10, 30, tzinfo=dt.timezone.utc).timestamp())
+    assert (sunset["taken_day"], sunset["taken_month"]) == ("2019-07-14", "2019-07")
     assert (sunset["has_gps"], sunset["has_caption"]) == (True, False)
     assert "taken_at" not in scan and scan["has_gps"] is False
     assert store.metadata[LAYOUT_KEY] == RECORD_LAYOUT
@@ -115,6 +116,24 @@ def test_each_filter_alone_and_together_in_a_search_and_a_listing(library, store
         if SHOOTS[index].name in expected:
             assert names(library, found)[0] == SHOOTS[index].name
     assert found.total is None  # Chroma does not count a filtered query's matches
+
+
+@pytest.mark.parametrize("first, last", [
+    ("2019-07-01", "2019-07-31"), ("2019-07-02", "2019-07-30"), ("2019-12-31", "2020-01-01"), ("2020-02-01", "2020-02-29"),
+    ("2019-01-15", "2021-06-14"), ("2020-03-01", "2020-03-01"), ("2019-11-30", "2020-03-01"),
+])
+def test_a_closed_date_range_matches_exactly_its_days(first, last):
+    """A closed range becomes months and days matched by equality: the same days as the range of numbers."""
+    where = SearchFilters(date_from=first, date_to=last).where()
+    clauses = where.get("$or", [where])
+    months = next((c["taken_month"]["$in"] for c in clauses if "taken_month" in c), [])
+    days = next((c["taken_day"]["$in"] for c in clauses if "taken_day" in c), [])
+    for offset in range(3 * 366):
+        day = dt.date(2018, 12, 1) + dt.timedelta(days=offset)
+        keys = taken_keys(f"{day.isoformat()}T12:00:00")
+        matched = keys["taken_month"] in months or keys["taken_day"] in days
+        assert matched == (dt.date.fromisoformat(first) <= day <= dt.date.fromisoformat(last)), day
+    assert len(days) <= 62  # only the ends are spelt out by day
 
 
 def test_a_listing_is_newest_first_in_pages(library, store):
@@ -193,8 +212,7 @@ def test_records_written_before_filters_get_their_keys_at_the_next_ingestion(lib
         written.client.delete_collection("older")
         legacy = written.client.create_collection("older", metadata=MODEL, configuration={"hnsw": {"space": "cosine"}},
                                                   embedding_function=None)
-        stripped = [{k: v for k, v in m.items() if k not in ("folders", "taken_at", "has_gps", "has_caption")}
-                    for m in records["metadatas"]]
+        stripped = [{k: v for k, v in m.items() if k not in FILTER_KEYS} for m in records["metadatas"]]
         stripped[0]["caption"] = "a dog on the sand"
         legacy.add(ids=records["ids"], embeddings=records["embeddings"], metadatas=stripped)
     with opened_here(target) as reading:  # a search: read only
