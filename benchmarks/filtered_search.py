@@ -89,6 +89,7 @@ FILTERS = {
     "ISO range": {"iso_min": 800, "iso_max": 3200},
     "RAW": {"raw": True},
     "caption words": {"caption_words": "beach sunset"},
+    "camera and year (the issue's example)": {"camera_model": "X100V", "date_from": "2019-01-01", "date_to": "2019-12-31"},
     "combined: camera, year, GPS": {"camera_make": "Canon", "date_from": "2019-01-01", "date_to": "2021-12-31", "has_gps": True},
     "rare: one camera, one month": {"camera_model": "Pixel 8", "date_from": "2020-06-01", "date_to": "2020-06-30"},
 }

@@ -45,6 +45,7 @@ HEIF_FORMATS = ("HEIF", "AVIF")
 # ISO BMFF brands (the `ftyp` box) that say which codec a HEIF container holds.
 _HEVC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
 _AV1_BRANDS = frozenset({b"avif", b"avis"})
+_EXTENSION_OF = {"MPO": "jpg", "JPEG": "jpg"}  # Pillow's format -> the extension to suggest (a phone's JPEG can be MPO)
 # EXIF orientation -> the transpose that shows the picture upright (as ImageOps.exif_transpose).
 _EXIF_TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -219,7 +220,7 @@ def decode_image(data: bytes, geometry: InputGeometry, max_pixels: int = DEFAULT
     image = _open_image(data, max_pixels)
     if formats and image.format not in formats:
         raise DecodeError(f"holds a {image.format} picture, not the {' or '.join(formats)} its name says: "
-                          f"rename it to .{(image.format or 'bin').lower()}")
+                          f"rename it to .{_EXTENSION_OF.get(image.format, (image.format or 'bin').lower())}")
     try:
         exif = image.getexif()
         width, height = image.size

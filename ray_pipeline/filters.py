@@ -11,9 +11,9 @@ import os
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from ray_pipeline.discover import SUPPORTED_EXTENSIONS
+from ray_pipeline.discover import RAW_EXTENSIONS, SUPPORTED_EXTENSIONS
 from ray_pipeline.file_names import path_text
 
 # Collections record the layout their records follow: 2 adds the keys below. Older records get them
@@ -22,11 +22,14 @@ RECORD_LAYOUT = 2
 LAYOUT_KEY = "record_layout"
 FILTER_KEYS = ("folders", "taken_at", "taken_day", "taken_month", "has_gps", "has_caption")
 _WORD = re.compile(r"\w+")
+LAST_DAY = dt.date(9998, 12, 31)  # the last day a date filter takes: a day and a month after it are still dates
+# Extensions that name one format: a filter on either matches both.
+_SAME_FORMAT = {"jpg": "jpeg", "jpeg": "jpg", "tif": "tiff", "tiff": "tif", "heic": "heif", "heif": "heic"}
 
 
 def folders_of(path: str) -> list[str]:
     """Every folder a file lies under, outermost first ('/a/b/c.jpg' -> ['/', '/a', '/a/b']): a folder
-    filter is then one exact match on this list."""
+    filter is then one exact match on this list. ([] for a bare name: records hold absolute paths.)"""
     folders, folder = [], os.path.dirname(path)
     while folder and folder not in folders:
         folders.append(folder)
@@ -47,24 +50,26 @@ def taken_keys(datetime_original: str) -> dict[str, Any]:
             "taken_month": taken.strftime("%Y-%m")}
 
 
-def caption_words(text: str) -> list[str]:
+def words_of(text: str) -> list[str]:
+    """The words of a caption, or of the words asked for, in lower case."""
     return _WORD.findall(text.lower())
 
 
 def caption_document(caption: str) -> str:
     """The record's document: the caption's words in lower case between spaces, so that a word is matched
     whole (' cat ' is not in ' catalogue ')."""
-    return f" {' '.join(caption_words(caption))} "
+    return f" {' '.join(words_of(caption))} "
 
 
 def filter_keys(metadata: dict[str, Any]) -> dict[str, Any]:
     """The keys filters need, from a record's other keys (new records, and older ones brought up to date)."""
     keys: dict[str, Any] = {
-        "folders": folders_of(metadata.get("path") or ""),
         "has_gps": "gps_lat" in metadata and "gps_lon" in metadata,
         "has_caption": bool(metadata.get("caption")),
+        **taken_keys(metadata.get("datetime_original") or ""),
     }
-    return {**keys, **taken_keys(metadata.get("datetime_original") or "")}
+    folders = folders_of(metadata.get("path") or "")
+    return {"folders": folders, **keys} if folders else keys  # Chroma takes no empty list
 
 
 class GpsBox(BaseModel):
@@ -98,9 +103,9 @@ class GpsBox(BaseModel):
 class SearchFilters(BaseModel):
     """Every filter a search or listing takes; each is optional, and together they all must hold."""
 
-    model_config = ConfigDict(extra="forbid")
-    date_from: dt.date | None = Field(None, description="taken on or after this date (YYYY-MM-DD)")
-    date_to: dt.date | None = Field(None, description="taken on or before this date (YYYY-MM-DD)")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    date_from: dt.date | None = Field(None, le=LAST_DAY, description="taken on or after this date (YYYY-MM-DD)")
+    date_to: dt.date | None = Field(None, le=LAST_DAY, description="taken on or before this date (YYYY-MM-DD)")
     camera_make: str | None = Field(None, min_length=1, description="camera make, exactly as EXIF gives it")
     camera_model: str | None = Field(None, min_length=1, description="camera model, exactly as EXIF gives it")
     lens: str | None = Field(None, min_length=1, description="lens, exactly as EXIF gives it")
@@ -142,17 +147,19 @@ class SearchFilters(BaseModel):
     @field_validator("caption_words")
     @classmethod
     def _words(cls, value: str | None) -> str | None:
-        if value is not None and not caption_words(value):
+        if value is not None and not words_of(value):
             raise ValueError("no word in it")
         return value
 
-    @model_validator(mode="after")
-    def _ranges(self) -> "SearchFilters":
-        for low, high in (("date_from", "date_to"), ("iso_min", "iso_max"), ("exposure_min", "exposure_max"),
-                          ("focal_min", "focal_max")):
-            if getattr(self, low) is not None and getattr(self, high) is not None and getattr(self, low) > getattr(self, high):
-                raise ValueError(f"{low} is after {high}")
-        return self
+    @field_validator("date_to", "iso_max", "exposure_max", "focal_max")
+    @classmethod
+    def _range(cls, high: Any, info: ValidationInfo) -> Any:
+        """The upper end of a range is not below its lower end (named by the upper end's field)."""
+        low_name = info.field_name.replace("_max", "_min").replace("_to", "_from")
+        low = info.data.get(low_name)
+        if high is not None and low is not None and low > high:
+            raise ValueError(f"is below {low_name} ({low})")
+        return high
 
     @classmethod
     def parse(cls, values: dict[str, Any]) -> "SearchFilters":
@@ -162,6 +169,7 @@ class SearchFilters(BaseModel):
 
     @property
     def empty(self) -> bool:
+        """No filter given: everything passes."""
         return not self.model_dump(exclude_none=True)
 
     def where(self) -> dict | None:
@@ -192,8 +200,11 @@ class SearchFilters(BaseModel):
         if self.folder is not None:
             clauses.append({"folders": {"$contains": self.folder}})
         if self.format is not None:
-            clauses.append({"format": {"$in": self.format}})
-        for key, value in (("is_raw", self.raw), ("has_caption", self.has_caption), ("has_gps", self.has_gps)):
+            formats = sorted({*self.format, *(_SAME_FORMAT[f] for f in self.format if f in _SAME_FORMAT)})
+            clauses.append({"format": {"$in": formats}})
+        if self.raw is not None:  # `is_raw` is the format's: a string match, which Chroma answers faster than a bool
+            clauses.append({"format": {"$in" if self.raw else "$nin": sorted(RAW_EXTENSIONS)}})
+        for key, value in (("has_caption", self.has_caption), ("has_gps", self.has_gps)):
             if value is not None:
                 clauses.append({key: {"$eq": value}})
         if not clauses:
@@ -204,7 +215,7 @@ class SearchFilters(BaseModel):
         """The Chroma document filter: every word of `caption_words`, whole."""
         if self.caption_words is None:
             return None
-        clauses = [{"$contains": f" {word} "} for word in dict.fromkeys(caption_words(self.caption_words))]
+        clauses = [{"$contains": f" {word} "} for word in dict.fromkeys(words_of(self.caption_words))]
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 

@@ -90,7 +90,8 @@ def moved_fields(file: FileBytes) -> dict:
     """What a record learns when its bytes are found in another file; a new name that is UTF-8 clears
     the exact bytes of an old one that was not."""
     fields = {PATH_BYTES: "", **file_fields(file)}
-    return {**fields, "folders": folders_of(fields["path"])}
+    folders = folders_of(fields["path"])
+    return {**fields, "folders": folders} if folders else fields
 
 
 def record_metadata(file: FileBytes, photo: DecodedPhoto) -> dict:

@@ -39,6 +39,7 @@ class ResultPage:
     warning: str | None = None
 
     def as_json(self) -> dict:
+        """The page as the CLI's --json and the HTTP API give it."""
         page = {"results": self.results, "offset": self.offset, "total": self.total}
         return {**page, "warning": self.warning} if self.warning else page
 
@@ -53,8 +54,9 @@ def _result(record_id: str, metadata: dict | None, score: float | None) -> dict:
     return result
 
 
-def _warning(store, filters: SearchFilters) -> str | None:
-    if filters.empty or not store.outdated:
+def _warning(store, needs_filter_keys: bool) -> str | None:
+    """What a page must say of a collection whose records lack the keys filters and listings need."""
+    if not needs_filter_keys or not store.outdated:
         return None
     return (f"collection {store.target.collection!r} was written before search filters: its records lack the keys "
             "they need until an ingestion into it brings them up to date (run the same ingest command again)")
@@ -67,7 +69,7 @@ def top_k(store, vector: np.ndarray, k: int, filters: SearchFilters | None = Non
     found = store.query(vector, offset + k, filters.where(), filters.where_document())
     hits = list(zip(found["ids"][0], found["metadatas"][0], found["distances"][0]))[offset:]
     results = [_result(i, metadata, round(1.0 - float(distance), 6)) for i, metadata, distance in hits]
-    return ResultPage(results, offset, store.count() if filters.empty else None, _warning(store, filters))
+    return ResultPage(results, offset, store.count() if filters.empty else None, _warning(store, not filters.empty))
 
 
 def newest_first(store, k: int, filters: SearchFilters | None = None, offset: int = 0) -> ResultPage:
@@ -77,7 +79,7 @@ def newest_first(store, k: int, filters: SearchFilters | None = None, offset: in
     found = store.matching(filters.where(), filters.where_document())
     order = sorted(found, key=lambda i: (-found[i].get("taken_at", _UNDATED), found[i].get("path") or "", i))
     results = [_result(i, found[i], None) for i in order[offset : offset + k]]
-    return ResultPage(results, offset, len(found), _warning(store, filters))
+    return ResultPage(results, offset, len(found), _warning(store, True))  # the order needs `taken_at` too
 
 
 def search_page(target: StoreTarget, k: int, text: str | None = None, image_path: str | None = None,

@@ -223,6 +223,7 @@ class ChromaStore:
                          metadatas=metadatas[start:end])
 
     def count(self) -> int:
+        """How many records the collection holds."""
         return with_retries(self.target, self.collection.count)
 
     def query(self, embedding: np.ndarray, k: int, where: dict | None = None, where_document: dict | None = None) -> dict:
@@ -466,7 +467,8 @@ class StoreHandle:
             return ray.get(self.owner.call.remote(self.target.collection, method, *args))
         if self._store is None:
             self._store = with_retries(self.target, ChromaStore, self.target)
-        return getattr(self._store, method)(*args)
+        value = getattr(self._store, method)
+        return value(*args) if callable(value) else value  # a method, or a property (`metadata`, `outdated`)
 
     @property
     def metadata(self) -> dict[str, Any]:

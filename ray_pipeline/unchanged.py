@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from ray_pipeline.discover import is_within
 from ray_pipeline.failures import STAT_THREADS, Failure, FileState, file_states, lasting
 from ray_pipeline.file_names import failure, recorded_path
+from ray_pipeline.filters import LAYOUT_KEY, RECORD_LAYOUT
 from ray_pipeline.journey import read_file, refresh_records
 from ray_pipeline.model import ModelSpec, recorded_identity
 from ray_pipeline.store import MODEL_KEYS, FolderInUse, StoreTarget, opened_here
@@ -142,8 +143,11 @@ class Stored:
 
     def covers(self, paths: list[str], model: ModelSpec) -> bool:
         """Whether every listed file is settled, in a collection of this very model (a different model
-        is refused by the job, not passed over here)."""
+        is refused by the job, not passed over here) whose records are of the current layout (an older one
+        is brought up to date by the job, when it opens the collection for writing)."""
         if self.collection_metadata is None or len(self.unchanged) + len(self.duplicates) + len(self.failed) < len(paths):
+            return False
+        if self.collection_metadata.get(LAYOUT_KEY, 1) < RECORD_LAYOUT:
             return False
         identity = recorded_identity(model)
         return identity is not None and all(self.collection_metadata.get(k) == identity[k] for k in MODEL_KEYS)

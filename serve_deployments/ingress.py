@@ -105,7 +105,14 @@ class ResultsRequest(SearchFilters):
 
     @property
     def filters(self) -> SearchFilters:
-        return SearchFilters.model_validate(self.model_dump(include=set(SearchFilters.model_fields), exclude_none=True))
+        """The filters alone (validated already, as fields of this request)."""
+        return SearchFilters.model_construct(**{name: getattr(self, name) for name in SearchFilters.model_fields})
+
+
+class ListingRequest(ResultsRequest):
+    """A page of a listing: it reads the matching records whatever the offset, so any offset is fine."""
+
+    offset: int = Field(default=0, ge=0)
 
 
 class ImageSearchRequest(ResultsRequest):
@@ -326,7 +333,7 @@ class Ingress:
         """The collection's photos with no query, newest capture first: `k`, `offset` and any search filter
         as query parameters."""
         try:
-            fields = ResultsRequest.model_validate(given(request.query_params))
+            fields = ListingRequest.model_validate(given(request.query_params))
         except ValueError as exc:
             return JSONResponse(status_code=422, content={"detail": validation_detail(exc)})
         store = await self._existing_store(collection)

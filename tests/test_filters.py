@@ -15,7 +15,7 @@ from ray_pipeline.decode import DEFAULT_MAX_PIXELS, InputGeometry
 from ray_pipeline.filters import FILTER_KEYS, LAYOUT_KEY, RECORD_LAYOUT, SearchFilters, first_error, folders_of, taken_keys
 from ray_pipeline.journey import DuplicateRegistry, Journey
 from ray_pipeline.search import newest_first, top_k
-from ray_pipeline.store import StoreTarget, opened_here
+from ray_pipeline.store import StoreHandle, StoreTarget, opened_here
 
 MODEL = {"model": "tiny-clip", "weights": "test", "embedding_dim": len(SHOOTS)}
 
@@ -184,7 +184,10 @@ def test_captions_are_matched_by_their_words(library, store):
     ({"gps_box": "1,2,3"}, "gps_box: Value error, four numbers are needed"),
     ({"gps_box": "0,0,95,10"}, "gps_box.north: Input should be less than or equal to 90"),
     ({"iso_min": "many"}, "iso_min: Input should be a valid number"),
-    ({"iso_min": 800, "iso_max": 100}, "iso_min is after iso_max"),
+    ({"iso_min": 800, "iso_max": 100}, "iso_max: Value error, is below iso_min (800.0)"),
+    ({"date_from": "2020-01-01", "date_to": "2019-12-31"}, "date_to: Value error, is below date_from (2020-01-01)"),
+    ({"date_to": "9999-12-31"}, "date_to: Input should be less than or equal to 9998-12-31"),
+    ({"focal_min": "inf"}, "focal_min: Input should be a finite number"),
     ({"format": "jpg,mov"}, "format: Value error, unknown format mov"),
     ({"folder": "relative/path"}, "folder: Value error, an absolute path is needed"),
     ({"raw": "perhaps"}, "raw: Input should be a valid boolean"),
@@ -202,9 +205,16 @@ def test_filters_are_data_never_text_built_from_input():
     assert where == {"$and": [{"camera_model": {"$eq": hostile}}, {"folders": {"$contains": "/x/$contains"}}]}
 
 
-def test_records_written_before_filters_get_their_keys_at_the_next_ingestion(library, store, tmp_path):
+def test_one_format_under_two_extensions_is_matched_by_either():
+    assert SearchFilters.parse({"format": "JPG,tif"}).where() == {"format": {"$in": ["jpeg", "jpg", "tif", "tiff"]}}
+
+
+def test_records_written_before_filters_get_their_keys_at_the_next_ingestion(library, store, tmp_path, monkeypatch):
     """A collection of the old layout (no filter keys, captions only in metadata): searching it with filters
-    warns, and opening it for writing, as an ingestion does, brings every record up to date."""
+    warns, and opening it for writing, as an ingestion does, brings every record up to date, batch by batch."""
+    from chromadb.api.client import Client
+
+    monkeypatch.setattr(Client, "get_max_batch_size", lambda self: 3)  # several batches of the 7 records
     old = store.collection
     records = old.get(include=["metadatas", "embeddings"])
     target = StoreTarget("older", path=str(tmp_path / "older"))
@@ -216,7 +226,8 @@ def test_records_written_before_filters_get_their_keys_at_the_next_ingestion(lib
         stripped[0]["caption"] = "a dog on the sand"
         legacy.add(ids=records["ids"], embeddings=records["embeddings"], metadatas=stripped)
     with opened_here(target) as reading:  # a search: read only
-        assert reading.outdated
+        assert reading.outdated and StoreHandle(target).outdated
+        assert StoreHandle(target).metadata["model"] == "tiny-clip"  # a handle with no owner reads properties too
         page = newest_first(reading, 100, SearchFilters(camera_make="Canon"))
         assert "written before search filters" in page.warning
         assert newest_first(reading, 100, SearchFilters(date_from=dt.date(2000, 1, 1))).results == []

@@ -68,10 +68,44 @@ def test_a_listing_pages_newest_first_and_prints_its_range(library):
     (["--date-from", "2019-13-01"], "--date-from: Input should be a valid date"),
     (["--gps-box", "50,0,40,10"], "--gps-box: Value error, south (50.0) is above north (40.0)"),
     (["--format", "mov"], "--format: Value error, unknown format mov"),
-    (["--iso-min", "900", "--iso-max", "100"], "iso_min is after iso_max"),
+    (["--iso-min", "900", "--iso-max", "100"], "--iso-max: Value error, is below iso_min (900.0)"),
     (["--iso-min", "lots"], "--iso-min: Input should be a valid number"),
 ])
 def test_a_malformed_filter_is_a_usage_error_naming_the_option(library, option, message):
     completed = library["search"]("a cat", *option)
     assert completed.returncode == 2
     assert message in completed.stderr
+
+
+def test_rerunning_ingest_brings_a_collection_written_before_filters_up_to_date(tmp_path, tiny_model_args):
+    """An unchanged library whose records lack the filter keys: a search with filters warns, and running
+    the same ingest command again fills them in, embedding nothing."""
+    import chromadb
+    from chromadb.config import Settings
+
+    from ray_pipeline.filters import FILTER_KEYS, LAYOUT_KEY
+
+    write_shoots(tmp_path / "photos")
+    chroma = tmp_path / "chroma"
+    command = ["ingest", tmp_path / "photos", "--collection", "older", "--chroma-path", chroma, *tiny_model_args]
+    assert run(*command).returncode == 0
+    client = chromadb.PersistentClient(path=str(chroma), settings=Settings(anonymized_telemetry=False))
+    collection = client.get_collection("older")
+    records = collection.get(include=["metadatas", "embeddings"])
+    collection.delete(ids=records["ids"])  # as written before filters: no filter keys, layout 1
+    collection.add(ids=records["ids"], embeddings=records["embeddings"],
+                   metadatas=[{k: v for k, v in m.items() if k not in FILTER_KEYS} for m in records["metadatas"]])
+    collection.modify(metadata={**collection.metadata, LAYOUT_KEY: 1})
+    del collection, client
+
+    def canon() -> subprocess.CompletedProcess:
+        return run("search", "--collection", "older", "--chroma-path", chroma, "--camera-make", "Canon", "--date-from",
+                   "2021-01-01", "--json")
+
+    before = canon()
+    assert json.loads(before.stdout)["results"] == [] and "written before search filters" in json.loads(before.stdout)["warning"]
+    again = run(*command)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout.splitlines()[-1])["embedded"] == 0
+    after = canon()
+    assert len(json.loads(after.stdout)["results"]) == 2 and "warning" not in after.stdout

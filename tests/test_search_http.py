@@ -9,6 +9,8 @@ import requests
 from photo_cases import NEWEST_FIRST, SHOOTS
 from serve_app import SHOOTS_COLLECTION, auth
 
+from ray_pipeline.filters import words_of
+
 
 def post_search(service, **body):
     return requests.post(f"{service['url']}/search", headers=auth(service), timeout=60,
@@ -64,6 +66,7 @@ def test_a_listing_is_newest_first_in_pages_with_filters(service, shoots):
     assert names(shoots, listing(service, format=["heic", "dng"])) == ["city/2021/night.heic", "raw/flower.dng"]
     assert listing(service, camera_make="Leica").json() == {"results": [], "offset": 0, "total": 0}
     assert listing(service, collection="no-such-collection").status_code == 404
+    assert listing(service, offset=5000).json() == {"results": [], "offset": 5000, "total": len(SHOOTS)}  # any offset
 
 
 def test_search_pages_follow_one_another(service, shoots):
@@ -76,9 +79,9 @@ def test_search_pages_follow_one_another(service, shoots):
 def test_captions_are_matched_by_their_words(service, shoots):
     captions = {name: record.get("caption") for name, record in shoots["records"].items()}
     assert all(captions.values()), captions  # the ingestion captioned every photo
-    name, caption = next((n, c) for n, c in captions.items() if any(len(w) > 2 for w in c.split()))
-    word = next(w for w in caption.split() if len(w) > 2)
-    having = {n for n, c in captions.items() if word.lower() in c.lower().split()}
+    name, caption = next((n, c) for n, c in captions.items() if any(len(w) > 2 for w in words_of(c)))
+    word = next(w for w in words_of(caption) if len(w) > 2)
+    having = {n for n, c in captions.items() if word in words_of(c)}
     assert name in having
     assert set(names(shoots, listing(service, k=100, caption_words=word.upper()))) == having  # alone
     assert set(names(shoots, post_search(service, caption_words=word))) == having  # with a text query
@@ -93,6 +96,8 @@ def test_captions_are_matched_by_their_words(service, shoots):
     ({"iso_min": "lots"}, "iso_min"),
     ({"format": "mov"}, "format"),
     ({"offset": -1}, "offset"),
+    ({"iso_min": 900, "iso_max": 100}, "iso_max"),
+    ({"date_to": "9999-12-31"}, "date_to"),
 ])
 def test_a_malformed_filter_is_a_422_naming_the_field(service, shoots, filters, field):
     for response in (post_search(service, **filters), listing(service, **filters),

@@ -9,6 +9,7 @@ const API = new URL("..", location.href); // the page is at <api>/ui/
 const POLL_MS = 2000;
 const THUMBNAIL_SIZE = 256;
 const FINAL = new Set(["SUCCEEDED", "FAILED", "STOPPED"]);
+const MAX_SEARCH_OFFSET = 1000; // a search's offset, at most (a listing's is not bounded)
 
 const $ = (selector) => document.querySelector(selector);
 const state = {
@@ -327,7 +328,8 @@ async function showPage(offset) {
     state.offset = offset;
     $("#pages").hidden = offset === 0 && results.length < query.k;
     $("#previous-page").disabled = offset === 0;
-    $("#next-page").disabled = results.length < query.k || (total != null && offset + results.length >= total);
+    $("#next-page").disabled = results.length < query.k || (total != null && offset + results.length >= total)
+      || (query.kind !== "browse" && offset + query.k > MAX_SEARCH_OFFSET);
   } catch (error) {
     failed(message)(error);
   }
