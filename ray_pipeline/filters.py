@@ -23,8 +23,8 @@ LAYOUT_KEY = "record_layout"
 FILTER_KEYS = ("folders", "taken_at", "taken_day", "taken_month", "has_gps", "has_caption")
 _WORD = re.compile(r"\w+")
 LAST_DAY = dt.date(9998, 12, 31)  # the last day a date filter takes: a day and a month after it are still dates
-# Extensions that name one format: a filter on either matches both.
-_SAME_FORMAT = {"jpg": "jpeg", "jpeg": "jpg", "tif": "tiff", "tiff": "tif", "heic": "heif", "heif": "heic"}
+# Extensions that name one format: a filter on one matches them all.
+_ONE_FORMAT = (frozenset({"jpg", "jpeg"}), frozenset({"tif", "tiff"}), frozenset({"heic", "heif", "hif"}))
 
 
 def folders_of(path: str) -> list[str]:
@@ -200,7 +200,7 @@ class SearchFilters(BaseModel):
         if self.folder is not None:
             clauses.append({"folders": {"$contains": self.folder}})
         if self.format is not None:
-            formats = sorted({*self.format, *(_SAME_FORMAT[f] for f in self.format if f in _SAME_FORMAT)})
+            formats = sorted(set().union(*(next((same for same in _ONE_FORMAT if f in same), {f}) for f in self.format)))
             clauses.append({"format": {"$in": formats}})
         if self.raw is not None:  # `is_raw` is the format's: a string match, which Chroma answers faster than a bool
             clauses.append({"format": {"$in" if self.raw else "$nin": sorted(RAW_EXTENSIONS)}})

@@ -207,6 +207,7 @@ def test_filters_are_data_never_text_built_from_input():
 
 def test_one_format_under_two_extensions_is_matched_by_either():
     assert SearchFilters.parse({"format": "JPG,tif"}).where() == {"format": {"$in": ["jpeg", "jpg", "tif", "tiff"]}}
+    assert SearchFilters.parse({"format": "hif,avif"}).where() == {"format": {"$in": ["avif", "heic", "heif", "hif"]}}
 
 
 def test_records_written_before_filters_get_their_keys_at_the_next_ingestion(library, store, tmp_path, monkeypatch):
