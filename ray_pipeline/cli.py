@@ -1,4 +1,4 @@
-"""CLI: `python -m ray_pipeline ingest|watch|search`, the same locally and under `ray job submit`."""
+"""CLI: `python -m ray_pipeline ingest|watch|search|browse`, the same locally and under `ray job submit`."""
 
 from __future__ import annotations
 
@@ -137,17 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--poll", type=_seconds, metavar="SECONDS",
                        help="look for changes every SECONDS instead of waiting for file events (network file systems)")
 
-    search = commands.add_parser("search", help="top-k photos for a text or an example photo; with neither, the "
-                                                "collection's photos, newest first")
+    search = commands.add_parser("search", help="top-k photos for a text or an example photo")
     search.add_argument("text", nargs="?", help="what to look for")
     search.add_argument("--image", metavar="FILE", help="search with a photo instead of a text")
-    search.add_argument("-k", type=_positive, default=5, help="number of results (default 5)")
-    search.add_argument("--offset", type=_count, default=0, help="skip this many results first: the next page (default 0)")
-    _add_filter_options(search)
-    _add_store_options(search)
+    _add_results_options(search, k=5)
     _add_model_options(search, defaults=False)
-    search.add_argument("--json", action="store_true", help="print the results as one JSON document")
+
+    browse = commands.add_parser("browse", help="the collection's photos with no query, newest capture first")
+    _add_results_options(browse, k=20)
     return parser
+
+
+def _add_results_options(parser: argparse.ArgumentParser, k: int) -> None:
+    """A page of results, their filters, the collection, and --json: what `search` and `browse` share."""
+    parser.add_argument("-k", type=_positive, default=k, help=f"number of results (default {k})")
+    parser.add_argument("--offset", type=_count, default=0, help="skip this many results first: the next page (default 0)")
+    _add_filter_options(parser)
+    _add_store_options(parser)
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON document")
 
 
 def _add_filter_options(parser: argparse.ArgumentParser) -> None:
@@ -279,16 +286,18 @@ def _print_some(lines: list[str], what: str, more: str = "") -> None:
 
 
 def _search(args, parser) -> int:
-    if args.text and args.image:
-        parser.error("give a TEXT or --image FILE, not both")
+    """`search` (a text or a photo) and `browse` (neither: newest first), both with filters and pages."""
+    text, image = getattr(args, "text", None) or None, getattr(args, "image", None)
+    if args.command == "search" and bool(text) == bool(image):
+        parser.error("give a TEXT or --image FILE")
     filters = _filters(args, parser)
     from ray_pipeline import search
 
     override = None
-    if args.model or args.checkpoint or args.pretrained or args.allow_random_weights:
+    if args.command == "search" and (args.model or args.checkpoint or args.pretrained or args.allow_random_weights):
         pretrained = args.pretrained or (None if args.checkpoint else DEFAULT_PRETRAINED)
         override = ModelSpec(args.model or DEFAULT_MODEL, pretrained, args.checkpoint, args.allow_random_weights)
-    page = search.search_page(_target(args), args.k, args.text or None, args.image, override, filters, args.offset)
+    page = search.search_page(_target(args), args.k, text, image, override, filters, args.offset)
     if args.json:
         print(json.dumps(page.as_json()))
         return 0
@@ -311,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("ray_pipeline").setLevel(logging.INFO)
     parser = build_parser()
     args = parser.parse_args(argv)
-    run = {"ingest": _ingest, "watch": _watch, "search": _search}[args.command]
+    run = {"ingest": _ingest, "watch": _watch, "search": _search, "browse": _search}[args.command]
     try:
         return run(args, parser)
     except USER_ERRORS as exc:

@@ -105,8 +105,12 @@ class ResultsRequest(SearchFilters):
 
     @property
     def filters(self) -> SearchFilters:
-        """The filters alone (validated already, as fields of this request)."""
-        return SearchFilters.model_construct(**{name: getattr(self, name) for name in SearchFilters.model_fields})
+        """The filters alone (validated already, as fields of this request). The folder is resolved as the
+        app resolves the paths it ingests (symlinks followed), so it matches the paths its records hold."""
+        values = {name: getattr(self, name) for name in SearchFilters.model_fields}
+        if self.folder is not None:
+            values["folder"] = path_text(os.path.realpath(self.folder))
+        return SearchFilters.model_construct(**values)
 
 
 class ListingRequest(ResultsRequest):

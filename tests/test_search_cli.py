@@ -1,5 +1,5 @@
 """Search filters, pages and listings through the CLI as a user runs it, with no Ray cluster: the
-library (photo_cases.SHOOTS) ingested by `ingest`, then `search` by text, by photo and with no query."""
+library (photo_cases.SHOOTS) ingested by `ingest`, then `search` by text and by photo, and `browse`."""
 
 from __future__ import annotations
 
@@ -27,40 +27,41 @@ def library(tmp_path_factory, tiny_model_args):
     ingested = run("ingest", root / "photos", "--collection", "shoots", "--chroma-path", chroma, *tiny_model_args)
     assert ingested.returncode == 0, ingested.stderr[-3000:]
 
-    def search(*args) -> subprocess.CompletedProcess:
-        return run("search", *args, "--collection", "shoots", "--chroma-path", chroma)
+    def command(name: str, *args) -> subprocess.CompletedProcess:
+        """`search` or `browse` on the library's collection."""
+        return run(name, *args, "--collection", "shoots", "--chroma-path", chroma)
 
-    return {"root": root / "photos", "search": search}
+    return {"root": root / "photos", "command": command}
 
 
-def found(library, *args) -> list[str]:
-    completed = library["search"](*args, "--json")
+def found(library, command: str, *args) -> list[str]:
+    completed = library["command"](command, *args, "--json")
     assert completed.returncode == 0, completed.stderr[-3000:]
     return [str(Path(r["path"]).relative_to(library["root"])) for r in json.loads(completed.stdout)["results"]]
 
 
 def test_filters_narrow_a_text_search_a_photo_search_and_a_listing(library):
     root = library["root"]
-    assert set(found(library, "a street", "-k", "10", "--camera-make", "Canon")) == {"city/2021/street.jpg", "city/2022/market.jpg"}
-    assert set(found(library, "--image", root / "city/2021/night.heic", "-k", "10", "--date-to", "2019-12-31",
+    assert set(found(library, "search", "a street", "-k", "10", "--camera-make", "Canon")) == {"city/2021/street.jpg", "city/2022/market.jpg"}
+    assert set(found(library, "search", "--image", root / "city/2021/night.heic", "-k", "10", "--date-to", "2019-12-31",
                      "--folder", root / "beach")) == {"beach/2019/sunset.jpg", "beach/2019/noon.jpg"}
-    assert found(library, "--gps-box=-30,-50,0,-40") == ["beach/2019/sunset.jpg"]  # a negative south: with "="
-    assert found(library, "--no-has-gps", "--no-raw", "--format", "jpg,png") == ["beach/2019/noon.jpg", "scan.png"]
-    assert found(library, "--iso-min", "800", "--focal-max", "50", "--exposure-min", "0.01") == \
+    assert found(library, "browse", "--gps-box=-30,-50,0,-40") == ["beach/2019/sunset.jpg"]  # a negative south: with "="
+    assert found(library, "browse", "--no-has-gps", "--no-raw", "--format", "jpg,png") == ["beach/2019/noon.jpg", "scan.png"]
+    assert found(library, "browse", "--iso-min", "800", "--focal-max", "50", "--exposure-min", "0.01") == \
         ["city/2022/market.jpg", "city/2021/night.heic", "city/2021/street.jpg"]
-    assert found(library, "--camera-model", "Z9") == []
+    assert found(library, "browse", "--camera-model", "Z9") == []
 
 
 def test_a_listing_pages_newest_first_and_prints_its_range(library):
-    assert found(library, "-k", "100") == NEWEST_FIRST
-    pages = [found(library, "-k", "3", "--offset", str(offset)) for offset in (0, 3, 6)]
+    assert found(library, "browse", "-k", "100") == NEWEST_FIRST
+    pages = [found(library, "browse", "-k", "3", "--offset", str(offset)) for offset in (0, 3, 6)]
     assert sum(pages, []) == NEWEST_FIRST
-    printed = library["search"]("-k", "2", "--offset", "2")
+    printed = library["command"]("browse", "-k", "2", "--offset", "2")
     assert printed.returncode == 0, printed.stderr
     lines = printed.stdout.splitlines()
     assert lines[0].startswith("3. 2021-03-02T12:30:00  ") and lines[0].endswith("city/2021/street.jpg")
     assert f"3-4 of {len(SHOOTS)}" in printed.stderr
-    none = library["search"]("--lens", "Noctilux")
+    none = library["command"]("browse", "--lens", "Noctilux")
     assert none.returncode == 0 and none.stdout.strip() == "no results: none match"
 
 
@@ -72,7 +73,7 @@ def test_a_listing_pages_newest_first_and_prints_its_range(library):
     (["--iso-min", "lots"], "--iso-min: Input should be a valid number"),
 ])
 def test_a_malformed_filter_is_a_usage_error_naming_the_option(library, option, message):
-    completed = library["search"]("a cat", *option)
+    completed = library["command"]("search", "a cat", *option)
     assert completed.returncode == 2
     assert message in completed.stderr
 
@@ -99,7 +100,7 @@ def test_rerunning_ingest_brings_a_collection_written_before_filters_up_to_date(
     del collection, client
 
     def canon() -> subprocess.CompletedProcess:
-        return run("search", "--collection", "older", "--chroma-path", chroma, "--camera-make", "Canon", "--date-from",
+        return run("browse", "--collection", "older", "--chroma-path", chroma, "--camera-make", "Canon", "--date-from",
                    "2021-01-01", "--json")
 
     before = canon()

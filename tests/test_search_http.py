@@ -42,6 +42,9 @@ def test_filters_on_a_text_search(service, shoots):
     assert set(names(shoots, post_search(service, folder=str(shoots["folder"] / "beach"), format=["jpg"]))) == \
         {"beach/2019/sunset.jpg", "beach/2019/noon.jpg"}
     assert set(names(shoots, post_search(service, raw=True))) == {"raw/flower.dng"}
+    linked = service["allowed"] / "shoots-link"  # the folder as a user may know it: through a symlink
+    linked.symlink_to(shoots["folder"], target_is_directory=True)
+    assert set(names(shoots, post_search(service, folder=str(linked / "beach")))) == {"beach/2019/sunset.jpg", "beach/2019/noon.jpg"}
     found = post_search(service, camera_model="Z9")  # matches nothing: an empty list, not an error
     assert found.status_code == 200 and found.json()["results"] == []
 
