@@ -306,8 +306,10 @@ def _search(args, parser) -> int:
         first = f"{result['score']:.4f}" if result["score"] is not None else result["metadata"].get("datetime_original", "undated")
         print(f"{rank}. {first}  {result['path']}{caption}")
     if not page.results:
-        print("no results: " + ("the collection is empty" if filters.empty and not args.offset else "none match"
-                                if not args.offset else f"none past the first {args.offset}"))
+        if args.offset:
+            print(f"no results: none past the first {args.offset}")
+        else:
+            print("no results: " + ("the collection is empty" if filters.empty else "none match"))
     elif page.total is not None:
         print(f"{args.offset + 1}-{args.offset + len(page.results)} of {page.total}", file=sys.stderr)
     if page.warning:

@@ -46,8 +46,8 @@ def taken_keys(datetime_original: str) -> dict[str, Any]:
         taken = dt.datetime.fromisoformat(datetime_original[:19])
     except ValueError:
         return {}
-    return {"taken_at": int(taken.replace(tzinfo=dt.timezone.utc).timestamp()), "taken_day": taken.date().isoformat(),
-            "taken_month": taken.strftime("%Y-%m")}
+    day = taken.date().isoformat()
+    return {"taken_at": int(taken.replace(tzinfo=dt.timezone.utc).timestamp()), "taken_day": day, "taken_month": day[:7]}
 
 
 def words_of(text: str) -> list[str]:
@@ -61,15 +61,20 @@ def caption_document(caption: str) -> str:
     return f" {' '.join(words_of(caption))} "
 
 
+def folders_field(path: str) -> dict[str, list[str]]:
+    """{"folders": folders_of(path)}, or {} for none: Chroma takes no empty list."""
+    folders = folders_of(path)
+    return {"folders": folders} if folders else {}
+
+
 def filter_keys(metadata: dict[str, Any]) -> dict[str, Any]:
     """The keys filters need, from a record's other keys (new records, and older ones brought up to date)."""
-    keys: dict[str, Any] = {
+    return {
+        **folders_field(metadata.get("path") or ""),
         "has_gps": "gps_lat" in metadata and "gps_lon" in metadata,
         "has_caption": bool(metadata.get("caption")),
         **taken_keys(metadata.get("datetime_original") or ""),
     }
-    folders = folders_of(metadata.get("path") or "")
-    return {"folders": folders, **keys} if folders else keys  # Chroma takes no empty list
 
 
 class GpsBox(BaseModel):
@@ -226,7 +231,7 @@ def _days_between(first: dt.date, last: dt.date) -> dict:
     while day <= last:
         next_month = (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
         if day.day == 1 and next_month - dt.timedelta(days=1) <= last:
-            months.append(day.strftime("%Y-%m"))
+            months.append(day.isoformat()[:7])  # as taken_keys writes `taken_month`
             day = next_month
         else:
             days.append(day.isoformat())

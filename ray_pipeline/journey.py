@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from ray_pipeline.decode import HEIF_FORMATS, DecodedPhoto, DecodeError, InputGeometry, decode_image, decode_raw
 from ray_pipeline.discover import extension_of, is_heif, is_raw, is_within
 from ray_pipeline.file_names import PATH_BYTES, path_fields, path_text, recorded_path
-from ray_pipeline.filters import filter_keys, folders_of
+from ray_pipeline.filters import filter_keys, folders_field
 
 # What becomes of each file: embedded and stored, stored already, a copy of another listed file, failed.
 NEW, EXISTING, DUPLICATE, FAILED = "new", "existing", "duplicate", "failed"
@@ -90,8 +90,7 @@ def moved_fields(file: FileBytes) -> dict:
     """What a record learns when its bytes are found in another file; a new name that is UTF-8 clears
     the exact bytes of an old one that was not."""
     fields = {PATH_BYTES: "", **file_fields(file)}
-    folders = folders_of(fields["path"])
-    return {**fields, "folders": folders} if folders else fields
+    return {**fields, **folders_field(fields["path"])}
 
 
 def record_metadata(file: FileBytes, photo: DecodedPhoto) -> dict:

@@ -170,10 +170,9 @@ class ChromaStore:
     def _bring_up_to_date(self) -> None:
         """Give every record the keys filters need, from the keys it holds (nothing is embedded again),
         then record the layout: a collection written before filters works with them after one ingestion."""
-        count = with_retries(self.target, self.collection.count)
-        logger.info("collection %r: giving its %d records the keys search filters need (once)", self.target.collection, count)
-        for offset in range(0, count, self.max_batch):
-            batch = with_retries(self.target, self.collection.get, include=["metadatas"], limit=self.max_batch, offset=offset)
+        logger.info("collection %r: giving its %d records the keys search filters need (once)", self.target.collection,
+                    self.count())
+        for batch in self._pages():
             metadatas = [dict(m or {}) for m in batch["metadatas"]]
             with_retries(self.target, self.collection.update, ids=batch["ids"],
                          metadatas=[{**m, **filter_keys(m)} for m in metadatas])
@@ -231,17 +230,21 @@ class ChromaStore:
         return with_retries(self.target, self.collection.query, query_embeddings=[embedding], n_results=k, where=where,
                             where_document=where_document, include=["metadatas", "distances"])
 
-    def matching(self, where: dict | None, where_document: dict | None) -> dict[str, dict]:
-        """{id: metadata} of every record the filters let through, in pages Chroma accepts."""
-        found: dict[str, dict] = {}
+    def _pages(self, where: dict | None = None, where_document: dict | None = None) -> Iterator[dict]:
+        """Every record the filters let through (all of them with none), with its metadata: Chroma's `get`
+        answers, a page it accepts at a time."""
         offset = 0
         while True:
             batch = with_retries(self.target, self.collection.get, where=where, where_document=where_document,
                                  include=["metadatas"], limit=self.max_batch, offset=offset)
-            found.update((i, dict(m or {})) for i, m in zip(batch["ids"], batch["metadatas"]))
+            yield batch
             if len(batch["ids"]) < self.max_batch:
-                return found
+                return
             offset += self.max_batch
+
+    def matching(self, where: dict | None, where_document: dict | None) -> dict[str, dict]:
+        """{id: metadata} of every record the filters let through."""
+        return {i: dict(m or {}) for batch in self._pages(where, where_document) for i, m in zip(batch["ids"], batch["metadatas"])}
 
     def uncaptioned(self, ids: list[str]) -> list[str]:
         """Which of these stored records have no caption yet."""
@@ -282,12 +285,9 @@ class ChromaStore:
 
     def records_under(self, folders: list[str]) -> dict[str, dict]:
         """{id: metadata} of the records whose file lies in one of these folders: a scan of the collection."""
-        found, roots = {}, tuple(folders)
-        for offset in range(0, with_retries(self.target, self.collection.count), self.max_batch):
-            batch = with_retries(self.target, self.collection.get, include=["metadatas"], limit=self.max_batch, offset=offset)
-            found.update((i, dict(m or {})) for i, m in zip(batch["ids"], batch["metadatas"])
-                         if is_within(recorded_path(m or {}) or "", roots))
-        return found
+        roots = tuple(folders)
+        return {i: metadata for i, metadata in self.matching(None, None).items()
+                if is_within(recorded_path(metadata) or "", roots)}
 
     def delete(self, ids: list[str]) -> None:
         for start in range(0, len(ids), self.max_batch):

@@ -340,7 +340,7 @@ class Ingress:
             fields = ListingRequest.model_validate(given(request.query_params))
         except ValueError as exc:
             return JSONResponse(status_code=422, content={"detail": validation_detail(exc)})
-        store = await self._existing_store(collection)
+        store, _ = await self._existing_store(collection)
         page = await asyncio.to_thread(newest_first, store, fields.k, fields.filters, fields.offset)
         return page.as_json()
 
@@ -350,21 +350,19 @@ class Ingress:
             self._known_model = await self.embedder.model.remote()
         return self._known_model
 
-    async def _existing_store(self, collection: str) -> StoreHandle:
-        """The collection's store; 404 when there is none."""
+    async def _existing_store(self, collection: str) -> tuple[StoreHandle, dict]:
+        """The collection's store and its metadata; 404 when there is none."""
         if not re.fullmatch(COLLECTION_NAME, collection):
             raise HTTPException(404, f"no collection {collection!r}: not a collection name")
         store = self._store(collection)
         try:
-            await asyncio.to_thread(lambda: store.metadata)
+            return store, await asyncio.to_thread(lambda: store.metadata)
         except StoreError as exc:
             raise HTTPException(404, user_facing_reason(exc) or str(exc)) from None
-        return store
 
     async def _checked_store(self, collection: str) -> StoreHandle:
         """The collection's store: 404 when there is none, 409 when another model wrote it."""
-        store = await self._existing_store(collection)
-        metadata = await asyncio.to_thread(lambda: store.metadata)
+        store, metadata = await self._existing_store(collection)
         try:
             check_model(collection, metadata, (await self._model()).collection_metadata)
         except StoreError as exc:
