@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test clean
+.PHONY: install demo test unit clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The tests that need no Ray, no server and no CLI subprocess: under a minute.
+unit: $(STAMP)
+	$(PY) -m pytest -m unit
 
 clean:
 	rm -rf demo_photos demo_chroma demo_errors.jsonl .pytest_cache

@@ -53,15 +53,18 @@ def ray_head():
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    subprocess.run(
+    started = subprocess.run(
         [ray_bin, "start", "--head", f"--port={gcs_port}", f"--dashboard-port={dashboard_port}",
          "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats",
          f"--metrics-export-port={metrics_port}",
          # Fixed by default (52365, 10001): a second session on the machine would find them taken, and its
          # job agent missing ("No available agent to submit job").
          f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}"],
-        check=True, env=env, capture_output=True,
+        check=False, env=env, capture_output=True, text=True,
     )
+    if started.returncode != 0:
+        stop_processes_of(temp, f"127.0.0.1:{gcs_port}")
+        pytest.fail(ray_start_failure(started, temp), pytrace=False)
     head = {
         "address": f"127.0.0.1:{gcs_port}",
         "dashboard": f"http://127.0.0.1:{dashboard_port}",
@@ -72,6 +75,16 @@ def ray_head():
     yield head
     stop_processes_of(temp, head["address"])
     shutil.rmtree(temp, ignore_errors=True)
+
+
+def ray_start_failure(started: subprocess.CompletedProcess, temp_dir: str) -> str:
+    """Why `ray start --head` failed, in Ray's own words: its output, and the ends of the head's error logs."""
+    lines = [f"`ray start --head` exited with {started.returncode}", started.stdout[-3000:], started.stderr[-3000:]]
+    for log in sorted(Path(temp_dir).glob("session_*/logs/*.err")):
+        text = log.read_text(errors="replace").strip()
+        if text:
+            lines.append(f"--- {log.name} ---\n{text[-1500:]}")
+    return "\n".join(lines)
 
 
 def stop_processes_of(temp_dir: str, address: str) -> None:

@@ -10,10 +10,13 @@ import sys
 from importlib.metadata import version
 
 import jsonschema
+import pytest
 import ray
 import yaml
 from conftest import ROOT
 from ray.serve.schema import ServeDeploySchema
+
+pytestmark = pytest.mark.unit
 
 CLUSTER = ROOT / "cluster"
 RAY_PIN = re.search(r'"ray\[data,serve\]==([\d.]+)"', (ROOT / "pyproject.toml").read_text()).group(1)

@@ -22,6 +22,8 @@ from ray_pipeline.decode import (
 )
 from samples.sample_photos import STORED_AS, real_photos, write_dng, write_jpeg
 
+pytestmark = pytest.mark.unit
+
 GEOMETRY = InputGeometry(224, 224)
 
 

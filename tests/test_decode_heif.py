@@ -17,6 +17,8 @@ from ray_pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, InputGeometry, 
 from ray_pipeline.journey import FileBytes, decode_file, read_file
 from samples.sample_photos import real_photos, write_heif, write_jpeg
 
+pytestmark = pytest.mark.unit
+
 GEOMETRY = InputGeometry(224, 224)
 FORMATS = [("phone.heic", "HEIF"), ("phone.avif", "AVIF")]
 

@@ -10,6 +10,8 @@ import pytest
 
 from ray_pipeline.discover import DiscoveryError, discover, read_manifest
 
+pytestmark = pytest.mark.unit
+
 
 def touch(path):
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,8 @@ from ray_pipeline.journey import DuplicateRegistry, Journey
 from ray_pipeline.search import newest_first, top_k
 from ray_pipeline.store import StoreHandle, StoreTarget, opened_here
 
+pytestmark = pytest.mark.unit
+
 MODEL = {"model": "tiny-clip", "weights": "test", "embedding_dim": len(SHOOTS)}
 
 

@@ -19,6 +19,8 @@ from ray_pipeline.decode import DecodeError, InputGeometry
 from ray_pipeline.journey import FileBytes, decode_file
 from samples.sample_photos import real_photos, write_dng
 
+pytestmark = pytest.mark.unit
+
 GEOMETRY = InputGeometry(224, 224)
 NAMES = ["x.jpg", "x.png", "x.tiff", "x.webp", "x.gif", "x.bmp", "x.dng", "x.nef", "x.cr3"]
 

@@ -17,6 +17,8 @@ from ray_pipeline.journey import DUPLICATE, EXISTING, FAILED, NEW, DuplicateRegi
 from ray_pipeline.store import StoreTarget, opened_here
 from samples.sample_photos import write_library, write_many
 
+pytestmark = pytest.mark.unit
+
 GEOMETRY = InputGeometry(224, 224)
 MODEL = {"model": "tiny-clip", "weights": "test", "embedding_dim": 32}
 

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from ray_pipeline.progress import KEPT_RUNS, RUN_SILENCE_S, ProgressBoard
+
+pytestmark = pytest.mark.unit
 
 
 def test_a_run_is_settled_once_with_its_counts():

@@ -22,6 +22,8 @@ from ray_pipeline.prune import (
 )
 from ray_pipeline.store import StoreTarget, list_collections, opened_here
 
+pytestmark = pytest.mark.unit
+
 MODEL = {"model": "tiny-clip", "weights": "test", "embedding_dim": 32}
 
 

@@ -6,6 +6,8 @@ import pytest
 
 from serve_deployments.settings import Secret, Settings, SettingsError
 
+pytestmark = pytest.mark.unit
+
 
 def test_refuses_to_start_without_a_token(monkeypatch):
     for name in ("INGEST_API_TOKEN", "INGEST_API_TOKEN_FILE", "INGEST_ALLOW_NO_AUTH"):

@@ -3,7 +3,11 @@ once it is still, a deletion wins over a write, and a burst is taken in one go."
 
 from __future__ import annotations
 
+import pytest
+
 from ray_pipeline.file_events import Changes
+
+pytestmark = pytest.mark.unit
 
 
 def test_changes_settle_once_files_are_still():
