@@ -19,7 +19,6 @@ this venv, to measure before and after on the same machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from benchmarks.corpus import build_corpus
 from benchmarks.run import ROOT, _append, _models, earlier_approach, machine
+from ray_pipeline.summary import summary_in
 
 # (event, the output line that marks it); events are listed in the order they happen, which differs
 # between the paths (the in-process path starts no Ray; the Ray path loads the model while Ray starts).
@@ -98,7 +98,7 @@ def demo_runs(source: Path, mode: str, runs: int, work: Path) -> dict:
         wall, lines, code = timed_lines(command, env, str(source))
         if code != 0:
             raise RuntimeError(f"the demo ingestion failed ({code}):\n" + "\n".join(line for _, line in lines[-20:]))
-        summary = json.loads(next(line for _, line in reversed(lines) if line.startswith('{"collection"')))
+        summary = summary_in("\n".join(line for _, line in lines))
         assert summary["embedded"] == 6, summary
         measured.append({"wall": wall, "timeline": timeline(wall, lines), "summary": summary})
         print(f"[demo, {mode}] run {run + 1}: {wall:.1f} s", flush=True)
@@ -143,7 +143,7 @@ def cluster_runs(source: Path, paths: list[str], model_args: list[str], runs: in
             wall, lines, code = timed_lines(ingest_command(paths, str(chroma), model_args), head.env, str(source))
             if code != 0:
                 raise RuntimeError(f"the job failed ({code}):\n" + "\n".join(line for _, line in lines[-20:]))
-            summary = json.loads(next(line for _, line in reversed(lines) if line.startswith('{"collection"')))
+            summary = summary_in("\n".join(line for _, line in lines))
             assert summary["embedded"] == len(paths), summary
             measured.append({"wall": wall, "timeline": timeline(wall, lines), "summary": summary})
             print(f"[48 photos on a running head] run {run + 1}: {wall:.1f} s", flush=True)

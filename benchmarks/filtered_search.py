@@ -24,7 +24,7 @@ from ray_pipeline.embed import ClipEncoder
 from ray_pipeline.filters import SearchFilters, caption_document, filter_keys
 from ray_pipeline.model import ModelSpec
 from ray_pipeline.search import newest_first, top_k
-from ray_pipeline.store import StoreTarget, opened_here
+from ray_pipeline.store import StoreTarget, opened_for_writing, opened_here
 
 CAMERAS = [("FUJIFILM", "X100V"), ("FUJIFILM", "X-T5"), ("Canon", "EOS R5"), ("Canon", "EOS 5D Mark IV"),
            ("NIKON CORPORATION", "NIKON Z 6_2"), ("SONY", "ILCE-7M4"), ("Apple", "iPhone 15"), ("Google", "Pixel 8")]
@@ -53,7 +53,7 @@ def metadata_of(i: int, rng: np.random.Generator) -> tuple[dict, str | None]:
 
 
 def build(target: StoreTarget, records: int, dimension: int, collection_metadata: dict) -> None:
-    with opened_here(target, collection_metadata) as store:
+    with opened_for_writing(target, collection_metadata) as store:
         if store.count() >= records:
             return
         rng = np.random.default_rng(0)

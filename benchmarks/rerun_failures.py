@@ -13,7 +13,6 @@ checkout (a `git worktree` of an older commit) with this venv.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -26,6 +25,7 @@ from pathlib import Path
 from benchmarks.cold_start import RayHead
 from benchmarks.corpus import build_corpus
 from benchmarks.run import ROOT, _models, report
+from ray_pipeline.summary import summary_in
 
 
 def timed(command: list[str], env: dict, cwd: Path) -> tuple[float, dict]:
@@ -34,7 +34,7 @@ def timed(command: list[str], env: dict, cwd: Path) -> tuple[float, dict]:
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:])
-    return wall, json.loads(done.stdout.strip().splitlines()[-1])
+    return wall, summary_in(done.stdout)
 
 
 def reruns(source: Path, library: Path, chroma: Path, model_args: list[str], env: dict, runs: int) -> dict:

@@ -35,6 +35,7 @@ import numpy as np
 import psutil
 
 from benchmarks.corpus import build_corpus
+from ray_pipeline.summary import summary_in
 from samples.models import save_checkpoint, save_tiny_clip
 from samples.sample_photos import write_many
 
@@ -251,7 +252,9 @@ def pipeline_cli(paths: list[str], model_args: list[str], batch_size: int, chrom
     os.unlink(manifest.name)
     if process.returncode != 0:
         raise RuntimeError(f"the pipeline failed ({process.returncode}):\n{stderr[-3000:]}")
-    summary = json.loads(stdout.strip().splitlines()[-1])
+    summary = summary_in(stdout)
+    if summary is None:
+        raise RuntimeError(f"the pipeline printed no summary:\n{stderr[-3000:]}")
     if summary["failed"]:
         raise RuntimeError(f"the pipeline failed on {summary['failed']} files:\n{stderr[-3000:]}")
     return {"seconds": seconds, "job_seconds": summary["seconds"], "stages": summary["stage_seconds"],

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -34,6 +33,7 @@ from PIL import Image
 
 from benchmarks.corpus import build_corpus
 from benchmarks.run import ROOT, _models, report
+from ray_pipeline.summary import summary_in
 from samples.sample_photos import real_photos
 
 POLL_S = 0.05
@@ -76,7 +76,7 @@ class Watch:
     def stop(self) -> dict:
         self.process.send_signal(signal.SIGINT)
         self.process.wait(timeout=120)
-        return json.loads(self.out.read_text().strip().splitlines()[-1])
+        return summary_in(self.out.read_text())
 
 
 def copy_latencies(watch: Watch, folder: Path, staging: Path, sources: list[str], copies: int) -> list[float]:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, InputGeometry
 from ray_pipeline.errors import UserFacingError
-from ray_pipeline.file_names import failure
+from ray_pipeline.file_names import FileFailure
 from ray_pipeline.journey import decode_file, read_file
 from ray_pipeline.metrics import metrics
+from ray_pipeline.store import RecordStore
 
 CAPTIONER = "Captioner"
 # BLIP's processor resizes to 384 x 384 without keeping the aspect ratio: send exactly that.
@@ -38,7 +39,7 @@ def caption_pixels(path: str):
     return decode_file(read_file(path), CAPTION_INPUT, DEFAULT_MAX_PIXELS).pixels
 
 
-def caption_records(store, records: list[tuple[str, str]], serve_app: str, reporter) -> tuple[int, list[dict]]:
+def caption_records(store: RecordStore, records: list[tuple[str, str]], serve_app: str, reporter) -> tuple[int, list[FileFailure]]:
     """Caption the records (id, path) that have no caption yet; returns (captioned, errors)."""
     from ray import serve
 
@@ -52,14 +53,14 @@ def caption_records(store, records: list[tuple[str, str]], serve_app: str, repor
             try:
                 requests.append((record_id, handle.caption.remote(caption_pixels(paths[record_id]))))
             except (OSError, DecodeError) as exc:
-                failed.append(failure(paths[record_id], f"caption: {exc}"))
+                failed.append(FileFailure(paths[record_id], f"caption: {exc}"))
         done_ids, captions = [], []
         for record_id, response in requests:
             try:
                 captions.append(response.result(timeout_s=600))
                 done_ids.append(record_id)
             except Exception as exc:  # a lost replica or a model error costs this caption only
-                failed.append(failure(paths[record_id], f"caption failed: {type(exc).__name__}: {exc}"[:500]))
+                failed.append(FileFailure(paths[record_id], f"caption failed: {type(exc).__name__}: {exc}"[:500]))
         if done_ids:
             store.set_captions(done_ids, captions)
             metrics().captions.inc(len(done_ids), tags={"collection": store.target.collection})

@@ -14,8 +14,10 @@ import typing
 from ray_pipeline.config import INLINE_MAX_FILES, IngestConfig
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS
 from ray_pipeline.errors import UserFacingError
+from ray_pipeline.file_names import FileFailure, path_text
 from ray_pipeline.model import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelSpec
 from ray_pipeline.store import COLLECTION_NAME, StoreTarget
+from ray_pipeline.summary import print_summary
 
 # Errors that mean "the job could not run": one line on stderr and a non-zero exit.
 USER_ERRORS = (UserFacingError, OSError)
@@ -192,12 +194,12 @@ def _target(args) -> StoreTarget:
     return StoreTarget(collection=args.collection, path=path, url=args.chroma_url)
 
 
-def _write_errors(path: str, errors: list[dict]) -> None:
+def _write_errors(path: str, errors: list[FileFailure]) -> None:
     """All or nothing: the errors file appears complete or not at all."""
     folder = os.path.dirname(os.path.abspath(path))
     with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp", encoding="utf-8") as f:
         for error in errors:
-            f.write(json.dumps(error, ensure_ascii=False) + "\n")
+            f.write(json.dumps(error.as_json(), ensure_ascii=False) + "\n")
     os.replace(f.name, path)
 
 
@@ -264,17 +266,17 @@ def _config(args) -> IngestConfig:
     )
 
 
-def _report(args, summary: dict, errors: list[dict], random_weights: bool) -> None:
+def _report(args, summary: dict, errors: list[FileFailure], random_weights: bool) -> None:
     """The end of a run: the errors file, the first failures, a warning on random weights, and the
     summary line, last."""
     if args.errors:
         _write_errors(args.errors, errors)
-    _print_some([f"failed: {error['path']}: {error['reason']}" for error in errors], "failed files",
+    _print_some([f"failed: {path_text(error.path)}: {error.reason}" for error in errors], "failed files",
                 f" (see {args.errors})" if args.errors else "")
     if random_weights:
         print("WARNING: RANDOM WEIGHTS. These vectors come from an untrained model and are useless for "
               "real search; the collection's metadata says random_weights=true.", file=sys.stderr)
-    print(json.dumps(summary), flush=True)
+    print_summary(summary)
 
 
 def _print_some(lines: list[str], what: str, more: str = "") -> None:

@@ -172,7 +172,8 @@ def _open_image(data: bytes, max_pixels: int) -> Image.Image:
         raise DecodeError(
             f"over the limit of {max_pixels:,} pixels {PIXEL_LIMIT}; refused as a possible decompression bomb ({exc})"
         ) from None
-    _check_pixels(*image.size, max_pixels)
+    width, height = image.size
+    _check_pixels(width, height, max_pixels)
     return image
 
 

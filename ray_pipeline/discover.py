@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from ray_pipeline.errors import UserFacingError
-from ray_pipeline.file_names import failure
+from ray_pipeline.file_names import FileFailure
 
 # HEIF (HEVC in a HEIF container, as phones write it) and AVIF (AV1 in the same container).
 HEIF_EXTENSIONS = frozenset({"heic", "heif", "hif", "avif"})
@@ -43,7 +44,7 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk(root: str, problems: list[dict]) -> Iterator[str]:
+def _walk(root: str, problems: list[FileFailure]) -> Iterator[str]:
     """Recursive listing that skips hidden entries and never follows symlinked folders.
 
     A folder that cannot be listed is reported in `problems`, never silently left out.
@@ -54,7 +55,7 @@ def _walk(root: str, problems: list[dict]) -> Iterator[str]:
         try:
             entries = list(os.scandir(folder))
         except OSError as exc:
-            problems.append(failure(folder, f"cannot list folder: {exc.strerror or exc}"))
+            problems.append(FileFailure(folder, f"cannot list folder: {exc.strerror or exc}"))
             continue
         for entry in entries:
             if _is_hidden(entry.name):
@@ -68,7 +69,7 @@ def _walk(root: str, problems: list[dict]) -> Iterator[str]:
                 yield entry.path
 
 
-def _found(paths: list[str], problems: list[dict]) -> Iterator[str]:
+def _found(paths: list[str], problems: list[FileFailure]) -> Iterator[str]:
     for given in paths:
         path = os.path.abspath(os.path.expanduser(given))
         if os.path.isdir(path):
@@ -79,11 +80,11 @@ def _found(paths: list[str], problems: list[dict]) -> Iterator[str]:
             raise DiscoveryError(f"no such file or folder: {given}")
 
 
-def discover(paths: list[str], problems: list[dict] | None = None) -> list[str]:
+def discover(paths: list[str], problems: list[FileFailure] | None = None) -> list[str]:
     """Absolute, sorted, de-duplicated photo paths under the given files and folders.
 
     A named file is taken whatever its extension: the user asked for it explicitly. Folders that
-    cannot be listed go to `problems` as {"path", "reason"}.
+    cannot be listed go to `problems`.
     """
     return sorted(set(_found(paths, [] if problems is None else problems)))
 
@@ -126,9 +127,21 @@ def read_manifest(manifest: str) -> list[str]:
     return sorted({os.path.abspath(os.path.join(base, os.path.expanduser(e))) for e in entries})
 
 
-def photo_paths(paths: list[str], manifest: str | None = None) -> tuple[list[str], list[dict]]:
-    """(the photos to ingest, the folders that cannot be listed), from files and folders or from a
-    manifest."""
-    problems: list[dict] = []
+@dataclass(frozen=True)
+class Listing:
+    """The photos to ingest, and the folders that cannot be listed."""
+
+    paths: list[str]
+    problems: list[FileFailure]
+
+    @property
+    def discovered(self) -> int:
+        """What the job summary counts as discovered: every photo listed, and every folder that failed."""
+        return len(self.paths) + len(self.problems)
+
+
+def photo_paths(paths: list[str], manifest: str | None = None) -> Listing:
+    """The listing, from files and folders or from a manifest."""
+    problems: list[FileFailure] = []
     listed = read_manifest(manifest) if manifest else discover(paths, problems)
-    return listed, problems
+    return Listing(listed, problems)

@@ -17,8 +17,8 @@ import numpy as np
 from ray_pipeline import model as clip_model
 from ray_pipeline.decode import InputGeometry
 from ray_pipeline.errors import UserFacingError
-from ray_pipeline.journey import NEW
 from ray_pipeline.metrics import metrics
+from ray_pipeline.outcome import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -68,15 +68,15 @@ class ImageEncoder:
             logger.warning("no CUDA device visible to this actor: embedding on the CPU instead")
             device = "cpu"
         self.device = torch.device(device)
-        compile = compiles(compile, self.device.type)
+        compiled = compiles(compile, self.device.type)
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         network = network if network is not None else clip_model.load(resolved, device=device)
         self.visual = network.visual.to(self.device, self.dtype)
         shape = (1, 3, 1, 1)
         self.mean = torch.tensor(resolved.preprocess["mean"], device=self.device, dtype=self.dtype).view(shape)
         self.std = torch.tensor(resolved.preprocess["std"], device=self.device, dtype=self.dtype).view(shape)
-        self.batch_size = batch_size if compile else 0  # padding only pays off for a compiled graph
-        if compile:
+        self.batch_size = batch_size if compiled else 0  # padding only pays off for a compiled graph
+        if compiled:
             self.visual = torch.compile(self.visual)
             shape = resolved.geometry.pixel_shape
             self.encode(np.zeros((batch_size or 1, *shape), np.uint8))  # compile now, once
@@ -151,15 +151,27 @@ class ClipEncoder:
         check_model(collection, metadata, self.resolved.collection_metadata())
 
 
+@dataclass(frozen=True)
+class EmbedOptions:
+    """What an embedding actor is made with."""
+
+    resolved: clip_model.ResolvedModel
+    device: str  # cpu | cuda
+    compile: str  # auto | on | off
+    batch_size: int
+    collection: str  # the metrics' tag
+    threads: int = 1  # torch threads, on the CPU
+
+
 class EmbedImages:
     """Ray Data class UDF: embeds the batch's "new" rows, passes the others through."""
 
-    def __init__(self, resolved: clip_model.ResolvedModel, device: str, compile: str, batch_size: int, collection: str,
-                 threads: int = 1):
+    def __init__(self, options: EmbedOptions):
         import torch
 
-        torch.set_num_threads(threads)  # Ray sets one thread per whole CPU the actor holds, at least one
-        self.tags = {"collection": collection}
+        torch.set_num_threads(options.threads)  # Ray sets one thread per whole CPU the actor holds, at least one
+        resolved, device, compile, batch_size = options.resolved, options.device, options.compile, options.batch_size
+        self.tags = {"collection": options.collection}
         self.shape = resolved.geometry.pixel_shape
         self._encoder: Future = Future()
         if compiles(compile, device):  # compiled and warmed up here, on the
@@ -169,7 +181,7 @@ class EmbedImages:
         logger.info("embedding actor started: %s on %s (compile: %s)", resolved.architecture, device, compile)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        new = np.flatnonzero(batch["status"] == NEW)
+        new = np.flatnonzero(batch["status"] == Outcome.NEW)
         embeddings = np.array([b""] * len(batch["status"]), dtype=object)
         embed_seconds = np.zeros(len(batch["status"]))
         if len(new):

@@ -5,7 +5,7 @@ class UserFacingError(Exception):
     """The command cannot do what was asked; str(error) says why, naming the file or field."""
 
 
-def user_facing_reason(exc: BaseException) -> str | None:
+def user_facing_reason(exc: BaseException | None) -> str | None:
     """The reason a user should see, when a stage failed on one (a Chroma server gone, say).
 
     Ray wraps a task's or actor's exception in classes of its own (made in `ray.exceptions`) that also

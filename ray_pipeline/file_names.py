@@ -9,6 +9,7 @@ or database text accepts. Such a name is written twice: readable in `path` (unde
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 PATH_BYTES = "path_bytes"
 
@@ -35,6 +36,14 @@ def recorded_path(fields: dict) -> str | None:
     return fields.get("path")
 
 
-def failure(path: str, reason: str) -> dict[str, str]:
-    """A failed file as reports carry it: {"path", "reason"}, and "path_bytes" for a non-UTF-8 name."""
-    return {"path": path_text(path), "reason": reason, **exact_name(path)}
+@dataclass(frozen=True)
+class FileFailure:
+    """A file (or folder) that failed, and why."""
+
+    path: str  # the real path, which need not be UTF-8
+    reason: str
+
+    def as_json(self) -> dict[str, str]:
+        """As reports carry it (errors file, status JSON): {"path", "reason"}, and "path_bytes" for a
+        non-UTF-8 name."""
+        return {"path": path_text(self.path), "reason": self.reason, **exact_name(self.path)}

@@ -18,13 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ray_pipeline.config import IngestConfig
-from ray_pipeline.discover import photo_paths
-from ray_pipeline.file_names import recorded_path
+from ray_pipeline.discover import Listing, photo_paths
+from ray_pipeline.file_names import FileFailure
 from ray_pipeline.journey import read_file
 from ray_pipeline.progress import Reporter, announce
 from ray_pipeline.prune import PrunePlan, folders_holding, plan_prune
 from ray_pipeline.runtime import init_ray, running_cluster
-from ray_pipeline.store import opened_here
+from ray_pipeline.store import RecordStore, opened_for_writing, opened_here
 from ray_pipeline.summary import Tally, summary_of
 from ray_pipeline.unchanged import Stored, stored_before_start, unchanged_files
 
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 class IngestResult:
     summary: dict  # the line the command prints last
     tally: Tally
-    errors: list[dict]  # the files' and the captions' failures
+    errors: list[FileFailure]  # the files' and the captions' failures
     random_weights: bool
     pruned: list[str]  # what prune did, one line each
     holds: dict[str, str]  # {path: id} of the listed files whose bytes are known (with prune)
@@ -45,27 +45,30 @@ def run_ingest(config: IngestConfig) -> IngestResult:
     """Run one ingestion to the end."""
     started = time.monotonic()
     tally = Tally()  # files and folders that fail before any worker sees them are counted here
-    paths, problems = photo_paths(_listed(config), config.manifest)
-    tally.fail(problems)
-    after = AfterFiles(config, paths, problems)
+    listing = photo_paths(_listed(config), config.manifest)
+    tally.fail(listing.problems)
+    after = AfterFiles(config, listing)
     if config.dry_run:
         return _dry_run(config, after, tally, started)
+    paths = listing.paths
     stored = stored_before_start(config.target, paths, config.within, config.rehash)
     captioned, caption_errors = None, []
     if stored is not None and not config.caption and stored.covers(paths, config.model):
         logger.info("all %d files are stored already%s: nothing to embed, no job to run (--rehash reads them all)", len(paths),
                     f" or failed before ({len(stored.failed)}, unchanged since)" if stored.failed else "")
-        random_weights = bool(stored.collection_metadata.get("random_weights"))
-        reporter = _report_without_job(config, tally, stored)
+        random_weights = bool((stored.collection_metadata or {}).get("random_weights"))
+        reporter = _report_without_job(config, listing, tally, stored)
         if config.prune:
             with opened_here(config.target) as store:
-                after(store, stored, tally)
-    elif _runs_here(config, paths, stored):
+                if store is not None:  # covered: the collection is there
+                    after(store, stored, tally)
+    elif stored is not None and _runs_here(config, paths, stored):
         random_weights, reporter = _ingest_here(config, paths, stored, tally, after), Reporter(None)
     else:
         from ray_pipeline.pipeline import run_pipeline  # Ray, Ray Data and torch load only when needed
 
-        captioned, caption_errors, random_weights, reporter = run_pipeline(config, paths, stored, tally, after)
+        job = run_pipeline(config, listing, stored, tally, after)
+        captioned, caption_errors, random_weights, reporter = job.captioned, job.caption_errors, job.random_weights, job.reporter
     summary = summary_of(config.target.collection, tally, time.monotonic() - started, captioned)
     errors = tally.errors + caption_errors
     reporter.finish(summary, errors)
@@ -84,10 +87,10 @@ class AfterFiles:
     """What a run does once its files are through, where the collection is open: remember the failures,
     and prune. Called with the store (a ChromaStore or StoreHandle), what it held before, and the tally."""
 
-    def __init__(self, config: IngestConfig, paths: list[str], problems: list[dict]):
+    def __init__(self, config: IngestConfig, listing: Listing):
         self.config = config
-        self.paths = paths
-        self.problems = problems
+        self.paths = listing.paths
+        self.problems = listing.problems
         self.plan = PrunePlan()
         self.holds: dict[str, str] = {}
 
@@ -98,7 +101,7 @@ class AfterFiles:
         missing_too = self.config.prune_missing_folders
         return [path for path in given if os.path.isdir(path) or (missing_too and not os.path.lexists(path))]
 
-    def __call__(self, store, stored: Stored, tally: Tally) -> None:
+    def __call__(self, store: RecordStore, stored: Stored, tally: Tally) -> None:
         stored.remember(store, tally)
         if self.config.prune:
             self.holds = {**stored.holds(), **{path: record_id for record_id, path in tally.held}}
@@ -106,10 +109,10 @@ class AfterFiles:
             self.plan.apply(store)
             tally.removed = len(self.plan.removals)
 
-    def prune(self, store, holds: dict[str, str]) -> None:
+    def prune(self, store: RecordStore, holds: dict[str, str]) -> None:
         """Plan what goes, from {path: id} of the listed files whose bytes are known."""
         folders = self.folders
-        kept = tuple(recorded_path(problem) for problem in self.problems)  # folders that could not be listed
+        kept = tuple(problem.path for problem in self.problems)  # folders that could not be listed
         self.plan = plan_prune(store.records_under(folders) if folders else {}, holds, folders,
                                folders_holding(self.paths), kept, self.config.prune_missing_folders)
         if self.plan.moves:
@@ -138,21 +141,20 @@ def _sha256(path: str) -> str | None:
         return None
 
 
-def _report_without_job(config: IngestConfig, tally: Tally, stored: Stored) -> Reporter:
+def _report_without_job(config: IngestConfig, listing: Listing, tally: Tally, stored: Stored) -> Reporter:
     """Count the settled files; progress and metrics are reported where a job would have run (a
     cluster that is up already), and no Ray is started just for them."""
     stored.count_into(tally)
-    discovered = sum(tally.counts.values())
     if not (config.progress_id or running_cluster()):
         return Reporter(None)
     init_ray()
-    return announce(config.progress_id, config.target.collection, discovered, dict(tally.counts), tally.errors)
+    return announce(config.progress_id, config.target.collection, listing.discovered, tally)
 
 
-def _runs_here(config: IngestConfig, paths: list[str], stored: Stored | None) -> bool:
+def _runs_here(config: IngestConfig, paths: list[str], stored: Stored) -> bool:
     """A few files to read and no cluster to join: no Ray at all. Captions and live progress need the
     cluster's Serve app and progress board; a folder another process holds is reached through Ray."""
-    if stored is None or config.caption or config.progress_id or running_cluster():
+    if config.caption or config.progress_id or running_cluster():
         return False
     return len(stored.left_to_read(paths)) <= config.inline_max_files
 
@@ -172,7 +174,7 @@ def _ingest_here(config: IngestConfig, paths: list[str], stored: Stored, tally: 
     compile = "on" if config.compile == "on" else "off"
     encoder = ImageEncoder(resolved, local_device(config.device), compile, CHUNK, network=network)
     stored.count_into(tally, keep_stored=config.keeps_contents)
-    with opened_here(config.target, resolved.collection_metadata()) as store:
+    with opened_for_writing(config.target, resolved.collection_metadata()) as store:
         tally.add(ingest_left_to_read(paths, stored, store, resolved.geometry, config.max_pixels, config.within,
                                       encoder.encode, config.keeps_contents))
         after(store, stored, tally)

@@ -16,8 +16,12 @@ from itertools import islice
 
 import numpy as np
 
-from ray_pipeline.journey import NEW, Journey, PhotoFile
+from ray_pipeline.decode import InputGeometry
+from ray_pipeline.journey import Journey, PhotoFile
+from ray_pipeline.outcome import Outcome
+from ray_pipeline.store import RecordStore
 from ray_pipeline.summary import Tally
+from ray_pipeline.unchanged import Stored
 
 CHUNK = 8  # files per journey: small, so the first vectors are written soon and memory stays low
 THREADS = 2  # journeys at once: decoders release the GIL, so these overlap each other and the model
@@ -26,7 +30,7 @@ THREADS = 2  # journeys at once: decoders release the GIL, so these overlap each
 Encode = Callable[[np.ndarray], np.ndarray]
 
 
-def ingest_inline(paths: list[str], journey: Journey, encode: Encode, store, *, keep_stored: bool = False,
+def ingest_inline(paths: list[str], journey: Journey, encode: Encode, store: RecordStore, *, keep_stored: bool = False,
                   on_chunk: Callable[[list[PhotoFile], Tally], None] | None = None) -> Tally:
     """Read, embed and write these files; returns their tally. `store` (a ChromaStore or StoreHandle)
     gets each chunk's new records in one upsert, so a record is written whole or not at all.
@@ -52,7 +56,7 @@ def ingest_inline(paths: list[str], journey: Journey, encode: Encode, store, *, 
     return tally
 
 
-def ingest_left_to_read(paths: list[str], stored, store, geometry, max_pixels: int, within: tuple[str, ...],
+def ingest_left_to_read(paths: list[str], stored: Stored, store: RecordStore, geometry: InputGeometry, max_pixels: int, within: tuple[str, ...],
                         encode: Encode, keep_stored: bool, on_chunk=None) -> Tally:
     """The files of `paths` that `stored` (an `unchanged.Stored`) leaves to read, on their journeys in
     this process: a copy of a stored file is a duplicate, the vectors come from `encode`, the records
@@ -71,21 +75,21 @@ def report_chunk(collection: str, reporter, files: list[PhotoFile], chunk: Tally
     from ray_pipeline.metrics import count_files, metrics, observe_files
 
     reporter.add(chunk.counts, chunk.errors)
-    count_files(collection, chunk.counts)
+    count_files(collection, chunk.outcomes)
     observe_files(collection, files)
     if chunk.seconds["embed"]:
         metrics().embed_seconds.observe(chunk.seconds["embed"], tags={"collection": collection})
 
 
-def _write(files: list[PhotoFile], encode: Encode, store) -> Tally:
+def _write(files: list[PhotoFile], encode: Encode, store: RecordStore) -> Tally:
     """Embed the chunk's new files and upsert their records; the seconds each stage took."""
     written = Tally()
     written.seconds["read"] = sum(f.read_seconds for f in files)
     written.seconds["decode"] = sum(f.decode_seconds for f in files)
-    new = [f for f in files if f.status == NEW]
+    new = [f for f in files if f.status == Outcome.NEW]
     if new:
         started = time.perf_counter()
-        vectors = encode(np.stack([f.photo.pixels for f in new]))
+        vectors = encode(np.stack([f.picture.pixels for f in new]))
         written.seconds["embed"] = time.perf_counter() - started
         started = time.perf_counter()
         store.upsert([f.id for f in new], np.asarray(vectors, np.float32), [f.metadata for f in new])

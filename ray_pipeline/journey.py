@@ -15,15 +15,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from ray_pipeline.decode import HEIF_FORMATS, DecodedPhoto, DecodeError, InputGeometry, decode_image, decode_raw
 from ray_pipeline.discover import extension_of, is_heif, is_raw, is_within
 from ray_pipeline.file_names import PATH_BYTES, path_fields, path_text, recorded_path
 from ray_pipeline.filters import filter_keys, folders_field
+from ray_pipeline.outcome import Outcome
+from ray_pipeline.store import RecordStore
 
-# What becomes of each file: embedded and stored, stored already, a copy of another listed file, failed.
-NEW, EXISTING, DUPLICATE, FAILED = "new", "existing", "duplicate", "failed"
 # Reasons that say nothing of the file itself: they hang on this run's settings or a passing state.
 PERMISSION_DENIED, READ_ERROR, OUTSIDE_ROOTS = "permission denied", "cannot read file", "resolves outside the allowed folders"
 STAT_FIELDS = ("file_size", "mtime", "mtime_ns")
@@ -99,15 +98,7 @@ def record_metadata(file: FileBytes, photo: DecodedPhoto) -> dict:
     return {**metadata, **filter_keys(metadata)}
 
 
-class RecordLookup(Protocol):
-    """What a journey needs of the collection: a ChromaStore, or a StoreHandle that reaches one."""
-
-    def records(self, ids: list[str]) -> dict[str, dict[str, Any]]: ...
-
-    def merge_metadata(self, changes: dict[str, dict]) -> None: ...
-
-
-def refresh_records(store: RecordLookup, read: dict[str, tuple[FileBytes, dict]]) -> None:
+def refresh_records(store: RecordStore, read: dict[str, tuple[FileBytes, dict]]) -> None:
     """Bring stored records {id: (file just read, its record's metadata)} up to date: a file touched or
     copied with a new mtime gets its new stat (so the next run skips it unread), and a record whose file
     has moved gets the path it now has."""
@@ -145,7 +136,7 @@ class PhotoFile:
     """One file on its journey: each step records what it learnt, or why the file stops there."""
 
     path: str
-    status: str = FAILED
+    status: Outcome = Outcome.FAILED
     reason: str = ""
     id: str = ""
     file: FileBytes | None = None
@@ -159,7 +150,7 @@ class PhotoFile:
         try:
             self.file = read_file(self.path)
         except OSError as exc:
-            self.reason = exc.strerror
+            self.reason = exc.strerror or str(exc)
             return
         self.id = hashlib.sha256(self.file.data).hexdigest()
         self.read_seconds = time.perf_counter() - started
@@ -168,16 +159,30 @@ class PhotoFile:
         """Decode at the model's size, or say why the picture cannot be made."""
         started = time.perf_counter()
         try:
-            self.photo = decode_file(self.file, geometry, max_pixels)
-            self.status = NEW
+            self.photo = decode_file(self.read_bytes, geometry, max_pixels)
+            self.status = Outcome.NEW
         except DecodeError as exc:
             self.reason = str(exc)
         self.decode_seconds = time.perf_counter() - started
 
     @property
+    def read_bytes(self) -> FileBytes:
+        """The file as read (a file that was read: it has an id)."""
+        if self.file is None:
+            raise ValueError(f"{self.path} was not read")
+        return self.file
+
+    @property
+    def picture(self) -> DecodedPhoto:
+        """The decoded picture (a new file's only)."""
+        if self.photo is None:
+            raise ValueError(f"{self.path} was not decoded")
+        return self.photo
+
+    @property
     def metadata(self) -> dict:
-        """The record's metadata (a NEW file's only)."""
-        return record_metadata(self.file, self.photo)
+        """The record's metadata (a new file's only)."""
+        return record_metadata(self.read_bytes, self.picture)
 
 
 @dataclass(frozen=True)
@@ -185,14 +190,14 @@ class Journey:
     """What every file's journey needs: the collection's records, who owns a content in this ingestion
     (`claim`: a DuplicateRegistry's claim, local or through Ray), and the model's input."""
 
-    store: RecordLookup
+    store: RecordStore
     claim: Callable[[list[tuple[str, str]]], list[bool]]
     geometry: InputGeometry
     max_pixels: int
     within: tuple[str, ...] = ()  # resolved folders the files must really lie in; () for anywhere
 
     def run(self, paths: list[str]) -> list[PhotoFile]:
-        """Take these files as far as they go: NEW files come back decoded, the others with their status."""
+        """Take these files as far as they go: new files come back decoded, the others with their status."""
         files = [PhotoFile(path) for path in paths]
         for photo in files:
             if self.within and not is_within(os.path.realpath(photo.path), self.within):
@@ -216,10 +221,10 @@ class Journey:
             if owns:
                 owned.append(photo)
             else:
-                photo.status = DUPLICATE
+                photo.status = Outcome.DUPLICATE
         stored = self.store.records(sorted({photo.id for photo in owned})) if owned else {}
-        refresh_records(self.store, {photo.id: (photo.file, stored[photo.id]) for photo in owned if photo.id in stored})
+        refresh_records(self.store, {photo.id: (photo.read_bytes, stored[photo.id]) for photo in owned if photo.id in stored})
         for photo in owned:
             if photo.id in stored:
-                photo.status = EXISTING
-        return [photo for photo in owned if photo.status != EXISTING]
+                photo.status = Outcome.EXISTING
+        return [photo for photo in owned if photo.status != Outcome.EXISTING]

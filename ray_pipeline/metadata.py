@@ -51,7 +51,7 @@ def _degrees(dms: Any, ref: Any) -> float | None:
     if not isinstance(dms, tuple) or len(dms) != 3:
         return None
     parts = [_number(p) for p in dms]
-    if any(p is None for p in parts):
+    if parts[0] is None or parts[1] is None or parts[2] is None:
         return None
     degrees = parts[0] + parts[1] / 60 + parts[2] / 3600
     return -degrees if _text(ref) in ("S", "W") else degrees

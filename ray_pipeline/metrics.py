@@ -3,7 +3,10 @@ appear in the Ray dashboard's Grafana views next to Ray's own."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
+
+from ray_pipeline.outcome import Outcome
 
 COLLECTION = ("collection",)
 
@@ -19,7 +22,7 @@ class PipelineMetrics:
 
         self.files = {
             key: counter(f"files_{key}", f"files {key} by ingestion jobs")
-            for key in ("discovered", "embedded", "skipped", "duplicate", "failed")
+            for key in ("discovered", *(outcome.metric for outcome in Outcome))
         }
         self.bytes_read = counter("bytes_read", "bytes read from photo files")
         self.captions = counter("captions", "captions written")
@@ -44,10 +47,11 @@ def observe_files(collection: str, files) -> None:
             metrics().decode_seconds.observe(photo.decode_seconds, tags=tags)
 
 
-def count_files(collection: str, counts: dict[str, int]) -> None:
-    """Summary counts ("embedded", "skipped_existing", ...) onto the file counters."""
-    names = {"discovered": "discovered", "embedded": "embedded", "skipped_existing": "skipped",
-             "duplicates": "duplicate", "failed": "failed"}
-    for key, value in counts.items():
-        if key in names and value:
-            metrics().files[names[key]].inc(value, tags={"collection": collection})
+def count_files(collection: str, outcomes: Mapping[Outcome, int], discovered: int = 0) -> None:
+    """Files by outcome, and files discovered, onto the file counters."""
+    tags = {"collection": collection}
+    if discovered:
+        metrics().files["discovered"].inc(discovered, tags=tags)
+    for outcome, value in outcomes.items():
+        if value:  # Ray counters take positive increments only
+            metrics().files[outcome.metric].inc(value, tags=tags)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import pyarrow as pa
 import ray
@@ -14,11 +17,13 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from ray_pipeline import model as clip_model
 from ray_pipeline.caption import caption_records, check_captioner
 from ray_pipeline.config import DECODE_ACTOR_MEMORY, DECODE_BATCH_SIZE, IngestConfig
-from ray_pipeline.embed import EmbedImages
+from ray_pipeline.discover import Listing
+from ray_pipeline.embed import EmbedImages, EmbedOptions
 from ray_pipeline.errors import UserFacingError, user_facing_reason
+from ray_pipeline.file_names import FileFailure
 from ray_pipeline.journey import DuplicateRegistry
 from ray_pipeline.prepare import PrepareImages
-from ray_pipeline.progress import announce
+from ray_pipeline.progress import Reporter, announce
 from ray_pipeline.runtime import init_ray, quiet_ray_data_actors
 from ray_pipeline.sink import ChromaDatasink
 from ray_pipeline.store import (
@@ -71,10 +76,10 @@ def _start_owner(target: StoreTarget, here) -> tuple[object, object, object]:
     if not target.embedded:
         return None, None, None
     try:
-        return ray.get_actor(owner_name(target.path), namespace=OWNER_NAMESPACE), None, None
+        return ray.get_actor(owner_name(target.folder), namespace=OWNER_NAMESPACE), None, None
     except ValueError:
         owner = ray.remote(EmbeddedOwner).options(num_cpus=0, scheduling_strategy=here).remote()
-        return owner, owner, owner.open_folder.remote(target.path)
+        return owner, owner, owner.open_folder.remote(target.folder)
 
 
 def _open_store(target: StoreTarget, owner, opening, collection_metadata: dict) -> StoreHandle:
@@ -91,90 +96,139 @@ def _claim(registry, pairs: list[tuple[str, str]]) -> None:
         ray.get(registry.claim.remote(pairs[start : start + CLAIMS_PER_CALL]))
 
 
-def _actor_plan(device: str, actors: tuple[int, int] | None) -> dict:
+@dataclass(frozen=True)
+class ActorPlan:
+    """How many actors of each stage, and what each holds; the job summary records it."""
+
+    embed_actors: tuple[int, int]  # the embedding pool's bounds
+    embed_cpus: float  # CPUs each embedding actor holds
+    embed_threads: int  # torch threads of a CPU embedding actor
+    decode_actors: int
+    decode_cpus: float  # CPUs each decode actor holds
+
+
+def plan_actors(device: str, actors: tuple[int, int] | None, free_cpus: float, gpus: int) -> ActorPlan:
     """How the CPUs free now are shared: a reserve for light tasks, the rest between embedding and decoding.
 
     Planned from what is free, not the cluster's total, so a Serve app or another job holding CPUs
     does not leave an actor waiting forever for a CPU it can never get.
     """
-    free = ray.available_resources().get("CPU", 0)
-    budget = max(free - LIGHT_TASK_RESERVE, 0.5)
+    budget = max(free_cpus - LIGHT_TASK_RESERVE, 0.5)
+    embed_cpus: float
     if device == "cuda":
-        low, high = actors or (1, max(1, int(ray.cluster_resources().get("GPU", 1))))
+        low, high = actors or (1, max(1, gpus))
         embed_cpus = 1
     else:
         low, high = actors or (1, 1)
         share = budget / 2 / high  # CPU inference and decoding split what is free
         embed_cpus = int(share) if share >= 1 else max(0.25, share)
     decode_capacity = budget - high * embed_cpus
-    return {
-        "embed_actors": (low, high),
-        "embed_cpus": embed_cpus,
+    return ActorPlan(
+        embed_actors=(low, high),
+        embed_cpus=embed_cpus,
         # Torch threads of a CPU embedding actor: its whole CPUs; on a small machine, where it holds a
         # fraction of one, every CPU the job may use, since decoding leaves them idle between batches.
-        "embed_threads": max(1, int(embed_cpus)) if embed_cpus >= 1 else max(1, math.ceil(budget)),
+        embed_threads=max(1, int(embed_cpus)) if embed_cpus >= 1 else max(1, math.ceil(budget)),
         # On a small machine one decode actor takes a fraction of a CPU rather than starve the rest.
-        "decode_actors": max(1, int(decode_capacity)),
-        "decode_cpus": 1 if decode_capacity >= 1 else max(0.25, decode_capacity),
-    }
+        decode_actors=max(1, int(decode_capacity)),
+        decode_cpus=1 if decode_capacity >= 1 else max(0.25, decode_capacity),
+    )
 
 
-def run_pipeline(config: IngestConfig, paths: list[str], stored: Stored | None, tally: Tally, after) -> tuple:
+@dataclass(frozen=True)
+class JobResult:
+    """What the Ray job leaves beside the tally."""
+
+    captioned: int | None  # files captioned; None when captions were not asked for
+    caption_errors: list[FileFailure]
+    random_weights: bool
+    reporter: Reporter
+
+
+@contextmanager
+def _job_actors(target: StoreTarget) -> Iterator[tuple[object, object, object]]:
+    """(store owner, ref of its opening or None, duplicate registry) for one job, on this node (the local
+    folder); the job's own actors are stopped however it ends, which releases an embedded Chroma folder
+    now, not when garbage collection gets to it."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    owner, own_owner, opening = _start_owner(target, here)
+    registry = ray.remote(DuplicateRegistry).options(num_cpus=0, scheduling_strategy=here).remote()
+    try:
+        yield owner, opening, registry
+    finally:
+        for actor in (own_owner, registry):
+            if actor is not None:
+                ray.kill(actor)
+
+
+def run_pipeline(config: IngestConfig, listing: Listing, stored: Stored | None, tally: Tally, after) -> JobResult:
     """Read, embed and store the listed files that `stored` does not cover (None: check through the
     store's owner once Ray is up). `tally` holds the counts so far and receives the rest; `after`
-    (an `ingest.AfterFiles`) runs once the files are through, while the store is still open.
-
-    Returns (files captioned or None, caption errors, whether the weights are random, the reporter).
-    """
+    (an `ingest.AfterFiles`) runs once the files are through, while the store is still open."""
     resolving = _in_background(clip_model.resolve, config.model)  # the model loads while Ray starts
     logger.info("running on %s", init_ray())
     if config.caption:
         check_captioner(config.serve_app)  # before any work, not after the embeddings
     device = choose_device(config.device)
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)  # the local folder
-    owner, own_owner, opening = _start_owner(config.target, here)
-    registry = ray.remote(DuplicateRegistry).options(num_cpus=0, scheduling_strategy=here).remote()
-    try:  # from here on, the job's own actors are stopped however it ends
+    with _job_actors(config.target) as (owner, opening, registry):
         resolved, _ = resolving.result()
         clip_model.warn_if_random(resolved, config.target.collection)
         # Reachable, and written by this very model (else refused), before any file is read.
         store = _open_store(config.target, owner, opening, resolved.collection_metadata())
-        batch_size = config.batch_size or (256 if device == "cuda" else 32)
-        plan = _actor_plan(device, config.actors)
         if stored is None:  # the embedded folder's owner answers now
-            stored = stored_in(store, paths, config.within, config.rehash)
-        to_read = stored.left_to_read(paths)
-        if len(to_read) < len(paths):
-            logger.info("%d of %d files are stored already: the job does not read them (--rehash reads them all)",
-                        len(paths) - len(to_read), len(paths))
-            _claim(registry, stored.claims())
-        discovered = len(paths) + tally.counts["failed"]
+            stored = stored_in(store, listing.paths, config.within, config.rehash)
+        to_read = _left_to_read(listing.paths, stored, registry)
         stored.count_into(tally, keep_stored=config.keeps_contents)
-        reporter = announce(config.progress_id, config.target.collection, discovered, dict(tally.counts), tally.errors)
+        reporter = announce(config.progress_id, config.target.collection, listing.discovered, tally)
         sink = ChromaDatasink(store, reporter, keep_stored=config.keeps_contents)
-        prepare = {"store": store, "registry": registry, "geometry": resolved.geometry, "max_pixels": config.max_pixels,
-                   "within": config.within}
-        embed = {"resolved": resolved, "device": device, "compile": config.compile, "batch_size": batch_size,
-                 "collection": config.target.collection, "threads": plan["embed_threads"]}
-        try:
-            if to_read:  # nothing new: what is left is captions, if asked for
-                with quiet_ray_data_actors():
-                    _read_embed_write(to_read, prepare, embed, plan, sink)
-        except Exception as exc:
-            reason = user_facing_reason(exc)
-            if reason is None:
-                raise
-            raise PipelineError(f"the job stopped: {reason}") from None
+        if to_read:  # nothing new: what is left is captions, if asked for
+            _run_job(to_read, _stages(config, device, store, registry, resolved), sink)
         tally.add(sink.tally)
         after(store, stored, tally)
         captioned, caption_errors = (
             caption_records(store, tally.stored, config.serve_app, reporter) if config.caption else (None, [])
         )
-    finally:  # release the embedded Chroma folder now, not when garbage collection gets to it
-        for actor in (own_owner, registry):
-            if actor is not None:
-                ray.kill(actor)
-    return captioned, caption_errors, resolved.random_weights, reporter
+    return JobResult(captioned, caption_errors, resolved.random_weights, reporter)
+
+
+def _left_to_read(paths: list[str], stored: Stored, registry) -> list[str]:
+    """The files the job reads; those passed over are claimed first in its duplicate registry."""
+    to_read = stored.left_to_read(paths)
+    if len(to_read) < len(paths):
+        logger.info("%d of %d files are stored already: the job does not read them (--rehash reads them all)",
+                    len(paths) - len(to_read), len(paths))
+        _claim(registry, stored.claims())
+    return to_read
+
+
+@dataclass(frozen=True)
+class Stages:
+    """The Ray Data job's actors: their constructor arguments, and how many of each."""
+
+    prepare: tuple  # PrepareImages(store, registry, geometry, max_pixels, within)
+    embed: EmbedOptions
+    plan: ActorPlan
+
+
+def _stages(config: IngestConfig, device: str, store: StoreHandle, registry, resolved) -> Stages:
+    resources = ray.cluster_resources()
+    plan = plan_actors(device, config.actors, ray.available_resources().get("CPU", 0), int(resources.get("GPU", 0)))
+    embed = EmbedOptions(resolved=resolved, device=device, compile=config.compile,
+                         batch_size=config.batch_size or (256 if device == "cuda" else 32),
+                         collection=config.target.collection, threads=plan.embed_threads)
+    return Stages((store, registry, resolved.geometry, config.max_pixels, config.within), embed, plan)
+
+
+def _run_job(paths: list[str], stages: Stages, sink: ChromaDatasink) -> None:
+    """The Ray Data job; an error users can act on stops it with that one line."""
+    try:
+        with quiet_ray_data_actors():
+            _read_embed_write(paths, stages, sink)
+    except Exception as exc:
+        reason = user_facing_reason(exc)
+        if reason is None:
+            raise
+        raise PipelineError(f"the job stopped: {reason}") from None
 
 
 def _in_background(function, *args) -> Future:
@@ -186,29 +240,29 @@ def _in_background(function, *args) -> Future:
         pool.shutdown(wait=False)
 
 
-def _read_embed_write(paths: list[str], prepare: dict, embed: dict, plan: dict, sink: ChromaDatasink) -> None:
+def _read_embed_write(paths: list[str], stages: Stages, sink: ChromaDatasink) -> None:
     """The Ray Data job: CPU actors read, hash and decode; embedding actors (GPU or CPU) encode; light
-    tasks write. `prepare` and `embed` are the actors' constructor arguments, `plan` their sizes."""
+    tasks write."""
+    plan = stages.plan
     (
         _paths_dataset(paths)
         .map_batches(
             PrepareImages,
-            fn_constructor_kwargs=prepare,
+            fn_constructor_args=stages.prepare,
             batch_size=DECODE_BATCH_SIZE,
             # All decode actors from the start, spread over the nodes (Ray Data's default for actor pools):
             # reading is I/O on each node.
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan["decode_actors"],
-                                               initial_size=plan["decode_actors"]),
-            num_cpus=plan["decode_cpus"],
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan.decode_actors, initial_size=plan.decode_actors),
+            num_cpus=plan.decode_cpus,
             memory=DECODE_ACTOR_MEMORY,
         )
         .map_batches(
             EmbedImages,
-            fn_constructor_kwargs=embed,
-            batch_size=embed["batch_size"],
-            compute=ray.data.ActorPoolStrategy(min_size=plan["embed_actors"][0], max_size=plan["embed_actors"][1]),
-            num_gpus=1 if embed["device"] == "cuda" else 0,
-            num_cpus=plan["embed_cpus"],
+            fn_constructor_args=(stages.embed,),
+            batch_size=stages.embed.batch_size,
+            compute=ray.data.ActorPoolStrategy(min_size=plan.embed_actors[0], max_size=plan.embed_actors[1]),
+            num_gpus=1 if stages.embed.device == "cuda" else 0,
+            num_cpus=plan.embed_cpus,
         )
         .write_datasink(sink, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
     )

@@ -12,14 +12,16 @@ import os
 import numpy as np
 
 from ray_pipeline.decode import InputGeometry
-from ray_pipeline.journey import NEW, Journey, PhotoFile
+from ray_pipeline.journey import Journey, PhotoFile
 from ray_pipeline.metrics import observe_files
+from ray_pipeline.outcome import Outcome
+from ray_pipeline.store import StoreHandle
 
 
 class PrepareImages:
     """Ray Data class UDF for the CPU stage; one instance per CPU actor."""
 
-    def __init__(self, store, registry, geometry: InputGeometry, max_pixels: int, within: tuple[str, ...] = ()):
+    def __init__(self, store: StoreHandle, registry, geometry: InputGeometry, max_pixels: int, within: tuple[str, ...] = ()):
         """`store`: a StoreHandle; `registry`: the job's DuplicateRegistry actor."""
         import ray
 
@@ -44,10 +46,10 @@ def rows_of(files: list[PhotoFile]) -> dict[str, np.ndarray]:
     return {
         "path": column(os.fsencode(photo.path) for photo in files),  # bytes: a name need not be UTF-8
         "id": column(photo.id for photo in files),
-        "status": column(photo.status for photo in files),
+        "status": column(photo.status.value for photo in files),
         "reason": column(photo.reason for photo in files),
-        "pixels": column(photo.photo.pixels.tobytes() if photo.status == NEW else b"" for photo in files),
-        "metadata": column(json.dumps(photo.metadata) if photo.status == NEW else "" for photo in files),
+        "pixels": column(photo.picture.pixels.tobytes() if photo.status == Outcome.NEW else b"" for photo in files),
+        "metadata": column(json.dumps(photo.metadata) if photo.status == Outcome.NEW else "" for photo in files),
         "read_seconds": np.array([photo.read_seconds for photo in files]),
         "decode_seconds": np.array([photo.decode_seconds for photo in files]),
     }

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from ray_pipeline.file_names import FileFailure
 from ray_pipeline.metrics import count_files
+from ray_pipeline.summary import Tally
 
 BOARD_NAME = "ingest-progress"
 BOARD_NAMESPACE = "ray_pipeline"
@@ -140,9 +143,9 @@ class Reporter:
         if self.board is not None:
             self.board.start.remote(self.job_id, discovered)
 
-    def add(self, counts: dict[str, int], errors: list[dict] | None = None) -> None:
+    def add(self, counts: dict[str, int], errors: Sequence[FileFailure] = ()) -> None:
         if self.board is not None:
-            self.board.add.remote(self.job_id, dict(counts), list(errors or [])[:MAX_ERRORS])
+            self.board.add.remote(self.job_id, dict(counts), [error.as_json() for error in errors[:MAX_ERRORS]])
 
     def flush(self) -> None:
         """Return once the board has taken every count sent so far (one process's calls run in order)."""
@@ -151,18 +154,18 @@ class Reporter:
 
             ray.get(self.board.get.remote(self.job_id))
 
-    def finish(self, summary: dict, errors: list[dict]) -> None:
+    def finish(self, summary: dict, errors: Sequence[FileFailure]) -> None:
         if self.board is not None:
             import ray
 
-            ray.get(self.board.finish.remote(self.job_id, summary, errors[:MAX_ERRORS]))
+            ray.get(self.board.finish.remote(self.job_id, summary, [error.as_json() for error in errors[:MAX_ERRORS]]))
 
 
-def announce(job_id: str | None, collection: str, discovered: int, counts: dict[str, int], errors: list[dict]) -> Reporter:
-    """The job's reporter, told what is known before any file is read, with the same counts on the
-    metrics. Ray must be up."""
+def announce(job_id: str | None, collection: str, discovered: int, tally: Tally) -> Reporter:
+    """The job's reporter, told what is known before any file is read (`tally`: the files settled so
+    far), with the same counts on the metrics. Ray must be up."""
     reporter = Reporter(job_id)
     reporter.start(discovered)
-    reporter.add(counts, errors)
-    count_files(collection, {"discovered": discovered, **counts})
+    reporter.add(tally.counts, tally.errors)
+    count_files(collection, tally.outcomes, discovered)
     return reporter

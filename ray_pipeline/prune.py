@@ -18,8 +18,9 @@ import os
 from dataclasses import dataclass, field
 
 from ray_pipeline.discover import is_within
-from ray_pipeline.file_names import failure, path_text, recorded_path
+from ray_pipeline.file_names import FileFailure, path_text, recorded_path
 from ray_pipeline.journey import FileBytes, moved_fields
+from ray_pipeline.store import RecordStore
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +39,9 @@ class Removal:
 class PrunePlan:
     removals: list[Removal] = field(default_factory=list)
     moves: dict[str, str] = field(default_factory=dict)  # record id -> a listed file that holds its bytes
-    refused: list[dict] = field(default_factory=list)  # {"path", "reason"} of folders that remove nothing
+    refused: list[FileFailure] = field(default_factory=list)  # folders that remove nothing, and why
 
-    def apply(self, store) -> None:
+    def apply(self, store: RecordStore) -> None:
         """Move, then remove (a ChromaStore or StoreHandle). A copy that vanished since it was listed
         takes no record: that record stays as it was, for the next run to settle."""
         moves = {}
@@ -57,7 +58,7 @@ class PrunePlan:
     def describe(self) -> list[str]:
         """One line per record removed, then per folder refused, for people."""
         return ([f"removed: {path_text(r.path)} ({r.reason})" for r in self.removals]
-                + [f"kept every record under {refusal['path']}: {refusal['reason']}" for refusal in self.refused])
+                + [f"kept every record under {path_text(refusal.path)}: {refusal.reason}" for refusal in self.refused])
 
 
 def _moved_to(path: str) -> dict:
@@ -172,7 +173,7 @@ def plan_prune(records: dict[str, dict], holds: dict[str, str], folders: list[st
     def refuse(folder: str, reason: str) -> None:
         refused.append(folder)
         if any(is_within(recorded_path(metadata) or "", (folder,)) for metadata in records.values()):
-            plan.refused.append(failure(folder, f"{reason} (--prune-missing-folders overrides)"))
+            plan.refused.append(FileFailure(folder, f"{reason} (--prune-missing-folders overrides)"))
 
     for folder in folders:
         recorded = sum(1 for metadata in records.values() if is_within(recorded_path(metadata) or "", (folder,)))

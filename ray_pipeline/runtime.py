@@ -74,7 +74,7 @@ def _check_token(address: str) -> None:
     `ray.init` would retry for 20 s, then only say it cannot connect: ask once, and say why."""
     if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" or "://" in address:
         return
-    from ray._raylet import GcsClient
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]
     from ray.exceptions import AuthenticationError
 
     try:

@@ -14,7 +14,7 @@ from ray_pipeline.embed import ClipEncoder
 from ray_pipeline.file_names import exact_name, recorded_path
 from ray_pipeline.filters import SearchFilters
 from ray_pipeline.journey import decode_file, read_file
-from ray_pipeline.store import ChromaStore, StoreTarget
+from ray_pipeline.store import ChromaStore, RecordStore, StoreTarget
 
 logger = logging.getLogger(__name__)
 _UNDATED = -(2**62)  # sorts records with no capture date after every dated one
@@ -54,7 +54,7 @@ def _result(record_id: str, metadata: dict | None, score: float | None) -> dict:
     return result
 
 
-def _warning(store, needs_filter_keys: bool) -> str | None:
+def _warning(store: RecordStore, needs_filter_keys: bool) -> str | None:
     """What a page must say of a collection whose records lack the keys filters and listings need."""
     if not needs_filter_keys or not store.outdated:
         return None
@@ -62,7 +62,7 @@ def _warning(store, needs_filter_keys: bool) -> str | None:
             "they need until an ingestion into it brings them up to date (run the same ingest command again)")
 
 
-def top_k(store, vector: np.ndarray, k: int, filters: SearchFilters | None = None, offset: int = 0) -> ResultPage:
+def top_k(store: RecordStore, vector: np.ndarray, k: int, filters: SearchFilters | None = None, offset: int = 0) -> ResultPage:
     """Results offset+1 to offset+k of the records nearest the vector among those the filters let through
     (applied inside Chroma's query, so k come back when k match)."""
     filters = filters or SearchFilters()
@@ -72,7 +72,7 @@ def top_k(store, vector: np.ndarray, k: int, filters: SearchFilters | None = Non
     return ResultPage(results, offset, store.count() if filters.empty else None, _warning(store, not filters.empty))
 
 
-def newest_first(store, k: int, filters: SearchFilters | None = None, offset: int = 0) -> ResultPage:
+def newest_first(store: RecordStore, k: int, filters: SearchFilters | None = None, offset: int = 0) -> ResultPage:
     """Results offset+1 to offset+k of the records the filters let through, newest capture first (then
     those with no capture date, by path): browsing with no query."""
     filters = filters or SearchFilters()
@@ -88,13 +88,13 @@ def search_page(target: StoreTarget, k: int, text: str | None = None, image_path
     """A page of the photos most like a text, or like the photo at `image_path` (a JPEG, HEIC, RAW, ...
     decoded as ingestion does); with neither, of the collection, newest first."""
     store = ChromaStore(target)
-    if text is None and image_path is None:
-        return newest_first(store, k, filters, offset)
-    encoder = encoder_for(store, override)
-    if image_path is None:
-        return top_k(store, encoder.texts([text])[0], k, filters, offset)
-    photo = decode_file(read_file(image_path), encoder.resolved.geometry, DEFAULT_MAX_PIXELS)
-    return top_k(store, encoder.images.encode(photo.pixels[None])[0], k, filters, offset)
+    if image_path is not None:
+        encoder = encoder_for(store, override)
+        photo = decode_file(read_file(image_path), encoder.resolved.geometry, DEFAULT_MAX_PIXELS)
+        return top_k(store, encoder.images.encode(photo.pixels[None])[0], k, filters, offset)
+    if text is not None:
+        return top_k(store, encoder_for(store, override).texts([text])[0], k, filters, offset)
+    return newest_first(store, k, filters, offset)
 
 
 def search_text(target: StoreTarget, text: str, k: int, override: clip_model.ModelSpec | None = None,

@@ -11,15 +11,17 @@ import numpy as np
 from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
 
-from ray_pipeline.journey import NEW
 from ray_pipeline.metrics import count_files
+from ray_pipeline.outcome import Outcome
+from ray_pipeline.progress import Reporter
+from ray_pipeline.store import RecordStore
 from ray_pipeline.summary import STAGE_COLUMNS, Tally
 
 
 class ChromaDatasink(Datasink[Tally]):
     """`reporter` (progress.Reporter) gets each block's counts as soon as they are written."""
 
-    def __init__(self, store, reporter, keep_stored: bool = False):
+    def __init__(self, store: RecordStore, reporter: Reporter, keep_stored: bool = False):
         self.store = store  # StoreHandle
         self.reporter = reporter
         self.keep_stored = keep_stored  # remember (id, path) of the files, for captions and prune
@@ -30,7 +32,7 @@ class ChromaDatasink(Datasink[Tally]):
         for block in blocks:
             rows = BlockAccessor.for_block(block).to_numpy(
                 ["path", "status", "reason", "id", "embedding", "metadata", *STAGE_COLUMNS.values()])
-            new = np.flatnonzero(rows["status"] == NEW)
+            new = np.flatnonzero(rows["status"] == Outcome.NEW)
             block_tally = Tally()
             started = time.perf_counter()
             if len(new):
@@ -42,10 +44,10 @@ class ChromaDatasink(Datasink[Tally]):
             block_tally.seconds["write"] = time.perf_counter() - started
             block_tally.seconds.update({stage: float(rows[column].sum()) for stage, column in STAGE_COLUMNS.items()})
             paths = [os.fsdecode(path) for path in rows["path"]]
-            block_tally.count(zip(map(str, rows["status"]), paths, map(str, rows["reason"]), map(str, rows["id"])),
+            block_tally.count(zip([Outcome(status) for status in rows["status"]], paths, map(str, rows["reason"]), map(str, rows["id"])),
                               self.keep_stored)
             self.reporter.add(block_tally.counts, block_tally.errors)
-            count_files(self.store.target.collection, block_tally.counts)
+            count_files(self.store.target.collection, block_tally.outcomes)
             tally.add(block_tally)
         return tally
 

@@ -6,10 +6,10 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 import numpy as np
@@ -56,6 +56,13 @@ class StoreTarget:
     def embedded(self) -> bool:
         return self.url is None
 
+    @property
+    def folder(self) -> str:
+        """The embedded Chroma folder."""
+        if self.path is None:
+            raise StoreError(f"{self.describe()} has no folder")
+        return self.path
+
     def describe(self) -> str:
         return f"Chroma server {self.url}" if self.url else f"embedded Chroma at {self.path}"
 
@@ -66,9 +73,9 @@ def connect(target: StoreTarget):
     from chromadb.config import Settings
 
     settings = Settings(anonymized_telemetry=False)
-    if target.embedded:
-        os.makedirs(target.path, exist_ok=True)
-        return chromadb.PersistentClient(path=target.path, settings=settings)
+    if target.url is None:
+        os.makedirs(target.folder, exist_ok=True)
+        return chromadb.PersistentClient(path=target.folder, settings=settings)
     url = urlparse(target.url if "://" in target.url else f"http://{target.url}")
     if not url.hostname:
         raise StoreError(f"not a Chroma server URL: {target.url}")
@@ -209,7 +216,7 @@ class ChromaStore:
         wanted = {path: (size, mtime_ns) for path, size, mtime_ns in files}
         matches: dict[str, list[str]] = {}
         for record_id, metadata in self.records_at(list(wanted)).items():
-            path = recorded_path(metadata)
+            path = recorded_path(metadata) or ""  # records_at finds only records with a path
             if wanted[path] == (metadata.get("file_size"), metadata.get("mtime_ns")):
                 matches.setdefault(path, []).append(record_id)
         return {path: ids[0] for path, ids in matches.items() if len(ids) == 1}
@@ -275,7 +282,7 @@ class ChromaStore:
 
     def records_at(self, paths: list[str]) -> dict[str, dict]:
         """{id: metadata} of the records whose file is at one of these paths."""
-        wanted, found = set(paths), {}
+        wanted, found = set(paths), dict[str, dict]()
         texts = sorted({path_text(path) for path in paths})
         for start in range(0, len(texts), self.max_batch):
             batch = with_retries(self.target, self.collection.get, where={"path": {"$in": texts[start : start + self.max_batch]}},
@@ -338,22 +345,36 @@ class ChromaStore:
 
 
 @contextmanager
-def opened_here(target: StoreTarget, model_metadata: dict[str, Any] | None = None) -> Iterator[ChromaStore | None]:
-    """The collection, opened by this process for a while: the existing one (None when there is none
-    yet), or with `model_metadata` for writing (created when missing, its model checked).
+def opened_here(target: StoreTarget) -> Iterator[ChromaStore | None]:
+    """The existing collection, opened by this process for a while; None when there is none yet.
 
     An embedded folder is opened under its lock and closed again on leaving, so that another process
     (a job's owner actor) can take it next; FolderInUse when another process holds it.
     """
-    if target.embedded and model_metadata is None and not os.path.isdir(target.path):
+    if target.embedded and not os.path.isdir(target.folder):
         yield None
         return
-    with _WriterLock(target.path) if target.embedded else nullcontext(), connect(target) as client:
+    with _client_here(target) as client:
         try:
-            store = ChromaStore(target, model_metadata, client=client)
+            store = ChromaStore(target, client=client)
         except MissingCollection:
             store = None
         yield store
+
+
+@contextmanager
+def opened_for_writing(target: StoreTarget, model_metadata: dict[str, Any]) -> Iterator[ChromaStore]:
+    """The collection opened by this process for writing (created when missing, its model checked), as
+    `opened_here` opens it."""
+    with _client_here(target) as client:
+        yield ChromaStore(target, model_metadata, client=client)
+
+
+@contextmanager
+def _client_here(target: StoreTarget) -> Iterator[Any]:
+    """A client of this process, under the embedded folder's lock."""
+    with _WriterLock(target.folder) if target.embedded else nullcontext(), connect(target) as client:
+        yield client
 
 
 def list_collections(client) -> list[dict]:
@@ -438,8 +459,60 @@ def long_lived_owner(chroma_path: str, detached: bool):
     return owner
 
 
+class RecordStore(Protocol):
+    """The one interface to a collection: a ChromaStore, opened in this process, and a StoreHandle, which
+    reaches one from any Ray worker, both satisfy it (a type checker holds them to it)."""
+
+    target: StoreTarget
+
+    @property
+    def metadata(self) -> dict[str, Any]: ...
+
+    @property
+    def outdated(self) -> bool: ...
+
+    def records(self, ids: list[str]) -> dict[str, dict]: ...
+
+    def records_at(self, paths: list[str]) -> dict[str, dict]: ...
+
+    def records_under(self, folders: list[str]) -> dict[str, dict]: ...
+
+    def unchanged(self, files: list[tuple[str, int, int]]) -> dict[str, str]: ...
+
+    def matching(self, where: dict | None, where_document: dict | None) -> dict[str, dict]: ...
+
+    def count(self) -> int: ...
+
+    def query(self, embedding: np.ndarray, k: int, where: dict | None = None,
+              where_document: dict | None = None) -> dict: ...
+
+    def uncaptioned(self, ids: list[str]) -> list[str]: ...
+
+    def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict]) -> None: ...
+
+    def merge_metadata(self, changes: dict[str, dict]) -> None: ...
+
+    def set_captions(self, ids: list[str], captions: list[str]) -> None: ...
+
+    def delete(self, ids: list[str]) -> None: ...
+
+    def failed_before(self, states: dict[str, FileState]) -> dict[str, str | None]: ...
+
+    def remember_failures(self, failed: list[Failure], cleared: list[str]) -> None: ...
+
+
+T = TypeVar("T")
+
+
+def _name(member: Callable[..., Any] | property) -> str:
+    """The name of a ChromaStore method or property, taken from the member itself, so that a misspelt
+    one fails here (and in the type checker), not in a remote actor."""
+    function = member.fget if isinstance(member, property) else member
+    return function.__name__  # type: ignore[union-attr]
+
+
 class StoreHandle:
-    """What Ray workers hold to reach the collection, picklable.
+    """What Ray workers hold to reach the collection, picklable; a RecordStore.
 
     Embedded Chroma allows one process only, so there all calls go to the `EmbeddedOwner` actor; with
     a server, every worker opens its own client.
@@ -460,62 +533,64 @@ class StoreHandle:
             return
         owner_answer(self.owner.open.remote(self.target.collection, model_metadata))
 
-    def _call(self, method: str, *args):
+    def _call(self, member: Callable[..., T] | property, *args) -> T:
+        """A ChromaStore method (or property) of the collection, in the owner or in this process."""
+        name = _name(member)
         if self.owner is not None:
             import ray
 
-            return ray.get(self.owner.call.remote(self.target.collection, method, *args))
+            return ray.get(self.owner.call.remote(self.target.collection, name, *args))
         if self._store is None:
             self._store = with_retries(self.target, ChromaStore, self.target)
-        value = getattr(self._store, method)
-        return value(*args) if callable(value) else value  # a method, or a property (`metadata`, `outdated`)
+        value = getattr(self._store, name)
+        return value(*args) if callable(value) else value
 
     @property
     def metadata(self) -> dict[str, Any]:
-        return self._call("metadata")
-
-    def records(self, ids: list[str]) -> dict[str, dict]:
-        return self._call("records", ids)
-
-    def merge_metadata(self, changes: dict[str, dict]) -> None:
-        self._call("merge_metadata", changes)
-
-    def unchanged(self, files: list[tuple[str, int, int]]) -> dict[str, str]:
-        return self._call("unchanged", files)
-
-    def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict]) -> None:
-        self._call("upsert", ids, embeddings, metadatas)
-
-    def count(self) -> int:
-        return self._call("count")
+        return self._call(ChromaStore.metadata)
 
     @property
     def outdated(self) -> bool:
-        return self._call("outdated")
+        return self._call(ChromaStore.outdated)
 
-    def query(self, embedding: np.ndarray, k: int, where: dict | None = None, where_document: dict | None = None) -> dict:
-        return self._call("query", embedding, k, where, where_document)
-
-    def matching(self, where: dict | None, where_document: dict | None) -> dict[str, dict]:
-        return self._call("matching", where, where_document)
-
-    def uncaptioned(self, ids: list[str]) -> list[str]:
-        return self._call("uncaptioned", ids)
-
-    def set_captions(self, ids: list[str], captions: list[str]) -> None:
-        self._call("set_captions", ids, captions)
+    def records(self, ids: list[str]) -> dict[str, dict]:
+        return self._call(ChromaStore.records, ids)
 
     def records_at(self, paths: list[str]) -> dict[str, dict]:
-        return self._call("records_at", paths)
+        return self._call(ChromaStore.records_at, paths)
 
     def records_under(self, folders: list[str]) -> dict[str, dict]:
-        return self._call("records_under", folders)
+        return self._call(ChromaStore.records_under, folders)
+
+    def unchanged(self, files: list[tuple[str, int, int]]) -> dict[str, str]:
+        return self._call(ChromaStore.unchanged, files)
+
+    def matching(self, where: dict | None, where_document: dict | None) -> dict[str, dict]:
+        return self._call(ChromaStore.matching, where, where_document)
+
+    def count(self) -> int:
+        return self._call(ChromaStore.count)
+
+    def query(self, embedding: np.ndarray, k: int, where: dict | None = None, where_document: dict | None = None) -> dict:
+        return self._call(ChromaStore.query, embedding, k, where, where_document)
+
+    def uncaptioned(self, ids: list[str]) -> list[str]:
+        return self._call(ChromaStore.uncaptioned, ids)
+
+    def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict]) -> None:
+        self._call(ChromaStore.upsert, ids, embeddings, metadatas)
+
+    def merge_metadata(self, changes: dict[str, dict]) -> None:
+        self._call(ChromaStore.merge_metadata, changes)
+
+    def set_captions(self, ids: list[str], captions: list[str]) -> None:
+        self._call(ChromaStore.set_captions, ids, captions)
 
     def delete(self, ids: list[str]) -> None:
-        self._call("delete", ids)
+        self._call(ChromaStore.delete, ids)
 
     def failed_before(self, states: dict[str, FileState]) -> dict[str, str | None]:
-        return self._call("failed_before", states)
+        return self._call(ChromaStore.failed_before, states)
 
     def remember_failures(self, failed: list[Failure], cleared: list[str]) -> None:
-        self._call("remember_failures", failed, cleared)
+        self._call(ChromaStore.remember_failures, failed, cleared)

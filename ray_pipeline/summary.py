@@ -3,58 +3,67 @@ seconds each stage spent."""
 
 from __future__ import annotations
 
-from collections import Counter
+import json
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 
-from ray_pipeline.file_names import failure
-from ray_pipeline.journey import DUPLICATE, EXISTING, FAILED, NEW
+from ray_pipeline.file_names import FileFailure
+from ray_pipeline.outcome import Outcome
 
-# How each row status is counted in the job summary.
-SUMMARY_KEYS = {NEW: "embedded", EXISTING: "skipped_existing", DUPLICATE: "duplicates", FAILED: "failed"}
 # Per-row busy time of each stage, summed over all actors: where the job's CPU and GPU time went.
 STAGE_COLUMNS = {"read": "read_seconds", "decode": "decode_seconds", "embed": "embed_seconds"}
 
 
 class Tally:
-    """Counts per summary key, the failed files with their reasons, the (id, path) of stored files and of
+    """Files by outcome, the failed files with their reasons, the (id, path) of stored files and of
     every file whose bytes were hashed, the records removed, and the seconds each stage spent."""
 
     def __init__(self):
-        self.counts: Counter = Counter()
-        self.errors: list[dict] = []
+        self.outcomes: Counter[Outcome] = Counter()
+        self.errors: list[FileFailure] = []
         self.stored: list[tuple[str, str]] = []  # new and existing records (for captions)
         self.held: list[tuple[str, str]] = []  # every file read and hashed, whatever became of it (for prune)
         self.removed = 0
-        self.seconds: Counter = Counter()
+        self.seconds: defaultdict[str, float] = defaultdict(float)
 
     def add(self, other: "Tally") -> None:
-        self.counts.update(other.counts)
+        self.outcomes.update(other.outcomes)
         self.errors.extend(other.errors)
         self.stored.extend(other.stored)
         self.held.extend(other.held)
         self.removed += other.removed
-        self.seconds.update(other.seconds)
+        for stage, seconds in other.seconds.items():
+            self.seconds[stage] += seconds
 
-    def fail(self, problems: list[dict]) -> None:
-        """Files that failed before their journey ({"path", "reason"} each)."""
+    def fail(self, problems: list[FileFailure]) -> None:
+        """Files that failed before their journey."""
         self.errors += problems
-        self.counts["failed"] += len(problems)
+        self.outcomes[Outcome.FAILED] += len(problems)
 
-    def count(self, outcomes: Iterable[tuple[str, str, str, str]], keep_stored: bool = False) -> None:
-        """Count each file's (status, path, reason, id); with `keep_stored`, remember the stored ones and
+    def count(self, outcomes: Iterable[tuple[Outcome, str, str, str]], keep_stored: bool = False) -> None:
+        """Count each file's (outcome, path, reason, id); with `keep_stored`, remember the stored ones and
         the contents of all."""
-        for status, path, reason, record_id in outcomes:
-            self.counts[SUMMARY_KEYS[status]] += 1
-            if status == FAILED:
-                self.errors.append(failure(path, reason))
-            if keep_stored and status in (NEW, EXISTING):
+        for outcome, path, reason, record_id in outcomes:
+            self.outcomes[outcome] += 1
+            if outcome == Outcome.FAILED:
+                self.errors.append(FileFailure(path, reason))
+            if keep_stored and outcome in (Outcome.NEW, Outcome.EXISTING):
                 self.stored.append((record_id, path))
             if keep_stored and record_id:
                 self.held.append((record_id, path))
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """The counts so far by summary key, as progress reports carry them."""
+        return {outcome.summary_key: n for outcome, n in self.outcomes.items() if n}
+
+    @property
+    def files(self) -> int:
+        """How many files are counted, whatever their outcome."""
+        return sum(self.outcomes.values())
+
     def summary(self) -> dict[str, int]:
-        counts = {key: self.counts.get(key, 0) for key in SUMMARY_KEYS.values()}
-        return {"discovered": sum(counts.values()), **counts}
+        return {"discovered": self.files, **{outcome.summary_key: self.outcomes[outcome] for outcome in Outcome}}
 
     def stage_seconds(self) -> dict[str, float]:
         return {stage: round(self.seconds.get(stage, 0.0), 3) for stage in (*STAGE_COLUMNS, "write")}
@@ -68,3 +77,25 @@ def summary_of(collection: str, tally: Tally, seconds: float, captioned: int | N
     summary["seconds"] = round(seconds, 2)
     summary["stage_seconds"] = tally.stage_seconds()
     return summary
+
+
+# The summary is printed as one JSON line, last, starting with its first key: found again in a command's
+# output, or a Ray job's log, by `summary_in`.
+SUMMARY_START = '{"collection"'
+
+
+def print_summary(summary: dict) -> None:
+    """The line the `ingest` and `watch` commands print last, on stdout."""
+    print(json.dumps(summary), flush=True)
+
+
+def summary_in(output: str) -> dict | None:
+    """The last summary line in a command's output or a job's log (other lines may follow it, as a
+    job's log has Ray's own); None when there is none."""
+    for line in reversed(output.splitlines()):
+        if line.startswith(SUMMARY_START):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 
 from ray_pipeline.discover import is_within
 from ray_pipeline.failures import STAT_THREADS, Failure, FileState, file_states, lasting
-from ray_pipeline.file_names import failure, recorded_path
+from ray_pipeline.file_names import FileFailure, recorded_path
 from ray_pipeline.filters import LAYOUT_KEY, RECORD_LAYOUT
 from ray_pipeline.journey import read_file, refresh_records
 from ray_pipeline.model import ModelSpec, recorded_identity
-from ray_pipeline.store import MODEL_KEYS, FolderInUse, StoreTarget, opened_here
+from ray_pipeline.outcome import Outcome
+from ray_pipeline.store import MODEL_KEYS, FolderInUse, RecordStore, StoreTarget, opened_here
+from ray_pipeline.summary import Tally
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +44,8 @@ def _stats(paths: list[str]) -> list[tuple[str, int, int]]:
     return found
 
 
-def unchanged_files(store, paths: list[str], within: tuple[str, ...] = ()) -> tuple[dict[str, str], list]:
+def unchanged_files(store: RecordStore, paths: list[str], within: tuple[str, ...] = ()) -> tuple[dict[str, str], list]:
     """({path: stored id} of the files that need not be read, the (path, size, mtime_ns) of the others).
-    `store` is a ChromaStore or StoreHandle.
 
     With `within`, only files that really lie inside those folders qualify: the others go on to be
     refused with their reason.
@@ -63,7 +64,7 @@ def _stats_within(paths: list[str], within: tuple[str, ...]) -> list[tuple[str, 
         return [stat for chunk in pool.map(_stats, chunks) for stat in chunk]
 
 
-def settle_leftovers(store, leftovers: list[tuple[str, int, int]], unchanged: dict[str, str]) -> dict[str, str]:
+def settle_leftovers(store: RecordStore, leftovers: list[tuple[str, int, int]], unchanged: dict[str, str]) -> dict[str, str]:
     """Read and hash the leftover files (path, size, mtime_ns), when they are few, to settle those whose
     bytes are stored: a moved or touched file is its record's (which learns the new path or stat) and
     joins `unchanged`; a copy of a file stored under another path is a duplicate. Returns the duplicates
@@ -85,7 +86,7 @@ def settle_leftovers(store, leftovers: list[tuple[str, int, int]], unchanged: di
         if record_id not in recorded:
             continue  # new bytes: the job embeds them
         # A copy: its record's own file is listed and unchanged, or an earlier leftover settled it.
-        if unchanged.get(recorded_path(recorded[record_id])) == record_id or record_id in refresh:
+        if unchanged.get(recorded_path(recorded[record_id]) or "") == record_id or record_id in refresh:
             duplicates[path] = record_id
             continue
         unchanged[path] = record_id
@@ -123,19 +124,19 @@ class Stored:
         that a copy of one of them, read in this job, still counts as a duplicate."""
         return [(record_id, path) for path, record_id in self.unchanged.items()]
 
-    def count_into(self, tally, keep_stored: bool = False) -> None:
-        """The settled files in the job's summary (a `summary.Tally`); with `keep_stored`, the unchanged
+    def count_into(self, tally: Tally, keep_stored: bool = False) -> None:
+        """The settled files in the job's summary; with `keep_stored`, the unchanged
         files are remembered as stored (for captions)."""
-        tally.counts["skipped_existing"] += len(self.unchanged)
-        tally.counts["duplicates"] += len(self.duplicates)
-        tally.fail([failure(path, reason) for path, reason in self.failed.items()])
+        tally.outcomes[Outcome.EXISTING] += len(self.unchanged)
+        tally.outcomes[Outcome.DUPLICATE] += len(self.duplicates)
+        tally.fail([FileFailure(path, reason) for path, reason in self.failed.items()])
         if keep_stored:
             tally.stored += self.claims()
 
-    def remember(self, store, tally) -> None:
+    def remember(self, store: RecordStore, tally: Tally) -> None:
         """Remember the files this run read that failed for a lasting reason (`failures.lasting`), with
         their state before reading, and forget the earlier failures of files that were read fine this time."""
-        failed = {recorded_path(error): error["reason"] for error in tally.errors}
+        failed = {error.path: error.reason for error in tally.errors}
         store.remember_failures(
             [Failure(path, self.states[path], reason) for path, reason in failed.items()
              if path in self.states and path not in self.failed and lasting(reason)],
@@ -153,13 +154,14 @@ class Stored:
         return identity is not None and all(self.collection_metadata.get(k) == identity[k] for k in MODEL_KEYS)
 
 
-def stored_in(store, paths: list[str], within: tuple[str, ...] = (), rehash: bool = False,
+def stored_in(store: RecordStore, paths: list[str], within: tuple[str, ...] = (), rehash: bool = False,
               read_leftovers: bool = True) -> Stored:
-    """What `store` (a ChromaStore or StoreHandle) holds of these files: unchanged files, copies and moves
+    """What `store` holds of these files: unchanged files, copies and moves
     of stored ones (a few leftovers are read here to tell, unless `read_leftovers` is false: their
     journeys will tell), and files that failed before and have not changed since. With `rehash`, nothing
     is settled: every file is read, those that failed before too."""
-    unchanged, duplicates = {}, {}
+    unchanged: dict[str, str] = {}
+    duplicates: dict[str, str] = {}
     if not rehash:
         unchanged, leftovers = unchanged_files(store, paths, within)
         duplicates = settle_leftovers(store, leftovers, unchanged) if read_leftovers else {}

@@ -20,13 +20,15 @@ import time
 from dataclasses import replace
 
 from ray_pipeline.config import IngestConfig
-from ray_pipeline.discover import DiscoveryError, discover, is_within, more_than
+from ray_pipeline.discover import DiscoveryError, Listing, discover, is_within, more_than
 from ray_pipeline.errors import UserFacingError
 from ray_pipeline.file_events import Changes, Settled, photo_events
-from ray_pipeline.file_names import path_text, recorded_path
+from ray_pipeline.file_names import FileFailure, path_text
 from ray_pipeline.ingest import AfterFiles, IngestResult, run_ingest
 from ray_pipeline.prune import is_gone, plan_prune
+from ray_pipeline.store import StoreHandle
 from ray_pipeline.summary import Tally, summary_of
+from ray_pipeline.unchanged import Stored
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +200,7 @@ class Watcher:
         logger.info("running on %s", init_ray())
         self.listen_for_stop()
         target = self.config.target
-        owner = long_lived_owner(target.path, detached=False) if target.embedded else None
+        owner = long_lived_owner(target.folder, detached=False) if target.embedded else None
         store = StoreHandle(target, owner)
         encoder = WarmEncoder(self.config)
         reporter = Reporter(self.config.progress_id)
@@ -218,7 +220,7 @@ class Watcher:
             encoder.release()
             reporter.flush()
 
-    def _apply(self, settled: Settled, store, encoder: WarmEncoder, reporter) -> None:
+    def _apply(self, settled: Settled, store: StoreHandle, encoder: WarmEncoder, reporter) -> None:
         """One settled batch: ingest what changed, prune what went."""
         started = time.monotonic()
         batch = Tally()
@@ -264,7 +266,7 @@ class Watcher:
             else:
                 self.changes.gone(path, folder=path in gone_folders)
 
-    def _ingest(self, paths: list[str], store, encoder: WarmEncoder, batch: Tally, reporter) -> None:
+    def _ingest(self, paths: list[str], store: StoreHandle, encoder: WarmEncoder, batch: Tally, reporter) -> None:
         from ray_pipeline.unchanged import stored_in
 
         stored = stored_in(store, paths, self.config.within, read_leftovers=False)
@@ -279,7 +281,7 @@ class Watcher:
             self.captioned += captioned
             batch.errors += errors
 
-    def _ingest_warm(self, paths: list[str], stored, store, encoder: WarmEncoder, batch: Tally, reporter) -> None:
+    def _ingest_warm(self, paths: list[str], stored: Stored, store: StoreHandle, encoder: WarmEncoder, batch: Tally, reporter) -> None:
         """A few files: their journeys here, the vectors from the warm model."""
         from ray_pipeline.inline import ingest_left_to_read, report_chunk
         from ray_pipeline.metrics import count_files
@@ -287,7 +289,7 @@ class Watcher:
         collection = self.config.target.collection
         stored.count_into(batch, keep_stored=True)
         reporter.add({"discovered": len(paths), **batch.counts}, batch.errors)
-        count_files(collection, {"discovered": len(paths), **batch.counts})
+        count_files(collection, batch.outcomes, discovered=len(paths))
         if stored.left_to_read(paths):
             model = encoder.model()
             store.open(model.collection_metadata)
@@ -305,8 +307,9 @@ class Watcher:
         encoder.release()
         # Named files, not folders: the job keeps every file's content and prunes nothing itself.
         burst = replace(self.config, caption=False, progress_id=None, paths=tuple(paths))
-        job, after = Tally(), AfterFiles(burst, paths, [])
-        run_pipeline(burst, paths, stored, job, after)
+        listing, job = Listing(paths, []), Tally()
+        after = AfterFiles(burst, listing)
+        run_pipeline(burst, listing, stored, job, after)
         reporter.add({"discovered": len(paths), **job.counts}, job.errors)
         self.holds.update(after.holds)
         batch.add(job)
@@ -317,11 +320,11 @@ class Watcher:
         kernel queue that overflowed) is taken in all the same. Nothing is taken for gone this way: only
         files seen going, and the next `ingest --prune`, remove records."""
         self.listed_at = time.monotonic()
-        failed = {recorded_path(error) for error in self.total.errors + (batch.errors if batch else [])}
+        failed = {error.path for error in self.total.errors + (batch.errors if batch else [])}
         for path in sorted(set(discover(self.folders, [])) - set(self.holds) - failed):
             self.changes.touched(path)
 
-    def _prune(self, paths: list[str], gone_folders: list[str], store, batch: Tally) -> None:
+    def _prune(self, paths: list[str], gone_folders: list[str], store: StoreHandle, batch: Tally) -> None:
         """The records of files gone, or changed to other bytes, leave (or follow a copy), as prune has it."""
         records = store.records_at(paths) if paths else {}
         if gone_folders:
@@ -337,7 +340,7 @@ class Watcher:
         batch.removed += len(plan.removals)
 
 
-def run_watch(config: IngestConfig, settle_s: float, poll_s: float | None) -> tuple[dict, list[dict], bool]:
+def run_watch(config: IngestConfig, settle_s: float, poll_s: float | None) -> tuple[dict, list[FileFailure], bool]:
     """Watch until SIGINT or SIGTERM; returns (the summary, the failed files, whether the weights are random)."""
     watcher = Watcher(config, settle_s, poll_s)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -20,6 +20,7 @@ from ray_pipeline.caption import caption_records
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS
 from ray_pipeline.discover import photo_paths
 from ray_pipeline.errors import UserFacingError
+from ray_pipeline.file_names import FileFailure
 from ray_pipeline.inline import ingest_inline, report_chunk
 from ray_pipeline.journey import DuplicateRegistry, Journey, PhotoFile
 from ray_pipeline.summary import Tally
@@ -65,7 +66,7 @@ class InlineIngest:
             self._model = await self.embedder.model.remote()
         return await asyncio.to_thread(self._ingest, job, self._model)
 
-    async def caption(self, job: InlineJob, stored: list[tuple[str, str]]) -> tuple[int, list[dict]]:
+    async def caption(self, job: InlineJob, stored: list[tuple[str, str]]) -> tuple[int, list[FileFailure]]:
         """Caption those of the stored records (id, path) that have no caption: (captioned, errors)."""
         store = store_handle(self.settings, job.collection, self.owner)
         reporter = progress.Reporter(job.job_id)
@@ -75,10 +76,9 @@ class InlineIngest:
 
     def _ingest(self, job: InlineJob, model: EmbedderModel) -> Tally:
         tally = Tally()
-        paths, problems = photo_paths(list(job.paths))
-        tally.fail(problems)
-        reporter = progress.announce(job.job_id, job.collection, len(paths) + len(problems), dict(tally.counts),
-                                     tally.errors)
+        listing = photo_paths(list(job.paths))
+        tally.fail(listing.problems)
+        reporter = progress.announce(job.job_id, job.collection, listing.discovered, tally)
         store = store_handle(self.settings, job.collection, self.owner)
         store.open(model.collection_metadata)
         journey = Journey(store, DuplicateRegistry().claim, model.geometry, DEFAULT_MAX_PIXELS,
@@ -90,7 +90,7 @@ class InlineIngest:
                 raise JobStopped(job.job_id)
 
         try:
-            tally.add(ingest_inline(paths, journey, self._embed, store, keep_stored=True, on_chunk=written))
+            tally.add(ingest_inline(listing.paths, journey, self._embed, store, keep_stored=True, on_chunk=written))
         finally:  # the live counts are all on the board before the caller reads or replaces them
             reporter.flush()
         return tally

@@ -6,7 +6,6 @@ live counts from the progress board."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import shlex
@@ -16,7 +15,7 @@ import uuid
 
 from ray_pipeline import progress
 from ray_pipeline.errors import user_facing_reason
-from ray_pipeline.summary import summary_of
+from ray_pipeline.summary import summary_in, summary_of
 from serve_deployments.inline_ingest import InlineJob, JobStopped
 from serve_deployments.settings import Settings
 
@@ -103,7 +102,8 @@ class Jobs:
 
     async def _run_inline(self, job: InlineJob, caption: bool, stored: asyncio.Future) -> None:
         started = time.monotonic()
-        status, message, failure = "FAILED", "error: the job was cancelled (the app stopped?)", None
+        status, failure = "FAILED", None
+        message: str | None = "error: the job was cancelled (the app stopped?)"
         try:
             tally = await self.inline.ingest.remote(job)
             await self._finish(job, tally, started)
@@ -126,7 +126,7 @@ class Jobs:
     async def _finish(self, job: InlineJob, tally, started: float, captioned: int | None = None) -> None:
         """The job's exact counts on the board, replacing the live ones."""
         summary = summary_of(job.collection, tally, time.monotonic() - started, captioned)
-        await self.board.finish.remote(job.job_id, summary, tally.errors[: progress.MAX_ERRORS])
+        await self.board.finish.remote(job.job_id, summary, [error.as_json() for error in tally.errors[: progress.MAX_ERRORS]])
 
     def _info(self, job_id: str):
         try:
@@ -176,15 +176,12 @@ class Jobs:
         """
         if job_id not in self._final:
             try:
-                lines = self.client.get_job_logs(job_id).splitlines()
+                logs = self.client.get_job_logs(job_id)
             except Exception:  # the SDK raises RuntimeError and HTTP errors alike
                 logger.warning("cannot read the logs of job %s", job_id)
                 return {}
-            summaries = [line for line in lines if line.startswith('{"collection"')]
-            try:
-                self._final[job_id] = {"counts": json.loads(summaries[-1]), "errors": []} if summaries else {}
-            except ValueError:
-                self._final[job_id] = {}
+            summary = summary_in(logs)
+            self._final[job_id] = {} if summary is None else {"counts": summary, "errors": []}
         return self._final[job_id]
 
     def stop(self, job_id: str) -> bool:

@@ -4,7 +4,6 @@ head for the whole session (the CLI joins it through RAY_ADDRESS), and a helper 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import socket
@@ -22,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 # (the state API, the Jobs SDK) and in the commands it starts must say so. Ray reads this once.
 os.environ["RAY_AUTH_MODE"] = "token"
 
+from ray_pipeline.summary import summary_in  # noqa: E402
 from samples.models import save_tiny_clip  # noqa: E402
 
 
@@ -123,7 +123,9 @@ def run_cli(args: list[str], env: dict | None = None, cwd: str | Path | None = N
 
 def summary_line(stdout: str) -> dict:
     """The JSON summary the ingest command prints on stdout."""
-    return json.loads(next(line for line in reversed(stdout.splitlines()) if line.startswith('{"collection"')))
+    summary = summary_in(stdout)
+    assert summary is not None, f"no summary line in:\n{stdout[-3000:]}"
+    return summary
 
 
 def summary_of(completed) -> dict:

@@ -15,7 +15,7 @@ from ray_pipeline.decode import DEFAULT_MAX_PIXELS, InputGeometry
 from ray_pipeline.filters import FILTER_KEYS, LAYOUT_KEY, RECORD_LAYOUT, SearchFilters, first_error, folders_of, taken_keys
 from ray_pipeline.journey import DuplicateRegistry, Journey
 from ray_pipeline.search import newest_first, top_k
-from ray_pipeline.store import StoreHandle, StoreTarget, opened_here
+from ray_pipeline.store import StoreHandle, StoreTarget, opened_for_writing, opened_here
 
 pytestmark = pytest.mark.unit
 
@@ -41,7 +41,7 @@ def library(tmp_path_factory):
 @pytest.fixture
 def store(library, tmp_path):
     """The library's records, as an ingestion writes them, with vectors that make rankings known."""
-    with opened_here(StoreTarget("filters", path=str(tmp_path / "chroma")), MODEL) as opened:
+    with opened_for_writing(StoreTarget("filters", path=str(tmp_path / "chroma")), MODEL) as opened:
         journey = Journey(opened, DuplicateRegistry().claim, InputGeometry(64, 64), DEFAULT_MAX_PIXELS)
         files = journey.run([str(library / shoot.name) for shoot in SHOOTS])
         assert [f.reason for f in files if f.reason] == []
@@ -221,7 +221,7 @@ def test_records_written_before_filters_get_their_keys_at_the_next_ingestion(lib
     old = store.collection
     records = old.get(include=["metadatas", "embeddings"])
     target = StoreTarget("older", path=str(tmp_path / "older"))
-    with opened_here(target, MODEL) as written:
+    with opened_for_writing(target, MODEL) as written:
         written.client.delete_collection("older")
         legacy = written.client.create_collection("older", metadata=MODEL, configuration={"hnsw": {"space": "cosine"}},
                                                   embedding_function=None)
@@ -234,7 +234,7 @@ def test_records_written_before_filters_get_their_keys_at_the_next_ingestion(lib
         page = newest_first(reading, 100, SearchFilters(camera_make="Canon"))
         assert "written before search filters" in page.warning
         assert newest_first(reading, 100, SearchFilters(date_from=dt.date(2000, 1, 1))).results == []
-    with opened_here(target, MODEL) as ingesting:  # an ingestion opens it for writing
+    with opened_for_writing(target, MODEL) as ingesting:  # an ingestion opens it for writing
         assert not ingesting.outdated
         again = newest_first(ingesting, 100, SearchFilters(date_from=dt.date(2021, 1, 1)))
         assert len(again.results) == 3 and again.warning is None

@@ -5,8 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import ray_start_failure
+from conftest import ray_start_failure
 
 pytestmark = pytest.mark.unit
 

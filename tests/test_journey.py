@@ -12,9 +12,11 @@ import pytest
 from photo_cases import sha256_of
 
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS, InputGeometry
+from ray_pipeline.file_names import FileFailure
 from ray_pipeline.inline import CHUNK, ingest_inline
-from ray_pipeline.journey import DUPLICATE, EXISTING, FAILED, NEW, DuplicateRegistry, Journey
-from ray_pipeline.store import StoreTarget, opened_here
+from ray_pipeline.journey import DuplicateRegistry, Journey
+from ray_pipeline.outcome import Outcome
+from ray_pipeline.store import StoreTarget, opened_for_writing
 from samples.sample_photos import write_library, write_many
 
 pytestmark = pytest.mark.unit
@@ -32,7 +34,7 @@ def library(tmp_path):
 
 @pytest.fixture
 def store(tmp_path):
-    with opened_here(StoreTarget("journeys", path=str(tmp_path / "chroma")), MODEL) as opened:
+    with opened_for_writing(StoreTarget("journeys", path=str(tmp_path / "chroma")), MODEL) as opened:
         yield opened
 
 
@@ -46,7 +48,7 @@ def by_name(files):
 
 def test_new_files_come_back_decoded_with_their_metadata(store, library):
     files = journey_of(store).run(sorted(str(p) for p in library.iterdir()))
-    assert [f.status for f in files] == [NEW] * 6
+    assert [f.status for f in files] == [Outcome.NEW] * 6
     for f in files:
         assert f.id == sha256_of(f.path)
         assert f.photo.pixels.shape == (224, 224, 3) and f.photo.pixels.dtype == np.uint8
@@ -60,10 +62,10 @@ def test_a_copy_is_a_duplicate_within_one_ingestion_and_across_calls(store, libr
     shutil.copy(library / "coffee.png", library / "coffee copy.png")
     journey = journey_of(store)
     first = by_name(journey.run([str(library / "coffee.png"), str(library / "coffee copy.png")]))
-    assert (first["coffee.png"].status, first["coffee copy.png"].status) == (NEW, DUPLICATE)
+    assert (first["coffee.png"].status, first["coffee copy.png"].status) == (Outcome.NEW, Outcome.DUPLICATE)
     assert first["coffee copy.png"].decode_seconds == 0  # never decoded
     again = journey.run([str(library / "coffee copy.png"), str(library / "coffee.png")])
-    assert [f.status for f in again] == [DUPLICATE, NEW]  # the same path keeps its claim (a retried batch)
+    assert [f.status for f in again] == [Outcome.DUPLICATE, Outcome.NEW]  # the same path keeps its claim (a retried batch)
 
 
 def test_stored_contents_are_not_decoded_and_their_records_follow_the_file(store, library):
@@ -74,7 +76,7 @@ def test_stored_contents_are_not_decoded_and_their_records_follow_the_file(store
     os.rename(path, moved)
     os.utime(moved, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
     (seen,) = journey_of(store).run([str(moved)])
-    assert (seen.status, seen.decode_seconds, seen.photo) == (EXISTING, 0.0, None)
+    assert (seen.status, seen.decode_seconds, seen.photo) == (Outcome.EXISTING, 0.0, None)
     record = store.records([seen.id])[seen.id]
     assert (record["path"], record["mtime_ns"]) == (str(moved), 1_700_000_000_000_000_000)
 
@@ -89,8 +91,8 @@ def test_each_failure_has_its_reason_and_the_others_go_on(store, library, tmp_pa
     os.symlink(outside / "secret.tiff", library / "leak.tiff")
     names = ["broken.jpg", "empty.png", "dangling.jpg", "leak.tiff", "astronaut.jpg"]
     files = by_name(journey_of(store, within=(str(library),)).run([str(library / n) for n in names]))
-    assert files["astronaut.jpg"].status == NEW
-    reasons = {name: f.reason for name, f in files.items() if f.status == FAILED}
+    assert files["astronaut.jpg"].status == Outcome.NEW
+    reasons = {name: f.reason for name, f in files.items() if f.status == Outcome.FAILED}
     assert set(reasons) == {"broken.jpg", "empty.png", "dangling.jpg", "leak.tiff"}
     assert reasons["empty.png"] == "empty file"
     assert reasons["dangling.jpg"] == "broken symlink"
@@ -138,7 +140,7 @@ def test_inline_ingestion_writes_whole_records_chunk_by_chunk(store, tmp_path, t
     tally = ingest_inline(paths, journey_of(store), tiny_encoder.encode, store, on_chunk=lambda files, t: chunks.append(len(files)))
     assert tally.summary() == {"discovered": len(paths), "embedded": 2 * CHUNK + 3, "skipped_existing": 0,
                                "duplicates": 1, "failed": 1}
-    assert tally.errors == [{"path": str(folder / "broken.jpg"), "reason": "not a recognised image format"}]
+    assert tally.errors == [FileFailure(str(folder / "broken.jpg"), "not a recognised image format")]
     assert chunks == [CHUNK, CHUNK, len(paths) - 2 * CHUNK]
     got = store.collection.get(include=["embeddings", "metadatas"])
     assert sorted(got["ids"]) == sorted({sha256_of(p) for p in paths[: 2 * CHUNK + 3]})

@@ -13,6 +13,7 @@ import requests
 from conftest import ROOT
 from nbclient import NotebookClient
 
+from ray_pipeline.summary import summary_in
 from samples.sample_photos import write_library
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -114,8 +115,8 @@ def test_cluster(ray_head, service, tiny_model, tmp_path):
     assert text_of(notebook, "api") == ["{'status': 'ok'}"]
     job_id = text_of(notebook, "submit")[0].split()[1].rstrip(":")
     progress = text_of(notebook, "follow")
-    assert progress[-1].startswith('{"collection"')  # the log ends with the command's summary
-    summary = json.loads(progress[-1])
+    summary = summary_in(progress[-1])  # the log ends with the command's summary
+    assert summary is not None, progress[-5:]
     assert (summary["discovered"], summary["embedded"], summary["failed"]) == (len(shows), len(shows), 0)
     final = next(line for line in reversed(progress) if "files processed" in line)
     assert "SUCCEEDED" in final and f"{len(shows)}/{len(shows)} files processed" in final

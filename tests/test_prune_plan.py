@@ -20,7 +20,7 @@ from ray_pipeline.prune import (
     unmounted_mount_point,
     unmounted_mount_points_in,
 )
-from ray_pipeline.store import StoreTarget, list_collections, opened_here
+from ray_pipeline.store import StoreTarget, list_collections, opened_for_writing
 
 pytestmark = pytest.mark.unit
 
@@ -97,9 +97,9 @@ def test_an_emptied_folder_removes_nothing_unless_forced(library):
     records = {name: record(library / f"{name}.jpg") for name in ("a", "b")}
     plan = plan_prune(records, {}, [str(library)], listed=set())
     assert (plan.removals, plan.moves) == ([], {})
-    assert [refusal["path"] for refusal in plan.refused] == [str(library)]
-    assert "holds no photos" in plan.refused[0]["reason"] and "2 records" in plan.refused[0]["reason"]
-    assert "--prune-missing-folders" in plan.refused[0]["reason"]
+    assert [refusal.path for refusal in plan.refused] == [str(library)]
+    assert "holds no photos" in plan.refused[0].reason and "2 records" in plan.refused[0].reason
+    assert "--prune-missing-folders" in plan.refused[0].reason
     assert any(line.startswith(f"kept every record under {library}: ") for line in plan.describe())
 
     forced = plan_prune(records, {}, [str(library)], listed=set(), force=True)
@@ -112,7 +112,7 @@ def test_one_refused_folder_does_not_stop_the_others(library, tmp_path):
     records = {"a": record(library / "a.jpg"), "o": record(other / "o.jpg")}
     plan = plan_prune(records, {}, [str(library), str(other)], listed={str(other)})
     assert [r.id for r in plan.removals] == ["o"]
-    assert [refusal["path"] for refusal in plan.refused] == [str(library)]
+    assert [refusal.path for refusal in plan.refused] == [str(library)]
 
 
 def test_a_refused_folder_inside_another_folder_of_the_run_keeps_its_records(library):
@@ -124,7 +124,7 @@ def test_a_refused_folder_inside_another_folder_of_the_run_keeps_its_records(lib
     records = {"k": record(kept), "c1": record(card / "1.jpg"), "c2": record(card / "2.jpg"), "g": record(library / "gone.jpg")}
     plan = plan_prune(records, {kept: "k"}, [str(library), str(card)], {str(library)})
     assert [r.id for r in plan.removals] == ["g"]
-    assert [refusal["path"] for refusal in plan.refused] == [str(card)]
+    assert [refusal.path for refusal in plan.refused] == [str(card)]
 
 
 def test_an_unmounted_mount_point_inside_a_folder_of_the_run_keeps_its_records(library, tmp_path):
@@ -139,7 +139,7 @@ def test_an_unmounted_mount_point_inside_a_folder_of_the_run_keeps_its_records(l
     records = {"k": record(kept), "n": record(nas / "far.jpg"), "g": record(library / "gone.jpg")}
     plan = plan_prune(records, {kept: "k"}, [str(library)], {str(library)}, fstab=str(fstab))
     assert [r.id for r in plan.removals] == ["g"]
-    assert [refusal["path"] for refusal in plan.refused] == [str(nas)]
+    assert [refusal.path for refusal in plan.refused] == [str(nas)]
     forced = plan_prune(records, {kept: "k"}, [str(library)], {str(library)}, force=True, fstab=str(fstab))
     assert sorted(r.id for r in forced.removals) == ["g", "n"]
 
@@ -156,7 +156,7 @@ def test_a_subfolder_gone_or_emptied_keeps_its_records_unless_its_files_were_see
     listed = folders_holding([kept])
     plan = plan_prune(records, {kept: "k"}, [str(library)], listed)
     assert [r.id for r in plan.removals] == ["g"]
-    assert sorted(refusal["path"] for refusal in plan.refused) == sorted(
+    assert sorted(refusal.path for refusal in plan.refused) == sorted(
         str(library / name) for name in ("DISK", "linked", "emptied"))
     seen = plan_prune(records, {kept: "k"}, [str(library)], listed, events_seen=True)
     assert sorted(r.id for r in seen.removals) == ["d", "e", "g", "l"]
@@ -178,7 +178,7 @@ def test_a_missing_folder_removes_nothing_unless_forced(tmp_path):
     records = {"m": record(missing / "m.jpg")}
     plan = plan_prune(records, {}, [str(missing)], listed=set())
     assert plan.removals == []
-    assert [(refusal["path"], "missing" in refusal["reason"]) for refusal in plan.refused] == [(str(missing), True)]
+    assert [(refusal.path, "missing" in refusal.reason) for refusal in plan.refused] == [(str(missing), True)]
     assert [r.id for r in plan_prune(records, {}, [str(missing)], set(), force=True).removals] == ["m"]
 
 
@@ -219,7 +219,7 @@ def test_the_collection_remembers_failures_until_the_file_changes(tmp_path):
     other = photo(tmp_path / "photos" / "other.jpg")
     before = file_states([broken, latin, other])
     target = StoreTarget(collection="memory", path=str(tmp_path / "chroma"))
-    with opened_here(target, MODEL) as store:
+    with opened_for_writing(target, MODEL) as store:
         assert store.failed_before(before) == {}  # no memory yet: no companion collection either
         store.remember_failures([Failure(broken, before[broken], "cannot decode image"),
                                  Failure(latin, before[latin], "not a recognised image format")], [])

@@ -13,6 +13,8 @@ from conftest import ROOT
 from photo_cases import NEWEST_FIRST, SHOOTS, write_shoots
 from test_where_it_runs import no_cluster_env
 
+from ray_pipeline.summary import summary_in
+
 
 def run(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ray_pipeline", *map(str, args)], check=False, env=no_cluster_env(),
@@ -107,6 +109,6 @@ def test_rerunning_ingest_brings_a_collection_written_before_filters_up_to_date(
     assert json.loads(before.stdout)["results"] == [] and "written before search filters" in json.loads(before.stdout)["warning"]
     again = run(*command)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads(again.stdout.splitlines()[-1])["embedded"] == 0
+    assert summary_in(again.stdout)["embedded"] == 0
     after = canon()
     assert len(json.loads(after.stdout)["results"]) == 2 and "warning" not in after.stdout
