@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test unit clean
+.PHONY: install demo test unit typecheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: $(STAMP)
 # The tests that need no Ray, no server and no CLI subprocess: under a minute.
 unit: $(STAMP)
 	$(PY) -m pytest -m unit
+
+# mypy on ray_pipeline/ and serve_deployments/ (settings in pyproject.toml); CI runs it before the tests.
+typecheck: $(STAMP)
+	$(PY) -m mypy
 
 clean:
 	rm -rf demo_photos demo_chroma demo_errors.jsonl .pytest_cache
