@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from ray_pipeline import record_keys as keys
 from ray_pipeline.discover import RAW_EXTENSIONS, SUPPORTED_EXTENSIONS
 from ray_pipeline.file_names import path_text
 
@@ -20,7 +21,6 @@ from ray_pipeline.file_names import path_text
 # when the collection is next opened for writing (an ingestion), without being embedded again.
 RECORD_LAYOUT = 2
 LAYOUT_KEY = "record_layout"
-FILTER_KEYS = ("folders", "taken_at", "taken_day", "taken_month", "has_gps", "has_caption")
 _WORD = re.compile(r"\w+")
 LAST_DAY = dt.date(9998, 12, 31)  # the last day a date filter takes: a day and a month after it are still dates
 # Extensions that name one format: a filter on one matches them all.
@@ -47,7 +47,7 @@ def taken_keys(datetime_original: str) -> dict[str, Any]:
     except ValueError:
         return {}
     day = taken.date().isoformat()
-    return {"taken_at": int(taken.replace(tzinfo=dt.timezone.utc).timestamp()), "taken_day": day, "taken_month": day[:7]}
+    return {keys.TAKEN_AT: int(taken.replace(tzinfo=dt.timezone.utc).timestamp()), keys.TAKEN_DAY: day, keys.TAKEN_MONTH: day[:7]}
 
 
 def words_of(text: str) -> list[str]:
@@ -64,15 +64,15 @@ def caption_document(caption: str) -> str:
 def folders_field(path: str) -> dict[str, list[str]]:
     """{"folders": folders_of(path)}, or {} for none: Chroma takes no empty list."""
     folders = folders_of(path)
-    return {"folders": folders} if folders else {}
+    return {keys.FOLDERS: folders} if folders else {}
 
 
 def filter_keys(metadata: dict[str, Any]) -> dict[str, Any]:
     """The keys filters need, from a record's other keys (new records, and older ones brought up to date)."""
     return {
-        **folders_field(metadata.get("path") or ""),
-        "has_gps": "gps_lat" in metadata and "gps_lon" in metadata,
-        "has_caption": bool(metadata.get("caption")),
+        **folders_field(metadata.get(keys.PATH) or ""),
+        keys.HAS_GPS: "gps_lat" in metadata and "gps_lon" in metadata,
+        keys.HAS_CAPTION: bool(metadata.get(keys.CAPTION)),
         **taken_keys(metadata.get("datetime_original") or ""),
     }
 
@@ -183,9 +183,9 @@ class SearchFilters(BaseModel):
         if self.date_from is not None and self.date_to is not None:
             clauses.append(_days_between(self.date_from, self.date_to))
         elif self.date_from is not None:
-            clauses.append({"taken_at": {"$gte": _day_start(self.date_from)}})
+            clauses.append({keys.TAKEN_AT: {"$gte": _day_start(self.date_from)}})
         elif self.date_to is not None:
-            clauses.append({"taken_at": {"$lt": _day_start(self.date_to + dt.timedelta(days=1))}})
+            clauses.append({keys.TAKEN_AT: {"$lt": _day_start(self.date_to + dt.timedelta(days=1))}})
         for key in ("camera_make", "camera_model", "lens"):
             if getattr(self, key) is not None:
                 clauses.append({key: {"$eq": getattr(self, key)}})
@@ -203,13 +203,13 @@ class SearchFilters(BaseModel):
             else:
                 clauses.append({"$or": [{"gps_lon": {"$gte": box.west}}, {"gps_lon": {"$lte": box.east}}]})
         if self.folder is not None:
-            clauses.append({"folders": {"$contains": self.folder}})
+            clauses.append({keys.FOLDERS: {"$contains": self.folder}})
         if self.format is not None:
             formats = sorted(set().union(*(next((same for same in _ONE_FORMAT if f in same), {f}) for f in self.format)))
-            clauses.append({"format": {"$in": formats}})
+            clauses.append({keys.FORMAT: {"$in": formats}})
         if self.raw is not None:  # `is_raw` is the format's: a string match, which Chroma answers faster than a bool
-            clauses.append({"format": {"$in" if self.raw else "$nin": sorted(RAW_EXTENSIONS)}})
-        for key, value in (("has_caption", self.has_caption), ("has_gps", self.has_gps)):
+            clauses.append({keys.FORMAT: {"$in" if self.raw else "$nin": sorted(RAW_EXTENSIONS)}})
+        for key, value in ((keys.HAS_CAPTION, self.has_caption), (keys.HAS_GPS, self.has_gps)):
             if value is not None:
                 clauses.append({key: {"$eq": value}})
         if not clauses:
@@ -236,7 +236,7 @@ def _days_between(first: dt.date, last: dt.date) -> dict:
         else:
             days.append(day.isoformat())
             day += dt.timedelta(days=1)
-    clauses = ([{"taken_month": {"$in": months}}] if months else []) + ([{"taken_day": {"$in": days}}] if days else [])
+    clauses = ([{keys.TAKEN_MONTH: {"$in": months}}] if months else []) + ([{keys.TAKEN_DAY: {"$in": days}}] if days else [])
     return clauses[0] if len(clauses) == 1 else {"$or": clauses}
 
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ray_pipeline import record_keys as keys
 from ray_pipeline.decode import HEIF_FORMATS, DecodedPhoto, DecodeError, InputGeometry, decode_image, decode_raw
 from ray_pipeline.discover import extension_of, is_heif, is_raw, is_within
 from ray_pipeline.file_names import PATH_BYTES, path_fields, path_text, recorded_path
@@ -25,7 +26,6 @@ from ray_pipeline.store import RecordStore
 
 # Reasons that say nothing of the file itself: they hang on this run's settings or a passing state.
 PERMISSION_DENIED, READ_ERROR, OUTSIDE_ROOTS = "permission denied", "cannot read file", "resolves outside the allowed folders"
-STAT_FIELDS = ("file_size", "mtime", "mtime_ns")
 
 
 @dataclass
@@ -76,12 +76,12 @@ def file_fields(file: FileBytes) -> dict:
     """What a record says about the file it was made from: where it is and its stat."""
     return {
         **path_fields(file.path),
-        "filename": path_text(os.path.basename(file.path)),
-        "format": extension_of(file.path),
-        "is_raw": is_raw(file.path),
-        "file_size": file.size,
-        "mtime": file.mtime,
-        "mtime_ns": file.mtime_ns,
+        keys.FILENAME: path_text(os.path.basename(file.path)),
+        keys.FORMAT: extension_of(file.path),
+        keys.IS_RAW: is_raw(file.path),
+        keys.FILE_SIZE: file.size,
+        keys.MTIME: file.mtime,
+        keys.MTIME_NS: file.mtime_ns,
     }
 
 
@@ -94,7 +94,7 @@ def moved_fields(file: FileBytes) -> dict:
 
 def record_metadata(file: FileBytes, photo: DecodedPhoto) -> dict:
     """The metadata stored with a record (see the README's record layout), with the keys filters need."""
-    metadata = {**file_fields(file), "width": photo.width, "height": photo.height, **photo.exif}
+    metadata = {**file_fields(file), keys.WIDTH: photo.width, keys.HEIGHT: photo.height, **photo.exif}
     return {**metadata, **filter_keys(metadata)}
 
 
@@ -106,8 +106,8 @@ def refresh_records(store: RecordStore, read: dict[str, tuple[FileBytes, dict]])
     for record_id, (file, recorded) in read.items():
         now = file_fields(file)
         if recorded_path(recorded) == file.path:
-            if any(recorded.get(key) != now[key] for key in STAT_FIELDS):
-                changes[record_id] = {key: now[key] for key in STAT_FIELDS}
+            if any(recorded.get(key) != now[key] for key in keys.STAT_KEYS):
+                changes[record_id] = {key: now[key] for key in keys.STAT_KEYS}
         elif not os.path.exists(recorded_path(recorded) or ""):
             changes[record_id] = moved_fields(file)
     if changes:

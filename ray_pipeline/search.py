@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ray_pipeline import model as clip_model
+from ray_pipeline import record_keys as keys
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS
 from ray_pipeline.embed import ClipEncoder
 from ray_pipeline.file_names import exact_name, recorded_path
@@ -48,8 +49,8 @@ def _result(record_id: str, metadata: dict | None, score: float | None) -> dict:
     """id, path, score (cosine similarity; None in a listing), caption where stored, and all metadata."""
     metadata = dict(metadata or {})
     result = {"id": record_id, "path": metadata.get("path"), **exact_name(recorded_path(metadata) or ""), "score": score}
-    if "caption" in metadata:
-        result["caption"] = metadata["caption"]
+    if keys.CAPTION in metadata:
+        result["caption"] = metadata[keys.CAPTION]
     result["metadata"] = metadata
     return result
 
@@ -77,7 +78,7 @@ def newest_first(store: RecordStore, k: int, filters: SearchFilters | None = Non
     those with no capture date, by path): browsing with no query."""
     filters = filters or SearchFilters()
     found = store.matching(filters.where(), filters.where_document())
-    order = sorted(found, key=lambda i: (-found[i].get("taken_at", _UNDATED), found[i].get("path") or "", i))
+    order = sorted(found, key=lambda i: (-found[i].get(keys.TAKEN_AT, _UNDATED), found[i].get(keys.PATH) or "", i))
     results = [_result(i, found[i], None) for i in order[offset : offset + k]]
     return ResultPage(results, offset, len(found), _warning(store, True))  # the order needs `taken_at` too
 

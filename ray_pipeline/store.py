@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from ray_pipeline import record_keys as keys
 from ray_pipeline.discover import is_within
 from ray_pipeline.errors import UserFacingError, user_facing_reason
 from ray_pipeline.failures import Failure, FileState, failure_id, failures_collection, is_failures_collection
@@ -183,7 +184,7 @@ class ChromaStore:
             metadatas = [dict(m or {}) for m in batch["metadatas"]]
             with_retries(self.target, self.collection.update, ids=batch["ids"],
                          metadatas=[{**m, **filter_keys(m)} for m in metadatas])
-            self._write_captions({i: m["caption"] for i, m in zip(batch["ids"], metadatas) if m.get("caption")})
+            self._write_captions({i: m[keys.CAPTION] for i, m in zip(batch["ids"], metadatas) if m.get(keys.CAPTION)})
         with_retries(self.target, self.collection.modify, metadata={**self.metadata, LAYOUT_KEY: RECORD_LAYOUT})
 
     def _existing_collection(self):
@@ -217,7 +218,7 @@ class ChromaStore:
         matches: dict[str, list[str]] = {}
         for record_id, metadata in self.records_at(list(wanted)).items():
             path = recorded_path(metadata) or ""  # records_at finds only records with a path
-            if wanted[path] == (metadata.get("file_size"), metadata.get("mtime_ns")):
+            if wanted[path] == (metadata.get(keys.FILE_SIZE), metadata.get(keys.MTIME_NS)):
                 matches.setdefault(path, []).append(record_id)
         return {path: ids[0] for path, ids in matches.items() if len(ids) == 1}
 
@@ -255,7 +256,7 @@ class ChromaStore:
 
     def uncaptioned(self, ids: list[str]) -> list[str]:
         """Which of these stored records have no caption yet."""
-        return [i for i, metadata in self.records(ids).items() if not metadata.get("caption")]
+        return [i for i, metadata in self.records(ids).items() if not metadata.get(keys.CAPTION)]
 
     def merge_metadata(self, changes: dict[str, dict]) -> None:
         """Set these keys in these stored records' metadata, keeping everything else they hold."""
@@ -276,7 +277,7 @@ class ChromaStore:
                                  include=["metadatas", "embeddings"])
             if found["ids"]:
                 with_retries(self.target, self.collection.update, ids=found["ids"], embeddings=found["embeddings"],
-                             metadatas=[{**(m or {}), "caption": captions[i], "has_caption": True}
+                             metadatas=[{**(m or {}), keys.CAPTION: captions[i], keys.HAS_CAPTION: True}
                                         for i, m in zip(found["ids"], found["metadatas"])],
                              documents=[caption_document(captions[i]) for i in found["ids"]])
 

@@ -12,8 +12,9 @@ from photo_cases import NEWEST_FIRST, SHOOTS, sha256_of, write_shoots
 from pydantic import ValidationError
 
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS, InputGeometry
-from ray_pipeline.filters import FILTER_KEYS, LAYOUT_KEY, RECORD_LAYOUT, SearchFilters, first_error, folders_of, taken_keys
+from ray_pipeline.filters import LAYOUT_KEY, RECORD_LAYOUT, SearchFilters, first_error, folders_of, taken_keys
 from ray_pipeline.journey import DuplicateRegistry, Journey
+from ray_pipeline.record_keys import FILTER_KEYS
 from ray_pipeline.search import newest_first, top_k
 from ray_pipeline.store import StoreHandle, StoreTarget, opened_for_writing, opened_here
 

@@ -86,7 +86,8 @@ def test_rerunning_ingest_brings_a_collection_written_before_filters_up_to_date(
     import chromadb
     from chromadb.config import Settings
 
-    from ray_pipeline.filters import FILTER_KEYS, LAYOUT_KEY
+    from ray_pipeline.filters import LAYOUT_KEY
+    from ray_pipeline.record_keys import FILTER_KEYS
 
     write_shoots(tmp_path / "photos")
     chroma = tmp_path / "chroma"
