@@ -28,7 +28,6 @@ from ray_pipeline.store import (
     COLLECTION_NAME,
     StoreError,
     StoreHandle,
-    StoreTarget,
     check_model,
     connect,
     list_collections,
@@ -294,7 +293,7 @@ class Ingress:
         if self.owner is not None:
             listed = ray.get(self.owner.list_collections.remote())
         else:
-            listed = list_collections(connect(StoreTarget(collection="", url=self.settings.chroma_url)))
+            listed = list_collections(connect(self.settings.store))
         return {"collections": listed}
 
     @app.get("/thumbnails/{collection}/{record_id}")
