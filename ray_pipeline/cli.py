@@ -246,7 +246,7 @@ def _config(args) -> IngestConfig:
     """What `ingest` or `watch` was asked for (watch: prune always, no manifest, no dry run)."""
     return IngestConfig(
         target=_target(args),
-        model=ModelSpec(args.model, args.pretrained, args.checkpoint, args.allow_random_weights),
+        model=ModelSpec.asked(args.model, args.pretrained, args.checkpoint, args.allow_random_weights),
         paths=tuple(args.paths),
         manifest=getattr(args, "manifest", None),
         batch_size=args.batch_size,
@@ -297,8 +297,7 @@ def _search(args, parser) -> int:
 
     override = None
     if args.command == "search" and (args.model or args.checkpoint or args.pretrained or args.allow_random_weights):
-        pretrained = args.pretrained or (None if args.checkpoint else DEFAULT_PRETRAINED)
-        override = ModelSpec(args.model or DEFAULT_MODEL, pretrained, args.checkpoint, args.allow_random_weights)
+        override = ModelSpec.asked(args.model, args.pretrained, args.checkpoint, args.allow_random_weights)
     page = search.search_page(_target(args), args.k, text, image, override, filters, args.offset)
     if args.json:
         print(json.dumps(page.as_json()))

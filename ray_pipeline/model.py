@@ -35,6 +35,24 @@ class ModelSpec:
     checkpoint: str | None = None
     allow_random_weights: bool = False
 
+    @classmethod
+    def asked(cls, name: str | None = None, pretrained: str | None = None, checkpoint: str | None = None,
+              allow_random_weights: bool = False) -> ModelSpec:
+        """The model as the CLI's options or the app's environment ask for it (None: not said, so the
+        default). A checkpoint excludes a tag: the weights come from that file alone; an empty tag asks for
+        none (random weights, where allowed)."""
+        if checkpoint:
+            pretrained = None
+        elif pretrained is None:
+            pretrained = DEFAULT_PRETRAINED
+        return cls(name or DEFAULT_MODEL, pretrained or None, checkpoint or None, allow_random_weights)
+
+    def cli_args(self) -> list[str]:
+        """The CLI's options that ask for this model (read back by `asked`), for a command line another
+        process runs: the Serve app's ingestion jobs use its model so."""
+        weights = ["--checkpoint", self.checkpoint] if self.checkpoint else ["--pretrained", self.pretrained or ""]
+        return ["--model", self.name, *weights, *(["--allow-random-weights"] if self.allow_random_weights else [])]
+
 
 @dataclass(frozen=True)
 class ResolvedModel:

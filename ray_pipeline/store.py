@@ -67,6 +67,12 @@ class StoreTarget:
     def describe(self) -> str:
         return f"Chroma server {self.url}" if self.url else f"embedded Chroma at {self.path}"
 
+    def cli_args(self) -> list[str]:
+        """The CLI's options that name this collection and where it lives, for a command line another
+        process runs (the Serve app's ingestion jobs)."""
+        where = ["--chroma-url", self.url] if self.url else ["--chroma-path", self.path]
+        return ["--collection", self.collection, *where]
+
 
 def connect(target: StoreTarget):
     """A Chroma client for the target; a server that does not answer is a StoreError at once."""

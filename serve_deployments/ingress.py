@@ -7,11 +7,13 @@ import logging
 import os
 import re
 import tempfile
+from typing import Annotated, Any, TypeVar
 
 import ray
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ray import serve
 
 from ray_pipeline.caption import CAPTION_INPUT
@@ -26,7 +28,6 @@ from ray_pipeline.store import (
     COLLECTION_NAME,
     StoreError,
     StoreHandle,
-    StoreTarget,
     check_model,
     connect,
     list_collections,
@@ -113,7 +114,21 @@ class ResultsRequest(SearchFilters):
         return SearchFilters.model_construct(**values)
 
 
-class ListingRequest(ResultsRequest):
+class FromFields(BaseModel):
+    """A model read from form fields or query parameters, as a page sends them: a blank one is left out (an
+    input left empty); one sent once is its value, even where FastAPI reads a list (`format=jpg,png` is then
+    split as in JSON); one sent again and again is its list (`format=jpg&format=heic`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_sent(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        once = {key: value[0] if isinstance(value, list) and len(value) == 1 else value for key, value in values.items()}
+        return {key: value for key, value in once.items() if value != ""}
+
+
+class ListingRequest(FromFields, ResultsRequest):
     """A page of a listing: it reads the matching records whatever the offset, so any offset is fine."""
 
     offset: int = Field(default=0, ge=0)
@@ -127,18 +142,25 @@ class SearchRequest(ImageSearchRequest):
     text: str = Field(min_length=1)
 
 
-def given(fields) -> dict:
-    """Form fields or query parameters as the request's values: empty ones left out (a page's blank
-    input), a repeated one as its list (`format=jpg&format=heic`)."""
-    values = {key: fields.getlist(key) for key in fields.keys()}
-    return {key: found if len(found) > 1 else found[0] for key, found in values.items() if found != [""]}
+class ImageSearchForm(FromFields, ImageSearchRequest):
+    """A search by photo, as multipart: the photo is a field of the model too, else it would be an unknown one."""
+
+    file: UploadFile = Field(description="the photo to search by")
 
 
-def validation_detail(exc: ValueError) -> list | str:
-    """FastAPI's 422 `detail` for a model validated in a route (defined before the deployment class: Serve
-    pickles the class, and its methods' globals, when it is declared)."""
-    errors = getattr(exc, "errors", None)
-    return [{"loc": e.get("loc"), "msg": e.get("msg")} for e in errors()] if callable(errors) else str(exc)
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def in_body(model: type[Body], body: bytes | dict) -> Body:
+    """`model` from a body read by the route itself (`POST /search` takes two kinds); when it does not
+    validate, FastAPI's own 422, each error placed in the body as FastAPI places those of the bodies it reads.
+    (Defined before the deployment class: Serve pickles the class, and its methods' globals, when it is
+    declared.)"""
+    try:
+        return model.model_validate_json(body) if isinstance(body, bytes) else model.model_validate(body)
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
 
 
 def read_upload(upload: UploadFile, limit: int) -> FileBytes:
@@ -271,7 +293,7 @@ class Ingress:
         if self.owner is not None:
             listed = ray.get(self.owner.list_collections.remote())
         else:
-            listed = list_collections(connect(StoreTarget(collection="", url=self.settings.chroma_url)))
+            listed = list_collections(connect(self.settings.store))
         return {"collections": listed}
 
     @app.get("/thumbnails/{collection}/{record_id}")
@@ -307,21 +329,27 @@ class Ingress:
 
     @app.post("/search")
     async def search(self, request: Request) -> dict:
-        """JSON {collection, text, k}, or multipart with an image `file` (and `collection`, `k`)."""
-        try:
-            if request.headers.get("content-type", "").startswith("multipart/form-data"):
-                form = await request.form()
-                upload = form.get("file")
-                fields = ImageSearchRequest.model_validate({k: v for k, v in given(form).items() if k != "file"})
-                if not hasattr(upload, "read"):
-                    raise HTTPException(422, "file: an image file is required")
-                query = read_upload(upload, self.settings.max_upload_bytes)
-            else:
-                fields = SearchRequest.model_validate_json(await request.body())
-                query = fields.text
-        except ValueError as exc:
-            return JSONResponse(status_code=422, content={"detail": validation_detail(exc)})
-        embedding = self.embedder.embed_texts.remote(query) if isinstance(query, str) else self.embedder.embed_photo.remote(query)
+        """Both searches at one address, as clients have always sent them: multipart is a search by photo (as
+        `POST /search/image`), any other body a search by text in JSON (as `POST /search/text`)."""
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            form = await request.form()
+            return await self.search_image(in_body(ImageSearchForm, {key: form.getlist(key) for key in form}))
+        return await self.search_text(in_body(SearchRequest, await request.body()))
+
+    @app.post("/search/text")
+    async def search_text(self, body: SearchRequest) -> dict:
+        """JSON {collection, text, k, offset, filters...}: the best matches first."""
+        return await self._search(body, self.embedder.embed_texts.remote(body.text))
+
+    @app.post("/search/image")
+    async def search_image(self, form: Annotated[ImageSearchForm, File()]) -> dict:
+        """Multipart: an image `file`, and `collection`, `k`, `offset` and filters as form fields: the best
+        matches first."""
+        photo = read_upload(form.file, self.settings.max_upload_bytes)
+        return await self._search(form, self.embedder.embed_photo.remote(photo))
+
+    async def _search(self, fields: ImageSearchRequest, embedding) -> dict:
+        """The page of results for the query being embedded."""
         try:  # the collection is checked while the query is embedded
             store, vector = await asyncio.gather(self._checked_store(fields.collection), embedding)
         except DecodeError as exc:
@@ -333,13 +361,9 @@ class Ingress:
         return page.as_json()
 
     @app.get("/collections/{collection}/photos")
-    async def photos(self, collection: str, request: Request) -> dict:
+    async def photos(self, collection: str, fields: Annotated[ListingRequest, Query()]) -> dict:
         """The collection's photos with no query, newest capture first: `k`, `offset` and any search filter
         as query parameters."""
-        try:
-            fields = ListingRequest.model_validate(given(request.query_params))
-        except ValueError as exc:
-            return JSONResponse(status_code=422, content={"detail": validation_detail(exc)})
         store, _ = await self._existing_store(collection)
         page = await asyncio.to_thread(newest_first, store, fields.k, fields.filters, fields.offset)
         return page.as_json()

@@ -37,17 +37,10 @@ def ingest_entrypoint(settings: Settings, paths: list[str], collection: str, cap
                       command: str = "ingest", prune: bool = False) -> str:
     """The CLI command line the job runs (`ingest`, or `watch`, which uses the app's Embedder); it
     carries no secret."""
-    args = [sys.executable, "-m", "ray_pipeline", command, *paths, "--collection", collection, "--progress-id", job_id]
+    args = [sys.executable, "-m", "ray_pipeline", command, *paths, *settings.target(collection).cli_args(),
+            *settings.model.cli_args(), "--progress-id", job_id]
     for root in settings.ingestion_roots():  # files reached through symlinks must stay inside too
         args += ["--within", root]
-    args += ["--chroma-url", settings.chroma_url] if settings.chroma_url else ["--chroma-path", settings.chroma_path]
-    args += ["--model", settings.clip_model]
-    if settings.clip_checkpoint:
-        args += ["--checkpoint", settings.clip_checkpoint]
-    elif settings.clip_pretrained:
-        args += ["--pretrained", settings.clip_pretrained]
-    if settings.allow_random_weights:
-        args.append("--allow-random-weights")
     if caption:
         args.append("--caption")
     if caption or command == "watch":

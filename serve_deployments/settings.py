@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ray_pipeline.config import INLINE_MAX_FILES
-from ray_pipeline.model import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelSpec
+from ray_pipeline.model import ModelSpec
+from ray_pipeline.store import StoreTarget
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +51,8 @@ class Settings:
     token: Secret | None
     allowed_roots: tuple[str, ...]
     upload_dir: str
-    chroma_path: str | None
-    chroma_url: str | None
-    clip_model: str = DEFAULT_MODEL
-    clip_pretrained: str | None = DEFAULT_PRETRAINED
-    clip_checkpoint: str | None = None
-    allow_random_weights: bool = False
+    store: StoreTarget  # where the collections live; its collection is empty: each request names its own
+    model: ModelSpec = ModelSpec()  # the CLIP model the app searches and writes with
     blip_model: str = DEFAULT_BLIP
     caption_max_replicas: int = 1
     caption_idle_seconds: float = 300.0
@@ -82,12 +79,10 @@ class Settings:
             token=token,
             allowed_roots=roots,
             upload_dir=upload_dir,
-            chroma_path=None if chroma_url else os.path.realpath(os.environ.get("CHROMA_PATH", "./chroma_data")),
-            chroma_url=chroma_url,
-            clip_model=os.environ.get("CLIP_MODEL", DEFAULT_MODEL),
-            clip_pretrained=None if os.environ.get("CLIP_CHECKPOINT") else os.environ.get("CLIP_PRETRAINED", DEFAULT_PRETRAINED),
-            clip_checkpoint=os.environ.get("CLIP_CHECKPOINT") or None,
-            allow_random_weights=_flag("ALLOW_RANDOM_WEIGHTS"),
+            store=StoreTarget(collection="", url=chroma_url,
+                              path=None if chroma_url else os.path.realpath(os.environ.get("CHROMA_PATH", "./chroma_data"))),
+            model=ModelSpec.asked(os.environ.get("CLIP_MODEL"), os.environ.get("CLIP_PRETRAINED"),
+                                  os.environ.get("CLIP_CHECKPOINT"), _flag("ALLOW_RANDOM_WEIGHTS")),
             blip_model=os.environ.get("BLIP_MODEL", DEFAULT_BLIP),
             caption_max_replicas=_number("CAPTION_MAX_REPLICAS", int, 1),
             caption_idle_seconds=_number("CAPTION_IDLE_SECONDS", float, 300.0),
@@ -105,10 +100,9 @@ class Settings:
             raise SettingsError(f"EMBED_MIN_REPLICAS ({self.embed_min_replicas}) is over EMBED_MAX_REPLICAS "
                                 f"({self.embed_max_replicas})")
 
-    @property
-    def model(self) -> ModelSpec:
-        """The CLIP model the app searches and writes with."""
-        return ModelSpec(self.clip_model, self.clip_pretrained, self.clip_checkpoint, self.allow_random_weights)
+    def target(self, collection: str) -> StoreTarget:
+        """One collection of the app's store."""
+        return replace(self.store, collection=collection)
 
     def ingestion_roots(self) -> tuple[str, ...]:
         """Where ingestion may read: the allowed roots, and the upload folder."""

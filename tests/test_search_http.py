@@ -12,14 +12,14 @@ from serve_app import SHOOTS_COLLECTION, auth
 from ray_pipeline.filters import words_of
 
 
-def post_search(service, **body):
-    return requests.post(f"{service['url']}/search", headers=auth(service), timeout=60,
+def post_search(service, route="/search", **body):
+    return requests.post(f"{service['url']}{route}", headers=auth(service), timeout=60,
                          json={"collection": SHOOTS_COLLECTION, "text": "a photo", "k": 10, **body})
 
 
-def photo_search(service, photo, **fields):
+def photo_search(service, photo, route="/search", **fields):
     with open(photo, "rb") as f:
-        return requests.post(f"{service['url']}/search", headers=auth(service), timeout=60, files={"file": (photo.name, f)},
+        return requests.post(f"{service['url']}{route}", headers=auth(service), timeout=60, files={"file": (photo.name, f)},
                              data={"collection": SHOOTS_COLLECTION, "k": "10", **fields})
 
 
@@ -103,7 +103,33 @@ def test_captions_are_matched_by_their_words(service, shoots):
     ({"date_to": "9999-12-31"}, "date_to"),
 ])
 def test_a_malformed_filter_is_a_422_naming_the_field(service, shoots, filters, field):
-    for response in (post_search(service, **filters), listing(service, **filters),
-                     photo_search(service, shoots["folder"] / "scan.png", **{k: str(v) for k, v in filters.items()})):
+    """FastAPI's own 422 on every route: each error placed in the body or the query, by its field."""
+    as_text = {k: str(v) for k, v in filters.items()}
+    scan = shoots["folder"] / "scan.png"
+    for response, where in [(post_search(service, **filters), "body"), (post_search(service, "/search/text", **filters), "body"),
+                            (photo_search(service, scan, **as_text), "body"),
+                            (photo_search(service, scan, "/search/image", **as_text), "body"),
+                            (listing(service, **filters), "query")]:
         assert response.status_code == 422, response.text
-        assert field in str(response.json()["detail"])
+        assert [where, field] in [error["loc"][:2] for error in response.json()["detail"]], response.text
+
+
+def test_the_search_routes_of_each_kind_answer_alike(service, shoots):
+    """POST /search takes either kind; /search/text and /search/image each take one, with the same fields,
+    filters and pages. From a page's form, blank fields are ignored and a list may be one field or many."""
+    assert names(shoots, post_search(service, "/search/text", camera_make="Canon", k=1, offset=1)) == \
+        names(shoots, post_search(service, camera_make="Canon", k=1, offset=1))
+    night = shoots["folder"] / "city/2021/night.heic"
+    page_form = {"format": "jpg,png", "has_gps": "false", "camera_make": "", "date_from": "", "offset": ""}
+    by_photo = {route: names(shoots, photo_search(service, night, route, **page_form)) for route in ("/search", "/search/image")}
+    assert set(by_photo["/search"]) == {"beach/2019/noon.jpg", "scan.png"} and by_photo["/search/image"] == by_photo["/search"]
+    both = [("format", "png"), ("format", "heic"), ("collection", SHOOTS_COLLECTION), ("k", "10")]
+    for route in ("/search", "/search/image"):
+        with open(night, "rb") as f:
+            repeated = requests.post(f"{service['url']}{route}", headers=auth(service), timeout=60, files={"file": f}, data=both)
+        assert set(names(shoots, repeated)) == {"scan.png", "city/2021/night.heic"}
+        without_a_photo = requests.post(f"{service['url']}{route}", headers=auth(service), timeout=60,
+                                        files={"photo": ("night.heic", b"...")}, data={"collection": SHOOTS_COLLECTION})
+        assert without_a_photo.status_code == 422, without_a_photo.text
+        assert ["body", "file"] in [error["loc"] for error in without_a_photo.json()["detail"]]
+    assert names(shoots, listing(service, format="heic,dng", camera_make="", k="")) == ["city/2021/night.heic", "raw/flower.dng"]

@@ -1,9 +1,17 @@
-"""The application's configuration: it refuses to start without a token unless told to."""
+"""The application's configuration: it refuses to start without a token unless told to; its model and store are
+those the CLI takes, and its ingestion jobs' command lines ask for them."""
 
 from __future__ import annotations
 
+import shlex
+import sys
+
 import pytest
 
+from ray_pipeline.cli import _config, build_parser
+from ray_pipeline.model import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelSpec
+from ray_pipeline.store import StoreTarget
+from serve_deployments.jobs import ingest_entrypoint
 from serve_deployments.settings import Secret, Settings, SettingsError
 
 pytestmark = pytest.mark.unit
@@ -26,3 +34,61 @@ def test_token_from_a_file_never_shows(monkeypatch, tmp_path):
     assert settings.token == "s3cret-token"
     assert "s3cret" not in repr(settings) and "s3cret" not in repr(Secret("s3cret"))
     assert settings.allowed_roots == (f"{tmp_path}/a", f"{tmp_path}/b")
+
+
+MODEL_VARIABLES = ("CLIP_MODEL", "CLIP_PRETRAINED", "CLIP_CHECKPOINT", "ALLOW_RANDOM_WEIGHTS", "CHROMA_PATH", "CHROMA_URL")
+
+
+@pytest.fixture
+def environment(monkeypatch, tmp_path):
+    """An app's environment with no token and no GPU question (no torch import): each test adds its own."""
+    for name in MODEL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {"INGEST_ALLOW_NO_AUTH": "1", "INGEST_ALLOWED_ROOTS": str(tmp_path / "photos"),
+                        "INGEST_UPLOAD_DIR": str(tmp_path / "uploads"), "EMBED_NUM_GPUS": "0", "CAPTION_NUM_GPUS": "0"}.items():
+        monkeypatch.setenv(name, value)
+    return monkeypatch
+
+
+def test_a_checkpoint_excludes_a_pretrained_tag(environment, tmp_path):
+    assert ModelSpec.asked() == ModelSpec(DEFAULT_MODEL, DEFAULT_PRETRAINED, None, False)
+    assert ModelSpec.asked("RN50", DEFAULT_PRETRAINED, "w.pt") == ModelSpec("RN50", None, "w.pt", False)
+    assert ModelSpec.asked(pretrained="") == ModelSpec(DEFAULT_MODEL, None, None, False)  # no tag: random weights, if allowed
+    assert Settings.from_env().model == ModelSpec.asked()
+    environment.setenv("CLIP_PRETRAINED", "openai")
+    environment.setenv("CLIP_CHECKPOINT", str(tmp_path / "w.pt"))
+    assert Settings.from_env().model == ModelSpec(DEFAULT_MODEL, None, str(tmp_path / "w.pt"), False)
+    args = build_parser().parse_args(["ingest", "photos", "--collection", "photos", "--checkpoint", "w.pt"])
+    assert _config(args).model == ModelSpec(DEFAULT_MODEL, None, "w.pt", False)  # the CLI's default tag is left out
+
+
+def test_the_store_from_the_environment(environment, tmp_path):
+    environment.setenv("CHROMA_PATH", str(tmp_path / "link"))
+    (tmp_path / "chroma").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "chroma")
+    settings = Settings.from_env()
+    assert settings.store == StoreTarget(collection="", path=str(tmp_path / "chroma"))
+    assert settings.target("photos") == StoreTarget(collection="photos", path=str(tmp_path / "chroma"))
+    environment.setenv("CHROMA_URL", "http://chroma:8000")
+    assert Settings.from_env().target("photos") == StoreTarget(collection="photos", url="http://chroma:8000")
+
+
+@pytest.mark.parametrize("store, model", [
+    (StoreTarget("", path="/data/chroma"), ModelSpec.asked()),
+    (StoreTarget("", url="http://chroma:8000"), ModelSpec.asked("/models/tiny.json", None, "/models/tiny.pt", True)),
+    (StoreTarget("", path="/data/chroma"), ModelSpec.asked("ViT-B-16", "openai")),
+    (StoreTarget("", path="/data/chroma"), ModelSpec.asked(pretrained="", allow_random_weights=True)),
+])
+@pytest.mark.parametrize("command", ["ingest", "watch"])
+def test_a_job_runs_the_cli_with_the_apps_model_and_store(store, model, command):
+    """The job's command line, read back by the CLI's own parser, asks for the app's very model and store."""
+    settings = Settings(token=None, allowed_roots=("/photos",), upload_dir="/uploads", store=store, model=model)
+    line = ingest_entrypoint(settings, ["/photos/2019 trip"], "holidays", True, "ingest-1", command, prune=command == "ingest")
+    program, flag, module, *argv = shlex.split(line)
+    assert (program, flag, module) == (sys.executable, "-m", "ray_pipeline")
+    args = build_parser().parse_args(argv)
+    config = _config(args)
+    assert (config.target, config.model) == (settings.target("holidays"), settings.model)
+    assert (args.command, config.paths, config.within, config.progress_id) == \
+        (command, ("/photos/2019 trip",), ("/photos", "/uploads"), "ingest-1")
+    assert (config.caption, config.serve_app, config.prune) == (True, settings.serve_app, True)
