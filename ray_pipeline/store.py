@@ -70,7 +70,7 @@ class StoreTarget:
     def cli_args(self) -> list[str]:
         """The CLI's options that name this collection and where it lives, for a command line another
         process runs (the Serve app's ingestion jobs)."""
-        where = ["--chroma-url", self.url] if self.url else ["--chroma-path", self.path]
+        where = ["--chroma-url", self.url] if self.url else ["--chroma-path", self.folder]
         return ["--collection", self.collection, *where]
 
 

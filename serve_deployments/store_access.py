@@ -11,7 +11,7 @@ from serve_deployments.settings import Settings
 def long_lived_owner(settings: Settings):
     """The owner actor of the app's embedded Chroma folder (started by the first deployment that asks,
     and kept for the app's life); None with a Chroma server."""
-    return store.long_lived_owner(settings.store.path, detached=True) if settings.store.embedded else None
+    return store.long_lived_owner(settings.store.folder, detached=True) if settings.store.embedded else None
 
 
 def store_handle(settings: Settings, collection: str, owner) -> StoreHandle:
