@@ -49,7 +49,12 @@ def compiles(compile: str, device: str) -> bool:
 
 
 class ImageEncoder:
-    """A loaded OpenCLIP image tower that takes (N, H, W, 3) uint8 arrays."""
+    """A loaded OpenCLIP image tower that takes (N, H, W, 3) uint8 arrays.
+
+    It runs at most `batch` pictures at once. On CUDA that is the largest batch up to the one asked for
+    that fits in the GPU's memory, found at start; a batch that runs out of memory later (another
+    process took some) is halved and run again, so no picture is lost or embedded twice.
+    """
 
     def __init__(
         self,
@@ -75,25 +80,52 @@ class ImageEncoder:
         shape = (1, 3, 1, 1)
         self.mean = torch.tensor(resolved.preprocess["mean"], device=self.device, dtype=self.dtype).view(shape)
         self.std = torch.tensor(resolved.preprocess["std"], device=self.device, dtype=self.dtype).view(shape)
-        self.batch_size = batch_size if compiled else 0  # padding only pays off for a compiled graph
+        self.pad = compiled  # a compiled graph sees one batch shape only: short batches are padded
+        # At most this many pictures at once; 0: any number (eager on the CPU, where memory is not the limit).
+        self.batch = batch_size if compiled or self.device.type == "cuda" else 0
         if compiled:
             self.visual = torch.compile(self.visual)
-            shape = resolved.geometry.pixel_shape
-            self.encode(np.zeros((batch_size or 1, *shape), np.uint8))  # compile now, once
+        if self.batch:  # compiled now, once, and on CUDA the batch that fits is found
+            self.encode(np.zeros((self.batch, *resolved.geometry.pixel_shape), np.uint8))
+        if compiled:
+            logger.info("image tower compiled (torch.compile) on %s for batches of %d", self.device, self.batch)
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
-        """float32 unit vectors, one per picture."""
-        if self.batch_size and len(pixels) > self.batch_size:  # a compiled graph sees one batch shape only
-            return np.concatenate([self.encode(pixels[start : start + self.batch_size])
-                                   for start in range(0, len(pixels), self.batch_size)])
-        return self._encode_batch(pixels)
+        """float32 unit vectors, one per picture, in order."""
+        import torch
+
+        if not len(pixels):
+            return np.zeros((0, 0), np.float32)
+        done, start = [], 0
+        while start < len(pixels):
+            chunk = pixels[start : start + self.batch] if self.batch else pixels[start:]
+            try:
+                done.append(self._encode_batch(chunk))
+            except torch.cuda.OutOfMemoryError:
+                self._halve(len(chunk))  # and this chunk again, in smaller batches
+                continue
+            start += len(chunk)
+        return np.concatenate(done)
+
+    def _halve(self, tried: int) -> None:
+        """A batch of `tried` pictures did not fit: from now on at most half of it, said in the log and
+        on the `photo_embed_batch_halvings` counter. One picture that does not fit is an error."""
+        import torch
+
+        if tried <= 1:
+            raise UserFacingError(f"the model does not fit in the memory of {self.device} with even one picture")
+        self.batch = tried // 2
+        torch.cuda.empty_cache()
+        logger.warning("out of memory on %s with %d pictures at once: embedding %d at once from now on",
+                       self.device, tried, self.batch)
+        metrics().batch_halvings.inc(1, tags={"device": self.device.type})
 
     def _encode_batch(self, pixels: np.ndarray) -> np.ndarray:
         import torch
 
         count = len(pixels)
-        if self.batch_size and count < self.batch_size:  # keep one shape: no recompiles
-            pad = np.zeros((self.batch_size - count, *pixels.shape[1:]), np.uint8)
+        if self.pad and count < self.batch:  # keep one shape: no recompiles
+            pad = np.zeros((self.batch - count, *pixels.shape[1:]), np.uint8)
             pixels = np.concatenate([pixels, pad])
         host = torch.from_numpy(np.require(pixels, np.uint8, ["C", "W"]))
         if self.device.type == "cuda":

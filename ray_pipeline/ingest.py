@@ -52,7 +52,7 @@ def run_ingest(config: IngestConfig) -> IngestResult:
         return _dry_run(config, after, tally, started)
     paths = listing.paths
     stored = stored_before_start(config.target, paths, config.within, config.rehash)
-    captioned, caption_errors = None, []
+    captioned, caption_errors, actors = None, [], None
     if stored is not None and not config.caption and stored.covers(paths, config.model):
         logger.info("all %d files are stored already%s: nothing to embed, no job to run (--rehash reads them all)", len(paths),
                     f" or failed before ({len(stored.failed)}, unchanged since)" if stored.failed else "")
@@ -69,7 +69,8 @@ def run_ingest(config: IngestConfig) -> IngestResult:
 
         job = run_pipeline(config, listing, stored, tally, after)
         captioned, caption_errors, random_weights, reporter = job.captioned, job.caption_errors, job.random_weights, job.reporter
-    summary = summary_of(config.target.collection, tally, time.monotonic() - started, captioned)
+        actors = job.actors
+    summary = summary_of(config.target.collection, tally, time.monotonic() - started, captioned, actors)
     errors = tally.errors + caption_errors
     reporter.finish(summary, errors)
     return IngestResult(summary, tally, errors, random_weights, after.plan.describe(), after.holds)

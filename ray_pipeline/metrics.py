@@ -26,6 +26,8 @@ class PipelineMetrics:
         }
         self.bytes_read = counter("bytes_read", "bytes read from photo files")
         self.captions = counter("captions", "captions written")
+        self.batch_halvings = Counter("photo_embed_batch_halvings", description="embedding batches halved after "
+                                      "running out of GPU memory", tag_keys=("device",))
         self.decode_seconds = Histogram("photo_decode_seconds", description="read, hash and decode time per file",
                                         boundaries=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], tag_keys=COLLECTION)
         self.embed_seconds = Histogram("photo_embed_batch_seconds", description="embedding time per batch",

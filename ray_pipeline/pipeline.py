@@ -143,6 +143,7 @@ class JobResult:
     caption_errors: list[FileFailure]
     random_weights: bool
     reporter: Reporter
+    actors: dict | None  # the plan the Ray Data job ran with (`Stages.described`); None when no file was read
 
 
 @contextmanager
@@ -181,14 +182,16 @@ def run_pipeline(config: IngestConfig, listing: Listing, stored: Stored | None, 
         stored.count_into(tally, keep_stored=config.keeps_contents)
         reporter = announce(config.progress_id, config.target.collection, listing.discovered, tally)
         sink = ChromaDatasink(store, reporter, keep_stored=config.keeps_contents)
-        if to_read:  # nothing new: what is left is captions, if asked for
-            _run_job(to_read, _stages(config, device, store, registry, resolved), sink)
+        stages = _stages(config, device, store, registry, resolved) if to_read else None
+        if stages is not None:  # nothing new: what is left is captions, if asked for
+            _run_job(to_read, stages, sink)
         tally.add(sink.tally)
         after(store, stored, tally)
         captioned, caption_errors = (
             caption_records(store, tally.stored, config.serve_app, reporter) if config.caption else (None, [])
         )
-    return JobResult(captioned, caption_errors, resolved.random_weights, reporter)
+    return JobResult(captioned, caption_errors, resolved.random_weights, reporter,
+                     stages.described() if stages is not None else None)
 
 
 def _left_to_read(paths: list[str], stored: Stored, registry) -> list[str]:
@@ -208,6 +211,13 @@ class Stages:
     prepare: tuple  # PrepareImages(store, registry, geometry, max_pixels, within)
     embed: EmbedOptions
     plan: ActorPlan
+
+    def described(self) -> dict:
+        """The plan as the job summary records it (`actors`)."""
+        plan = self.plan
+        return {"device": self.embed.device, "embed_actors": list(plan.embed_actors), "embed_cpus": plan.embed_cpus,
+                "embed_threads": plan.embed_threads, "batch_size": self.embed.batch_size,
+                "decode_actors": plan.decode_actors, "decode_cpus": plan.decode_cpus}
 
 
 def _stages(config: IngestConfig, device: str, store: StoreHandle, registry, resolved) -> Stages:

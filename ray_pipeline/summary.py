@@ -69,13 +69,17 @@ class Tally:
         return {stage: round(self.seconds.get(stage, 0.0), 3) for stage in (*STAGE_COLUMNS, "write")}
 
 
-def summary_of(collection: str, tally: Tally, seconds: float, captioned: int | None = None) -> dict:
-    """An ingestion's summary, in the order of the line the `ingest` command prints last."""
+def summary_of(collection: str, tally: Tally, seconds: float, captioned: int | None = None,
+               actors: dict | None = None) -> dict:
+    """An ingestion's summary, in the order of the line the `ingest` command prints last; `actors`: the
+    plan of the Ray Data job, where one ran."""
     summary = {"collection": collection, **tally.summary(), "removed": tally.removed}
     if captioned is not None:
         summary["captioned"] = captioned
     summary["seconds"] = round(seconds, 2)
     summary["stage_seconds"] = tally.stage_seconds()
+    if actors is not None:
+        summary["actors"] = actors
     return summary
 
 

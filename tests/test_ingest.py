@@ -60,7 +60,10 @@ def test_summary_counts_every_discovered_file(ingested):
     assert summary["discovered"] == len(cases) - len(by_kind(cases, "ignored"))
     assert summary["seconds"] > 0
     assert list(summary) == ["collection", "discovered", "embedded", "skipped_existing", "duplicates", "failed", "removed",
-                             "seconds", "stage_seconds"]
+                             "seconds", "stage_seconds", "actors"]
+    # The plan the Ray Data job ran with, on the session's 2-CPU head: one CPU embedding actor beside decoding.
+    assert summary["actors"]["device"] == "cpu" and summary["actors"]["embed_actors"] == [1, 1]
+    assert summary["actors"]["decode_actors"] >= 1 and summary["actors"]["batch_size"] == 32
     assert all(summary["stage_seconds"][stage] > 0 for stage in ("read", "decode", "embed", "write"))
 
 
