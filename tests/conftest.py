@@ -153,38 +153,6 @@ def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "cond
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def save_tiny_blip(folder: Path, seed: int = 0) -> Path:
-    """A seeded, randomly initialised BLIP captioner of transformers' real classes, saved with
-    save_pretrained (model, tokenizer, image processor), as BLIP_MODEL points at a directory."""
-    import torch
-    from transformers import (
-        BertTokenizer,
-        BlipConfig,
-        BlipForConditionalGeneration,
-        BlipImageProcessor,
-        BlipProcessor,
-    )
-
-    folder.mkdir(parents=True, exist_ok=True)
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "a", "photo", "of", "cat", "cup", "rocket",
-             "flower", "person", "the", "on", "table", "red", "sky", "with"]
-    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
-    tokenizer = BertTokenizer(str(folder / "vocab.txt"), bos_token="[DEC]")
-    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 64, "width": 64}), tokenizer=tokenizer)
-    config = BlipConfig(
-        text_config={"vocab_size": len(words), "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                     "intermediate_size": 64, "max_position_embeddings": 64, "bos_token_id": 5, "pad_token_id": 0,
-                     "sep_token_id": 3, "eos_token_id": 3},
-        vision_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
-                       "image_size": 64, "patch_size": 16},
-        projection_dim=32,
-    )
-    torch.manual_seed(seed)
-    BlipForConditionalGeneration(config).eval().save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
-
-
 class ChromaServer:
     """A real `chroma run` on loopback, which a test may stop and start again (same port, same data)."""
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from conftest import ROOT, free_port, save_tiny_blip, wait_for
+from conftest import ROOT, free_port, wait_for
 
+from samples.models import save_blip
 from samples.sample_photos import write_library, write_many
 
 IDLE_SECONDS = 8
@@ -49,7 +50,7 @@ def service(ray_head, tiny_model, tmp_path_factory):
         "CHROMA_PATH": str(work / "chroma"),
         "CLIP_MODEL": tiny_model["config"],
         "CLIP_CHECKPOINT": tiny_model["checkpoint"],
-        "BLIP_MODEL": str(save_tiny_blip(work / "blip")),
+        "BLIP_MODEL": str(save_blip(work / "blip")),
         "INGEST_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
     }
     port = free_port()
