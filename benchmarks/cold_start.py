@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from benchmarks.corpus import build_corpus
-from benchmarks.run import ROOT, _append, _models, earlier_approach, machine
+from benchmarks.run import ROOT, _append, earlier_approach, machine, seeded_model
 from ray_pipeline.summary import summary_in
 
 # (event, the output line that marks it); events are listed in the order they happen, which differs
@@ -188,7 +188,7 @@ def main() -> None:
         if not args.no_cluster:
             files = build_corpus(args.corpus, 32, 16)
             paths = files["jpeg"][:32] + files["dng"][:16]
-            _, model, model_args = _models(Path(args.corpus) / "models", "ViT-B-32")
+            _, model, model_args = seeded_model(Path(args.corpus) / "models", "ViT-B-32")
             cluster = cluster_runs(source, paths, model_args, args.runs, work)
             print("[48 photos] the earlier system's loop ...", flush=True)
             loop = statistics.median_high([earlier_approach(paths, model, 32)["seconds"] for _ in range(args.runs)])

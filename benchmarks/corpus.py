@@ -8,7 +8,7 @@ phones write them (HEVC in 512-pixel grid tiles, about 1.5 MB), half with a 320 
 iPhones write one, half without, and 12-megapixel AVIFs. Files already present are kept, so a second
 build is free.
 
-    python -m benchmarks.corpus FOLDER [--jpegs N] [--dngs N] [--heics N] [--avifs N]
+    python -m benchmarks.corpus FOLDER [--jpegs N] [--dngs N] [--heics N] [--avifs N] [--workers N]
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import io
 import os
+from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image
@@ -104,40 +106,50 @@ def _jpeg_compress_preview(path: str, thumb: np.ndarray) -> None:
             file.write(int(value).to_bytes(4 if dtype == 4 else 2, "little"))
 
 
-def build_corpus(folder: str, jpegs: int, dngs: int, heics: int = 0, avifs: int = 0) -> dict[str, list[str]]:
-    """{"jpeg": [...], "dng": [...], "heic": [...], "avif": [...]}: the corpus's files, written where missing.
-    Half the DNGs have a preview, half the HEICs a thumbnail."""
-    photos = list(real_photos().values())
-    files: dict[str, list[str]] = {"jpeg": [], "dng": [], "heic": [], "avif": []}
+def build_corpus(folder: str, jpegs: int, dngs: int, heics: int = 0, avifs: int = 0,
+                 workers: int = 1) -> dict[str, list[str]]:
+    """{"jpeg": [...], "dng": [...], "heic": [...], "avif": [...]}: the corpus's files, written where missing,
+    by `workers` processes. Half the DNGs have a preview, half the HEICs a thumbnail."""
+    files: dict[str, list[str]] = {
+        "jpeg": [os.path.join(folder, "jpeg", f"photo_{i:05d}.jpg") for i in range(jpegs)],
+        "dng": [os.path.join(folder, "dng", f"raw_{i:05d}{'_preview' if i % 2 == 0 else ''}.dng") for i in range(dngs)],
+        "heic": [os.path.join(folder, "heic", f"IMG_{i:05d}{'_thumbnail' if i % 2 == 0 else ''}.heic")
+                 for i in range(heics)],
+        "avif": [os.path.join(folder, "avif", f"photo_{i:05d}.avif") for i in range(avifs)],
+    }
     for kind in files:
         os.makedirs(os.path.join(folder, kind), exist_ok=True)
-    for i in range(jpegs):
-        path = os.path.join(folder, "jpeg", f"photo_{i:05d}.jpg")
-        if not os.path.exists(path):
-            _atomically(path, lambda tmp, i=i: write_jpeg(tmp, camera_sized(photos[i % len(photos)], JPEG_SIZE, i)))
-        files["jpeg"].append(path)
-    for i in range(dngs):
-        preview = i % 2 == 0
-        path = os.path.join(folder, "dng", f"raw_{i:05d}{'_preview' if preview else ''}.dng")
-        if not os.path.exists(path):
-            rgb = camera_sized(photos[i % len(photos)], DNG_SIZE, 1000 + i)
-            _atomically(path, lambda tmp, rgb=rgb, preview=preview: write_camera_dng(tmp, rgb, preview))
-        files["dng"].append(path)
-    for i in range(heics):
-        thumbnail = HEIF_THUMBNAIL if i % 2 == 0 else 0
-        path = os.path.join(folder, "heic", f"IMG_{i:05d}{'_thumbnail' if thumbnail else ''}.heic")
-        if not os.path.exists(path):
-            rgb = camera_sized(photos[i % len(photos)], JPEG_SIZE, 2000 + i)
-            _atomically(path, lambda tmp, rgb=rgb, thumbnail=thumbnail: write_heif(
-                tmp, rgb, quality=50, thumbnail=thumbnail, tile_size=HEIF_TILE))
-        files["heic"].append(path)
-    for i in range(avifs):
-        path = os.path.join(folder, "avif", f"photo_{i:05d}.avif")
-        if not os.path.exists(path):
-            rgb = camera_sized(photos[i % len(photos)], JPEG_SIZE, 3000 + i)
-            _atomically(path, lambda tmp, rgb=rgb: write_heif(tmp, rgb, quality=50, fmt="AVIF", speed=8))
-        files["avif"].append(path)
+    missing = [(kind, i, path) for kind, paths in files.items() for i, path in enumerate(paths) if not os.path.exists(path)]
+    if workers > 1 and len(missing) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(_write, missing, chunksize=4))
+    else:
+        for task in missing:
+            _write(task)
     return files
+
+
+@lru_cache(maxsize=1)
+def _photos() -> list[np.ndarray]:
+    return list(real_photos().values())
+
+
+def _write(task: tuple[str, int, str]) -> None:
+    """One corpus file (kind, index, path), from the index's real photo and seed."""
+    kind, i, path = task
+    photos = _photos()
+    if kind == "jpeg":
+        _atomically(path, lambda tmp: write_jpeg(tmp, camera_sized(photos[i % len(photos)], JPEG_SIZE, i)))
+    elif kind == "dng":
+        rgb = camera_sized(photos[i % len(photos)], DNG_SIZE, 1000 + i)
+        _atomically(path, lambda tmp: write_camera_dng(tmp, rgb, preview=i % 2 == 0))
+    elif kind == "heic":
+        rgb = camera_sized(photos[i % len(photos)], JPEG_SIZE, 2000 + i)
+        _atomically(path, lambda tmp: write_heif(tmp, rgb, quality=50, thumbnail=HEIF_THUMBNAIL if i % 2 == 0 else 0,
+                                                 tile_size=HEIF_TILE))
+    else:
+        rgb = camera_sized(photos[i % len(photos)], JPEG_SIZE, 3000 + i)
+        _atomically(path, lambda tmp: write_heif(tmp, rgb, quality=50, fmt="AVIF", speed=8))
 
 
 def _atomically(path: str, write) -> None:
@@ -154,8 +166,9 @@ def main() -> None:
     parser.add_argument("--dngs", type=int, default=24)
     parser.add_argument("--heics", type=int, default=0)
     parser.add_argument("--avifs", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes writing files")
     args = parser.parse_args()
-    files = build_corpus(args.folder, args.jpegs, args.dngs, args.heics, args.avifs)
+    files = build_corpus(args.folder, args.jpegs, args.dngs, args.heics, args.avifs, args.workers)
     print({kind: len(paths) for kind, paths in files.items()})
 
 

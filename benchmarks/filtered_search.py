@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from benchmarks.run import ROOT, _models, report
+from benchmarks.run import ROOT, report, seeded_model
 from ray_pipeline.embed import ClipEncoder
 from ray_pipeline.filters import SearchFilters, caption_document, filter_keys
 from ray_pipeline.model import ModelSpec
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true", help="print, do not append to RESULTS.md")
     args = parser.parse_args()
     corpus = ROOT / "benchmarks" / "corpus"
-    resolved, _, model_args = _models(corpus / "models", "ViT-B-32")
+    resolved, _, model_args = seeded_model(corpus / "models", "ViT-B-32")
     encoder = ClipEncoder(ModelSpec(model_args[1], None, model_args[3]))
     target = StoreTarget(f"filtered-{args.records}", path=str(corpus / "filters-chroma"))
     started = time.perf_counter()

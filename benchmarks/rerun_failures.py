@@ -24,7 +24,7 @@ from pathlib import Path
 
 from benchmarks.cold_start import RayHead
 from benchmarks.corpus import build_corpus
-from benchmarks.run import ROOT, _models, report
+from benchmarks.run import ROOT, report, seeded_model
 from ray_pipeline.summary import summary_in
 
 
@@ -58,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     corpus = ROOT / "benchmarks" / "corpus"
     jpegs = build_corpus(str(corpus), jpegs=200, dngs=0)["jpeg"]
-    _, _, model_args = _models(corpus / "models", "tiny")
+    _, _, model_args = seeded_model(corpus / "models", "tiny")
     base = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS",)}
     base["PYTHONPATH"] = str(args.source)
     figures = {"label": args.label}

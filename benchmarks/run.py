@@ -282,7 +282,7 @@ def model_ceiling(resolved, count: int, batch_size: int) -> dict:
 
 # ----------------------------------------------------------------------------------------------------
 
-def _models(folder: Path, name: str):
+def seeded_model(folder: Path, name: str):
     """(resolved, (network, preprocess), CLI arguments) for a seeded random `name` (an OpenCLIP name or "tiny")."""
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
@@ -333,7 +333,7 @@ def compare(kind: str, paths: list[str], models, batch_size: int, work: Path) ->
 
 def scaling(counts: list[int], corpus: Path, work: Path, batch_size: int) -> list[dict]:
     """The pipeline (tiny model) on 100, 1000, 10000 ... small JPEGs (kept in `corpus`): time and memory."""
-    _, _, model_args = _models(corpus / "models", "tiny")
+    _, _, model_args = seeded_model(corpus / "models", "tiny")
     results = []
     for count in counts:
         folder = corpus / f"small-{count}"
@@ -427,7 +427,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench") as scratch:
         work = Path(scratch)
         if "jpeg" in parts or "dng" in parts:
-            models = _models(corpus / "models", args.model)
+            models = seeded_model(corpus / "models", args.model)
             for kind in ("jpeg", "dng"):
                 if kind in parts and files[kind]:
                     text = report_comparison(kind, compare(kind, files[kind], models, args.batch_size, work))

@@ -32,7 +32,7 @@ import yaml
 from benchmarks.cold_start import RayHead, _free_port
 from benchmarks.corpus import build_corpus
 from benchmarks.http_load import hammer
-from benchmarks.run import ROOT, _append, _models, machine
+from benchmarks.run import ROOT, _append, machine, seeded_model
 from samples.sample_photos import write_many
 
 
@@ -171,7 +171,7 @@ def main() -> None:
     args = parser.parse_args()
     corpus = Path(args.corpus)
     jpegs = build_corpus(str(corpus), max(64, args.uploads + 33), 0)["jpeg"]
-    _, _, model_args = _models(corpus / "models", args.model)
+    _, _, model_args = seeded_model(corpus / "models", args.model)
     with tempfile.TemporaryDirectory(prefix="warm") as scratch:
         work = Path(scratch)
         app = App(work, corpus, model_args)

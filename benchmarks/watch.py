@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.corpus import build_corpus
-from benchmarks.run import ROOT, _models, report
+from benchmarks.run import ROOT, report, seeded_model
 from ray_pipeline.summary import summary_in
 from samples.sample_photos import real_photos
 
@@ -133,7 +133,7 @@ def main() -> None:
     args = parser.parse_args()
     corpus = ROOT / "benchmarks" / "corpus"
     sources = build_corpus(str(corpus), jpegs=20, dngs=0)["jpeg"]
-    _, _, model_args = _models(corpus / "models", args.model)
+    _, _, model_args = seeded_model(corpus / "models", args.model)
     with tempfile.TemporaryDirectory(prefix="watch-bench") as work:
         work = Path(work)
         folder, staging = work / "photos", work / "staging"
