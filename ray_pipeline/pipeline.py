@@ -117,7 +117,9 @@ def plan_actors(device: str, actors: tuple[int, int] | None, free_cpus: float, g
     embed_cpus: float
     if device == "cuda":
         low, high = actors or (1, max(1, gpus))
-        embed_cpus = 1
+        # A whole CPU feeds each GPU where there is one to spare; on a node short of CPUs, a share of one,
+        # so that decoding still gets one and no actor waits for a CPU that is not there.
+        embed_cpus = 1 if budget - high >= 0.25 else max(0.25, budget / 2 / high)
     else:
         low, high = actors or (1, 1)
         share = budget / 2 / high  # CPU inference and decoding split what is free
