@@ -148,8 +148,8 @@ def stored_agree(chroma: Path, collection: str, resolved) -> dict:
 
     found = chromadb.PersistentClient(path=str(chroma)).get_collection(collection).get(
         include=["embeddings", "metadatas"], limit=SAMPLE)
-    files = [recorded_path(metadata) for metadata in found["metadatas"]]
-    reference = ImageEncoder(resolved, "cpu").encode(decoded([f for f in files if f], resolved.geometry))
+    files = [recorded_path(metadata) or "" for metadata in found["metadatas"]]
+    reference = ImageEncoder(resolved, "cpu").encode(decoded(files, resolved.geometry))
     lowest = float(cosines(np.asarray(found["embeddings"]), reference).min())
     return {"records": len(files), "min_cosine": round(lowest, 6), "ok": lowest >= MIN_COSINE}
 

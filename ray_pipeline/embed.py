@@ -1,8 +1,9 @@
 """Embed (the model stage): model-sized uint8 pixels -> L2-normalised CLIP image vectors.
 
 A Ray Data class UDF: each actor loads the model once. On CUDA it runs in fp16 under
-`torch.compile`, warmed up on the one batch shape it will ever see (short batches are padded), with
-pinned host memory, non-blocking copies and normalisation on the device.
+`torch.compile`, warmed up on its one batch shape (short batches are padded; a batch halved after
+running out of memory is a new shape, compiled once more), with pinned host memory, non-blocking
+copies and normalisation on the device.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ def compiles(compile: str, device: str) -> bool:
 class ImageEncoder:
     """A loaded OpenCLIP image tower that takes (N, H, W, 3) uint8 arrays.
 
-    It runs at most `batch` pictures at once. On CUDA that is the largest batch up to the one asked for
-    that fits in the GPU's memory, found at start; a batch that runs out of memory later (another
-    process took some) is halved and run again, so no picture is lost or embedded twice.
+    It runs at most `batch` pictures at once. On CUDA that is the batch asked for, halved at start until
+    it fits in the GPU's memory; a batch that runs out of memory later (another process took some) is
+    halved and run again, so no picture is lost or embedded twice.
     """
 
     def __init__(
@@ -101,8 +102,8 @@ class ImageEncoder:
             chunk = pixels[start : start + self.batch] if self.batch else pixels[start:]
             try:
                 done.append(self._encode_batch(chunk))
-            except torch.cuda.OutOfMemoryError:
-                self._halve(len(chunk))  # and this chunk again, in smaller batches
+            except torch.cuda.OutOfMemoryError:  # a padded chunk ran as a whole batch
+                self._halve(self.batch if self.pad and self.batch else len(chunk))  # and this chunk again
                 continue
             start += len(chunk)
         return np.concatenate(done)

@@ -63,6 +63,18 @@ def test_a_batch_that_runs_out_of_memory_is_halved_and_run_again(tiny, caplog):
 
 
 @pytest.mark.unit
+def test_a_padded_batch_is_halved_from_its_whole_size(tiny):
+    """A compiled graph runs short chunks padded to its batch: the batch that ran out of memory is the
+    whole batch, not the chunk (3 new pictures in a batch of 8 that fits 4: a batch of 4, not 1)."""
+    resolved, network = tiny
+    expected = ImageEncoder(resolved, "cpu", "off", network=network).encode(pictures(resolved, 3))
+    encoder = ImageEncoder(resolved, "cpu", "off", network=network)
+    encoder.visual, encoder.pad, encoder.batch = OutOfMemoryAbove(encoder.visual, fits=4), True, 8
+    np.testing.assert_allclose(encoder.encode(pictures(resolved, 3)), expected, atol=1e-6)
+    assert (encoder.batch, encoder.visual.ran) == (4, [4])
+
+
+@pytest.mark.unit
 def test_the_batch_that_fits_is_found_at_start(tiny):
     """On CUDA the encoder warms up on its whole batch, so a batch that cannot fit is halved before any
     file's pictures come (here on the CPU, with a fixed batch, as CUDA has one)."""
@@ -87,7 +99,6 @@ def test_compile_on_gives_the_eager_vectors_on_the_cpu(tmp_path, tiny_model_args
     """`--compile on` through the CLI, with no cluster (in its own process): one batch shape, the last
     batch padded (6 photos, batches of 8), and the records hold what eager mode writes."""
     import chromadb
-
     from test_where_it_runs import no_cluster_env
 
     photos = tmp_path / "photos"
