@@ -58,7 +58,7 @@ def run_ingest(config: IngestConfig) -> IngestResult:
                     f" or failed before ({len(stored.failed)}, unchanged since)" if stored.failed else "")
         random_weights = bool((stored.collection_metadata or {}).get("random_weights"))
         reporter = _report_without_job(config, listing, tally, stored)
-        if config.prune:
+        if config.prune or stored.duplicates:  # what to prune, or copies whose paths the records learn
             with opened_here(config.target) as store:
                 if store is not None:  # covered: the collection is there
                     after(store, stored, tally)
@@ -86,7 +86,7 @@ def _listed(config: IngestConfig) -> list[str]:
 
 class AfterFiles:
     """What a run does once its files are through, where the collection is open: remember the failures,
-    and prune. Called with the store (a ChromaStore or StoreHandle), what it held before, and the tally."""
+    give the records the paths of their copies, and prune. Called with the store (a ChromaStore or StoreHandle), what it held before, and the tally."""
 
     def __init__(self, config: IngestConfig, listing: Listing):
         self.config = config
@@ -104,6 +104,7 @@ class AfterFiles:
 
     def __call__(self, store: RecordStore, stored: Stored, tally: Tally) -> None:
         stored.remember(store, tally)
+        stored.add_copies(store, tally)
         if self.config.prune:
             self.holds = {**stored.holds(), **{path: record_id for record_id, path in tally.held}}
             self.prune(store, self.holds)

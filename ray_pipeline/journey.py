@@ -94,7 +94,8 @@ def moved_fields(file: FileBytes) -> dict:
 
 def record_metadata(file: FileBytes, photo: DecodedPhoto) -> dict:
     """The metadata stored with a record (see the README's record layout), with the keys filters need."""
-    metadata = {**file_fields(file), keys.WIDTH: photo.width, keys.HEIGHT: photo.height, **photo.exif}
+    metadata = {**file_fields(file), keys.PATHS: [path_text(file.path)], keys.WIDTH: photo.width,
+                keys.HEIGHT: photo.height, **photo.exif}
     return {**metadata, **filter_keys(metadata)}
 
 
@@ -109,7 +110,9 @@ def refresh_records(store: RecordStore, read: dict[str, tuple[FileBytes, dict]])
             if any(recorded.get(key) != now[key] for key in keys.STAT_KEYS):
                 changes[record_id] = {key: now[key] for key in keys.STAT_KEYS}
         elif not os.path.exists(recorded_path(recorded) or ""):
-            changes[record_id] = moved_fields(file)
+            old = recorded.get(keys.PATH)
+            moved = moved_fields(file)
+            changes[record_id] = {**moved, keys.PATHS: sorted({*keys.paths_of(recorded), moved[keys.PATH]} - {old})}
     if changes:
         store.merge_metadata(changes)
 

@@ -7,8 +7,10 @@ Deleting records is the most dangerous thing the product does, so a record goes 
   records under it, removes nothing, and the run says why: an unmounted disk or a typo never empties a
   collection. `--prune-missing-folders` overrides this, for a folder really emptied or deleted;
 - its path is really gone from the disk, or was read in this run and holds other bytes now;
-- no other listed file holds its bytes. When one does, the record takes that file's path instead, so
-  that deleting one of two copies loses nothing.
+- no other file holds its bytes: another listed file, or another of the paths the record knows
+  (`paths`). When one does, the record takes that file's path instead, so that deleting one of two
+  copies loses nothing. A copy that is gone leaves the record's `paths`, under the same conditions, and
+  changes nothing else.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+from ray_pipeline import record_keys as keys
 from ray_pipeline.discover import is_within
 from ray_pipeline.file_names import FileFailure, path_text, recorded_path
 from ray_pipeline.journey import FileBytes, moved_fields
@@ -38,20 +41,21 @@ class Removal:
 @dataclass
 class PrunePlan:
     removals: list[Removal] = field(default_factory=list)
-    moves: dict[str, str] = field(default_factory=dict)  # record id -> a listed file that holds its bytes
+    moves: dict[str, str] = field(default_factory=dict)  # record id -> another file that holds its bytes
+    paths: dict[str, list[str]] = field(default_factory=dict)  # record id -> its `paths`, copies gone left out
     refused: list[FileFailure] = field(default_factory=list)  # folders that remove nothing, and why
 
     def apply(self, store: RecordStore) -> None:
         """Move, then remove (a ChromaStore or StoreHandle). A copy that vanished since it was listed
         takes no record: that record stays as it was, for the next run to settle."""
-        moves = {}
+        changes = {record_id: {keys.PATHS: paths} for record_id, paths in self.paths.items()}
         for record_id, path in self.moves.items():
             try:
-                moves[record_id] = _moved_to(path)
+                changes[record_id] = {**changes.get(record_id, {}), **_moved_to(path)}
             except OSError:
-                continue
-        if moves:
-            store.merge_metadata(moves)
+                changes.pop(record_id, None)
+        if changes:
+            store.merge_metadata(changes)
         if self.removals:
             store.delete([removal.id for removal in self.removals])
 
@@ -187,15 +191,26 @@ def plan_prune(records: dict[str, dict], holds: dict[str, str], folders: list[st
     holders: dict[str, list[str]] = {}
     for path, record_id in holds.items():
         holders.setdefault(record_id, []).append(path)
+
+    def settled(path: str, record_id: str) -> bool:
+        """Whether nothing may be said of `path` now: outside the allowed folders, or there (or
+        unreadable) with its bytes unknown, or read in this run with this record's bytes."""
+        if holds.get(path) == record_id or not is_within(path, allowed) or is_within(path, (*kept, *refused)):
+            return True
+        return path not in holds and not is_gone(path)
+
     for record_id, metadata in sorted(records.items(), key=lambda item: recorded_path(item[1]) or ""):
         path = recorded_path(metadata) or ""
-        if holds.get(path) == record_id or not is_within(path, allowed) or is_within(path, (*kept, *refused)):
+        known = [other for other in metadata.get(keys.PATHS) or [] if other != metadata.get(keys.PATH)]
+        copies = [other for other in known if settled(other, record_id)]
+        if len(copies) < len(known):
+            plan.paths[record_id] = sorted({*copies, path_text(path)})
+        if settled(path, record_id):
             continue
-        if path not in holds and not is_gone(path):
-            continue  # there (or unreadable), and not read in this run: nothing says it changed
-        others = sorted(other for other in holders.get(record_id, ()) if other != path and not is_gone(other))
+        others = sorted(other for other in {*holders.get(record_id, ()), *copies} if other != path and not is_gone(other))
         if others:
             plan.moves[record_id] = others[0]
+            plan.paths[record_id] = sorted({*copies, path_text(others[0])})
             continue
         parent = os.path.dirname(path)
         if path not in holds and not (force or events_seen) and (reason := _vanished(parent, listed)):

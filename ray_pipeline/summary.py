@@ -15,14 +15,16 @@ STAGE_COLUMNS = {"read": "read_seconds", "decode": "decode_seconds", "embed": "e
 
 
 class Tally:
-    """Files by outcome, the failed files with their reasons, the (id, path) of stored files and of
-    every file whose bytes were hashed, the records removed, and the seconds each stage spent."""
+    """Files by outcome, the failed files with their reasons, the (id, path) of stored files, of every
+    file whose bytes were hashed and of the copies of stored bytes, the records removed, and the seconds
+    each stage spent."""
 
     def __init__(self):
         self.outcomes: Counter[Outcome] = Counter()
         self.errors: list[FileFailure] = []
         self.stored: list[tuple[str, str]] = []  # new and existing records (for captions)
         self.held: list[tuple[str, str]] = []  # every file read and hashed, whatever became of it (for prune)
+        self.copies: list[tuple[str, str]] = []  # (id, path) of files whose bytes a record holds already
         self.removed = 0
         self.seconds: defaultdict[str, float] = defaultdict(float)
 
@@ -31,6 +33,7 @@ class Tally:
         self.errors.extend(other.errors)
         self.stored.extend(other.stored)
         self.held.extend(other.held)
+        self.copies.extend(other.copies)
         self.removed += other.removed
         for stage, seconds in other.seconds.items():
             self.seconds[stage] += seconds
@@ -51,6 +54,8 @@ class Tally:
                 self.stored.append((record_id, path))
             if keep_stored and record_id:
                 self.held.append((record_id, path))
+            if outcome in (Outcome.EXISTING, Outcome.DUPLICATE):
+                self.copies.append((record_id, path))
 
     @property
     def counts(self) -> dict[str, int]:

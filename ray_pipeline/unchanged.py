@@ -133,6 +133,11 @@ class Stored:
         if keep_stored:
             tally.stored += self.claims()
 
+    def add_copies(self, store: RecordStore, tally: Tally) -> None:
+        """The records learn the paths of the copies of their bytes found in this run: read, or settled
+        before the job (`paths`)."""
+        add_copies(store, [*tally.copies, *((record_id, path) for path, record_id in self.duplicates.items())])
+
     def remember(self, store: RecordStore, tally: Tally) -> None:
         """Remember the files this run read that failed for a lasting reason (`failures.lasting`), with
         their state before reading, and forget the earlier failures of files that were read fine this time."""
@@ -152,6 +157,15 @@ class Stored:
             return False
         identity = recorded_identity(model)
         return identity is not None and all(self.collection_metadata.get(k) == identity[k] for k in MODEL_KEYS)
+
+
+def add_copies(store: RecordStore, copies: list[tuple[str, str]]) -> None:
+    """Each (id, path) of a file holding a record's bytes into that record's `paths`."""
+    by_record: dict[str, list[str]] = {}
+    for record_id, path in copies:
+        by_record.setdefault(record_id, []).append(path)
+    if by_record:
+        store.add_paths(by_record)
 
 
 def stored_in(store: RecordStore, paths: list[str], within: tuple[str, ...] = (), rehash: bool = False,

@@ -296,6 +296,7 @@ class Watcher:
             batch.add(ingest_left_to_read(paths, stored, store, model.geometry, self.config.max_pixels, self.config.within,
                                           encoder.encode, True, lambda files, chunk: report_chunk(collection, reporter, files, chunk)))
         stored.remember(store, batch)
+        stored.add_copies(store, batch)
         self.holds.update(stored.holds())
         self.holds.update((path, record_id) for record_id, path in batch.held)
 

@@ -24,6 +24,7 @@ from ray_pipeline.file_names import FileFailure
 from ray_pipeline.inline import ingest_inline, report_chunk
 from ray_pipeline.journey import DuplicateRegistry, Journey, PhotoFile
 from ray_pipeline.summary import Tally
+from ray_pipeline.unchanged import add_copies
 from serve_deployments.embedder import EmbedderModel
 from serve_deployments.settings import Settings
 from serve_deployments.store_access import long_lived_owner, store_handle
@@ -91,6 +92,7 @@ class InlineIngest:
 
         try:
             tally.add(ingest_inline(listing.paths, journey, self._embed, store, keep_stored=True, on_chunk=written))
+            add_copies(store, tally.copies)
         finally:  # the live counts are all on the board before the caller reads or replaces them
             reporter.flush()
         return tally

@@ -82,6 +82,9 @@ def test_stored_ids_are_the_sha256_of_the_valid_distinct_files(ingested):
     assert stored == expected
     duplicate = ingested["root"] / "copies/astronaut copy.jpg"
     assert sha256_of(duplicate) in stored  # the copy is the same record, not a second one
+    # ... which knows both paths of its bytes (learnt after the Ray Data job, through the folder's owner)
+    record = collection.get(ids=[sha256_of(duplicate)], include=["metadatas"])["metadatas"][0]
+    assert record["paths"] == sorted({str(duplicate), str(ingested["root"] / "travel/astronaut.jpg")})
 
 
 def test_vectors_match_openclip_own_preprocessing_and_encoding(ingested, tiny_model):

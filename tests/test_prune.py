@@ -216,3 +216,34 @@ def test_a_name_that_is_not_utf8_round_trips_through_records_errors_reruns_and_p
     assert summary_of(pruned)["removed"] == 1
     assert lines_after("removed: ", pruned.stderr) == {f"{path_text(good)} ({GONE})"}
     assert stored(chroma) == {}
+
+
+def test_a_record_knows_every_path_of_its_bytes_and_follows_each_deletion(tmp_path, tiny_model_args):
+    """Three files with one content: one record whose `paths` are all three, shown in listings and search
+    results. Deleting a copy drops only that path; deleting the record's own file moves it to a copy."""
+    photos, chroma = tmp_path / "photos", tmp_path / "chroma"
+    photos.mkdir()
+    write_jpeg(str(photos / "a.jpg"), real_photos()["astronaut"])
+    write_jpeg(str(photos / "other.jpg"), real_photos()["coffee"])
+    for copy in ("b.jpg", "c.jpg"):
+        shutil.copy2(photos / "a.jpg", photos / copy)
+    record_id = sha256_of(photos / "a.jpg")
+    first = summary_of(ingest(photos, chroma=chroma, model=tiny_model_args))
+    assert (first["embedded"], first["duplicates"]) == (2, 2)
+    assert stored(chroma)[record_id]["metadata"]["paths"] == [str(photos / name) for name in ("a.jpg", "b.jpg", "c.jpg")]
+    listing = subprocess.run([sys.executable, "-m", "ray_pipeline", "browse", "--collection", "library", "--chroma-path",
+                              str(chroma), "--json"], env=no_cluster_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    shown = {result["id"]: result for result in json.loads(listing.stdout)["results"]}
+    assert shown[record_id]["paths"] == [str(photos / name) for name in ("a.jpg", "b.jpg", "c.jpg")]
+
+    (photos / "b.jpg").unlink()
+    pruned = summary_of(ingest(photos, "--prune", chroma=chroma, model=tiny_model_args))
+    assert (pruned["removed"], pruned["embedded"]) == (0, 0)
+    kept = stored(chroma)[record_id]["metadata"]
+    assert (kept["path"], kept["paths"]) == (str(photos / "a.jpg"), [str(photos / "a.jpg"), str(photos / "c.jpg")])
+
+    (photos / "a.jpg").unlink()
+    moved = summary_of(ingest(photos, "--prune", chroma=chroma, model=tiny_model_args))
+    assert (moved["removed"], moved["embedded"]) == (0, 0)
+    kept = stored(chroma)[record_id]["metadata"]
+    assert (kept["path"], kept["paths"]) == (str(photos / "c.jpg"), [str(photos / "c.jpg")])

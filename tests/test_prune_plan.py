@@ -44,6 +44,33 @@ def library(tmp_path) -> Path:
     return folder
 
 
+def test_a_gone_copy_leaves_the_records_paths_and_nothing_else(library):
+    """Deleting one copy moves nothing but that path: the record, its path and its other copies stay."""
+    original, kept = photo(library / "a.jpg"), photo(library / "copies" / "c.jpg")
+    gone = str(library / "copies" / "b.jpg")
+    plan = plan_prune({"r": {**record(original), "paths": [original, gone, kept]}}, {original: "r", kept: "r"},
+                      [str(library)], folders_holding([original, kept]))
+    assert (plan.removals, plan.moves, plan.paths) == ([], {}, {"r": [original, kept]})
+
+
+def test_a_gone_original_takes_the_path_of_a_copy_the_record_knows(library):
+    """The copy need not be listed in this run: the record's `paths` say where its bytes are too."""
+    elsewhere = photo(library.parent / "backup" / "a.jpg")
+    gone = str(library / "a.jpg")
+    listed = photo(library / "other.jpg", b"other bytes")
+    plan = plan_prune({"r": {**record(gone), "paths": [elsewhere, gone]}}, {listed: "o"}, [str(library)],
+                      folders_holding([listed]))
+    assert (plan.removals, plan.moves, plan.paths) == ([], {"r": elsewhere}, {"r": [elsewhere]})
+
+
+def test_copies_outside_the_folders_of_the_run_are_kept_whatever_they_look_like(library):
+    original = photo(library / "a.jpg")
+    outside = str(library.parent / "unmounted" / "a.jpg")  # gone, or on a disk not there now: not ours to say
+    plan = plan_prune({"r": {**record(original), "paths": [original, outside]}}, {original: "r"}, [str(library)],
+                      folders_holding([original]))
+    assert (plan.removals, plan.moves, plan.paths) == ([], {}, {})
+
+
 def test_a_gone_file_loses_its_record(library):
     kept = photo(library / "kept.jpg")
     gone = library / "gone.jpg"

@@ -115,6 +115,12 @@ class FakeStore:
             if record_id in self.metadatas:  # as Chroma's update: ids not stored are passed over
                 self.metadatas[record_id].update(keys)
 
+    def add_paths(self, copies: dict[str, list[str]]) -> None:
+        for record_id, paths in copies.items():
+            if record_id in self.metadatas:
+                known = self.metadatas[record_id].get("paths") or [self.metadatas[record_id]["path"]]
+                self.metadatas[record_id]["paths"] = sorted({*known, *paths})
+
     def set_captions(self, ids: list[str], captions: list[str]) -> None:
         self.merge_metadata({i: {"caption": c, "has_caption": True} for i, c in zip(ids, captions)})
 
