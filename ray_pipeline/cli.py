@@ -16,6 +16,7 @@ from ray_pipeline.decode import DEFAULT_MAX_PIXELS
 from ray_pipeline.errors import UserFacingError
 from ray_pipeline.file_names import FileFailure, path_text
 from ray_pipeline.model import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelSpec
+from ray_pipeline.similar import DEFAULT_THRESHOLD, IN_PROCESS_MAX
 from ray_pipeline.store import COLLECTION_NAME, StoreTarget
 from ray_pipeline.summary import print_summary
 
@@ -147,7 +148,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     browse = commands.add_parser("browse", help="the collection's photos with no query, newest capture first")
     _add_results_options(browse, k=20)
+
+    similar = commands.add_parser("similar", help="exact copies, and groups of near-duplicate photos")
+    similar.add_argument("--threshold", type=_cosine, default=DEFAULT_THRESHOLD, metavar="T",
+                         help=f"near-duplicates: cosine of their vectors at least T (default {DEFAULT_THRESHOLD}, for ViT-B-32)")
+    similar.add_argument("--in-process-max", type=_count, default=IN_PROCESS_MAX, metavar="N",
+                         help=f"at most this many vectors are compared in this process, more by Ray tasks (default {IN_PROCESS_MAX})")
+    _add_store_options(similar)
+    similar.add_argument("--json", action="store_true", help="print the groups as one JSON document")
     return parser
+
+
+def _cosine(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -2.0
+    if not -1 <= number <= 1:
+        raise argparse.ArgumentTypeError(f"expected a cosine between -1 and 1, got {value!r}")
+    return number
 
 
 def _add_results_options(parser: argparse.ArgumentParser, k: int) -> None:
@@ -306,6 +325,8 @@ def _search(args, parser) -> int:
         caption = f"  {result['caption']}" if "caption" in result else ""
         first = f"{result['score']:.4f}" if result["score"] is not None else result["metadata"].get("datetime_original", "undated")
         print(f"{rank}. {first}  {result['path']}{caption}")
+        for copy in (path for path in result["paths"] if path != result["path"]):
+            print(f"   also at {copy}")
     if not page.results:
         if args.offset:
             print(f"no results: none past the first {args.offset}")
@@ -318,12 +339,34 @@ def _search(args, parser) -> int:
     return 0
 
 
+def _similar(args, parser) -> int:
+    """`similar`: exact copies (every path of one content), then near-duplicate groups, largest first."""
+    from ray_pipeline.similar import find_similar
+    from ray_pipeline.store import ChromaStore
+
+    found = find_similar(ChromaStore(_target(args)), args.threshold, args.in_process_max)
+    _stop_ray()
+    if args.json:
+        print(json.dumps(found.as_json()))
+        return 0
+    for member in found.exact:
+        print(f"exact copies: {member.id[:12]}  " + "  ".join(member.paths))
+    for number, group in enumerate(found.near, 1):
+        print(f"near-duplicates {number} ({len(group.members)} photos, cosine {group.scores[-1][2]:.3f} to "
+              f"{group.scores[0][2]:.3f}):")
+        for member in group.members:
+            print(f"  {member.path}" + "".join(f"  (also at {path})" for path in member.paths if path != member.path))
+    print(f"{len(found.exact)} contents stored at several paths; {len(found.near)} groups of near-duplicates at cosine "
+          f">= {found.threshold}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("ray_pipeline").setLevel(logging.INFO)
     parser = build_parser()
     args = parser.parse_args(argv)
-    run = {"ingest": _ingest, "watch": _watch, "search": _search, "browse": _search}[args.command]
+    run = {"ingest": _ingest, "watch": _watch, "search": _search, "browse": _search, "similar": _similar}[args.command]
     try:
         return run(args, parser)
     except USER_ERRORS as exc:

@@ -46,9 +46,11 @@ class ResultPage:
 
 
 def _result(record_id: str, metadata: dict | None, score: float | None) -> dict:
-    """id, path, score (cosine similarity; None in a listing), caption where stored, and all metadata."""
+    """id, path, every path that holds the photo's bytes, score (cosine similarity; None in a listing),
+    caption where stored, and all metadata."""
     metadata = dict(metadata or {})
-    result = {"id": record_id, "path": metadata.get("path"), **exact_name(recorded_path(metadata) or ""), "score": score}
+    result = {"id": record_id, "path": metadata.get("path"), **exact_name(recorded_path(metadata) or ""),
+              "paths": keys.paths_of(metadata), "score": score}
     if keys.CAPTION in metadata:
         result["caption"] = metadata[keys.CAPTION]
     result["metadata"] = metadata

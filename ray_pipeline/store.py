@@ -244,13 +244,27 @@ class ChromaStore:
         return with_retries(self.target, self.collection.query, query_embeddings=[embedding], n_results=k, where=where,
                             where_document=where_document, include=["metadatas", "distances"])
 
-    def _pages(self, where: dict | None = None, where_document: dict | None = None) -> Iterator[dict]:
+    def vectors(self) -> tuple[list[str], np.ndarray, list[dict]]:
+        """Every record's id, unit vector (float32 rows) and metadata."""
+        ids: list[str] = []
+        vectors: list[np.ndarray] = []
+        metadatas: list[dict] = []
+        for batch in self._pages(include=("metadatas", "embeddings")):
+            if not batch["ids"]:
+                continue
+            ids += batch["ids"]
+            metadatas += [dict(m or {}) for m in batch["metadatas"]]
+            vectors.append(np.asarray(batch["embeddings"], np.float32).reshape(len(batch["ids"]), -1))
+        return ids, np.concatenate(vectors) if ids else np.zeros((0, 0), np.float32), metadatas
+
+    def _pages(self, where: dict | None = None, where_document: dict | None = None,
+               include: tuple[str, ...] = ("metadatas",)) -> Iterator[dict]:
         """Every record the filters let through (all of them with none), with its metadata: Chroma's `get`
         answers, a page it accepts at a time."""
         offset = 0
         while True:
             batch = with_retries(self.target, self.collection.get, where=where, where_document=where_document,
-                                 include=["metadatas"], limit=self.max_batch, offset=offset)
+                                 include=list(include), limit=self.max_batch, offset=offset)
             yield batch
             if len(batch["ids"]) < self.max_batch:
                 return
@@ -270,6 +284,18 @@ class ChromaStore:
         if found:
             with_retries(self.target, self.collection.update, ids=list(found),
                          metadatas=[{**metadata, **changes[i]} for i, metadata in found.items()])
+
+    def add_paths(self, copies: dict[str, list[str]]) -> None:
+        """Each record learns these paths of files that hold its bytes (`paths`); one it knows is not
+        written again."""
+        changes = {}
+        for record_id, metadata in self.records(list(copies)).items():
+            known = keys.paths_of(metadata)
+            paths = sorted({*known, *(path_text(path) for path in copies[record_id])})
+            if paths != sorted(known):
+                changes[record_id] = {keys.PATHS: paths}
+        if changes:
+            self.merge_metadata(changes)
 
     def set_captions(self, ids: list[str], captions: list[str]) -> None:
         self._write_captions(dict(zip(ids, captions)))
@@ -490,6 +516,8 @@ class RecordStore(Protocol):
 
     def count(self) -> int: ...
 
+    def vectors(self) -> tuple[list[str], np.ndarray, list[dict]]: ...
+
     def query(self, embedding: np.ndarray, k: int, where: dict | None = None,
               where_document: dict | None = None) -> dict: ...
 
@@ -498,6 +526,8 @@ class RecordStore(Protocol):
     def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict]) -> None: ...
 
     def merge_metadata(self, changes: dict[str, dict]) -> None: ...
+
+    def add_paths(self, copies: dict[str, list[str]]) -> None: ...
 
     def set_captions(self, ids: list[str], captions: list[str]) -> None: ...
 
@@ -578,6 +608,9 @@ class StoreHandle:
     def count(self) -> int:
         return self._call(ChromaStore.count)
 
+    def vectors(self) -> tuple[list[str], np.ndarray, list[dict]]:
+        return self._call(ChromaStore.vectors)
+
     def query(self, embedding: np.ndarray, k: int, where: dict | None = None, where_document: dict | None = None) -> dict:
         return self._call(ChromaStore.query, embedding, k, where, where_document)
 
@@ -589,6 +622,9 @@ class StoreHandle:
 
     def merge_metadata(self, changes: dict[str, dict]) -> None:
         self._call(ChromaStore.merge_metadata, changes)
+
+    def add_paths(self, copies: dict[str, list[str]]) -> None:
+        self._call(ChromaStore.add_paths, copies)
 
     def set_captions(self, ids: list[str], captions: list[str]) -> None:
         self._call(ChromaStore.set_captions, ids, captions)

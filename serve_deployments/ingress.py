@@ -24,6 +24,7 @@ from ray_pipeline.file_names import path_text, recorded_path
 from ray_pipeline.filters import SearchFilters
 from ray_pipeline.journey import FileBytes, decode_file
 from ray_pipeline.search import newest_first, top_k
+from ray_pipeline.similar import DEFAULT_THRESHOLD, find_similar
 from ray_pipeline.store import (
     COLLECTION_NAME,
     StoreError,
@@ -73,6 +74,14 @@ async def guard(request: Request, call_next):
     if declared.isdigit() and int(declared) > state.max_body:
         return JSONResponse(status_code=413, content={"detail": f"request body larger than {state.max_body} bytes"})
     return await call_next(request)
+
+
+@app.exception_handler(RequestValidationError)
+async def validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422, each error with its place, message and type, but not the `input` FastAPI would echo
+    (an upload's internals, or a secret pasted into the wrong field)."""
+    detail = [{"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]} for error in exc.errors()]
+    return JSONResponse(status_code=422, content={"detail": detail})
 
 
 # ?wait=true: an ingestion run in the app answers once it has stored its records (200, the job's status).
@@ -367,6 +376,13 @@ class Ingress:
         store, _ = await self._existing_store(collection)
         page = await asyncio.to_thread(newest_first, store, fields.k, fields.filters, fields.offset)
         return page.as_json()
+
+    @app.get("/collections/{collection}/similar")
+    async def similar(self, collection: str, threshold: float = Query(DEFAULT_THRESHOLD, ge=-1, le=1)) -> dict:
+        """The JSON of `similar --json`: exact copies, and groups of near-duplicates at cosine >= threshold
+        (the pairs found by Ray tasks on the cluster)."""
+        store, _ = await self._existing_store(collection)
+        return (await asyncio.to_thread(find_similar, store, threshold)).as_json()
 
     async def _model(self) -> EmbedderModel:
         """The Embedder's model, asked once."""

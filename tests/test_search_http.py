@@ -112,6 +112,7 @@ def test_a_malformed_filter_is_a_422_naming_the_field(service, shoots, filters, 
                             (listing(service, **filters), "query")]:
         assert response.status_code == 422, response.text
         assert [where, field] in [error["loc"][:2] for error in response.json()["detail"]], response.text
+        assert all(set(error) == {"loc", "msg", "type"} for error in response.json()["detail"])  # what was sent is not echoed
 
 
 def test_the_search_routes_of_each_kind_answer_alike(service, shoots):

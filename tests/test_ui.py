@@ -262,3 +262,38 @@ def test_filters_pages_and_browsing_in_the_page(service, shoots, browser):
     assert page_errors == []
     context.close()
 
+
+
+def test_similar_photos_in_the_page(service, browser):
+    """"Find similar photos" shows the exact copies, with their paths, and each group of near-duplicates
+    with its thumbnails."""
+    from playwright.sync_api import expect
+    from serve_app import wait_job
+    from test_similar import TINY_THRESHOLD, write_near_copies
+
+    folder = service["allowed"] / "similar-in-the-page"
+    write_near_copies(folder)
+    started = requests.post(f"{service['url']}/ingest", json={"paths": [str(folder)], "collection": "ui-similar"},
+                            headers=auth(service), timeout=60)
+    assert wait_job(service, started.json()["job_id"])["status"] == "SUCCEEDED"
+    context, page, page_errors = signed_in(browser, service, height=1400)
+    form = page.locator("#similar-form")
+    expect(form.locator("[name=collection] option[value='ui-similar']")).to_have_count(1)
+    form.locator("[name=collection]").select_option("ui-similar")
+    form.locator("[name=threshold]").fill(TINY_THRESHOLD)
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#similar-message")).to_have_text(
+        "1 photo(s) stored at several paths; 2 group(s) of near-duplicates at cosine ≥ 0.99 in ui-similar")
+    exact = page.locator("#similar-groups .group.exact")
+    expect(exact.locator(".copy")).to_have_text([str(folder / "exports" / "flower copy.jpg"), str(folder / "flower.jpg")])
+    groups = page.locator("#similar-groups .group.near")
+    expect(groups).to_have_count(2)
+    expect(groups.nth(0).locator(".member")).to_have_count(6)
+    expect(groups.nth(1).locator(".member")).to_have_count(6)
+    page.wait_for_function("""() => {
+        const images = [...document.querySelectorAll('#similar-groups img')];
+        return images.length === 13 && images.every(i => i.src.startsWith('blob:') && i.complete && i.naturalWidth > 0);
+    }""", timeout=60_000)
+    page.screenshot(path=ARTIFACTS / "ui-similar.png", full_page=True)
+    assert page_errors == []
+    context.close()

@@ -37,7 +37,8 @@ function el(tag, props = {}, ...children) {
 }
 
 function detailText(detail) {
-  if (Array.isArray(detail)) return detail.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
+  const field = (loc) => (["body", "query"].includes(loc[0]) ? loc.slice(1) : loc).join(".");
+  if (Array.isArray(detail)) return detail.map((d) => `${field(d.loc || [])}: ${d.msg}`).join("; ");
   return typeof detail === "string" ? detail : JSON.stringify(detail);
 }
 
@@ -138,10 +139,11 @@ function renderCollections(collections) {
   )));
   $("#no-collections").hidden = collections.length > 0;
   $("#collection-names").replaceChildren(...collections.map((c) => el("option", { value: c.name })));
-  const select = $("#search-form select[name=collection]");
-  const chosen = select.value;
-  select.replaceChildren(...collections.map((c) => el("option", { value: c.name, text: `${c.name} (${c.count})` })));
-  if (collections.some((c) => c.name === chosen)) select.value = chosen;
+  for (const select of document.querySelectorAll("#search-form select[name=collection], #similar-form select[name=collection]")) {
+    const chosen = select.value;
+    select.replaceChildren(...collections.map((c) => el("option", { value: c.name, text: `${c.name} (${c.count})` })));
+    if (collections.some((c) => c.name === chosen)) select.value = chosen;
+  }
 }
 
 // --- ingestion ---------------------------------------------------------------------------------
@@ -349,6 +351,8 @@ function resultCard(collection, result) {
     el("div", { class: "score", text: result.score === null ? (metadata.datetime_original || "undated")
       : `score ${result.score.toFixed(3)}` }),
     el("div", { class: "filename", text: metadata.filename || result.path || result.id }),
+    ...(result.paths || []).filter((path) => path !== result.path)
+      .map((path) => el("div", { class: "copy", text: `also at ${path}` })),
     result.caption ? el("p", { class: "caption", text: result.caption }) : null,
     el("details", {}, el("summary", { text: "Metadata" }),
       el("dl", {}, ...keys.flatMap((key) => [el("dt", { text: key }), el("dd", { text: String(metadata[key]) })]))),
@@ -367,6 +371,41 @@ async function loadThumbnail(collection, id, image, figure) {
   }
 }
 
+// --- similar photos ------------------------------------------------------------------------------
+
+async function findSimilar(event) {
+  event.preventDefault();
+  const form = event.target;
+  const message = $("#similar-message");
+  const collection = form.collection.value;
+  say(message, "Comparing every photo with every other…");
+  try {
+    const params = new URLSearchParams({ threshold: form.threshold.value || "0.95" });
+    const found = await (await api(`collections/${encodeURIComponent(collection)}/similar?${params}`)).json();
+    say(message, `${found.exact.length} photo(s) stored at several paths; ${found.near.length} group(s) of `
+      + `near-duplicates at cosine ≥ ${found.threshold} in ${collection}`);
+    $("#similar-groups").replaceChildren(
+      ...found.exact.map((member) => el("article", { class: "group exact", "data-id": member.id },
+        el("h3", { text: `Exact copies (${member.paths.length} paths)` }),
+        thumbnail(collection, member.id),
+        ...member.paths.map((path) => el("div", { class: "copy", text: path })))),
+      ...found.near.map((group, number) => el("article", { class: "group near" },
+        el("h3", { text: `Near-duplicates ${number + 1}: ${group.members.length} photos, cosine `
+          + `${group.scores.at(-1).score.toFixed(3)}–${group.scores[0].score.toFixed(3)}` }),
+        el("div", { class: "members" }, ...group.members.map((member) => el("div", { class: "member", "data-id": member.id },
+          thumbnail(collection, member.id), el("div", { class: "filename", text: member.path })))))));
+  } catch (error) {
+    failed(message)(error);
+  }
+}
+
+function thumbnail(collection, id) {
+  const image = el("img", { alt: id, width: THUMBNAIL_SIZE / 2, height: THUMBNAIL_SIZE / 2 });
+  const figure = el("figure", { class: "thumb" }, image);
+  loadThumbnail(collection, id, image, figure);
+  return figure;
+}
+
 // --- start -------------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -376,6 +415,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#ingest-form").addEventListener("submit", startIngestion);
   $("#upload-form").addEventListener("submit", uploadPhotos);
   $("#search-form").addEventListener("submit", search);
+  $("#similar-form").addEventListener("submit", findSimilar);
   $("#previous-page").addEventListener("click", () => showPage(Math.max(0, state.offset - state.query.k)));
   $("#next-page").addEventListener("click", () => showPage(state.offset + state.query.k));
   if (sessionStorage.getItem(TOKEN_KEY)) start();
