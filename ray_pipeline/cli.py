@@ -173,6 +173,8 @@ def _add_results_options(parser: argparse.ArgumentParser, k: int) -> None:
     """A page of results, their filters, the collection, and --json: what `search` and `browse` share."""
     parser.add_argument("-k", type=_positive, default=k, help=f"number of results (default {k})")
     parser.add_argument("--offset", type=_count, default=0, help="skip this many results first: the next page (default 0)")
+    parser.add_argument("--all", action="store_true",
+                        help="a RAW file and its JPEG (a pair) as two results; by default one, the JPEG with its RAW")
     _add_filter_options(parser)
     _add_store_options(parser)
     parser.add_argument("--json", action="store_true", help="print the results as one JSON document")
@@ -317,7 +319,7 @@ def _search(args, parser) -> int:
     override = None
     if args.command == "search" and (args.model or args.checkpoint or args.pretrained or args.allow_random_weights):
         override = ModelSpec.asked(args.model, args.pretrained, args.checkpoint, args.allow_random_weights)
-    page = search.search_page(_target(args), args.k, text, image, override, filters, args.offset)
+    page = search.search_page(_target(args), args.k, text, image, override, filters, args.offset, not args.all)
     if args.json:
         print(json.dumps(page.as_json()))
         return 0
@@ -327,6 +329,8 @@ def _search(args, parser) -> int:
         print(f"{rank}. {first}  {result['path']}{caption}")
         for copy in (path for path in result["paths"] if path != result["path"]):
             print(f"   also at {copy}")
+        if "raw" in result:
+            print(f"   RAW: {result['raw']['path']}")
     if not page.results:
         if args.offset:
             print(f"no results: none past the first {args.offset}")

@@ -21,6 +21,7 @@ from ray_pipeline.config import IngestConfig
 from ray_pipeline.discover import Listing, photo_paths
 from ray_pipeline.file_names import FileFailure
 from ray_pipeline.journey import read_file
+from ray_pipeline.pairs import pair_records
 from ray_pipeline.progress import Reporter, announce
 from ray_pipeline.prune import PrunePlan, folders_holding, plan_prune
 from ray_pipeline.runtime import init_ray, running_cluster
@@ -86,7 +87,7 @@ def _listed(config: IngestConfig) -> list[str]:
 
 class AfterFiles:
     """What a run does once its files are through, where the collection is open: remember the failures,
-    give the records the paths of their copies, and prune. Called with the store (a ChromaStore or StoreHandle), what it held before, and the tally."""
+    give the records the paths of their copies, mark RAW+JPEG pairs, and prune. Called with the store (a ChromaStore or StoreHandle), what it held before, and the tally."""
 
     def __init__(self, config: IngestConfig, listing: Listing):
         self.config = config
@@ -105,6 +106,7 @@ class AfterFiles:
     def __call__(self, store: RecordStore, stored: Stored, tally: Tally) -> None:
         stored.remember(store, tally)
         stored.add_copies(store, tally)
+        pair_records(store, self.paths, {path for path in self.paths if path not in stored.unchanged})
         if self.config.prune:
             self.holds = {**stored.holds(), **{path: record_id for record_id, path in tally.held}}
             self.prune(store, self.holds)

@@ -12,6 +12,8 @@ MTIME_NS = "mtime_ns"  # exact, where `mtime` (a float) does not survive Chroma'
 WIDTH = "width"
 HEIGHT = "height"
 CAPTION = "caption"
+PAIR_OF = "pair_of"  # a RAW file's record: its picture's id; the picture's record: its RAW's id (`pairs`)
+PAIR_ROLE = "pair_role"  # "raw" or "shown"
 # Kept for filters (layout 2), derived from the keys above and the EXIF fields by `filters.filter_keys`.
 FOLDERS = "folders"
 TAKEN_AT = "taken_at"

@@ -15,6 +15,7 @@ from ray_pipeline.embed import ClipEncoder
 from ray_pipeline.file_names import exact_name, recorded_path
 from ray_pipeline.filters import SearchFilters
 from ray_pipeline.journey import decode_file, read_file
+from ray_pipeline.pairs import RAW
 from ray_pipeline.store import ChromaStore, RecordStore, StoreTarget
 
 logger = logging.getLogger(__name__)
@@ -65,39 +66,72 @@ def _warning(store: RecordStore, needs_filter_keys: bool) -> str | None:
             "they need until an ingestion into it brings them up to date (run the same ingest command again)")
 
 
-def top_k(store: RecordStore, vector: np.ndarray, k: int, filters: SearchFilters | None = None, offset: int = 0) -> ResultPage:
+def top_k(store: RecordStore, vector: np.ndarray, k: int, filters: SearchFilters | None = None, offset: int = 0,
+          collapse: bool = True) -> ResultPage:
     """Results offset+1 to offset+k of the records nearest the vector among those the filters let through
-    (applied inside Chroma's query, so k come back when k match)."""
+    (applied inside Chroma's query, so k come back when k match). With `collapse`, a RAW+JPEG pair is
+    one result (twice as many are asked for, so that a page stays full)."""
     filters = filters or SearchFilters()
-    found = store.query(vector, offset + k, filters.where(), filters.where_document())
-    hits = list(zip(found["ids"][0], found["metadatas"][0], found["distances"][0]))[offset:]
-    results = [_result(i, metadata, round(1.0 - float(distance), 6)) for i, metadata, distance in hits]
-    return ResultPage(results, offset, store.count() if filters.empty else None, _warning(store, not filters.empty))
+    found = store.query(vector, (offset + k) * (2 if collapse else 1), filters.where(), filters.where_document())
+    hits: list[tuple[str, dict, float | None]] = [
+        (i, dict(m or {}), round(1.0 - float(d), 6)) for i, m, d in zip(found["ids"][0], found["metadatas"][0], found["distances"][0])]
+    results = _collapsed(store, hits) if collapse else [_result(*hit) for hit in hits]
+    total = store.count() if filters.empty else None  # records: a collapsed pair is one result but two records
+    return ResultPage(results[offset : offset + k], offset, total, _warning(store, not filters.empty))
 
 
-def newest_first(store: RecordStore, k: int, filters: SearchFilters | None = None, offset: int = 0) -> ResultPage:
+def newest_first(store: RecordStore, k: int, filters: SearchFilters | None = None, offset: int = 0,
+                 collapse: bool = True) -> ResultPage:
     """Results offset+1 to offset+k of the records the filters let through, newest capture first (then
-    those with no capture date, by path): browsing with no query."""
+    those with no capture date, by path): browsing with no query. With `collapse`, a RAW+JPEG pair is one
+    result."""
     filters = filters or SearchFilters()
     found = store.matching(filters.where(), filters.where_document())
     order = sorted(found, key=lambda i: (-found[i].get(keys.TAKEN_AT, _UNDATED), found[i].get(keys.PATH) or "", i))
-    results = [_result(i, found[i], None) for i in order[offset : offset + k]]
-    return ResultPage(results, offset, len(found), _warning(store, True))  # the order needs `taken_at` too
+    hits: list[tuple[str, dict, float | None]] = [(i, found[i], None) for i in order]
+    if collapse:
+        listed = _collapsed(store, hits)
+        page, total = listed[offset : offset + k], len(listed)
+    else:
+        page, total = [_result(*hit) for hit in hits[offset : offset + k]], len(found)
+    return ResultPage(page, offset, total, _warning(store, True))  # the order needs `taken_at` too
+
+
+def _collapsed(store: RecordStore, hits: list[tuple[str, dict, float | None]]) -> list[dict]:
+    """The hits, each RAW+JPEG pair as one result where the first of the two came: the picture, with
+    `raw` ({"id", "path", "paths"}) beside it. A partner that is gone leaves a plain result."""
+    found = {record_id: metadata for record_id, metadata, _ in hits}
+    partners = {m[keys.PAIR_OF] for m in found.values() if m.get(keys.PAIR_OF) and m[keys.PAIR_OF] not in found}
+    found.update(store.records(sorted(partners)) if partners else {})
+    results, shown = [], set()
+    for record_id, metadata, score in hits:
+        partner = metadata.get(keys.PAIR_OF)
+        if partner not in found:
+            results.append(_result(record_id, metadata, score))
+            continue
+        picture, raw = (partner, record_id) if metadata.get(keys.PAIR_ROLE) == RAW else (record_id, partner)
+        if picture in shown:
+            continue
+        shown.add(picture)
+        result = _result(picture, found[picture], score)
+        result["raw"] = {"id": raw, "path": found[raw].get(keys.PATH), "paths": keys.paths_of(found[raw])}
+        results.append(result)
+    return results
 
 
 def search_page(target: StoreTarget, k: int, text: str | None = None, image_path: str | None = None,
                 override: clip_model.ModelSpec | None = None, filters: SearchFilters | None = None,
-                offset: int = 0) -> ResultPage:
+                offset: int = 0, collapse: bool = True) -> ResultPage:
     """A page of the photos most like a text, or like the photo at `image_path` (a JPEG, HEIC, RAW, ...
     decoded as ingestion does); with neither, of the collection, newest first."""
     store = ChromaStore(target)
     if image_path is not None:
         encoder = encoder_for(store, override)
         photo = decode_file(read_file(image_path), encoder.resolved.geometry, DEFAULT_MAX_PIXELS)
-        return top_k(store, encoder.images.encode(photo.pixels[None])[0], k, filters, offset)
+        return top_k(store, encoder.images.encode(photo.pixels[None])[0], k, filters, offset, collapse)
     if text is not None:
-        return top_k(store, encoder_for(store, override).texts([text])[0], k, filters, offset)
-    return newest_first(store, k, filters, offset)
+        return top_k(store, encoder_for(store, override).texts([text])[0], k, filters, offset, collapse)
+    return newest_first(store, k, filters, offset, collapse)
 
 
 def search_text(target: StoreTarget, text: str, k: int, override: clip_model.ModelSpec | None = None,

@@ -25,6 +25,7 @@ from ray_pipeline.errors import UserFacingError
 from ray_pipeline.file_events import Changes, Settled, photo_events
 from ray_pipeline.file_names import FileFailure, path_text
 from ray_pipeline.ingest import AfterFiles, IngestResult, run_ingest
+from ray_pipeline.pairs import beside, pair_records
 from ray_pipeline.prune import is_gone, plan_prune
 from ray_pipeline.store import StoreHandle
 from ray_pipeline.summary import Tally, summary_of
@@ -297,6 +298,7 @@ class Watcher:
                                           encoder.encode, True, lambda files, chunk: report_chunk(collection, reporter, files, chunk)))
         stored.remember(store, batch)
         stored.add_copies(store, batch)
+        pair_records(store, beside(paths))
         self.holds.update(stored.holds())
         self.holds.update((path, record_id) for record_id, path in batch.held)
 

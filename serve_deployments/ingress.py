@@ -112,6 +112,7 @@ class ResultsRequest(SearchFilters):
     model_config = ConfigDict(extra="forbid")
     k: int = Field(default=5, ge=1, le=MAX_RESULTS)
     offset: int = Field(default=0, ge=0, le=MAX_RESULTS)
+    collapse: bool = Field(default=True, description="a RAW+JPEG pair as one result (the picture, its RAW in `raw`)")
 
     @property
     def filters(self) -> SearchFilters:
@@ -366,7 +367,7 @@ class Ingress:
         except REPLICA_LOST:
             raise HTTPException(503, "the embedding model was lost while answering; it is restarting: try again") from None
         # Chroma works off the event loop, so status polls are answered meanwhile.
-        page = await asyncio.to_thread(top_k, store, vector, fields.k, fields.filters, fields.offset)
+        page = await asyncio.to_thread(top_k, store, vector, fields.k, fields.filters, fields.offset, fields.collapse)
         return page.as_json()
 
     @app.get("/collections/{collection}/photos")
@@ -374,7 +375,7 @@ class Ingress:
         """The collection's photos with no query, newest capture first: `k`, `offset` and any search filter
         as query parameters."""
         store, _ = await self._existing_store(collection)
-        page = await asyncio.to_thread(newest_first, store, fields.k, fields.filters, fields.offset)
+        page = await asyncio.to_thread(newest_first, store, fields.k, fields.filters, fields.offset, fields.collapse)
         return page.as_json()
 
     @app.get("/collections/{collection}/similar")

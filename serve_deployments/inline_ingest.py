@@ -23,6 +23,7 @@ from ray_pipeline.errors import UserFacingError
 from ray_pipeline.file_names import FileFailure
 from ray_pipeline.inline import ingest_inline, report_chunk
 from ray_pipeline.journey import DuplicateRegistry, Journey, PhotoFile
+from ray_pipeline.pairs import beside, pair_records
 from ray_pipeline.summary import Tally
 from ray_pipeline.unchanged import add_copies
 from serve_deployments.embedder import EmbedderModel
@@ -93,6 +94,7 @@ class InlineIngest:
         try:
             tally.add(ingest_inline(listing.paths, journey, self._embed, store, keep_stored=True, on_chunk=written))
             add_copies(store, tally.copies)
+            pair_records(store, beside(listing.paths))
         finally:  # the live counts are all on the board before the caller reads or replaces them
             reporter.flush()
         return tally

@@ -353,6 +353,7 @@ function resultCard(collection, result) {
     el("div", { class: "filename", text: metadata.filename || result.path || result.id }),
     ...(result.paths || []).filter((path) => path !== result.path)
       .map((path) => el("div", { class: "copy", text: `also at ${path}` })),
+    result.raw ? el("div", { class: "copy raw", text: `RAW: ${result.raw.path}` }) : null,
     result.caption ? el("p", { class: "caption", text: result.caption }) : null,
     el("details", {}, el("summary", { text: "Metadata" }),
       el("dl", {}, ...keys.flatMap((key) => [el("dt", { text: key }), el("dd", { text: String(metadata[key]) })]))),
