@@ -9,6 +9,7 @@ that spread over the cluster (on a GPU where the cluster has one).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -54,8 +55,20 @@ class Similar:
     near: list[Group]
 
     def as_json(self) -> dict:
+        """What `similar --json` prints, its first key `threshold` (found again in a job's log by `similar_in`)."""
         return {"threshold": self.threshold, "exact": [vars(member) for member in self.exact],
                 "near": [group.as_json() for group in self.near]}
+
+
+def similar_in(output: str) -> dict | None:
+    """The last `similar --json` document in a command's output or a Ray job's log; None when there is none."""
+    for line in reversed(output.splitlines()):
+        if line.startswith('{"threshold"'):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None
 
 
 def block_pairs(vectors: np.ndarray, rows: tuple[int, int], columns: tuple[int, int], threshold: float) -> list[Pair]:

@@ -379,11 +379,17 @@ class Ingress:
         return page.as_json()
 
     @app.get("/collections/{collection}/similar")
-    async def similar(self, collection: str, threshold: float = Query(DEFAULT_THRESHOLD, ge=-1, le=1)) -> dict:
-        """The JSON of `similar --json`: exact copies, and groups of near-duplicates at cosine >= threshold
-        (the pairs found by Ray tasks on the cluster)."""
+    async def similar(self, collection: str, threshold: float = Query(DEFAULT_THRESHOLD, ge=-1, le=1),
+                      job: bool = Query(False, description="run it as a Ray job whatever the collection's size")) -> Response:
+        """The JSON of `similar --json`: exact copies, and groups of near-duplicates at cosine >= threshold.
+        A collection of more than SIMILAR_IN_APP_MAX records (or `job=true`) is a Ray job: 202 with its id,
+        followed as an ingestion is, its status carrying the groups (`similar`) once it has succeeded."""
         store, _ = await self._existing_store(collection)
-        return (await asyncio.to_thread(find_similar, store, threshold)).as_json()
+        if job or await asyncio.to_thread(store.count) > self.settings.similar_in_app_max:
+            job_id = await asyncio.to_thread(self.jobs.submit_similar, collection, threshold)
+            return JSONResponse(status_code=202, content={"job_id": job_id})
+        found = await asyncio.to_thread(find_similar, store, threshold, self.settings.similar_in_app_max)
+        return JSONResponse(found.as_json())
 
     async def _model(self) -> EmbedderModel:
         """The Embedder's model, asked once."""

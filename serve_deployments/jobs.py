@@ -15,6 +15,7 @@ import uuid
 
 from ray_pipeline import progress
 from ray_pipeline.errors import user_facing_reason
+from ray_pipeline.similar import similar_in
 from ray_pipeline.summary import summary_in, summary_of
 from serve_deployments.inline_ingest import InlineJob, JobStopped
 from serve_deployments.settings import Settings
@@ -50,6 +51,12 @@ def ingest_entrypoint(settings: Settings, paths: list[str], collection: str, cap
     return shlex.join(args)
 
 
+def similar_entrypoint(settings: Settings, collection: str, threshold: float) -> str:
+    """The CLI command line of a `similar` job: its pairs found by Ray tasks, its groups printed as JSON."""
+    return shlex.join([sys.executable, "-m", "ray_pipeline", "similar", *settings.target(collection).cli_args(),
+                       "--threshold", str(threshold), "--in-process-max", "0", "--json"])
+
+
 def new_job_id() -> str:
     return f"ingest-{uuid.uuid4().hex[:16]}"
 
@@ -79,6 +86,13 @@ class Jobs:
             metadata={"kind": JOB_KIND, "collection": collection, "command": command},
             runtime_env={"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(WATCH_STOP_WAIT_S)}} if watch else None,
         )
+        return job_id
+
+    def submit_similar(self, collection: str, threshold: float) -> str:
+        """A Ray job of `similar`; its status, once it has succeeded, carries the groups (`similar`)."""
+        job_id = new_job_id()
+        self.client.submit_job(entrypoint=similar_entrypoint(self.settings, collection, threshold), submission_id=job_id,
+                               metadata={"kind": JOB_KIND, "collection": collection, "command": "similar"})
         return job_id
 
     async def start_inline(self, paths: list[str], collection: str, caption: bool) -> tuple[str, asyncio.Future]:
@@ -154,8 +168,11 @@ class Jobs:
         if live is None and info.status.value in FINISHED:
             live = self._from_logs(job_id)
         metadata = info.metadata or {}
-        return _status(job_id, info.status.value, metadata.get("collection"), live, _seconds(info.start_time),
-                       _seconds(info.end_time), _reason(info.message), metadata.get("command") == "watch")
+        status = _status(job_id, info.status.value, metadata.get("collection"), live, _seconds(info.start_time),
+                         _seconds(info.end_time), _reason(info.message), metadata.get("command") == "watch")
+        if metadata.get("command") == "similar":
+            status["similar"] = (live or {}).get("similar")  # the groups, once the job has succeeded
+        return status
 
     @staticmethod
     def _describe_run(job_id: str, run: progress.Run, live: dict | None) -> dict:
@@ -173,8 +190,8 @@ class Jobs:
             except Exception:  # the SDK raises RuntimeError and HTTP errors alike
                 logger.warning("cannot read the logs of job %s", job_id)
                 return {}
-            summary = summary_in(logs)
-            self._final[job_id] = {} if summary is None else {"counts": summary, "errors": []}
+            summary, found = summary_in(logs), similar_in(logs)
+            self._final[job_id] = {"counts": summary or {}, "errors": [], **({"similar": found} if found else {})}
         return self._final[job_id]
 
     def stop(self, job_id: str) -> bool:

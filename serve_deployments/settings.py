@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 from ray_pipeline.config import INLINE_MAX_FILES
 from ray_pipeline.model import ModelSpec
+from ray_pipeline.similar import IN_PROCESS_MAX
 from ray_pipeline.store import StoreTarget
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class Settings:
     embed_max_replicas: int = 2
     embed_num_gpus: float = 0.0
     inline_max_files: int = INLINE_MAX_FILES
+    similar_in_app_max: int = IN_PROCESS_MAX  # records compared in the app; a larger collection's `similar` is a Ray job
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -93,6 +95,7 @@ class Settings:
             embed_max_replicas=_number("EMBED_MAX_REPLICAS", int, 2, minimum=1),
             embed_num_gpus=_gpu_share("EMBED_NUM_GPUS", 0.5),
             inline_max_files=_number("INGEST_INLINE_MAX_FILES", int, INLINE_MAX_FILES),
+            similar_in_app_max=_number("SIMILAR_IN_APP_MAX", int, IN_PROCESS_MAX),
         )
 
     def __post_init__(self) -> None:

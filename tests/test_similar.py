@@ -145,6 +145,14 @@ def test_over_http_the_groups_are_those_of_the_command(service):
     exact, near = grouped(answer.text)
     assert exact == [[str(folder / "exports" / "flower copy.jpg"), str(folder / "flower.jpg")]]
     assert near == expected_groups(folder)
+    # As a Ray job (what a collection larger than SIMILAR_IN_APP_MAX gets): followed as an ingestion, the
+    # groups in its status once it has succeeded.
+    started = requests.get(f"{service['url']}/collections/near-copies/similar", params={"threshold": TINY_THRESHOLD,
+                           "job": "true"}, headers=auth(service), timeout=60)
+    assert started.status_code == 202, started.text
+    done = wait_job(service, started.json()["job_id"])
+    assert done["status"] == "SUCCEEDED" and done["collection"] == "near-copies"
+    assert grouped(json.dumps(done["similar"])) == (exact, near)
     assert requests.get(f"{service['url']}/collections/near-copies/similar", params={"threshold": 2},
                         headers=auth(service), timeout=60).status_code == 422
     assert requests.get(f"{service['url']}/collections/no-such-one/similar", headers=auth(service), timeout=60).status_code == 404

@@ -382,7 +382,8 @@ async function findSimilar(event) {
   say(message, "Comparing every photo with every other…");
   try {
     const params = new URLSearchParams({ threshold: form.threshold.value || "0.95" });
-    const found = await (await api(`collections/${encodeURIComponent(collection)}/similar?${params}`)).json();
+    const answer = await api(`collections/${encodeURIComponent(collection)}/similar?${params}`);
+    const found = answer.status === 202 ? await similarJob((await answer.json()).job_id, message) : await answer.json();
     say(message, `${found.exact.length} photo(s) stored at several paths; ${found.near.length} group(s) of `
       + `near-duplicates at cosine ≥ ${found.threshold} in ${collection}`);
     $("#similar-groups").replaceChildren(
@@ -397,6 +398,17 @@ async function findSimilar(event) {
           thumbnail(collection, member.id), el("div", { class: "filename", text: member.path })))))));
   } catch (error) {
     failed(message)(error);
+  }
+}
+
+// A large collection's comparison runs as a Ray job: followed until it ends, then its groups.
+async function similarJob(jobId, message) {
+  for (;;) {
+    const status = await (await api(`ingest/${encodeURIComponent(jobId)}`)).json();
+    if (status.status === "SUCCEEDED" && status.similar) return status.similar;
+    if (["FAILED", "STOPPED"].includes(status.status)) throw new Error(status.message || `job ${jobId} ${status.status}`);
+    say(message, `Comparing every photo with every other, as Ray job ${jobId} (${status.status})…`);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
   }
 }
 
