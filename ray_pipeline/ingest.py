@@ -87,7 +87,8 @@ def _listed(config: IngestConfig) -> list[str]:
 
 class AfterFiles:
     """What a run does once its files are through, where the collection is open: remember the failures,
-    give the records the paths of their copies, mark RAW+JPEG pairs, and prune. Called with the store (a ChromaStore or StoreHandle), what it held before, and the tally."""
+    give the records the paths of their copies, mark RAW+JPEG pairs, and prune. Called with the store,
+    what it held before, and the tally."""
 
     def __init__(self, config: IngestConfig, listing: Listing):
         self.config = config
