@@ -16,12 +16,12 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ray_pipeline import model as clip_model
 from ray_pipeline.caption import caption_records, check_captioner
+from ray_pipeline.claims import ShardedClaims
 from ray_pipeline.config import DECODE_ACTOR_MEMORY, DECODE_BATCH_SIZE, IngestConfig
 from ray_pipeline.discover import Listing
 from ray_pipeline.embed import EmbedImages, EmbedOptions
 from ray_pipeline.errors import UserFacingError, user_facing_reason
 from ray_pipeline.file_names import FileFailure
-from ray_pipeline.journey import DuplicateRegistry
 from ray_pipeline.prepare import PrepareImages
 from ray_pipeline.progress import Reporter, announce
 from ray_pipeline.runtime import init_ray, quiet_ray_data_actors
@@ -91,9 +91,9 @@ def _open_store(target: StoreTarget, owner, opening, collection_metadata: dict) 
     return store
 
 
-def _claim(registry, pairs: list[tuple[str, str]]) -> None:
+def _claim(claims: ShardedClaims, pairs: list[tuple[str, str]]) -> None:
     for start in range(0, len(pairs), CLAIMS_PER_CALL):
-        ray.get(registry.claim.remote(pairs[start : start + CLAIMS_PER_CALL]))
+        claims.claim(pairs[start : start + CLAIMS_PER_CALL])
 
 
 @dataclass(frozen=True)
@@ -149,19 +149,19 @@ class JobResult:
 
 
 @contextmanager
-def _job_actors(target: StoreTarget) -> Iterator[tuple[object, object, object]]:
-    """(store owner, ref of its opening or None, duplicate registry) for one job, on this node (the local
-    folder); the job's own actors are stopped however it ends, which releases an embedded Chroma folder
-    now, not when garbage collection gets to it."""
+def _job_actors(target: StoreTarget, files: int) -> Iterator[tuple[object, object, ShardedClaims]]:
+    """(store owner, ref of its opening or None, the duplicate registry's shards) for one job: the owner
+    on this node (the local folder), the shards spread over the cluster. The job's own actors are stopped
+    however it ends, which releases an embedded Chroma folder now, not when garbage collection gets to it."""
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     owner, own_owner, opening = _start_owner(target, here)
-    registry = ray.remote(DuplicateRegistry).options(num_cpus=0, scheduling_strategy=here).remote()
+    claims = ShardedClaims.start(files, scheduling_strategy="SPREAD")
     try:
-        yield owner, opening, registry
+        yield owner, opening, claims
     finally:
-        for actor in (own_owner, registry):
-            if actor is not None:
-                ray.kill(actor)
+        claims.stop()
+        if own_owner is not None:
+            ray.kill(own_owner)
 
 
 def run_pipeline(config: IngestConfig, listing: Listing, stored: Stored | None, tally: Tally, after) -> JobResult:
@@ -173,7 +173,7 @@ def run_pipeline(config: IngestConfig, listing: Listing, stored: Stored | None, 
     if config.caption:
         check_captioner(config.serve_app)  # before any work, not after the embeddings
     device = choose_device(config.device)
-    with _job_actors(config.target) as (owner, opening, registry):
+    with _job_actors(config.target, len(listing.paths)) as (owner, opening, registry):
         resolved, _ = resolving.result()
         clip_model.warn_if_random(resolved, config.target.collection)
         # Reachable, and written by this very model (else refused), before any file is read.
@@ -196,7 +196,7 @@ def run_pipeline(config: IngestConfig, listing: Listing, stored: Stored | None, 
                      stages.described() if stages is not None else None)
 
 
-def _left_to_read(paths: list[str], stored: Stored, registry) -> list[str]:
+def _left_to_read(paths: list[str], stored: Stored, registry: ShardedClaims) -> list[str]:
     """The files the job reads; those passed over are claimed first in its duplicate registry."""
     to_read = stored.left_to_read(paths)
     if len(to_read) < len(paths):
@@ -210,25 +210,27 @@ def _left_to_read(paths: list[str], stored: Stored, registry) -> list[str]:
 class Stages:
     """The Ray Data job's actors: their constructor arguments, and how many of each."""
 
-    prepare: tuple  # PrepareImages(store, registry, geometry, max_pixels, within)
+    prepare: tuple  # PrepareImages(store, claims, geometry, max_pixels, within)
     embed: EmbedOptions
     plan: ActorPlan
+    registry_shards: int
 
     def described(self) -> dict:
         """The plan as the job summary records it (`actors`)."""
         plan = self.plan
         return {"device": self.embed.device, "embed_actors": list(plan.embed_actors), "embed_cpus": plan.embed_cpus,
                 "embed_threads": plan.embed_threads, "batch_size": self.embed.batch_size,
-                "decode_actors": plan.decode_actors, "decode_cpus": plan.decode_cpus}
+                "decode_actors": plan.decode_actors, "decode_cpus": plan.decode_cpus,
+                "duplicate_registry_shards": self.registry_shards}
 
 
-def _stages(config: IngestConfig, device: str, store: StoreHandle, registry, resolved) -> Stages:
+def _stages(config: IngestConfig, device: str, store: StoreHandle, registry: ShardedClaims, resolved) -> Stages:
     resources = ray.cluster_resources()
     plan = plan_actors(device, config.actors, ray.available_resources().get("CPU", 0), int(resources.get("GPU", 0)))
     embed = EmbedOptions(resolved=resolved, device=device, compile=config.compile,
                          batch_size=config.batch_size or (256 if device == "cuda" else 32),
                          collection=config.target.collection, threads=plan.embed_threads)
-    return Stages((store, registry, resolved.geometry, config.max_pixels, config.within), embed, plan)
+    return Stages((store, registry, resolved.geometry, config.max_pixels, config.within), embed, plan, len(registry.shards))
 
 
 def _run_job(paths: list[str], stages: Stages, sink: ChromaDatasink) -> None:

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from ray_pipeline.claims import ShardedClaims
 from ray_pipeline.decode import InputGeometry
 from ray_pipeline.journey import Journey, PhotoFile
 from ray_pipeline.metrics import observe_files
@@ -21,14 +22,10 @@ from ray_pipeline.store import StoreHandle
 class PrepareImages:
     """Ray Data class UDF for the CPU stage; one instance per CPU actor."""
 
-    def __init__(self, store: StoreHandle, registry, geometry: InputGeometry, max_pixels: int, within: tuple[str, ...] = ()):
-        """`store`: a StoreHandle; `registry`: the job's DuplicateRegistry actor."""
-        import ray
-
-        def claim(pairs: list[tuple[str, str]]) -> list[bool]:
-            return ray.get(registry.claim.remote(pairs))
-
-        self.journey = Journey(store, claim, geometry, max_pixels, within)
+    def __init__(self, store: StoreHandle, claims: ShardedClaims, geometry: InputGeometry, max_pixels: int,
+                 within: tuple[str, ...] = ()):
+        """`store`: a StoreHandle; `claims`: the job's duplicate registry, in shards."""
+        self.journey = Journey(store, claims.claim, geometry, max_pixels, within)
         self.collection = store.target.collection
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from ray.data.datasource.datasink import WriteResult
+from test_claims import local_claims
 
 from ray_pipeline import unchanged as unchanged_module
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS, InputGeometry
@@ -585,11 +586,9 @@ def test_a_stored_content_under_a_new_path_is_existing_and_its_record_follows(li
 
 
 def prepare_stage(store: FakeStore, geometry: InputGeometry) -> PrepareImages:
-    """The CPU stage as an actor holds it. Its claims go to the job's registry actor through Ray; here
-    they go to a registry in this process (a Journey takes any claim function)."""
-    stage = PrepareImages(store, registry=None, geometry=geometry, max_pixels=DEFAULT_MAX_PIXELS)
-    stage.journey = dataclasses.replace(stage.journey, claim=DuplicateRegistry().claim)
-    return stage
+    """The CPU stage as an actor holds it. Its claims go to the job's registry shards through Ray; here
+    to shards in this process (`test_claims.LocalShard`)."""
+    return PrepareImages(store, local_claims(3), geometry, DEFAULT_MAX_PIXELS)
 
 
 def path_column(paths) -> np.ndarray:
