@@ -9,7 +9,6 @@ that spread over the cluster (on a GPU where the cluster has one).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import numpy as np
 
 from ray_pipeline import record_keys as keys
 from ray_pipeline.store import RecordStore
+from ray_pipeline.summary import last_json_line
 
 # A starting value for ViT-B-32 with trained weights, not calibrated here (no trained weights can be had
 # on these machines): the README ("Similar photos") says how to calibrate it for a model.
@@ -62,13 +62,7 @@ class Similar:
 
 def similar_in(output: str) -> dict | None:
     """The last `similar --json` document in a command's output or a Ray job's log; None when there is none."""
-    for line in reversed(output.splitlines()):
-        if line.startswith('{"threshold"'):
-            try:
-                return json.loads(line)
-            except ValueError:
-                return None
-    return None
+    return last_json_line(output, '{"threshold"')
 
 
 def block_pairs(vectors: np.ndarray, rows: tuple[int, int], columns: tuple[int, int], threshold: float) -> list[Pair]:

@@ -101,8 +101,14 @@ def print_summary(summary: dict) -> None:
 def summary_in(output: str) -> dict | None:
     """The last summary line in a command's output or a job's log (other lines may follow it, as a
     job's log has Ray's own); None when there is none."""
+    return last_json_line(output, SUMMARY_START)
+
+
+def last_json_line(output: str, start: str) -> dict | None:
+    """The last line starting with `start` (a JSON document's first key), read as JSON; None when there
+    is none, or it is cut short."""
     for line in reversed(output.splitlines()):
-        if line.startswith(SUMMARY_START):
+        if line.startswith(start):
             try:
                 return json.loads(line)
             except ValueError:
