@@ -73,11 +73,11 @@ def top_k(store: RecordStore, vector: np.ndarray, k: int, filters: SearchFilters
     one result (twice as many are asked for, so that a page stays full)."""
     filters = filters or SearchFilters()
     found = store.query(vector, (offset + k) * (2 if collapse else 1), filters.where(), filters.where_document())
-    hits: list[tuple[str, dict, float | None]] = [
-        (i, dict(m or {}), round(1.0 - float(d), 6)) for i, m, d in zip(found["ids"][0], found["metadatas"][0], found["distances"][0])]
-    results = _collapsed(store, hits) if collapse else [_result(*hit) for hit in hits]
+    hits: list[Hit] = [(i, dict(m or {}), round(1.0 - float(d), 6))
+                       for i, m, d in zip(found["ids"][0], found["metadatas"][0], found["distances"][0])]
+    entries, metadata = _entries(store, hits, collapse)
     total = store.count() if filters.empty else None  # records: a collapsed pair is one result but two records
-    return ResultPage(results[offset : offset + k], offset, total, _warning(store, not filters.empty))
+    return ResultPage(_page(entries, metadata, offset, k), offset, total, _warning(store, not filters.empty))
 
 
 def newest_first(store: RecordStore, k: int, filters: SearchFilters | None = None, offset: int = 0,
@@ -88,33 +88,44 @@ def newest_first(store: RecordStore, k: int, filters: SearchFilters | None = Non
     filters = filters or SearchFilters()
     found = store.matching(filters.where(), filters.where_document())
     order = sorted(found, key=lambda i: (-found[i].get(keys.TAKEN_AT, _UNDATED), found[i].get(keys.PATH) or "", i))
-    hits: list[tuple[str, dict, float | None]] = [(i, found[i], None) for i in order]
-    if collapse:
-        listed = _collapsed(store, hits)
-        page, total = listed[offset : offset + k], len(listed)
-    else:
-        page, total = [_result(*hit) for hit in hits[offset : offset + k]], len(found)
-    return ResultPage(page, offset, total, _warning(store, True))  # the order needs `taken_at` too
+    entries, metadata = _entries(store, [(i, found[i], None) for i in order], collapse)
+    return ResultPage(_page(entries, metadata, offset, k), offset, len(entries), _warning(store, True))  # the order needs `taken_at` too
 
 
-def _collapsed(store: RecordStore, hits: list[tuple[str, dict, float | None]]) -> list[dict]:
-    """The hits, each RAW+JPEG pair as one result where the first of the two came: the picture, with
-    `raw` ({"id", "path", "paths"}) beside it. A partner that is gone leaves a plain result."""
+Hit = tuple[str, dict, float | None]  # (id, metadata, score)
+Entry = tuple[str, str | None, float | None]  # a result to show: (id, its pair's RAW id or None, score)
+
+
+def _entries(store: RecordStore, hits: list[Hit], collapse: bool) -> tuple[list[Entry], dict[str, dict]]:
+    """The results in order, and the metadata of every record they name. With `collapse`, each RAW+JPEG
+    pair is one result where the first of the two came: the picture, its RAW beside it (a partner that is
+    gone leaves a plain result). Light tuples: only a page of them becomes results."""
     found = {record_id: metadata for record_id, metadata, _ in hits}
+    if not collapse:
+        return [(record_id, None, score) for record_id, _, score in hits], found
     partners = {m[keys.PAIR_OF] for m in found.values() if m.get(keys.PAIR_OF) and m[keys.PAIR_OF] not in found}
     found.update(store.records(sorted(partners)) if partners else {})
-    results, shown = [], set()
+    entries: list[Entry] = []
+    shown = set()
     for record_id, metadata, score in hits:
         partner = metadata.get(keys.PAIR_OF)
         if partner not in found:
-            results.append(_result(record_id, metadata, score))
+            entries.append((record_id, None, score))
             continue
         picture, raw = (partner, record_id) if metadata.get(keys.PAIR_ROLE) == RAW else (record_id, partner)
-        if picture in shown:
-            continue
-        shown.add(picture)
-        result = _result(picture, found[picture], score)
-        result["raw"] = {"id": raw, "path": found[raw].get(keys.PATH), "paths": keys.paths_of(found[raw])}
+        if picture not in shown:
+            shown.add(picture)
+            entries.append((picture, raw, score))
+    return entries, found
+
+
+def _page(entries: list[Entry], found: dict[str, dict], offset: int, k: int) -> list[dict]:
+    """Results offset+1 to offset+k, a pair's with `raw` ({"id", "path", "paths"})."""
+    results = []
+    for record_id, raw, score in entries[offset : offset + k]:
+        result = _result(record_id, found[record_id], score)
+        if raw is not None:
+            result["raw"] = {"id": raw, "path": found[raw].get(keys.PATH), "paths": keys.paths_of(found[raw])}
         results.append(result)
     return results
 
