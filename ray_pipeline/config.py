@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ray_pipeline.decode import DEFAULT_MAX_PIXELS
@@ -13,6 +14,14 @@ DECODE_ACTOR_MEMORY = 2 * 1024**3  # declared to Ray per decode actor so a node 
 # At most this many files to read run without a Ray job: in the CLI's own process when no cluster runs,
 # in the Serve app for the HTTP API (INGEST_INLINE_MAX_FILES).
 INLINE_MAX_FILES = 64
+# Writing to Chroma, and feeding the actors their rows, is I/O: such tasks take a sliver of a CPU, from a
+# reserve the actors leave free, so they stream rows while the actors hold the other CPUs.
+LIGHT_TASK_CPUS = 0.1
+
+
+def rows_per_block(files: int, cpus: float) -> int:
+    """Paths per block of a job's input: small enough to spread over the CPU actors (8 blocks a CPU)."""
+    return min(1024, max(DECODE_BATCH_SIZE, math.ceil(files / (max(1, int(cpus)) * 8))))
 
 
 @dataclass(frozen=True)

@@ -101,30 +101,33 @@ def more_than(paths: list[str], limit: int) -> bool:
 
 
 def read_manifest(manifest: str) -> list[str]:
-    """Paths listed in a manifest: a text file (one path per line) or Parquet with a `path` column.
+    """Paths listed in a text manifest, one per line (a Parquet manifest is streamed: `streamed`).
 
     Relative entries are taken relative to the manifest's own folder, so a manifest can travel with
-    its library. Names that are not UTF-8 are taken byte for byte. Blank lines and lines starting with '#' are ignored; a path listed twice is taken
-    once. Paths are listed without touching the files: millions of them take seconds, not hours.
+    its library. Names that are not UTF-8 are taken byte for byte. Blank lines and lines starting with
+    '#' are ignored; a path listed twice is taken once. Paths are listed without touching the files:
+    millions of them take seconds, not hours.
     """
     manifest_path = Path(manifest).expanduser()
     if not manifest_path.is_file():
         raise DiscoveryError(f"no such manifest: {manifest}")
     base = manifest_path.resolve().parent
-    if manifest_path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
+    # Each line is a file name's bytes (any encoding, as the file system has it), not decoded text.
+    entries = [os.fsdecode(line.strip()) for line in manifest_path.read_bytes().splitlines()]
+    return sorted({manifest_entry(base, e) for e in entries if e and not e.startswith("#")})
 
-        try:
-            table = pq.read_table(manifest_path, columns=["path"])
-        except Exception as exc:  # pyarrow raises several types for a missing column
-            raise DiscoveryError(f"manifest {manifest}: cannot read a 'path' column ({exc})") from exc
-        # A binary column names files by their exact bytes, as a text line does.
-        entries = [os.fsdecode(p) for p in table.column("path").to_pylist() if p]
-    else:
-        # Each line is a file name's bytes (any encoding, as the file system has it), not decoded text.
-        entries = [os.fsdecode(line.strip()) for line in manifest_path.read_bytes().splitlines()]
-        entries = [e for e in entries if e and not e.startswith("#")]
-    return sorted({os.path.abspath(os.path.join(base, os.path.expanduser(e))) for e in entries})
+
+def manifest_entry(base: str | Path, entry: str) -> str:
+    """The absolute path a manifest's entry names: a relative one is taken from the manifest's folder."""
+    return os.path.abspath(os.path.join(base, os.path.expanduser(entry)))
+
+
+def is_streamed(manifest: str | None) -> bool:
+    """Whether a manifest is read by Ray Data rather than here: Parquet, a file or a folder of files."""
+    if manifest is None:
+        return False
+    path = Path(manifest).expanduser()
+    return path.suffix.lower() == ".parquet" or path.is_dir()
 
 
 @dataclass(frozen=True)

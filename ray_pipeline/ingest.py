@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ray_pipeline.config import IngestConfig
-from ray_pipeline.discover import Listing, photo_paths
+from ray_pipeline.discover import Listing, is_streamed, photo_paths
 from ray_pipeline.file_names import FileFailure
 from ray_pipeline.journey import read_file
 from ray_pipeline.pairs import pair_records
@@ -46,6 +46,8 @@ def run_ingest(config: IngestConfig) -> IngestResult:
     """Run one ingestion to the end."""
     started = time.monotonic()
     tally = Tally()  # files and folders that fail before any worker sees them are counted here
+    if is_streamed(config.manifest):
+        return _ingest_streamed(config, tally, started)
     listing = photo_paths(_listed(config), config.manifest)
     tally.fail(listing.problems)
     after = AfterFiles(config, listing)
@@ -66,15 +68,32 @@ def run_ingest(config: IngestConfig) -> IngestResult:
     elif stored is not None and _runs_here(config, paths, stored):
         random_weights, reporter = _ingest_here(config, paths, stored, tally, after), Reporter(None)
     else:
-        from ray_pipeline.pipeline import run_pipeline  # Ray, Ray Data and torch load only when needed
+        from ray_pipeline.pipeline import ListedInput, run_pipeline  # Ray, Ray Data and torch load only when needed
 
-        job = run_pipeline(config, listing, stored, tally, after)
+        job = run_pipeline(config, ListedInput(config, listing, stored, after), tally)
         captioned, caption_errors, random_weights, reporter = job.captioned, job.caption_errors, job.random_weights, job.reporter
         actors = job.actors
+    return _finished(config, tally, started, reporter, captioned, caption_errors, random_weights, actors, after)
+
+
+def _ingest_streamed(config: IngestConfig, tally: Tally, started: float) -> IngestResult:
+    """A Parquet manifest: always a Ray job, which reads the manifest itself (`streamed`)."""
+    from ray_pipeline.pipeline import run_pipeline
+    from ray_pipeline.streamed import StreamedInput, StreamedManifest
+
+    job = run_pipeline(config, StreamedInput(config, StreamedManifest.open(config.manifest or "")), tally)
+    return _finished(config, tally, started, job.reporter, job.captioned, job.caption_errors, job.random_weights, job.actors)
+
+
+def _finished(config: IngestConfig, tally: Tally, started: float, reporter: Reporter, captioned: int | None,
+              caption_errors: list[FileFailure], random_weights: bool, actors: dict | None,
+              after: AfterFiles | None = None) -> IngestResult:
+    """The run's summary, reported where progress goes, and its result."""
     summary = summary_of(config.target.collection, tally, time.monotonic() - started, captioned, actors)
     errors = tally.errors + caption_errors
     reporter.finish(summary, errors)
-    return IngestResult(summary, tally, errors, random_weights, after.plan.describe(), after.holds)
+    pruned, holds = (after.plan.describe(), after.holds) if after is not None else ([], {})
+    return IngestResult(summary, tally, errors, random_weights, pruned, holds)
 
 
 def _listed(config: IngestConfig) -> list[str]:

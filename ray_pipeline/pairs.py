@@ -20,7 +20,7 @@ SHOWN_EXTENSIONS = frozenset({"jpg", "jpeg", "heic", "heif", "hif", "tif", "tiff
 RAW, SHOWN = "raw", "shown"
 
 
-def _shot(path: str) -> tuple[str, str]:
+def shot_of(path: str) -> tuple[str, str]:
     """(folder, name stem): what a pair's two files share."""
     folder, name = os.path.split(path)
     return folder, os.path.splitext(name)[0]
@@ -32,14 +32,14 @@ def candidates(paths: Iterable[str]) -> list[tuple[list[str], list[str]]]:
     for path in paths:
         kind = 0 if is_raw(path) else 1 if extension_of(path) in SHOWN_EXTENSIONS else None
         if kind is not None:
-            shots.setdefault(_shot(path), ([], []))[kind].append(path)
+            shots.setdefault(shot_of(path), ([], []))[kind].append(path)
     return [(raws, shown) for raws, shown in shots.values() if raws and shown]
 
 
 def beside(paths: Iterable[str]) -> list[str]:
     """These paths, and the files in their folders that share a name stem with one of them: a RAW
     ingested now finds the picture stored before it, and the other way round."""
-    wanted = {_shot(path) for path in paths}
+    wanted = {shot_of(path) for path in paths}
     found = set(paths)
     for folder in {folder for folder, _ in wanted}:
         try:

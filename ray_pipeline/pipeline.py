@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import pyarrow as pa
 import ray
@@ -17,7 +18,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from ray_pipeline import model as clip_model
 from ray_pipeline.caption import caption_records, check_captioner
 from ray_pipeline.claims import ShardedClaims
-from ray_pipeline.config import DECODE_ACTOR_MEMORY, DECODE_BATCH_SIZE, IngestConfig
+from ray_pipeline.config import DECODE_ACTOR_MEMORY, DECODE_BATCH_SIZE, LIGHT_TASK_CPUS, IngestConfig, rows_per_block
 from ray_pipeline.discover import Listing
 from ray_pipeline.embed import EmbedImages, EmbedOptions
 from ray_pipeline.errors import UserFacingError, user_facing_reason
@@ -39,10 +40,7 @@ from ray_pipeline.unchanged import Stored, stored_in
 
 logger = logging.getLogger(__name__)
 
-# Writing to Chroma is I/O: write tasks take a sliver of a CPU, from a reserve that the actors leave
-# free, so they stream records out while the actors hold the other CPUs.
-LIGHT_TASK_CPUS = 0.1
-LIGHT_TASK_RESERVE = 0.5
+LIGHT_TASK_RESERVE = 0.5  # CPUs the actors leave free for light tasks (config.LIGHT_TASK_CPUS)
 CLAIMS_PER_CALL = 100_000  # (id, path) pairs per call to the duplicate registry
 
 
@@ -61,11 +59,9 @@ def choose_device(requested: str) -> str:
 
 def _paths_dataset(paths: list[str]) -> ray.data.Dataset:
     """The input as a dataset of `path` rows, cut in blocks small enough to spread over the CPU actors."""
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    rows_per_block = min(1024, max(DECODE_BATCH_SIZE, math.ceil(len(paths) / (cpus * 8))))
+    rows = rows_per_block(len(paths), ray.cluster_resources().get("CPU", 1))
     names = [os.fsencode(path) for path in paths]  # bytes: a file name need not be UTF-8
-    blocks = [pa.table({"path": pa.array(names[i : i + rows_per_block], pa.binary())})
-              for i in range(0, len(names), rows_per_block)]
+    blocks = [pa.table({"path": pa.array(names[i : i + rows], pa.binary())}) for i in range(0, len(names), rows)]
     return ray.data.from_arrow(blocks or [pa.table({"path": pa.array([], pa.binary())})])
 
 
@@ -164,31 +160,64 @@ def _job_actors(target: StoreTarget, files: int) -> Iterator[tuple[object, objec
             ray.kill(own_owner)
 
 
-def run_pipeline(config: IngestConfig, listing: Listing, stored: Stored | None, tally: Tally, after) -> JobResult:
-    """Read, embed and store the listed files that `stored` does not cover (None: check through the
-    store's owner once Ray is up). `tally` holds the counts so far and receives the rest; `after`
-    (an `ingest.AfterFiles`) runs once the files are through, while the store is still open."""
+class JobInput(Protocol):
+    """What a job reads: a listing held by the driver (`ListedInput`), or a manifest streamed by Ray Data
+    (`streamed.StreamedInput`)."""
+
+    files: int  # how many files are listed (at most): sizes the duplicate registry
+
+    def settle(self, store: StoreHandle, claims: ShardedClaims, tally: Tally) -> tuple[int, ray.data.Dataset | None]:
+        """Count the files settled without reading into `tally`; returns (files discovered, the dataset of
+        `path` rows the job reads, or None when there is none)."""
+        ...
+
+    def after(self, store: StoreHandle, tally: Tally) -> None:
+        """What the run does once its files are through, while the store is still open."""
+        ...
+
+
+class ListedInput:
+    """A job's input from a listing the driver holds; `stored` is what the collection holds of it (None:
+    checked through the store's owner once Ray is up), `after` an `ingest.AfterFiles`."""
+
+    def __init__(self, config: IngestConfig, listing: Listing, stored: Stored | None, after):
+        self.config, self.listing, self.stored, self._after = config, listing, stored, after
+        self.files = len(listing.paths)
+
+    def settle(self, store: StoreHandle, claims: ShardedClaims, tally: Tally) -> tuple[int, ray.data.Dataset | None]:
+        paths, config = self.listing.paths, self.config
+        if self.stored is None:  # the embedded folder's owner answers now
+            self.stored = stored_in(store, paths, config.within, config.rehash)
+        to_read = _left_to_read(paths, self.stored, claims)
+        self.stored.count_into(tally, keep_stored=config.keeps_contents)
+        return self.listing.discovered, _paths_dataset(to_read) if to_read else None
+
+    def after(self, store: StoreHandle, tally: Tally) -> None:
+        assert self.stored is not None, "settled first"
+        self._after(store, self.stored, tally)
+
+
+def run_pipeline(config: IngestConfig, files: JobInput, tally: Tally) -> JobResult:
+    """Read, embed and store the files of `files` that the collection does not hold. `tally` holds the
+    counts so far and receives the rest."""
     resolving = _in_background(clip_model.resolve, config.model)  # the model loads while Ray starts
     logger.info("running on %s", init_ray())
     if config.caption:
         check_captioner(config.serve_app)  # before any work, not after the embeddings
     device = choose_device(config.device)
-    with _job_actors(config.target, len(listing.paths)) as (owner, opening, registry):
+    with _job_actors(config.target, files.files) as (owner, opening, registry):
         resolved, _ = resolving.result()
         clip_model.warn_if_random(resolved, config.target.collection)
         # Reachable, and written by this very model (else refused), before any file is read.
         store = _open_store(config.target, owner, opening, resolved.collection_metadata())
-        if stored is None:  # the embedded folder's owner answers now
-            stored = stored_in(store, listing.paths, config.within, config.rehash)
-        to_read = _left_to_read(listing.paths, stored, registry)
-        stored.count_into(tally, keep_stored=config.keeps_contents)
-        reporter = announce(config.progress_id, config.target.collection, listing.discovered, tally)
+        discovered, to_read = files.settle(store, registry, tally)
+        reporter = announce(config.progress_id, config.target.collection, discovered, tally)
         sink = ChromaDatasink(store, reporter, keep_stored=config.keeps_contents)
-        stages = _stages(config, device, store, registry, resolved) if to_read else None
-        if stages is not None:  # nothing new: what is left is captions, if asked for
+        stages = _stages(config, device, store, registry, resolved) if to_read is not None else None
+        if to_read is not None and stages is not None:  # nothing new: what is left is captions, if asked for
             _run_job(to_read, stages, sink)
         tally.add(sink.tally)
-        after(store, stored, tally)
+        files.after(store, tally)
         captioned, caption_errors = (
             caption_records(store, tally.stored, config.serve_app, reporter) if config.caption else (None, [])
         )
@@ -233,8 +262,8 @@ def _stages(config: IngestConfig, device: str, store: StoreHandle, registry: Sha
     return Stages((store, registry, resolved.geometry, config.max_pixels, config.within), embed, plan, len(registry.shards))
 
 
-def _run_job(paths: list[str], stages: Stages, sink: ChromaDatasink) -> None:
-    """The Ray Data job; an error users can act on stops it with that one line."""
+def _run_job(paths: ray.data.Dataset, stages: Stages, sink: ChromaDatasink) -> None:
+    """The Ray Data job over `path` rows; an error users can act on stops it with that one line."""
     try:
         with quiet_ray_data_actors():
             _read_embed_write(paths, stages, sink)
@@ -254,12 +283,12 @@ def _in_background(function, *args) -> Future:
         pool.shutdown(wait=False)
 
 
-def _read_embed_write(paths: list[str], stages: Stages, sink: ChromaDatasink) -> None:
+def _read_embed_write(paths: ray.data.Dataset, stages: Stages, sink: ChromaDatasink) -> None:
     """The Ray Data job: CPU actors read, hash and decode; embedding actors (GPU or CPU) encode; light
     tasks write."""
     plan = stages.plan
     (
-        _paths_dataset(paths)
+        paths
         .map_batches(
             PrepareImages,
             fn_constructor_args=stages.prepare,

@@ -304,7 +304,7 @@ class Watcher:
 
     def _burst(self, paths: list[str], stored, encoder: WarmEncoder, batch: Tally, reporter) -> None:
         """Many files at once: the Ray Data job, as `ingest` runs it, with the watch's own actor released."""
-        from ray_pipeline.pipeline import run_pipeline
+        from ray_pipeline.pipeline import ListedInput, run_pipeline
 
         logger.info("a burst of %d files: through the Ray Data job", len(paths))
         encoder.release()
@@ -312,7 +312,7 @@ class Watcher:
         burst = replace(self.config, caption=False, progress_id=None, paths=tuple(paths))
         listing, job = Listing(paths, []), Tally()
         after = AfterFiles(burst, listing)
-        run_pipeline(burst, listing, stored, job, after)
+        run_pipeline(burst, ListedInput(burst, listing, stored, after), job)
         reporter.add({"discovered": len(paths), **job.counts}, job.errors)
         self.holds.update(after.holds)
         batch.add(job)

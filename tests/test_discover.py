@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ray_pipeline.discover import DiscoveryError, discover, read_manifest
+from ray_pipeline.discover import DiscoveryError, discover, is_streamed, read_manifest
+from ray_pipeline.streamed import StreamedManifest, _listed_rows
 
 pytestmark = pytest.mark.unit
 
@@ -51,11 +52,36 @@ def test_text_manifest(tmp_path):
                                                             str(tmp_path / "IMG_0001.HEIC"), str(tmp_path / "d.avif")])
 
 
-def test_parquet_manifest(tmp_path):
-    pq.write_table(pa.table({"path": ["x.jpg", "/abs/y.dng", None], "other": [1, 2, 3]}), tmp_path / "m.parquet")
-    assert read_manifest(str(tmp_path / "m.parquet")) == sorted([str(tmp_path / "x.jpg"), "/abs/y.dng"])
+def test_parquet_manifest_is_checked_from_its_footers_and_its_entries_made_absolute(tmp_path):
+    """A Parquet manifest is streamed by Ray Data; here, what runs before and inside its tasks."""
+    pq.write_table(pa.table({"path": ["x.jpg", "/abs/y.dng", None, ""], "other": [1, 2, 3, 4]}), tmp_path / "m.parquet")
+    manifest = StreamedManifest.open(str(tmp_path / "m.parquet"))
+    assert (manifest.rows, manifest.base) == (4, str(tmp_path))
+    odd = b"/abs/caf\xe9 raw.dng"  # a name that is not UTF-8 is taken byte for byte
+    rows = _listed_rows(pa.table({"path": pa.array([b"x.jpg", b"/abs/y.dng", None, odd], pa.binary())}), manifest.base)
+    assert rows.column("path").to_pylist() == [os.fsencode(str(tmp_path / "x.jpg")), b"/abs/y.dng", odd]
+    assert rows.column("shot").to_pylist()[1:] == [b"/abs/y", b"/abs/caf\xe9 raw"]  # a RAW and its JPEG share a shot
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for part in range(3):
+        pq.write_table(pa.table({"path": [f"p{part}_{i}.jpg" for i in range(5)]}), shards / f"part-{part}.parquet")
+    assert (StreamedManifest.open(str(shards)).rows, StreamedManifest.open(str(shards)).base) == (15, str(shards))
+
+
+def test_a_manifest_that_cannot_be_streamed_is_refused_with_its_name_and_reason(tmp_path):
     pq.write_table(pa.table({"file": ["x.jpg"]}), tmp_path / "bad.parquet")
     with pytest.raises(DiscoveryError, match="bad.parquet: cannot read a 'path' column"):
-        read_manifest(str(tmp_path / "bad.parquet"))
+        StreamedManifest.open(str(tmp_path / "bad.parquet"))
+    (tmp_path / "text.parquet").write_text("x.jpg\n")
+    with pytest.raises(DiscoveryError, match="text.parquet: cannot read a 'path' column"):
+        StreamedManifest.open(str(tmp_path / "text.parquet"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DiscoveryError, match="empty: the folder holds no Parquet files"):
+        StreamedManifest.open(str(tmp_path / "empty"))
+    with pytest.raises(DiscoveryError, match="no such manifest"):
+        StreamedManifest.open(str(tmp_path / "none.parquet"))
     with pytest.raises(DiscoveryError, match="no such manifest"):
         read_manifest(str(tmp_path / "none.txt"))
+    assert is_streamed(str(tmp_path / "none.parquet")) and is_streamed(str(tmp_path / "empty"))
+    assert not is_streamed(str(tmp_path / "m.txt")) and not is_streamed(None)
