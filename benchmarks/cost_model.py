@@ -49,7 +49,7 @@ class NodeType:
     name: str
     cores: int
     gpus: int
-    gpu: str | None  # the key of its GPU's embedding rate
+    gpu: str  # the key of its GPU's embedding rate ("" without a GPU)
     price_per_h: Figure
 
 
@@ -118,7 +118,7 @@ def _figure(raw: dict) -> Figure:
 
 
 def _node(name: str, raw: dict) -> NodeType:
-    return NodeType(name, raw["cores"], raw["gpus"], raw.get("gpu"), _figure(raw["price_per_h"]))
+    return NodeType(name, raw["cores"], raw["gpus"], raw.get("gpu", ""), _figure(raw["price_per_h"]))
 
 
 def load_figures(path: Path = FIGURES) -> Figures:
@@ -152,7 +152,7 @@ def with_gpu_check(figures: Figures, line: dict) -> Figures:
     if line.get("device") != "cuda" or line.get("model") != figures.model:
         raise ValueError(f"a gpu_check of {figures.model} on cuda is needed, not {line.get('model')} on {line.get('device')}")
     gpu = (line.get("setup") or {}).get("gpu", "")
-    name = next((name for name in figures.embed_per_s if name != CPU_CORE and name in gpu), None)
+    name = next((name for name in figures.embed_per_s if name != CPU_CORE and name in gpu.split()), None)  # L4, not L40S
     if name is None:
         raise ValueError(f"no GPU of the figures ({', '.join(figures.embed_per_s)}) is named in {gpu!r}: add it")
     rate, how = gpu_check_rate(line)

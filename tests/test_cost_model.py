@@ -37,8 +37,8 @@ def given(value: float) -> Figure:
 
 PHOTO = PhotoFormat("photo", read_s=given(0.02), decode_s=given(0.08))  # 0.1 s of one core: 10 images/s
 GPU_NODE = NodeType("gpu node", cores=4, gpus=1, gpu="G", price_per_h=given(3.6))
-CPU_NODE = NodeType("cpu node", cores=8, gpus=0, gpu=None, price_per_h=given(0.72))
-STORE = NodeType("store", cores=2, gpus=0, gpu=None, price_per_h=given(0.36))
+CPU_NODE = NodeType("cpu node", cores=8, gpus=0, gpu="", price_per_h=given(0.72))
+STORE = NodeType("store", cores=2, gpus=0, gpu="", price_per_h=given(0.36))
 
 
 def small(**changes) -> Figures:
@@ -126,6 +126,8 @@ def test_a_gpu_check_of_another_model_or_device_or_gpu_is_refused(tmp_path, caps
         with_gpu_check(load_figures(), {**GPU_CHECK, "model": "tiny"})
     with pytest.raises(ValueError, match="add it"):
         with_gpu_check(load_figures(), {**GPU_CHECK, "setup": {"gpu": "NVIDIA A100"}})
+    with pytest.raises(ValueError, match="add it"):  # a word of its name, not a part of one
+        with_gpu_check(load_figures(), {**GPU_CHECK, "setup": {"gpu": "NVIDIA L40S"}})
     block = tmp_path / "block.json"  # as RESULTS.md keeps it: indented
     block.write_text(json.dumps({**GPU_CHECK, "device": "cpu"}, indent=1))
     with pytest.raises(SystemExit):
