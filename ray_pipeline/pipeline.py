@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,6 +22,7 @@ from ray_pipeline.discover import Listing
 from ray_pipeline.embed import EmbedImages, EmbedOptions
 from ray_pipeline.errors import UserFacingError, user_facing_reason
 from ray_pipeline.file_names import FileFailure
+from ray_pipeline.plan import ActorPlan, plan_actors
 from ray_pipeline.prepare import PrepareImages
 from ray_pipeline.progress import Reporter, announce
 from ray_pipeline.runtime import init_ray, quiet_ray_data_actors
@@ -40,7 +40,6 @@ from ray_pipeline.unchanged import Stored, stored_in
 
 logger = logging.getLogger(__name__)
 
-LIGHT_TASK_RESERVE = 0.5  # CPUs the actors leave free for light tasks (config.LIGHT_TASK_CPUS)
 CLAIMS_PER_CALL = 100_000  # (id, path) pairs per call to the duplicate registry
 
 
@@ -90,47 +89,6 @@ def _open_store(target: StoreTarget, owner, opening, collection_metadata: dict) 
 def _claim(claims: ShardedClaims, pairs: list[tuple[str, str]]) -> None:
     for start in range(0, len(pairs), CLAIMS_PER_CALL):
         claims.claim(pairs[start : start + CLAIMS_PER_CALL])
-
-
-@dataclass(frozen=True)
-class ActorPlan:
-    """How many actors of each stage, and what each holds; the job summary records it."""
-
-    embed_actors: tuple[int, int]  # the embedding pool's bounds
-    embed_cpus: float  # CPUs each embedding actor holds
-    embed_threads: int  # torch threads of a CPU embedding actor
-    decode_actors: int
-    decode_cpus: float  # CPUs each decode actor holds
-
-
-def plan_actors(device: str, actors: tuple[int, int] | None, free_cpus: float, gpus: int) -> ActorPlan:
-    """How the CPUs free now are shared: a reserve for light tasks, the rest between embedding and decoding.
-
-    Planned from what is free, not the cluster's total, so a Serve app or another job holding CPUs
-    does not leave an actor waiting forever for a CPU it can never get.
-    """
-    budget = max(free_cpus - LIGHT_TASK_RESERVE, 0.5)
-    embed_cpus: float
-    if device == "cuda":
-        low, high = actors or (1, max(1, gpus))
-        # A whole CPU feeds each GPU where there is one to spare; on a node short of CPUs, a share of one,
-        # so that decoding still gets one and no actor waits for a CPU that is not there.
-        embed_cpus = 1 if budget - high >= 0.25 else max(0.25, budget / 2 / high)
-    else:
-        low, high = actors or (1, 1)
-        share = budget / 2 / high  # CPU inference and decoding split what is free
-        embed_cpus = int(share) if share >= 1 else max(0.25, share)
-    decode_capacity = budget - high * embed_cpus
-    return ActorPlan(
-        embed_actors=(low, high),
-        embed_cpus=embed_cpus,
-        # Torch threads of a CPU embedding actor: its whole CPUs; on a small machine, where it holds a
-        # fraction of one, every CPU the job may use, since decoding leaves them idle between batches.
-        embed_threads=max(1, int(embed_cpus)) if embed_cpus >= 1 else max(1, math.ceil(budget)),
-        # On a small machine one decode actor takes a fraction of a CPU rather than starve the rest.
-        decode_actors=max(1, int(decode_capacity)),
-        decode_cpus=1 if decode_capacity >= 1 else max(0.25, decode_capacity),
-    )
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from ray_pipeline.journey import DuplicateRegistry, Journey, file_fields, read_f
 from ray_pipeline.metrics import count_files, metrics
 from ray_pipeline.model import ModelSpec, recorded_identity
 from ray_pipeline.outcome import Outcome
-from ray_pipeline.pipeline import LIGHT_TASK_RESERVE, ActorPlan, plan_actors
+from ray_pipeline.plan import LIGHT_TASK_RESERVE, ActorPlan, plan_actors
 from ray_pipeline.prepare import PrepareImages, rows_of
 from ray_pipeline.progress import Reporter
 from ray_pipeline.sink import ChromaDatasink
