@@ -33,6 +33,7 @@ from ray_pipeline.store import (
     WrongServers,
     check_model,
     connect,
+    joined,
     unchanged_among,
 )
 
@@ -149,15 +150,7 @@ class ShardedStore:
         return sum(self._everywhere(ChromaStore.count))
 
     def vectors(self) -> tuple[list[str], np.ndarray, list[dict]]:
-        ids: list[str] = []
-        vectors: list[np.ndarray] = []
-        metadatas: list[dict] = []
-        for shard_ids, shard_vectors, shard_metadatas in self._everywhere(ChromaStore.vectors):
-            if shard_ids:
-                ids += shard_ids
-                vectors.append(shard_vectors)
-                metadatas += shard_metadatas
-        return ids, np.concatenate(vectors) if ids else np.zeros((0, 0), np.float32), metadatas
+        return joined(self._everywhere(ChromaStore.vectors))
 
     def query(self, embedding: np.ndarray, k: int, where: dict | None = None, where_document: dict | None = None) -> dict:
         """The k nearest of all: each shard's k nearest, merged by distance, in the shape Chroma answers."""

@@ -6,7 +6,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
@@ -225,6 +225,22 @@ def unchanged_among(files: list[tuple[str, int, int]], at_paths: dict[str, dict]
     return {path: ids[0] for path, ids in matches.items() if len(ids) == 1}
 
 
+Vectors = tuple[list[str], np.ndarray, list[dict]]  # ids, their vectors (float32 rows), their metadata
+
+
+def joined(parts: Iterable[Vectors]) -> Vectors:
+    """Parts of `vectors` (pages of a collection, or shards) as one."""
+    ids: list[str] = []
+    vectors: list[np.ndarray] = []
+    metadatas: list[dict] = []
+    for part_ids, part_vectors, part_metadatas in parts:
+        if part_ids:
+            ids += part_ids
+            vectors.append(part_vectors)
+            metadatas += part_metadatas
+    return ids, np.concatenate(vectors) if ids else np.zeros((0, 0), np.float32), metadatas
+
+
 class ChromaStore:
     """One open collection. With `model_metadata` it is opened for writing (created if missing).
 
@@ -316,16 +332,9 @@ class ChromaStore:
 
     def vectors(self) -> tuple[list[str], np.ndarray, list[dict]]:
         """Every record's id, unit vector (float32 rows) and metadata."""
-        ids: list[str] = []
-        vectors: list[np.ndarray] = []
-        metadatas: list[dict] = []
-        for batch in self._pages(include=("metadatas", "embeddings")):
-            if not batch["ids"]:
-                continue
-            ids += batch["ids"]
-            metadatas += [dict(m or {}) for m in batch["metadatas"]]
-            vectors.append(np.asarray(batch["embeddings"], np.float32).reshape(len(batch["ids"]), -1))
-        return ids, np.concatenate(vectors) if ids else np.zeros((0, 0), np.float32), metadatas
+        return joined((batch["ids"], np.asarray(batch["embeddings"], np.float32).reshape(len(batch["ids"]), -1),
+                       [dict(m or {}) for m in batch["metadatas"]])
+                      for batch in self._pages(include=("metadatas", "embeddings")) if batch["ids"])
 
     def _pages(self, where: dict | None = None, where_document: dict | None = None,
                include: tuple[str, ...] = ("metadatas",)) -> Iterator[dict]:

@@ -112,6 +112,7 @@ def test_a_search_merges_the_shards_nearest(servers, tmp_path):
         assert merged["distances"][0] == sorted(merged["distances"][0])
         assert [m["path"] for m in merged["metadatas"][0]] == [m["path"] for m in single["metadatas"][0]]
     assert sharded.query(vectors[17], 1)["ids"] == [[ids[17]]]
+    assert sorted(sharded.query(vectors[0], 500)["ids"][0]) == sorted(ids)  # more than a shard holds: all of them
     page = top_k(sharded, vectors[40], 3, SearchFilters(), collapse=False)  # search's own use of it
     assert page.results[0]["id"] == ids[40] and page.total == 120
 
@@ -174,6 +175,7 @@ def test_a_collection_created_halfway_is_finished_and_an_unsharded_one_kept_apar
     with pytest.raises(MissingCollection, match=f"no collection 'photos' on {URLS[1]}"):
         opened(servers, URLS[:2], None)
     assert opened(servers, URLS[:2]).count() == 0
+    assert opened(servers, URLS[:2]).query(np.ones(8, np.float32), 5)["ids"] == [[]]  # empty shards answer nothing
     assert opened(servers, URLS[:2], None).metadata["shards"] == 2
 
     ChromaStore(StoreTarget("single", url=URLS[2]), MODEL, client=servers[URLS[2]])
