@@ -166,9 +166,12 @@ def with_retries(target: StoreTarget, operation, *args, **kwargs):
             if target.embedded:
                 raise
             if attempt == SERVER_ATTEMPTS:
+                # of a sharded store, the server that failed names itself in its own StoreError
+                who, why = ((f"one of the Chroma servers {target.url}", str(exc)) if target.sharded and isinstance(exc, StoreError)
+                            else (f"Chroma server {target.url}", type(exc).__name__))
                 raise StoreError(
-                    f"Chroma server {target.url} is unreachable: gave up after {SERVER_ATTEMPTS} attempts "
-                    f"({type(exc).__name__}); records written so far are kept, run again to store the rest"
+                    f"{who} is unreachable: gave up after {SERVER_ATTEMPTS} attempts "
+                    f"({why}); records written so far are kept, run again to store the rest"
                 ) from None
             time.sleep(delay)
             delay *= 2

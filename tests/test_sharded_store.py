@@ -7,6 +7,7 @@ refused, and nothing is written."""
 from __future__ import annotations
 
 import hashlib
+import socket
 
 import numpy as np
 import pytest
@@ -182,3 +183,17 @@ def test_a_collection_created_halfway_is_finished_and_an_unsharded_one_kept_apar
     with pytest.raises(StoreError, match="'single' on Chroma server .* is not sharded \\(one server\\), but the servers given "
                                          "make it shard 0 of 2"):
         open_store(StoreTarget("single", url=f"{URLS[2]},{URLS[3]}"), MODEL, client=[servers[URLS[2]], servers[URLS[3]]])
+
+
+def test_a_server_that_does_not_answer_is_named(monkeypatch):
+    """Opening retries as for one server (the backoff shortened here), then names the one that failed."""
+    from ray_pipeline import store as store_module
+    from ray_pipeline.store import StoreHandle
+
+    monkeypatch.setattr(store_module, "FIRST_BACKOFF_S", 0.01)
+    with socket.socket() as taken:  # a port where nothing listens
+        taken.bind(("127.0.0.1", 0))
+        silent = f"http://127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(StoreError, match=f"one of the Chroma servers {silent},http://127.0.0.1:9 is unreachable: gave up "
+                                             f"after 6 attempts \\(Chroma server {silent} is unreachable"):
+            StoreHandle(StoreTarget("photos", url=f"{silent},http://127.0.0.1:9")).count()
