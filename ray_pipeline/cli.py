@@ -72,7 +72,8 @@ def _add_store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--collection", required=True, type=_collection, help="Chroma collection name")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--chroma-path", default="./chroma_data", metavar="DIR", help="embedded Chroma folder (default ./chroma_data)")
-    where.add_argument("--chroma-url", metavar="URL", help="a Chroma server, e.g. http://chroma:8000")
+    where.add_argument("--chroma-url", metavar="URL", help="a Chroma server, e.g. http://chroma:8000; several, comma-separated "
+                       "(always the same, in the same order): one collection sharded over them")
 
 
 def _add_model_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
@@ -346,9 +347,9 @@ def _search(args, parser) -> int:
 def _similar(args, parser) -> int:
     """`similar`: exact copies (every path of one content), then near-duplicate groups, largest first."""
     from ray_pipeline.similar import find_similar
-    from ray_pipeline.store import ChromaStore
+    from ray_pipeline.store import open_store
 
-    found = find_similar(ChromaStore(_target(args)), args.threshold, args.in_process_max)
+    found = find_similar(open_store(_target(args)), args.threshold, args.in_process_max)
     _stop_ray()
     if args.json:
         print(json.dumps(found.as_json()))

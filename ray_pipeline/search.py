@@ -16,13 +16,13 @@ from ray_pipeline.file_names import exact_name, recorded_path
 from ray_pipeline.filters import SearchFilters
 from ray_pipeline.journey import decode_file, read_file
 from ray_pipeline.pairs import RAW
-from ray_pipeline.store import ChromaStore, RecordStore, StoreTarget
+from ray_pipeline.store import RecordStore, StoreTarget, open_store
 
 logger = logging.getLogger(__name__)
 _UNDATED = -(2**62)  # sorts records with no capture date after every dated one
 
 
-def encoder_for(store: ChromaStore, override: clip_model.ModelSpec | None = None) -> ClipEncoder:
+def encoder_for(store: RecordStore, override: clip_model.ModelSpec | None = None) -> ClipEncoder:
     """The model the collection records (or `override`), checked against it."""
     encoder = ClipEncoder(clip_model.spec_from_collection(store.metadata, override))
     encoder.check(store.target.collection, store.metadata)
@@ -135,7 +135,7 @@ def search_page(target: StoreTarget, k: int, text: str | None = None, image_path
                 offset: int = 0, collapse: bool = True) -> ResultPage:
     """A page of the photos most like a text, or like the photo at `image_path` (a JPEG, HEIC, RAW, ...
     decoded as ingestion does); with neither, of the collection, newest first."""
-    store = ChromaStore(target)
+    store = open_store(target)
     if image_path is not None:
         encoder = encoder_for(store, override)
         photo = decode_file(read_file(image_path), encoder.resolved.geometry, DEFAULT_MAX_PIXELS)

@@ -6,9 +6,9 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
@@ -31,6 +31,8 @@ SERVER_ATTEMPTS = 6
 FIRST_BACKOFF_S = 0.5
 # Keys that must agree between a collection and the model writing or searching it.
 MODEL_KEYS = ("model", "weights")
+# Keys of a sharded collection's metadata on each server: how many shards, and which one this is.
+SHARDS_KEY, SHARD_KEY = "shards", "shard"
 
 
 class StoreError(UserFacingError):
@@ -39,6 +41,11 @@ class StoreError(UserFacingError):
 
 class MissingCollection(StoreError):
     """The store answered and has no such collection: an answer, never retried."""
+
+
+class WrongServers(StoreError):
+    """The servers given are not a list of servers, or not the shards the collection was created on: an
+    answer, never retried (a wrong list must never route a record to another shard)."""
 
 
 class FolderInUse(StoreError):
@@ -58,6 +65,26 @@ class StoreTarget:
         return self.url is None
 
     @property
+    def urls(self) -> tuple[str, ...]:
+        """The servers, in the order that routes records: several (`a,b,c`) hold a sharded collection."""
+        if self.url is None:
+            return ()
+        urls = tuple(part.strip() for part in self.url.split(","))
+        if "" in urls:
+            raise WrongServers(f"Chroma server list {self.url!r}: an empty URL in it (a stray comma?)")
+        if len(set(urls)) < len(urls):
+            raise WrongServers(f"Chroma server list {self.url!r}: a server named twice (each shard needs its own server)")
+        return urls
+
+    @property
+    def sharded(self) -> bool:
+        return len(self.urls) > 1
+
+    def shards(self) -> list[StoreTarget]:
+        """One target per server of a sharded collection, in routing order."""
+        return [replace(self, url=url) for url in self.urls]
+
+    @property
     def folder(self) -> str:
         """The embedded Chroma folder."""
         if self.path is None:
@@ -65,6 +92,8 @@ class StoreTarget:
         return self.path
 
     def describe(self) -> str:
+        if self.sharded:
+            return f"the {len(self.urls)} Chroma servers {self.url}"
         return f"Chroma server {self.url}" if self.url else f"embedded Chroma at {self.path}"
 
     def cli_args(self) -> list[str]:
@@ -83,6 +112,8 @@ def connect(target: StoreTarget):
     if target.url is None:
         os.makedirs(target.folder, exist_ok=True)
         return chromadb.PersistentClient(path=target.folder, settings=settings)
+    if target.sharded:
+        raise StoreError(f"{target.describe()}: a sharded collection has one client per server (open_store)")
     url = urlparse(target.url if "://" in target.url else f"http://{target.url}")
     if not url.hostname:
         raise StoreError(f"not a Chroma server URL: {target.url}")
@@ -129,18 +160,51 @@ def with_retries(target: StoreTarget, operation, *args, **kwargs):
     for attempt in range(1, SERVER_ATTEMPTS + 1):
         try:
             return operation(*args, **kwargs)
-        except (ChromaError, MissingCollection):
+        except (ChromaError, MissingCollection, WrongServers):
             raise  # the server answered: a real error, not a lost connection
         except Exception as exc:
             if target.embedded:
                 raise
             if attempt == SERVER_ATTEMPTS:
+                # of a sharded store, the server that failed names itself in its own StoreError
+                who, why = ((f"one of the Chroma servers {target.url}", str(exc)) if target.sharded and isinstance(exc, StoreError)
+                            else (f"Chroma server {target.url}", type(exc).__name__))
                 raise StoreError(
-                    f"Chroma server {target.url} is unreachable: gave up after {SERVER_ATTEMPTS} attempts "
-                    f"({type(exc).__name__}); records written so far are kept, run again to store the rest"
+                    f"{who} is unreachable: gave up after {SERVER_ATTEMPTS} attempts "
+                    f"({why}); records written so far are kept, run again to store the rest"
                 ) from None
             time.sleep(delay)
             delay *= 2
+
+
+@dataclass(frozen=True)
+class ShardPlace:
+    """Which shard of how many a collection on one server is; an unsharded collection is shard 0 of 1."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def recorded(cls, metadata: dict) -> ShardPlace:
+        return cls(metadata.get(SHARD_KEY, 0), metadata.get(SHARDS_KEY, 1))
+
+    def metadata(self) -> dict[str, int]:
+        """What a new collection records of its place (nothing when unsharded, as before shards existed)."""
+        return {SHARDS_KEY: self.count, SHARD_KEY: self.index} if self.count > 1 else {}
+
+    def describe(self) -> str:
+        return f"shard {self.index} of {self.count} (counting from 0)" if self.count > 1 else "not sharded (one server)"
+
+
+def check_place(target: StoreTarget, recorded: dict, wanted: ShardPlace) -> None:
+    """Refuse a collection whose recorded shard is not the one this list of servers makes it: a reordered,
+    shortened or lengthened list would route records to the wrong server."""
+    found = ShardPlace.recorded(recorded)
+    if found != wanted:
+        raise WrongServers(
+            f"collection {target.collection!r} on {target.describe()} is {found.describe()}, but the servers given "
+            f"make it {wanted.describe()}: give --chroma-url (CHROMA_URL) the servers it was created with, in the "
+            "same order, or use another --collection")
 
 
 def check_model(name: str, recorded: dict, wanted: dict) -> None:
@@ -153,13 +217,42 @@ def check_model(name: str, recorded: dict, wanted: dict) -> None:
         )
 
 
+def unchanged_among(files: list[tuple[str, int, int]], at_paths: dict[str, dict]) -> dict[str, str]:
+    """`unchanged` from the records found at the files' paths (`records_at`, of one store or of all shards)."""
+    wanted = {path: (size, mtime_ns) for path, size, mtime_ns in files}
+    matches: dict[str, list[str]] = {}
+    for record_id, metadata in at_paths.items():
+        path = recorded_path(metadata) or ""  # records_at finds only records with a path
+        if wanted[path] == (metadata.get(keys.FILE_SIZE), metadata.get(keys.MTIME_NS)):
+            matches.setdefault(path, []).append(record_id)
+    return {path: ids[0] for path, ids in matches.items() if len(ids) == 1}
+
+
+Vectors = tuple[list[str], np.ndarray, list[dict]]  # ids, their vectors (float32 rows), their metadata
+
+
+def joined(parts: Iterable[Vectors]) -> Vectors:
+    """Parts of `vectors` (pages of a collection, or shards) as one."""
+    ids: list[str] = []
+    vectors: list[np.ndarray] = []
+    metadatas: list[dict] = []
+    for part_ids, part_vectors, part_metadatas in parts:
+        if part_ids:
+            ids += part_ids
+            vectors.append(part_vectors)
+            metadatas += part_metadatas
+    return ids, np.concatenate(vectors) if ids else np.zeros((0, 0), np.float32), metadatas
+
+
 class ChromaStore:
     """One open collection. With `model_metadata` it is opened for writing (created if missing).
 
-    `client` shares an already open client (the embedded owner's); otherwise one is opened here.
+    `client` shares an already open client (the embedded owner's); otherwise one is opened here. `place`:
+    which shard of a sharded collection this server holds (checked against what the collection records).
     """
 
-    def __init__(self, target: StoreTarget, model_metadata: dict[str, Any] | None = None, client=None):
+    def __init__(self, target: StoreTarget, model_metadata: dict[str, Any] | None = None, client=None,
+                 place: ShardPlace = ShardPlace()):
         self.target = target
         self.client = client or connect(target)
         if model_metadata is None:
@@ -167,10 +260,12 @@ class ChromaStore:
         else:
             self.collection = self.client.get_or_create_collection(
                 target.collection,
-                metadata={**model_metadata, LAYOUT_KEY: RECORD_LAYOUT},
+                metadata={**model_metadata, LAYOUT_KEY: RECORD_LAYOUT, **place.metadata()},
                 configuration={"hnsw": {"space": "cosine"}},
                 embedding_function=None,
             )
+        check_place(target, self.collection.metadata or {}, place)
+        if model_metadata is not None:
             check_model(target.collection, self.collection.metadata or {}, model_metadata)
         self.max_batch = self.client.get_max_batch_size()
         if model_metadata is not None and self.outdated:
@@ -220,13 +315,7 @@ class ChromaStore:
         A path that two records match (a file edited in place with its mtime put back, then re-hashed)
         is left out: only reading it tells which record is its content.
         """
-        wanted = {path: (size, mtime_ns) for path, size, mtime_ns in files}
-        matches: dict[str, list[str]] = {}
-        for record_id, metadata in self.records_at(list(wanted)).items():
-            path = recorded_path(metadata) or ""  # records_at finds only records with a path
-            if wanted[path] == (metadata.get(keys.FILE_SIZE), metadata.get(keys.MTIME_NS)):
-                matches.setdefault(path, []).append(record_id)
-        return {path: ids[0] for path, ids in matches.items() if len(ids) == 1}
+        return unchanged_among(files, self.records_at([path for path, _, _ in files]))
 
     def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict]) -> None:
         """Write records by id, in batches Chroma accepts; writing a record twice leaves one."""
@@ -246,16 +335,9 @@ class ChromaStore:
 
     def vectors(self) -> tuple[list[str], np.ndarray, list[dict]]:
         """Every record's id, unit vector (float32 rows) and metadata."""
-        ids: list[str] = []
-        vectors: list[np.ndarray] = []
-        metadatas: list[dict] = []
-        for batch in self._pages(include=("metadatas", "embeddings")):
-            if not batch["ids"]:
-                continue
-            ids += batch["ids"]
-            metadatas += [dict(m or {}) for m in batch["metadatas"]]
-            vectors.append(np.asarray(batch["embeddings"], np.float32).reshape(len(batch["ids"]), -1))
-        return ids, np.concatenate(vectors) if ids else np.zeros((0, 0), np.float32), metadatas
+        return joined((batch["ids"], np.asarray(batch["embeddings"], np.float32).reshape(len(batch["ids"]), -1),
+                       [dict(m or {}) for m in batch["metadatas"]])
+                      for batch in self._pages(include=("metadatas", "embeddings")) if batch["ids"])
 
     def _pages(self, where: dict | None = None, where_document: dict | None = None,
                include: tuple[str, ...] = ("metadatas",)) -> Iterator[dict]:
@@ -377,8 +459,19 @@ class ChromaStore:
                                      "mtime_ns": f.state.mtime_ns, "ctime_ns": f.state.ctime_ns} for f in batch])
 
 
+def open_store(target: StoreTarget, model_metadata: dict[str, Any] | None = None, client=None) -> RecordStore:
+    """The collection the target names, opened (with `model_metadata`: for writing) in this process: a
+    ChromaStore, or a ShardedStore over several servers. `client`: an open client (a list of them, one per
+    server, for a sharded target)."""
+    if target.sharded:
+        from ray_pipeline.sharded_store import ShardedStore
+
+        return ShardedStore(target, model_metadata, client)
+    return ChromaStore(target, model_metadata, client=client)
+
+
 @contextmanager
-def opened_here(target: StoreTarget) -> Iterator[ChromaStore | None]:
+def opened_here(target: StoreTarget) -> Iterator[RecordStore | None]:
     """The existing collection, opened by this process for a while; None when there is none yet.
 
     An embedded folder is opened under its lock and closed again on leaving, so that another process
@@ -389,25 +482,30 @@ def opened_here(target: StoreTarget) -> Iterator[ChromaStore | None]:
         return
     with _client_here(target) as client:
         try:
-            store = ChromaStore(target, client=client)
+            store = open_store(target, client=client)
         except MissingCollection:
             store = None
         yield store
 
 
 @contextmanager
-def opened_for_writing(target: StoreTarget, model_metadata: dict[str, Any]) -> Iterator[ChromaStore]:
+def opened_for_writing(target: StoreTarget, model_metadata: dict[str, Any]) -> Iterator[RecordStore]:
     """The collection opened by this process for writing (created when missing, its model checked), as
     `opened_here` opens it."""
     with _client_here(target) as client:
-        yield ChromaStore(target, model_metadata, client=client)
+        yield open_store(target, model_metadata, client=client)
 
 
 @contextmanager
 def _client_here(target: StoreTarget) -> Iterator[Any]:
-    """A client of this process, under the embedded folder's lock."""
-    with _WriterLock(target.folder) if target.embedded else nullcontext(), connect(target) as client:
-        yield client
+    """A client of this process, under the embedded folder's lock; one per server of a sharded target."""
+    with ExitStack() as stack:
+        if target.sharded:
+            yield [stack.enter_context(connect(shard)) for shard in target.shards()]
+            return
+        if target.embedded:
+            stack.enter_context(_WriterLock(target.folder))
+        yield stack.enter_context(connect(target))
 
 
 def list_collections(client) -> list[dict]:
@@ -420,6 +518,20 @@ def list_collections(client) -> list[dict]:
         listed.append({"name": collection.name, "count": collection.count(), "model": metadata.get("model"),
                        "weights": metadata.get("weights"), "random_weights": metadata.get("random_weights")})
     return listed
+
+
+def collections_at(target: StoreTarget) -> list[dict]:
+    """`list_collections` of the target's server; of a sharded target's servers, each collection's count
+    summed over them."""
+    listed: dict[str, dict] = {}
+    for shard in target.shards() or [target]:
+        with connect(shard) as client:
+            for entry in list_collections(client):
+                if entry["name"] in listed:
+                    listed[entry["name"]]["count"] += entry["count"]
+                else:
+                    listed[entry["name"]] = entry
+    return sorted(listed.values(), key=lambda entry: entry["name"])
 
 
 class EmbeddedOwner:
@@ -493,8 +605,9 @@ def long_lived_owner(chroma_path: str, detached: bool):
 
 
 class RecordStore(Protocol):
-    """The one interface to a collection: a ChromaStore, opened in this process, and a StoreHandle, which
-    reaches one from any Ray worker, both satisfy it (a type checker holds them to it)."""
+    """The one interface to a collection: a ChromaStore, opened in this process, a ShardedStore (one
+    ChromaStore per server), and a StoreHandle, which reaches either from any Ray worker, all satisfy it (a
+    type checker holds them to it)."""
 
     target: StoreTarget
 
@@ -558,7 +671,7 @@ class StoreHandle:
     def __init__(self, target: StoreTarget, owner=None):
         self.target = target
         self.owner = owner
-        self._store: ChromaStore | None = None
+        self._store: RecordStore | None = None
 
     def __getstate__(self):
         return {"target": self.target, "owner": self.owner, "_store": None}
@@ -566,7 +679,7 @@ class StoreHandle:
     def open(self, model_metadata: dict[str, Any]) -> None:
         """Open the collection for writing: created when missing, its model checked (StoreError)."""
         if self.owner is None:
-            self._store = with_retries(self.target, ChromaStore, self.target, model_metadata)
+            self._store = with_retries(self.target, open_store, self.target, model_metadata)
             return
         owner_answer(self.owner.open.remote(self.target.collection, model_metadata))
 
@@ -578,7 +691,7 @@ class StoreHandle:
 
             return ray.get(self.owner.call.remote(self.target.collection, name, *args))
         if self._store is None:
-            self._store = with_retries(self.target, ChromaStore, self.target)
+            self._store = with_retries(self.target, open_store, self.target)
         value = getattr(self._store, name)
         return value(*args) if callable(value) else value
 

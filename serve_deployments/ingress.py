@@ -30,8 +30,7 @@ from ray_pipeline.store import (
     StoreError,
     StoreHandle,
     check_model,
-    connect,
-    list_collections,
+    collections_at,
 )
 from serve_deployments import page
 from serve_deployments.auth import bearer_check
@@ -303,7 +302,7 @@ class Ingress:
         if self.owner is not None:
             listed = ray.get(self.owner.list_collections.remote())
         else:
-            listed = list_collections(connect(self.settings.store))
+            listed = collections_at(self.settings.store)
         return {"collections": listed}
 
     @app.get("/thumbnails/{collection}/{record_id}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from ray_pipeline.config import INLINE_MAX_FILES
 from ray_pipeline.model import ModelSpec
 from ray_pipeline.similar import IN_PROCESS_MAX
-from ray_pipeline.store import StoreTarget
+from ray_pipeline.store import StoreError, StoreTarget
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +99,10 @@ class Settings:
         )
 
     def __post_init__(self) -> None:
+        try:
+            self.store.urls  # a malformed list of servers stops the app here, not at its first request
+        except StoreError as exc:
+            raise SettingsError(f"CHROMA_URL: {exc}") from None
         if self.embed_min_replicas > self.embed_max_replicas:
             raise SettingsError(f"EMBED_MIN_REPLICAS ({self.embed_min_replicas}) is over EMBED_MAX_REPLICAS "
                                 f"({self.embed_max_replicas})")

@@ -121,12 +121,39 @@ def test_kuberay_rayservice():
     assert serve.applications[0].deployments == same.deployments  # one scaling, wherever the app is deployed
 
 
-def test_chroma_server_manifests():
-    statefulset, service = load_all(CLUSTER / "kuberay/chroma.yaml")
+def check_chroma_servers(path) -> tuple[dict, dict]:
+    """A StatefulSet of `chroma run` servers of the installed Chroma's major version, each writing to its
+    own persistent volume, and their Service on port 8000."""
+    statefulset, service = load_all(path)
     assert (statefulset["kind"], service["kind"]) == ("StatefulSet", "Service")
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
     assert container["image"].split(":")[1].split(".")[0] == version("chromadb").split(".")[0]
     data_path = container["args"][container["args"].index("--path") + 1]
     claim = statefulset["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
     assert {"name": claim, "mountPath": data_path} in container["volumeMounts"]
-    assert service["spec"]["ports"][0]["port"] == 8000 and service["metadata"]["name"] == "chroma"
+    assert service["spec"]["ports"][0]["port"] == 8000
+    assert service["spec"]["selector"] == statefulset["spec"]["selector"]["matchLabels"]
+    return statefulset, service
+
+
+def test_chroma_server_manifests():
+    _, service = check_chroma_servers(CLUSTER / "kuberay/chroma.yaml")
+    assert service["metadata"]["name"] == "chroma"
+
+
+def test_sharded_chroma_manifests():
+    """Each shard a pod with a stable name (a headless Service); the list of servers the README and the
+    manifest give is every pod, in pod order, and reads as a sharded store."""
+    from ray_pipeline.store import StoreTarget
+
+    statefulset, service = check_chroma_servers(CLUSTER / "kuberay/chroma-sharded.yaml")
+    name, replicas = statefulset["metadata"]["name"], statefulset["spec"]["replicas"]
+    assert service["spec"]["clusterIP"] == "None" and service["metadata"]["name"] == statefulset["spec"]["serviceName"]
+    urls = ",".join(f"http://{name}-{i}.{service['metadata']['name']}:8000" for i in range(replicas))
+    assert statefulset["metadata"]["annotations"]["photo-embeddings/chroma-url"] == urls
+    readme = (CLUSTER / "README.md").read_text()
+    assert f"CHROMA_URL: {urls}" in readme and f"--chroma-url {urls}" in readme
+    for serve_config in ("serve_config.yaml", "kuberay/rayservice.yaml"):
+        assert f"# CHROMA_URL: {urls}" in (CLUSTER / serve_config).read_text()
+    target = StoreTarget("photos", url=urls)
+    assert target.sharded and len(target.shards()) == replicas >= 2

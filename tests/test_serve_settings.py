@@ -71,11 +71,18 @@ def test_the_store_from_the_environment(environment, tmp_path):
     assert settings.target("photos") == StoreTarget(collection="photos", path=str(tmp_path / "chroma"))
     environment.setenv("CHROMA_URL", "http://chroma:8000")
     assert Settings.from_env().target("photos") == StoreTarget(collection="photos", url="http://chroma:8000")
+    environment.setenv("CHROMA_URL", "http://chroma-0.chroma:8000,http://chroma-1.chroma:8000")
+    assert Settings.from_env().target("photos").shards() == [
+        StoreTarget("photos", url="http://chroma-0.chroma:8000"), StoreTarget("photos", url="http://chroma-1.chroma:8000")]
+    environment.setenv("CHROMA_URL", "http://chroma-0.chroma:8000,")
+    with pytest.raises(SettingsError, match="CHROMA_URL: Chroma server list 'http://chroma-0.chroma:8000,': an empty URL"):
+        Settings.from_env()
 
 
 @pytest.mark.parametrize("store, model", [
     (StoreTarget("", path="/data/chroma"), ModelSpec.asked()),
     (StoreTarget("", url="http://chroma:8000"), ModelSpec.asked("/models/tiny.json", None, "/models/tiny.pt", True)),
+    (StoreTarget("", url="http://chroma-0.chroma:8000,http://chroma-1.chroma:8000"), ModelSpec.asked()),
     (StoreTarget("", path="/data/chroma"), ModelSpec.asked("ViT-B-16", "openai")),
     (StoreTarget("", path="/data/chroma"), ModelSpec.asked(pretrained="", allow_random_weights=True)),
 ])
