@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = commands.add_parser("ingest", help="embed photos and RAW files into a Chroma collection")
     ingest.add_argument("paths", nargs="*", metavar="PATH", help="files or folders, walked recursively")
-    ingest.add_argument("--manifest", metavar="FILE", help="text file (one path per line) or Parquet with a 'path' column")
+    ingest.add_argument("--manifest", metavar="FILE", help="text file (one path per line), or Parquet with a 'path' column: a file or a folder of "
+                        "files, streamed by Ray Data")
     _add_ingest_options(ingest)
     ingest.add_argument("--dry-run", action="store_true", help="with --prune: list what would be removed, change nothing")
 

@@ -14,8 +14,8 @@ DECODE_ACTOR_MEMORY = 2 * 1024**3  # declared to Ray per decode actor so a node 
 # At most this many files to read run without a Ray job: in the CLI's own process when no cluster runs,
 # in the Serve app for the HTTP API (INGEST_INLINE_MAX_FILES).
 INLINE_MAX_FILES = 64
-# Writing to Chroma, and feeding the actors their rows, is I/O: such tasks take a sliver of a CPU, from a
-# reserve the actors leave free, so they stream rows while the actors hold the other CPUs.
+# Writing to Chroma is I/O: write tasks take a sliver of a CPU, from the reserve the actors leave free
+# (plan.LIGHT_TASK_RESERVE), so they stream records out while the actors hold the other CPUs.
 LIGHT_TASK_CPUS = 0.1
 
 

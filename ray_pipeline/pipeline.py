@@ -168,19 +168,23 @@ def run_pipeline(config: IngestConfig, files: JobInput, tally: Tally) -> JobResu
         clip_model.warn_if_random(resolved, config.target.collection)
         # Reachable, and written by this very model (else refused), before any file is read.
         store = _open_store(config.target, owner, opening, resolved.collection_metadata())
-        discovered, to_read = files.settle(store, registry, tally)
+        # Planned from the CPUs free now, before the settling's own Ray tasks come and go.
+        stages = _stages(config, device, store, registry, resolved)
+        with _stops_with_reason():
+            discovered, to_read = files.settle(store, registry, tally)
         reporter = announce(config.progress_id, config.target.collection, discovered, tally)
         sink = ChromaDatasink(store, reporter, keep_stored=config.keeps_contents)
-        stages = _stages(config, device, store, registry, resolved) if to_read is not None else None
-        if to_read is not None and stages is not None:  # nothing new: what is left is captions, if asked for
-            _run_job(to_read, stages, sink)
-        tally.add(sink.tally)
-        files.after(store, tally)
+        with _stops_with_reason():
+            if to_read is not None:  # nothing new: what is left is captions, if asked for
+                with quiet_ray_data_actors():
+                    _read_embed_write(to_read, stages, sink)
+            tally.add(sink.tally)
+            files.after(store, tally)
         captioned, caption_errors = (
             caption_records(store, tally.stored, config.serve_app, reporter) if config.caption else (None, [])
         )
     return JobResult(captioned, caption_errors, resolved.random_weights, reporter,
-                     stages.described() if stages is not None else None)
+                     stages.described() if to_read is not None else None)
 
 
 def _left_to_read(paths: list[str], stored: Stored, registry: ShardedClaims) -> list[str]:
@@ -220,11 +224,12 @@ def _stages(config: IngestConfig, device: str, store: StoreHandle, registry: Sha
     return Stages((store, registry, resolved.geometry, config.max_pixels, config.within), embed, plan, len(registry.shards))
 
 
-def _run_job(paths: ray.data.Dataset, stages: Stages, sink: ChromaDatasink) -> None:
-    """The Ray Data job over `path` rows; an error users can act on stops it with that one line."""
+@contextmanager
+def _stops_with_reason() -> Iterator[None]:
+    """An error users can act on (a Chroma server gone, a refused collection), raised in a Ray task or
+    actor, stops the job with that one line, not a Ray traceback."""
     try:
-        with quiet_ray_data_actors():
-            _read_embed_write(paths, stages, sink)
+        yield
     except Exception as exc:
         reason = user_facing_reason(exc)
         if reason is None:

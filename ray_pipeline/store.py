@@ -48,6 +48,10 @@ class WrongServers(StoreError):
     answer, never retried (a wrong list must never route a record to another shard)."""
 
 
+class Unreachable(StoreError):
+    """A Chroma server did not answer: worth trying again."""
+
+
 class FolderInUse(StoreError):
     """Another process holds the embedded Chroma folder (a Serve app's owner, or another job)."""
 
@@ -126,7 +130,7 @@ def connect(target: StoreTarget):
         )
         client.heartbeat()
     except Exception as exc:
-        raise StoreError(f"Chroma server {target.url} is unreachable: {type(exc).__name__}") from None
+        raise Unreachable(f"Chroma server {target.url} is unreachable: {type(exc).__name__}") from None
     return client
 
 
@@ -153,28 +157,32 @@ class _WriterLock:
 
 
 def with_retries(target: StoreTarget, operation, *args, **kwargs):
-    """Run a Chroma call; against a server, connection failures are retried with exponential backoff."""
+    """Run a Chroma call; against a server, connection failures are retried with exponential backoff.
+    An answer (another model, no such collection, wrong servers, or retries given up inside) is not."""
     from chromadb.errors import ChromaError
 
     delay = FIRST_BACKOFF_S
     for attempt in range(1, SERVER_ATTEMPTS + 1):
         try:
             return operation(*args, **kwargs)
-        except (ChromaError, MissingCollection, WrongServers):
-            raise  # the server answered: a real error, not a lost connection
+        except (ChromaError, StoreError) as exc:
+            if not isinstance(exc, Unreachable) or target.embedded:
+                raise
+            lost: Exception = exc
         except Exception as exc:
             if target.embedded:
                 raise
-            if attempt == SERVER_ATTEMPTS:
-                # of a sharded store, the server that failed names itself in its own StoreError
-                who, why = ((f"one of the Chroma servers {target.url}", str(exc)) if target.sharded and isinstance(exc, StoreError)
-                            else (f"Chroma server {target.url}", type(exc).__name__))
-                raise StoreError(
-                    f"{who} is unreachable: gave up after {SERVER_ATTEMPTS} attempts "
-                    f"({why}); records written so far are kept, run again to store the rest"
-                ) from None
-            time.sleep(delay)
-            delay *= 2
+            lost = exc
+        if attempt == SERVER_ATTEMPTS:
+            # of a sharded store, the server that failed names itself in its own error
+            who, why = ((f"one of the Chroma servers {target.url}", str(lost)) if target.sharded and isinstance(lost, StoreError)
+                        else (f"Chroma server {target.url}", type(lost).__name__))
+            raise StoreError(
+                f"{who} is unreachable: gave up after {SERVER_ATTEMPTS} attempts "
+                f"({why}); records written so far are kept, run again to store the rest"
+            ) from None
+        time.sleep(delay)
+        delay *= 2
 
 
 @dataclass(frozen=True)

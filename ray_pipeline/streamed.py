@@ -35,7 +35,9 @@ from ray_pipeline.unchanged import Stored, add_copies, stored_in
 logger = logging.getLogger(__name__)
 
 PARTITION_ROWS = 50_000  # listed paths checked by one task: one store query's worth, a few MB of rows
-CHECK_TASK_CPUS = 0.25  # the check waits on stat calls and the store, not on a CPU
+# The listing's tasks wait on reading, stat calls and the store more than on a CPU: a share of one each, so
+# they run where a Serve app leaves less than a whole CPU free, and many at once.
+TASK_CPUS = 0.25
 TO_READ = ""  # the status of a checked row that the job reads; settled rows carry their Outcome
 CHANGED = "changed"  # `before` of a file that failed before, in another state: read again, forgotten if fine now
 
@@ -63,6 +65,10 @@ class StreamedManifest:
             dataset = ds.dataset(list(files), format="parquet")
             if "path" not in dataset.schema.names:
                 raise ValueError(f"its columns are {dataset.schema.names}")
+            kind = dataset.schema.field("path").type
+            if not any(check(kind) for check in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
+                                                 pa.types.is_large_binary)):
+                raise ValueError(f"it holds {kind}, not file names (string or binary)")
             rows = dataset.count_rows()
         except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
             raise DiscoveryError(f"manifest {manifest}: cannot read a 'path' column ({exc})") from None
@@ -140,16 +146,18 @@ class StreamedInput:
         config = self.config
         partitions = max(1, math.ceil(self.files / PARTITION_ROWS), 2 * int(ray.cluster_resources().get("CPU", 1)))
         self.checked = (
-            ray.data.read_parquet(list(self.manifest.files), columns=["path"])
-            .map_batches(_listed_rows, fn_kwargs={"base": self.manifest.base}, batch_format="pyarrow", batch_size=None)
+            ray.data.read_parquet(list(self.manifest.files), num_cpus=TASK_CPUS).select_columns(["path"])
+            .map_batches(_listed_rows, fn_kwargs={"base": self.manifest.base}, batch_format="pyarrow", batch_size=None,
+                         num_cpus=TASK_CPUS)
             .repartition(partitions, keys=["shot"])
             .map_batches(_checked_rows, fn_kwargs={"store": store, "claims": claims, "within": config.within,
                                                    "rehash": config.rehash},
-                         batch_format="pyarrow", batch_size=None, num_cpus=CHECK_TASK_CPUS)
+                         batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS)
             .materialize()
         )
         counts: Counter[str] = Counter()
-        for row in self.checked.map_batches(_status_counts, batch_format="pyarrow", batch_size=None).iter_rows():
+        for row in self.checked.map_batches(_status_counts, batch_format="pyarrow", batch_size=None,
+                                                                  num_cpus=TASK_CPUS).iter_rows():
             counts[row["status"]] += row["n"]
         tally.outcomes[Outcome.EXISTING] += counts[Outcome.EXISTING.value]
         tally.fail([FileFailure(os.fsdecode(row["path"]), row["reason"]) for row in self._rows(Outcome.FAILED.value, ["path", "reason"])])
@@ -162,25 +170,28 @@ class StreamedInput:
             return sum(counts.values()), None
         # Cut in small blocks now, while the CPUs are free: the job's actors take them all.
         rows = rows_per_block(counts[TO_READ], ray.cluster_resources().get("CPU", 1))
-        to_read = self.checked.map_batches(_where, fn_kwargs={"status": TO_READ, "columns": ["path"]},
-                                           batch_format="pyarrow", batch_size=None)
+        to_read = self._with_status(TO_READ, ["path"])
         return sum(counts.values()), to_read.repartition(target_num_rows_per_block=rows).materialize()
 
     def _rows(self, status: str, columns: list[str]):
+        return self._with_status(status, columns).iter_rows()
+
+    def _with_status(self, status: str, columns: list[str]):
+        """The checked rows of this status, these columns of them."""
         return self.checked.map_batches(_where, fn_kwargs={"status": status, "columns": columns}, batch_format="pyarrow",
-                                        batch_size=None).iter_rows()
+                                        batch_size=None, num_cpus=TASK_CPUS)
 
     def after(self, store: StoreHandle, tally: Tally) -> None:
         """Remember the failures (with each file's state before it was read), give records the paths of the
         copies read, and mark the pairs among the shots read: each partition in a Ray task."""
         failed = frozenset(os.fsencode(error.path) for error in tally.errors)
         rows = list(self.checked.map_batches(_rows_to_remember, fn_kwargs={"failed": failed}, batch_format="pyarrow",
-                                             batch_size=None).iter_rows())
+                                             batch_size=None, num_cpus=TASK_CPUS).iter_rows())
         states = {os.fsdecode(r["path"]): FileState(r["size"], r["mtime_ns"], r["ctime_ns"]) for r in rows if r["size"] >= 0}
         changed = frozenset(os.fsdecode(r["path"]) for r in rows if r["before"] == CHANGED)
         Stored({}, {}, None, states=states, changed_since_failing=changed).remember(store, tally)
         add_copies(store, tally.copies)
         pairs = sum(row["pairs"] for row in self.checked.map_batches(
-            _pairs_in, fn_kwargs={"store": store}, batch_format="pyarrow", batch_size=None, num_cpus=CHECK_TASK_CPUS).iter_rows())
+            _pairs_in, fn_kwargs={"store": store}, batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS).iter_rows())
         if pairs:
             logger.info("%d RAW+JPEG pairs marked", pairs)

@@ -73,6 +73,9 @@ def test_a_manifest_that_cannot_be_streamed_is_refused_with_its_name_and_reason(
     pq.write_table(pa.table({"file": ["x.jpg"]}), tmp_path / "bad.parquet")
     with pytest.raises(DiscoveryError, match="bad.parquet: cannot read a 'path' column"):
         StreamedManifest.open(str(tmp_path / "bad.parquet"))
+    pq.write_table(pa.table({"path": [1, 2]}), tmp_path / "numbers.parquet")
+    with pytest.raises(DiscoveryError, match="numbers.parquet: cannot read a 'path' column .*not file names"):
+        StreamedManifest.open(str(tmp_path / "numbers.parquet"))
     (tmp_path / "text.parquet").write_text("x.jpg\n")
     with pytest.raises(DiscoveryError, match="text.parquet: cannot read a 'path' column"):
         StreamedManifest.open(str(tmp_path / "text.parquet"))
