@@ -93,18 +93,50 @@ def test_starts_its_own_ray_from_a_text_manifest(sample_library, tmp_path, tiny_
     assert "a new local Ray instance" in completed.stderr
 
 
-def test_parquet_manifest(cli, sample_library, tmp_path, tiny_model_args):
+def test_a_parquet_manifest_is_streamed_and_the_driver_does_not_grow_with_it(ray_head, sample_library, tmp_path,
+                                                                             tiny_model_args):
+    """A folder of Parquet files, read by Ray Data: a path listed twice is taken once, a relative entry is
+    the manifest's folder's, a RAW and its JPEG are paired, a broken file is remembered; then 10^4 and
+    10^6 rows naming the same files settle them all, and the driver's peak memory does not grow with
+    the rows (a listing held by the driver would take over 100 MB more for 10^6 paths)."""
+    import chromadb
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from benchmarks.manifest_memory import run_measured, write_manifest
+    from ray_pipeline.summary import summary_in
+    from samples.sample_photos import real_photos, write_dng, write_jpeg
+
+    shots, listed = tmp_path / "shots", tmp_path / "listed"
+    shots.mkdir(), listed.mkdir()
+    write_dng(str(shots / "DSC_0007.dng"), real_photos()["chelsea"])
+    write_jpeg(str(shots / "DSC_0007.jpg"), real_photos()["chelsea"])
+    (shots / "broken.jpg").write_bytes(b"\xff\xd8 not a JPEG")
     paths = [str(sample_library / n) for n in sorted(os.listdir(sample_library))]
-    pq.write_table(pa.table({"path": paths + [paths[0]], "note": list(range(len(paths) + 1))}), tmp_path / "m.parquet")
-    completed = cli("ingest", "--manifest", str(tmp_path / "m.parquet"), "--collection", "parquet",
-                    "--chroma-path", str(tmp_path / "chroma"), *tiny_model_args)
-    summary = summary_of(completed)
-    assert summary["discovered"] == len(paths)  # a path listed twice is taken once
-    assert summary["embedded"] == len(paths)
-    assert summary["duplicates"] == 0
+    pq.write_table(pa.table({"path": paths + [paths[0]], "note": list(range(len(paths) + 1))}), listed / "a.parquet")
+    pq.write_table(pa.table({"path": [os.path.relpath(shots / "DSC_0007.dng", listed), str(shots / "DSC_0007.jpg"),
+                                      str(shots / "broken.jpg"), None]}), listed / "b.parquet")
+    store = ["--collection", "parquet", "--chroma-path", str(tmp_path / "chroma"), *tiny_model_args]
+
+    first = run_measured(["ingest", "--manifest", str(listed), *store], ray_head["env"])
+    summary = summary_in(first.stdout) or {}
+    assert (summary.get("discovered"), summary.get("embedded"), summary.get("failed"), summary.get("duplicates")) == (9, 8, 1, 0), \
+        first.stderr[-3000:]
+    records = chromadb.PersistentClient(path=str(tmp_path / "chroma")).get_collection("parquet").get(include=["metadatas"])
+    by_path = {m["path"]: (i, m) for i, m in zip(records["ids"], records["metadatas"])}
+    (raw_id, raw), (jpeg_id, jpeg) = by_path[str(shots / "DSC_0007.dng")], by_path[str(shots / "DSC_0007.jpg")]
+    assert (raw["pair_of"], raw["pair_role"], jpeg["pair_of"], jpeg["pair_role"]) == (jpeg_id, "raw", raw_id, "shown")
+
+    every = [*paths, str(shots / "DSC_0007.dng"), str(shots / "DSC_0007.jpg"), str(shots / "broken.jpg")]
+    peaks = {}
+    for rows in (10_000, 1_000_000):
+        write_manifest(tmp_path / f"m{rows}.parquet", every, rows)
+        run = run_measured(["ingest", "--manifest", str(tmp_path / f"m{rows}.parquet"), *store], ray_head["env"])
+        summary = summary_in(run.stdout) or {}
+        assert (summary.get("discovered"), summary.get("skipped_existing"), summary.get("failed")) == (9, 8, 1), run.stderr[-3000:]
+        assert "1 failed before and unchanged; 0 to read" in run.stderr  # remembered, not read again
+        peaks[rows] = run.peak_mib
+    assert peaks[1_000_000] - peaks[10_000] < 40, f"driver peak MiB by rows: {peaks}"
 
 
 def test_chroma_server_mode(cli, chroma_server, sample_library, tiny_model_args):
