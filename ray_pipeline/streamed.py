@@ -156,8 +156,8 @@ class StreamedInput:
             .materialize()
         )
         counts: Counter[str] = Counter()
-        for row in self.checked.map_batches(_status_counts, batch_format="pyarrow", batch_size=None,
-                                                                  num_cpus=TASK_CPUS).iter_rows():
+        per_block = self.checked.map_batches(_status_counts, batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS)
+        for row in per_block.iter_rows():
             counts[row["status"]] += row["n"]
         tally.outcomes[Outcome.EXISTING] += counts[Outcome.EXISTING.value]
         tally.fail([FileFailure(os.fsdecode(row["path"]), row["reason"]) for row in self._rows(Outcome.FAILED.value, ["path", "reason"])])
