@@ -76,7 +76,7 @@ class StoreTarget:
         urls = tuple(part.strip() for part in self.url.split(","))
         if "" in urls:
             raise WrongServers(f"Chroma server list {self.url!r}: an empty URL in it (a stray comma?)")
-        if len(set(urls)) < len(urls):
+        if len(urls) > 1 and len({server_address(url) for url in urls}) < len(urls):  # `a:8000` is `http://a:8000/`
             raise WrongServers(f"Chroma server list {self.url!r}: a server named twice (each shard needs its own server)")
         return urls
 
@@ -107,6 +107,14 @@ class StoreTarget:
         return ["--collection", self.collection, *where]
 
 
+def server_address(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a Chroma server URL (`http://` and port 8000 when left out)."""
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    if not parsed.hostname:
+        raise StoreError(f"not a Chroma server URL: {url}")
+    return parsed.scheme, parsed.hostname.lower(), parsed.port or (443 if parsed.scheme == "https" else 8000)
+
+
 def connect(target: StoreTarget):
     """A Chroma client for the target; a server that does not answer is a StoreError at once."""
     import chromadb
@@ -118,16 +126,9 @@ def connect(target: StoreTarget):
         return chromadb.PersistentClient(path=target.folder, settings=settings)
     if target.sharded:
         raise StoreError(f"{target.describe()}: a sharded collection has one client per server (open_store)")
-    url = urlparse(target.url if "://" in target.url else f"http://{target.url}")
-    if not url.hostname:
-        raise StoreError(f"not a Chroma server URL: {target.url}")
+    scheme, host, port = server_address(target.url)
     try:
-        client = chromadb.HttpClient(
-            host=url.hostname,
-            port=url.port or (443 if url.scheme == "https" else 8000),
-            ssl=url.scheme == "https",
-            settings=settings,
-        )
+        client = chromadb.HttpClient(host=host, port=port, ssl=scheme == "https", settings=settings)
         client.heartbeat()
     except Exception as exc:
         raise Unreachable(f"Chroma server {target.url} is unreachable: {type(exc).__name__}") from None

@@ -68,8 +68,10 @@ def test_the_list_of_servers():
     assert target.cli_args() == ["--collection", "c", "--chroma-url", "http://a:8000, http://b:8000"]
     with pytest.raises(StoreError, match="'http://a:8000,,http://b:8000': an empty URL"):
         StoreTarget("c", url="http://a:8000,,http://b:8000").urls
-    with pytest.raises(StoreError, match="a server named twice"):
-        StoreTarget("c", url="http://a:8000,http://a:8000").urls
+    for twice in ("http://a:8000,http://a:8000", "a:8000,http://A:8000/", "http://a,b:8000,a:8000"):
+        with pytest.raises(StoreError, match="a server named twice"):
+            StoreTarget("c", url=twice).urls
+    assert StoreTarget("c", url="a:8000,a:8001").sharded  # two servers on one host
 
 
 def test_each_record_on_exactly_one_shard_spread_evenly(servers):
