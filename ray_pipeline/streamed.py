@@ -75,9 +75,11 @@ class StreamedManifest:
         return cls(files, str(path if path.is_dir() else path.parent), rows)
 
 
-def _listed_rows(table: pa.Table, base: str) -> pa.Table:
-    """The manifest's entries as absolute paths (bytes: a name need not be UTF-8), with their shot."""
-    paths = [manifest_entry(base, os.fsdecode(entry)) for entry in table.column("path").to_pylist() if entry]
+def _listed_rows(table: pa.Table, base: str, home: str) -> pa.Table:
+    """The manifest's entries as absolute paths (bytes: a name need not be UTF-8), with their shot. `~` is
+    the driver's home (`home`), as in a text manifest, not the Ray worker's."""
+    entries = [os.fsdecode(entry) for entry in table.column("path").to_pylist() if entry]
+    paths = [manifest_entry(base, home + e[1:] if e == "~" or e.startswith("~/") else e) for e in entries]
     return pa.table({"path": pa.array([os.fsencode(p) for p in paths], pa.binary()),
                      "shot": pa.array([os.fsencode("/".join(shot_of(p))) for p in paths], pa.binary())})
 
@@ -147,7 +149,7 @@ class StreamedInput:
         partitions = max(1, math.ceil(self.files / PARTITION_ROWS), 2 * int(ray.cluster_resources().get("CPU", 1)))
         self.checked = (
             ray.data.read_parquet(list(self.manifest.files), num_cpus=TASK_CPUS).select_columns(["path"])
-            .map_batches(_listed_rows, fn_kwargs={"base": self.manifest.base}, batch_format="pyarrow", batch_size=None,
+            .map_batches(_listed_rows, fn_kwargs={"base": self.manifest.base, "home": os.path.expanduser("~")}, batch_format="pyarrow", batch_size=None,
                          num_cpus=TASK_CPUS)
             .repartition(partitions, keys=["shot"])
             .map_batches(_checked_rows, fn_kwargs={"store": store, "claims": claims, "within": config.within,

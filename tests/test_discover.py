@@ -58,9 +58,10 @@ def test_parquet_manifest_is_checked_from_its_footers_and_its_entries_made_absol
     manifest = StreamedManifest.open(str(tmp_path / "m.parquet"))
     assert (manifest.rows, manifest.base) == (4, str(tmp_path))
     odd = b"/abs/caf\xe9 raw.dng"  # a name that is not UTF-8 is taken byte for byte
-    rows = _listed_rows(pa.table({"path": pa.array([b"x.jpg", b"/abs/y.dng", None, odd], pa.binary())}), manifest.base)
-    assert rows.column("path").to_pylist() == [os.fsencode(str(tmp_path / "x.jpg")), b"/abs/y.dng", odd]
-    assert rows.column("shot").to_pylist()[1:] == [b"/abs/y", b"/abs/caf\xe9 raw"]  # a RAW and its JPEG share a shot
+    rows = _listed_rows(pa.table({"path": pa.array([b"x.jpg", b"/abs/y.dng", None, odd, b"~/z.jpg"], pa.binary())}),
+                        manifest.base, home="/home/driver")
+    assert rows.column("path").to_pylist() == [os.fsencode(str(tmp_path / "x.jpg")), b"/abs/y.dng", odd, b"/home/driver/z.jpg"]
+    assert rows.column("shot").to_pylist()[1:4] == [b"/abs/y", b"/abs/caf\xe9 raw", b"/home/driver/z"]  # a RAW and its JPEG share one
 
     shards = tmp_path / "shards"
     shards.mkdir()
