@@ -105,7 +105,7 @@ def stop_processes_of(temp_dir: str, address: str) -> None:
     for process in mine:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.terminate()
-    for process in psutil.wait_procs(mine, timeout=15)[1]:
+    for process in psutil.wait_procs(mine, timeout=5)[1]:  # the session is over: no need to wait long
         process.kill()
 
 
