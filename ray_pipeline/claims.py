@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 IDS_PER_SHARD = 2_000_000  # about half a GB of one actor's memory (an id, a path and a dict entry each)
 MAX_SHARDS = 64
+PAIRS_PER_CALL = 100_000  # (id, path) pairs in one round of calls to the shards: a few MB each
 
 
 def shard_count(files: int) -> int:
@@ -44,7 +45,14 @@ class ShardedClaims:
         return cls([actor.remote() for _ in range(shard_count(files))])
 
     def claim(self, pairs: list[tuple[str, str]]) -> list[bool]:
-        """For each (id, path): does this path own the content? All shards are asked at once."""
+        """For each (id, path): does this path own the content? Asked PAIRS_PER_CALL at a time (the driver
+        claims every stored file of a job at once), all shards at once."""
+        owns: list[bool] = []
+        for start in range(0, len(pairs), PAIRS_PER_CALL):
+            owns += self._claim_at_once(pairs[start : start + PAIRS_PER_CALL])
+        return owns
+
+    def _claim_at_once(self, pairs: list[tuple[str, str]]) -> list[bool]:
         rows: dict[int, list[int]] = {}
         for row, (record_id, _) in enumerate(pairs):
             rows.setdefault(shard_of(record_id, len(self.shards)), []).append(row)

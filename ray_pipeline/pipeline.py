@@ -40,8 +40,6 @@ from ray_pipeline.unchanged import Stored, stored_in
 
 logger = logging.getLogger(__name__)
 
-CLAIMS_PER_CALL = 100_000  # (id, path) pairs per call to the duplicate registry
-
 
 class PipelineError(UserFacingError):
     """The job cannot run as configured; the message is the one line users see."""
@@ -84,11 +82,6 @@ def _open_store(target: StoreTarget, owner, opening, collection_metadata: dict) 
     store = StoreHandle(target, owner)
     store.open(collection_metadata)
     return store
-
-
-def _claim(claims: ShardedClaims, pairs: list[tuple[str, str]]) -> None:
-    for start in range(0, len(pairs), CLAIMS_PER_CALL):
-        claims.claim(pairs[start : start + CLAIMS_PER_CALL])
 
 
 @dataclass(frozen=True)
@@ -193,7 +186,7 @@ def _left_to_read(paths: list[str], stored: Stored, registry: ShardedClaims) -> 
     if len(to_read) < len(paths):
         logger.info("%d of %d files are stored already: the job does not read them (--rehash reads them all)",
                     len(paths) - len(to_read), len(paths))
-        _claim(registry, stored.claims())
+        registry.claim(stored.claims())
     return to_read
 
 

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from ray_pipeline import claims as claims_module
 from ray_pipeline.claims import IDS_PER_SHARD, MAX_SHARDS, ShardedClaims, shard_count, shard_of
 from ray_pipeline.journey import DuplicateRegistry
 
@@ -50,6 +51,15 @@ def test_first_path_owns_copies_are_duplicates_and_a_path_keeps_its_claim():
     pairs = [(content(1), "/a.jpg"), (content(2), "/b.jpg"), (content(1), "/copy of a.jpg"), (content(3), "/c.jpg")]
     assert claims.claim(pairs) == [True, True, False, True]
     assert claims.claim([(content(1), "/a.jpg"), (content(1), "/copy of a.jpg")]) == [True, False]  # a retried batch
+
+
+def test_a_long_claim_is_asked_in_rounds_and_answered_in_order(monkeypatch):
+    """The driver claims every stored file of a job at once: in rounds of PAIRS_PER_CALL, with the copies
+    of a content in other rounds still duplicates."""
+    pairs = [(content(n % 7), f"/{n}.jpg") for n in range(40)]
+    whole = local_claims(3).claim(pairs)
+    monkeypatch.setattr(claims_module, "PAIRS_PER_CALL", 6)
+    assert local_claims(3).claim(pairs) == whole == [n < 7 for n in range(40)]
 
 
 def test_concurrent_claims_give_each_content_one_owner():
