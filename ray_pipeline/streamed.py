@@ -30,7 +30,7 @@ from ray_pipeline.outcome import Outcome
 from ray_pipeline.pairs import pair_records, shot_of
 from ray_pipeline.store import StoreHandle
 from ray_pipeline.summary import Tally
-from ray_pipeline.unchanged import Stored, add_copies, stored_in
+from ray_pipeline.unchanged import Stored, stored_in
 
 logger = logging.getLogger(__name__)
 
@@ -191,8 +191,9 @@ class StreamedInput:
                                              batch_size=None, num_cpus=TASK_CPUS).iter_rows())
         states = {os.fsdecode(r["path"]): FileState(r["size"], r["mtime_ns"], r["ctime_ns"]) for r in rows if r["size"] >= 0}
         changed = frozenset(os.fsdecode(r["path"]) for r in rows if r["before"] == CHANGED)
-        Stored({}, {}, None, states=states, changed_since_failing=changed).remember(store, tally)
-        add_copies(store, tally.copies)
+        read = Stored({}, {}, None, states=states, changed_since_failing=changed)  # what a listing's check keeps
+        read.remember(store, tally)
+        read.add_copies(store, tally)
         pairs = sum(row["pairs"] for row in self.checked.map_batches(
             _pairs_in, fn_kwargs={"store": store}, batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS).iter_rows())
         if pairs:
