@@ -23,7 +23,6 @@ HAS_GPS = "has_gps"
 HAS_CAPTION = "has_caption"
 
 
-
 def paths_of(metadata: dict) -> list[str]:
     """Every path known to hold a record's bytes (a record written before `paths` knows its own)."""
     return list(metadata.get(PATHS) or ([metadata[PATH]] if metadata.get(PATH) else []))
