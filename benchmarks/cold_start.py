@@ -32,6 +32,7 @@ from pathlib import Path
 
 from benchmarks.corpus import build_corpus
 from benchmarks.run import ROOT, _append, earlier_approach, machine, seeded_model
+from ray_pipeline.runtime import token_for_new_head
 from ray_pipeline.summary import summary_in
 
 # (event, the output line that marks it); events are listed in the order they happen, which differs
@@ -112,7 +113,7 @@ class RayHead:
     def __init__(self, source: Path):
         self.temp = tempfile.mkdtemp(prefix="rbh", dir="/tmp")
         self.port = _free_port()
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(source)}
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(source), **token_for_new_head(self.temp)}
         ray = str(Path(sys.executable).with_name("ray"))
         subprocess.run([ray, "start", "--head", f"--port={self.port}", "--num-cpus", str(os.cpu_count()),
                         f"--temp-dir={self.temp}", "--disable-usage-stats", f"--dashboard-port={_free_port()}",

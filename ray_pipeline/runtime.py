@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import socket
 import sys
 import threading
@@ -69,24 +70,60 @@ def init_ray() -> str:
     return f"{where}; dashboard: http://{dashboard}" if dashboard else where
 
 
-def _check_token(address: str) -> None:
-    """A cluster with token authentication refuses a client that runs without RAY_AUTH_MODE=token, and
-    `ray.init` would retry for 20 s, then only say it cannot connect: ask once, and say why."""
-    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" or "://" in address:
-        return
-    from ray._raylet import GcsClient  # type: ignore[attr-defined]
-    from ray.exceptions import AuthenticationError
-
+def token_found() -> bool:
+    """Whether this machine has a Ray token where Ray looks for one: RAY_AUTH_TOKEN, the file named by
+    RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token. A new machine has none."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
     try:
-        GcsClient(address=address)
-    except AuthenticationError:
-        raise ClusterRefused(
-            f"the Ray cluster at {address} uses token authentication (Ray 2.60 turns it on for `ray start --head`), "
-            "and this shell does not: set RAY_AUTH_MODE=token (the token is read from ~/.ray/auth_token, or "
-            "RAY_AUTH_TOKEN)"
-        ) from None
-    except Exception:  # anything else is for ray.init to report
+        with open(path, encoding="utf-8") as f:
+            return bool(f.read().strip())
+    except OSError:
+        return False
+
+
+def token_for_new_head(folder: str) -> dict[str, str]:
+    """The environment a new `ray start --head` and its clients need where this machine has no Ray token
+    (`token_found`): a token made in `folder`, named by RAY_AUTH_TOKEN_PATH, never printed; {} where one
+    exists already (the tests and benchmarks start heads of their own)."""
+    if token_found():
+        return {}
+    path = os.path.join(folder, "auth_token")
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as f:
+        f.write(secrets.token_hex(32))  # as `ray get-auth-token --generate` makes one
+    return {"RAY_AUTH_TOKEN_PATH": path}
+
+
+def _check_token(address: str) -> None:
+    """A cluster with token authentication refuses a client that runs without RAY_AUTH_MODE=token or
+    without the cluster's token, and `ray.init` would retry for 20 s, then only say it cannot connect (or
+    raise a traceback): ask once, and say why in one line."""
+    if "://" in address:
         return
+    mode = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+    found = token_found()
+    if mode and found:
+        return
+    if not mode:
+        from ray._raylet import GcsClient  # type: ignore[attr-defined]
+        from ray.exceptions import AuthenticationError
+
+        try:
+            GcsClient(address=address)
+            return
+        except AuthenticationError:
+            pass
+        except Exception:  # anything else is for ray.init to report
+            return
+    needs = ([] if mode else ["set RAY_AUTH_MODE=token"]) + ([] if found else [
+        "give it the cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN (a new machine has "
+        "none: `ray get-auth-token` prints the head's; `ray get-auth-token --generate` makes one before `ray start --head`)"])
+    raise ClusterRefused(
+        f"the Ray cluster at {address} uses token authentication (Ray 2.60 turns it on for `ray start --head`), "
+        f"and this shell does not: {'; and '.join(needs)}"
+    )
 
 
 class ClusterRefused(UserFacingError):

@@ -3,6 +3,7 @@ head for the whole session (the CLI joins it through RAY_ADDRESS), and a helper 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -21,8 +22,15 @@ sys.path.insert(0, str(ROOT))
 # (the state API, the Jobs SDK) and in the commands it starts must say so. Ray reads this once.
 os.environ["RAY_AUTH_MODE"] = "token"
 
+from ray_pipeline.runtime import token_for_new_head  # noqa: E402
 from ray_pipeline.summary import summary_in  # noqa: E402
 from samples.models import save_tiny_clip  # noqa: E402
+
+# A new machine has no Ray token (`ray start --head` then refuses to start): this session makes one in a
+# folder of its own, named by RAY_AUTH_TOKEN_PATH for every Ray process the tests start, and removed at the end.
+_TOKEN_FOLDER = tempfile.mkdtemp(prefix="ray-token-")
+atexit.register(shutil.rmtree, _TOKEN_FOLDER, True)
+os.environ.update(token_for_new_head(_TOKEN_FOLDER))
 
 
 def free_port() -> int:

@@ -121,3 +121,20 @@ def test_a_shell_without_token_auth_is_told_why_the_cluster_refuses_it(cli, tmp_
     assert last.startswith("error: the Ray cluster at ") and "uses token authentication" in last
     assert "set RAY_AUTH_MODE=token" in last
     assert time.monotonic() - started < 60  # at once, not after Ray's 20 s of retries
+
+
+def test_a_shell_without_the_clusters_token_is_told_how_to_get_one(cli, tmp_path, tiny_model_args):
+    """A new machine (an empty home) with RAY_AUTH_MODE=token but no token: one line, not Ray's traceback."""
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "p.png")
+    (tmp_path / "home").mkdir()
+    no_token = {"HOME": str(tmp_path / "home"), "RAY_AUTH_TOKEN_PATH": str(tmp_path / "none"), "RAY_AUTH_TOKEN": ""}
+    completed = cli("ingest", str(tmp_path / "p.png"), "--collection", "tokens", "--chroma-path", str(tmp_path / "c"),
+                    *tiny_model_args, env=no_token)
+    assert completed.returncode == 2
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the Ray cluster at ") and "uses token authentication" in last
+    assert "the cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN" in last
+    assert "set RAY_AUTH_MODE=token" not in last  # it is set
+    assert "Traceback" not in completed.stderr
