@@ -208,8 +208,16 @@ def _unidentified(data: bytes) -> str:
     try:
         Image.OPEN[container][0](io.BytesIO(data))  # the plugin itself, which says what is wrong
     except Exception as exc:
-        return f"broken or truncated {container} file: {str(exc).strip()}"[:500]
+        return _decoder_failure(container, exc)
     return f"broken {container} file"
+
+
+def _decoder_failure(container: str | None, exc: BaseException) -> str:
+    """The reason for a picture its decoder gave up on. A HEIF or AVIF file is "broken or truncated" by
+    what the file is (its container) and that its decoder raised, whatever words libheif or libavif use
+    (they change between releases); the decoder's own words follow, for people."""
+    words = str(exc).strip() or type(exc).__name__
+    return (f"broken or truncated {container} file: {words}" if container else f"cannot decode image: {words}")[:500]
 
 
 def decode_image(data: bytes, geometry: InputGeometry, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -240,8 +248,8 @@ def decode_image(data: bytes, geometry: InputGeometry, max_pixels: int = DEFAULT
         pixels = fit_to_input(image, geometry)
     except DecodeError:
         raise
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise DecodeError(f"cannot decode image: {exc}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, RuntimeError) as exc:
+        raise DecodeError(_decoder_failure(container_of(data), exc)) from None
     return DecodedPhoto(pixels=pixels, width=width, height=height, exif=exif_fields(exif))
 
 
