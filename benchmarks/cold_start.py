@@ -32,8 +32,8 @@ from pathlib import Path
 
 from benchmarks.corpus import build_corpus
 from benchmarks.run import ROOT, _append, earlier_approach, machine, seeded_model
-from ray_pipeline.runtime import token_for_new_head
-from ray_pipeline.summary import summary_in
+from ray_pipeline.cluster.runtime import token_for_new_head
+from ray_pipeline.steps.summary import summary_in
 
 # (event, the output line that marks it); events are listed in the order they happen, which differs
 # between the paths (the in-process path starts no Ray; the Ray path loads the model while Ray starts).

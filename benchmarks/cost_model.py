@@ -18,8 +18,8 @@ import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ray_pipeline.plan import plan_actors
-from ray_pipeline.summary import last_json_line
+from ray_pipeline.runs.plan import plan_actors
+from ray_pipeline.steps.summary import last_json_line
 
 FIGURES = Path(__file__).with_name("cost_figures.json")
 CPU_CORE = "CPU core"  # the key of the CPU's embedding rate, per core

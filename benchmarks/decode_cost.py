@@ -18,18 +18,20 @@ import time
 
 from benchmarks.corpus import build_corpus
 from benchmarks.run import ROOT, report
-from ray_pipeline.decode import DEFAULT_MAX_PIXELS, InputGeometry
-from ray_pipeline.journey import decode_file, read_file
+from ray_pipeline.core import defaults
+from ray_pipeline.core.geometry import InputGeometry
+from ray_pipeline.files.decode import decode_file
+from ray_pipeline.files.reading import read_file
 
 
 def cost(paths: list[str], geometry: InputGeometry, repeats: int) -> dict:
     walls, cpus = [], []
     for path in paths:
         file = read_file(path)
-        decode_file(file, geometry, DEFAULT_MAX_PIXELS)
+        decode_file(file, geometry, defaults.MAX_PIXELS)
         for _ in range(repeats):
             wall, cpu = time.perf_counter(), time.process_time()
-            decode_file(file, geometry, DEFAULT_MAX_PIXELS)
+            decode_file(file, geometry, defaults.MAX_PIXELS)
             walls.append(time.perf_counter() - wall)
             cpus.append(time.process_time() - cpu)
     cpu_s = statistics.median(cpus)

@@ -6,7 +6,7 @@ text embedded by ViT-B-32 on the CPU, then Chroma's query with its `where`), and
 The collection is built once in benchmarks/corpus/ (kept for later runs): random unit vectors of
 ViT-B-32's width, with the metadata a library of that size holds: 15 years of capture dates, eight
 cameras, folders by year, month and event, GPS on 60% of the photos, 10% RAW, captions on 30%. The
-filter keys are made by the product's own `filter_keys`. Each query is timed from the text to the
+filter keys are made by the product's own `derived_keys`. Each query is timed from the text to the
 page of results, in this process, after a warm-up.
 """
 
@@ -20,11 +20,13 @@ import time
 import numpy as np
 
 from benchmarks.run import ROOT, report, seeded_model
-from ray_pipeline.embed import ClipEncoder
-from ray_pipeline.filters import SearchFilters, caption_document, filter_keys
-from ray_pipeline.model import ModelSpec
-from ray_pipeline.search import newest_first, top_k
-from ray_pipeline.store import StoreTarget, opened_for_writing, opened_here
+from ray_pipeline.model.clip import ModelSpec
+from ray_pipeline.model.embedders import LocalEmbedder
+from ray_pipeline.records.enrichments import derived_keys, document_of
+from ray_pipeline.records.filters import SearchFilters
+from ray_pipeline.records.store import opened_for_writing, opened_here
+from ray_pipeline.records.target import StoreTarget
+from ray_pipeline.search.query import newest_first, top_k
 
 CAMERAS = [("FUJIFILM", "X100V"), ("FUJIFILM", "X-T5"), ("Canon", "EOS R5"), ("Canon", "EOS 5D Mark IV"),
            ("NIKON CORPORATION", "NIKON Z 6_2"), ("SONY", "ILCE-7M4"), ("Apple", "iPhone 15"), ("Google", "Pixel 8")]
@@ -49,7 +51,7 @@ def metadata_of(i: int, rng: np.random.Generator) -> tuple[dict, str | None]:
     if rng.random() < 0.3:
         caption = " ".join(["a", *rng.choice(WORDS, size=3, replace=False)])
         metadata["caption"] = caption
-    return {**metadata, **filter_keys(metadata)}, caption
+    return {**metadata, **derived_keys(metadata)}, caption
 
 
 def build(target: StoreTarget, records: int, dimension: int, collection_metadata: dict) -> None:
@@ -63,7 +65,7 @@ def build(target: StoreTarget, records: int, dimension: int, collection_metadata
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
             made = [metadata_of(int(i, 16), rng) for i in ids]
             store.collection.upsert(ids=ids, embeddings=vectors, metadatas=[m for m, _ in made],
-                                    documents=[caption_document(c) if c else "" for _, c in made])
+                                    documents=[document_of(m) if c else "" for m, c in made])
             print(f"built {start + len(ids)} records", flush=True)
 
 
@@ -104,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     corpus = ROOT / "benchmarks" / "corpus"
     resolved, _, model_args = seeded_model(corpus / "models", "ViT-B-32")
-    encoder = ClipEncoder(ModelSpec(model_args[1], None, model_args[3]))
+    embedder = LocalEmbedder(ModelSpec(model_args[1], None, model_args[3]), texts=True)
     target = StoreTarget(f"filtered-{args.records}", path=str(corpus / "filters-chroma"))
     started = time.perf_counter()
     build(target, args.records, resolved.embedding_dim, resolved.collection_metadata())
@@ -113,11 +115,11 @@ def main() -> None:
         for name, given in FILTERS.items():
             filters = SearchFilters.parse(given)
             queries = iter(QUERIES * args.queries)
-            search = timed(lambda: top_k(store, encoder.texts([next(queries)])[0], args.k, filters), args.queries)
+            search = timed(lambda: top_k(store, embedder.embed_texts([next(queries)])[0], args.k, filters), args.queries)
             matches = len(store.matching(filters.where(), filters.where_document())) if given else args.records
             figures[f"search, {name}"] = {**search, "matching": matches}
             print(name, figures[f"search, {name}"], flush=True)
-        figures["text embedding alone"] = timed(lambda: encoder.texts([QUERIES[0]]), args.queries)
+        figures["text embedding alone"] = timed(lambda: embedder.embed_texts([QUERIES[0]]), args.queries)
         for name in ("rare: one camera, one month", "folder (one year)", "no filter"):
             filters = SearchFilters.parse(FILTERS[name])
             figures[f"listing newest first, {name}"] = timed(lambda: newest_first(store, args.k, filters), 3 if not FILTERS[name] else 10)

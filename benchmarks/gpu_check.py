@@ -95,10 +95,11 @@ class GpuMemory:
 
 def decoded(paths: list[str], geometry) -> np.ndarray:
     """The pictures as every path decodes them (the file's journey)."""
-    from ray_pipeline.decode import DEFAULT_MAX_PIXELS
-    from ray_pipeline.journey import decode_file, read_file
+    from ray_pipeline.core import defaults
+    from ray_pipeline.files.decode import decode_file
+    from ray_pipeline.files.reading import read_file
 
-    return np.stack([decode_file(read_file(path), geometry, DEFAULT_MAX_PIXELS).pixels for path in paths])
+    return np.stack([decode_file(read_file(path), geometry, defaults.MAX_PIXELS).pixels for path in paths])
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -108,13 +109,13 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def check_vectors(resolved, device: str, pictures: np.ndarray, reference: np.ndarray) -> dict:
     """The device's vectors, compiled and eager, against the CPU's: the lowest cosine of each."""
-    from ray_pipeline.embed import ImageEncoder
+    from ray_pipeline.model.embedders import LocalEmbedder
 
     found = {}
     for compile in ("on", "off"):
         started = time.perf_counter()
-        encoder = ImageEncoder(resolved, device, compile, batch_size=EMBEDDER_BATCH)
-        vectors = encoder.encode(pictures)
+        embedder = LocalEmbedder(resolved, device, compile, batch_size=EMBEDDER_BATCH)
+        vectors = embedder.embed(pictures)
         lowest = float(cosines(vectors, reference).min())
         found[f"compile_{compile}"] = {"min_cosine": round(lowest, 6), "ok": lowest >= MIN_COSINE,
                                        "load_and_encode_s": round(time.perf_counter() - started, 1)}
@@ -143,42 +144,42 @@ def stored_agree(chroma: Path, collection: str, resolved) -> dict:
     """A sample of the records the pipeline stored on the device against the CPU's vectors of their files."""
     import chromadb
 
-    from ray_pipeline.embed import ImageEncoder
-    from ray_pipeline.file_names import recorded_path
+    from ray_pipeline.core.paths import recorded_path
+    from ray_pipeline.model.embedders import LocalEmbedder
 
     found = chromadb.PersistentClient(path=str(chroma)).get_collection(collection).get(
         include=["embeddings", "metadatas"], limit=SAMPLE)
     files = [recorded_path(metadata) or "" for metadata in found["metadatas"]]
-    reference = ImageEncoder(resolved, "cpu").encode(decoded(files, resolved.geometry))
+    reference = LocalEmbedder(resolved, "cpu").embed(decoded(files, resolved.geometry))
     lowest = float(cosines(np.asarray(found["embeddings"]), reference).min())
     return {"records": len(files), "min_cosine": round(lowest, 6), "ok": lowest >= MIN_COSINE}
 
 
 def embedder(spec, device: str, pictures: np.ndarray) -> dict:
     """The Serve Embedder's model in this process: pictures/s in its batches, ms per text query."""
-    from ray_pipeline.embed import ClipEncoder
+    from ray_pipeline.model.embedders import LocalEmbedder
 
     started = time.perf_counter()
-    encoder = ClipEncoder(spec, device, compile="auto", batch_size=EMBEDDER_BATCH)
+    embedder = LocalEmbedder(spec, device, compile="auto", batch_size=EMBEDDER_BATCH, texts=True)
     loaded = time.perf_counter() - started
     batch = np.resize(pictures, (EMBEDDER_BATCH, *pictures.shape[1:]))
-    encoder.images.encode(batch)
+    embedder.embed(batch)
     rounds = 10
     started = time.perf_counter()
     for _ in range(rounds):
-        encoder.images.encode(batch)
+        embedder.embed(batch)
     images_s = time.perf_counter() - started
-    encoder.texts(["a warm-up"])
+    embedder.embed_texts(["a warm-up"])
     started = time.perf_counter()
     for i in range(20):
-        encoder.texts([f"a photo of a cat number {i}"])
+        embedder.embed_texts([f"a photo of a cat number {i}"])
     return {"load_s": round(loaded, 1), "images_per_s": round(rounds * EMBEDDER_BATCH / images_s, 1),
             "ms_per_text": round((time.perf_counter() - started) / 20 * 1000, 2)}
 
 
 def captioner(device: str, pictures: np.ndarray, work: Path, base: bool) -> dict:
     """BLIP as the Captioner runs it: captions/s in its batches."""
-    from ray_pipeline.blip import BlipCaptioner
+    from ray_pipeline.model.blip import BlipCaptioner
     from samples.models import save_blip
 
     blip = BlipCaptioner(str(save_blip(work / "blip", base=base)), device)
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
 def _measure(parts: Parts, args, work: Path) -> None:
     from benchmarks.corpus import build_corpus
     from benchmarks.run import seeded_model
-    from ray_pipeline.model import ModelSpec
+    from ray_pipeline.model.clip import ModelSpec
 
     files = parts.run("corpus", lambda: build_corpus(args.corpus, args.jpegs, args.dngs, workers=os.cpu_count() or 1))
     if files is not None:
@@ -255,9 +256,9 @@ def _measure(parts: Parts, args, work: Path) -> None:
     previews = [path for path in files["dng"] if path.endswith("_preview.dng")]
     sample = files["jpeg"][:SAMPLE] + files["dng"][:SAMPLE]
     pictures = decoded(sample, resolved.geometry)
-    from ray_pipeline.embed import ImageEncoder
+    from ray_pipeline.model.embedders import LocalEmbedder
 
-    reference = ImageEncoder(resolved, "cpu").encode(pictures)
+    reference = LocalEmbedder(resolved, "cpu").embed(pictures)
     parts.run("vectors", check_vectors, resolved, args.device, pictures, reference)
     parts.run("pipeline_jpeg", pipeline, "jpeg", files["jpeg"], args.device, model_args, work)
     parts.run("pipeline_jpeg_vectors", stored_agree, work / "chroma-jpeg", "jpeg", resolved)

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.run import ROOT, report
-from ray_pipeline.summary import summary_in
+from ray_pipeline.steps.summary import summary_in
 
 ROW_GROUP = 1_000_000  # rows written at a time: the benchmark's own memory stays small too
 

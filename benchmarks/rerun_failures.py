@@ -25,7 +25,7 @@ from pathlib import Path
 from benchmarks.cold_start import RayHead
 from benchmarks.corpus import build_corpus
 from benchmarks.run import ROOT, report, seeded_model
-from ray_pipeline.summary import summary_in
+from ray_pipeline.steps.summary import summary_in
 
 
 def timed(command: list[str], env: dict, cwd: Path) -> tuple[float, dict]:

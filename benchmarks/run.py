@@ -10,7 +10,7 @@ on the same model and images, and appends the figures to benchmarks/RESULTS.md.
 (b) reference: Ray Data's `read_images` (JPEG) or `read_binary_files` + a full rawpy demosaic (DNG),
     preprocess in `map_batches`, then a `map_batches` embedding actor pool;
 (c) pipeline: `python -m ray_pipeline ingest` as users run it, into a fresh embedded Chroma;
-(d) ceiling: the pipeline's ImageEncoder alone on pre-decoded pixels at the same batch size.
+(d) ceiling: the pipeline's LocalEmbedder alone on pre-decoded pixels at the same batch size.
 
 Every approach starts from files on disk (hot in the page cache after the corpus build) and its own
 Ray where it uses one, so each figure includes the startup a user waits for.
@@ -35,7 +35,7 @@ import numpy as np
 import psutil
 
 from benchmarks.corpus import build_corpus
-from ray_pipeline.summary import summary_in
+from ray_pipeline.steps.summary import summary_in
 from samples.models import save_checkpoint, save_tiny_clip
 from samples.sample_photos import write_many
 
@@ -164,7 +164,7 @@ class _ReferenceEmbedder:
     """The embedding actor of Ray's batch-inference example: the model once per actor."""
 
     def __init__(self, resolved):
-        from ray_pipeline.model import load
+        from ray_pipeline.model.clip import load
 
         self.network = load(resolved)
 
@@ -264,17 +264,17 @@ def pipeline_cli(paths: list[str], model_args: list[str], batch_size: int, chrom
 # (d) ------------------------------------------------------------------------------------------------
 
 def model_ceiling(resolved, count: int, batch_size: int) -> dict:
-    """The pipeline's own encoder on pre-decoded pixels: the most any pipeline could do with this model."""
-    from ray_pipeline.embed import ImageEncoder
+    """The pipeline's own embedder on pre-decoded pixels: the most any pipeline could do with this model."""
+    from ray_pipeline.model.embedders import LocalEmbedder
 
-    encoder = ImageEncoder(resolved, "cpu")
+    embedder = LocalEmbedder(resolved, "cpu")
     shape = resolved.geometry.pixel_shape
     pixels = np.random.default_rng(0).integers(0, 256, (batch_size, *shape), dtype=np.uint8)
-    encoder.encode(pixels)  # warm-up
+    embedder.embed(pixels)  # warm-up
     started = time.perf_counter()
     with PeakMemory() as memory:
         for _ in range(max(1, count // batch_size)):
-            encoder.encode(pixels)
+            embedder.embed(pixels)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "images": max(1, count // batch_size) * batch_size, "stages": {"embed": seconds},
             "peak_mb": memory.mb}
@@ -286,7 +286,7 @@ def seeded_model(folder: Path, name: str):
     """(resolved, (network, preprocess), CLI arguments) for a seeded random `name` (an OpenCLIP name or "tiny")."""
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    from ray_pipeline.model import ModelSpec, load, resolve
+    from ray_pipeline.model.clip import ModelSpec, load, resolve
 
     folder.mkdir(parents=True, exist_ok=True)
     if name == "tiny":

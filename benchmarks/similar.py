@@ -16,8 +16,9 @@ import time
 import numpy as np
 
 from benchmarks.run import ROOT, report
-from ray_pipeline import similar
-from ray_pipeline.store import StoreTarget, opened_here
+from ray_pipeline.records.store import opened_here
+from ray_pipeline.records.target import StoreTarget
+from ray_pipeline.search import similar
 
 DIMENSIONS = 512
 PLANTED = 100  # near-duplicate pairs planted in each size

@@ -33,7 +33,7 @@ from PIL import Image
 
 from benchmarks.corpus import build_corpus
 from benchmarks.run import ROOT, report, seeded_model
-from ray_pipeline.summary import summary_in
+from ray_pipeline.steps.summary import summary_in
 from samples.sample_photos import real_photos
 
 POLL_S = 0.05

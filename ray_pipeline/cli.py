@@ -11,14 +11,19 @@ import sys
 import tempfile
 import typing
 
-from ray_pipeline.config import INLINE_MAX_FILES, IngestConfig
-from ray_pipeline.decode import DEFAULT_MAX_PIXELS
-from ray_pipeline.errors import UserFacingError
-from ray_pipeline.file_names import FileFailure, path_text
-from ray_pipeline.model import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelSpec
-from ray_pipeline.similar import DEFAULT_THRESHOLD, IN_PROCESS_MAX
-from ray_pipeline.store import COLLECTION_NAME, StoreTarget
-from ray_pipeline.summary import print_summary
+from ray_pipeline.core import defaults
+from ray_pipeline.core.errors import UserFacingError
+from ray_pipeline.core.paths import FileFailure, path_text
+from ray_pipeline.model.clip import ModelSpec
+from ray_pipeline.records.filters import SearchFilters, first_error
+from ray_pipeline.records.store import open_store
+from ray_pipeline.records.target import COLLECTION_NAME, StoreTarget
+from ray_pipeline.runs.config import RunConfig
+from ray_pipeline.runs.ingest import run_ingest
+from ray_pipeline.runs.watch import run_watch
+from ray_pipeline.search import query as search
+from ray_pipeline.search.similar import DEFAULT_THRESHOLD, IN_PROCESS_MAX, find_similar
+from ray_pipeline.steps.summary import print_summary
 
 # Errors that mean "the job could not run": one line on stderr and a non-zero exit.
 USER_ERRORS = (UserFacingError, OSError)
@@ -71,17 +76,17 @@ def _collection(value: str) -> str:
 def _add_store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--collection", required=True, type=_collection, help="Chroma collection name")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--chroma-path", default="./chroma_data", metavar="DIR", help="embedded Chroma folder (default ./chroma_data)")
+    where.add_argument("--chroma-path", default=defaults.CHROMA_PATH, metavar="DIR", help=f"embedded Chroma folder (default {defaults.CHROMA_PATH})")
     where.add_argument("--chroma-url", metavar="URL", help="a Chroma server, e.g. http://chroma:8000; several, comma-separated "
                        "(always the same, in the same order): one collection sharded over them")
 
 
-def _add_model_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+def _add_model_options(parser: argparse.ArgumentParser, with_defaults: bool) -> None:
     """Ingest defaults to ViT-B-32/laion2b; search defaults to what the collection recorded."""
-    parser.add_argument("--model", default=DEFAULT_MODEL if defaults else None, metavar="NAME",
+    parser.add_argument("--model", default=defaults.MODEL if with_defaults else None, metavar="NAME",
                         help="OpenCLIP architecture, or a path to an OpenCLIP model-config JSON (default ViT-B-32)")
     weights = parser.add_mutually_exclusive_group()
-    weights.add_argument("--pretrained", default=DEFAULT_PRETRAINED if defaults else None, metavar="TAG",
+    weights.add_argument("--pretrained", default=defaults.PRETRAINED if with_defaults else None, metavar="TAG",
                          help="OpenCLIP pretrained tag (default laion2b_s34b_b79k)")
     weights.add_argument("--checkpoint", metavar="FILE", help="a state dict of the architecture saved with torch.save")
     parser.add_argument("--allow-random-weights", action="store_true",
@@ -91,7 +96,7 @@ def _add_model_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
 def _add_ingest_options(parser: argparse.ArgumentParser) -> None:
     """What `ingest` and `watch` both take."""
     _add_store_options(parser)
-    _add_model_options(parser, defaults=True)
+    _add_model_options(parser, with_defaults=True)
     parser.add_argument("--batch-size", type=_positive, help="embedding batch size (default 256 on CUDA, 32 on CPU)")
     parser.add_argument("--actors", type=_actors, metavar="N|MIN,MAX", help="embedding actor pool size (default: one per GPU, or 1)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -100,21 +105,21 @@ def _add_ingest_options(parser: argparse.ArgumentParser) -> None:
                         help="read and hash every file; by default a file whose path, size and modification time match "
                              "its stored record is skipped unread")
     parser.add_argument("--errors", metavar="FILE", help="write one JSON line per failed file: {path, reason}")
-    parser.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS,
-                        help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS})")
+    parser.add_argument("--max-pixels", type=_positive, default=defaults.MAX_PIXELS,
+                        help=f"refuse images larger than this many pixels (default {defaults.MAX_PIXELS})")
 
     parser.add_argument("--caption", action="store_true",
                         help="after embedding, caption the photos through the Serve app's Captioner deployment")
-    parser.add_argument("--serve-app", default="default", metavar="NAME",
+    parser.add_argument("--serve-app", default=defaults.SERVE_APP, metavar="NAME",
                         help="Serve application running the Captioner (and, for watch, the Embedder it uses when it runs "
                              "the same model) (default: default)")
     parser.add_argument("--within", action="append", default=[], metavar="DIR",
                         help="read only files whose real path (symlinks followed) is inside DIR; repeatable")
     parser.add_argument("--progress-id", metavar="ID", help="report live counts under this id (set by the HTTP API)")
-    parser.add_argument("--inline-max-files", type=_count, default=INLINE_MAX_FILES, metavar="N",
+    parser.add_argument("--inline-max-files", type=_count, default=defaults.INLINE_MAX_FILES, metavar="N",
                         help=f"with no Ray cluster running, up to N files to read are embedded in this process, without "
                              f"starting Ray; in watch, changes of up to N files are embedded by the warm model, and larger "
-                             f"bursts by a Ray job (default {INLINE_MAX_FILES}; 0: always a Ray job)")
+                             f"bursts by a Ray job (default {defaults.INLINE_MAX_FILES}; 0: always a Ray job)")
     parser.add_argument("--prune", action="store_true",
                         help="remove the records of files that are gone from the folders given, or hold other bytes now "
                              "(a record whose bytes another listed file holds takes that file's path instead)")
@@ -146,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("text", nargs="?", help="what to look for")
     search.add_argument("--image", metavar="FILE", help="search with a photo instead of a text")
     _add_results_options(search, k=5)
-    _add_model_options(search, defaults=False)
+    _add_model_options(search, with_defaults=False)
 
     browse = commands.add_parser("browse", help="the collection's photos with no query, newest capture first")
     _add_results_options(browse, k=20)
@@ -184,8 +189,6 @@ def _add_results_options(parser: argparse.ArgumentParser, k: int) -> None:
 
 def _add_filter_options(parser: argparse.ArgumentParser) -> None:
     """One option per search filter (`--camera-model`, `--date-from`, ...), checked by the filters' own type."""
-    from ray_pipeline.filters import SearchFilters
-
     group = parser.add_argument_group("filters (all that are given must hold)")
     for name, field in SearchFilters.model_fields.items():
         flag = "--" + name.replace("_", "-")
@@ -199,7 +202,6 @@ def _filters(args, parser):
     """The search filters the options give; a usage error naming the option when one is malformed."""
     from pydantic import ValidationError
 
-    from ray_pipeline.filters import SearchFilters, first_error
 
     given = {key.removeprefix("filter_"): value for key, value in vars(args).items() if key.startswith("filter_")}
     if given["folder"]:
@@ -236,8 +238,6 @@ def _ingest(args, parser) -> int:
         parser.error("--dry-run and --prune-missing-folders go with --prune")
     if args.prune and args.manifest:
         parser.error("--prune needs folders (PATH ...): a manifest names files, and prune looks for what left a folder")
-    from ray_pipeline.ingest import run_ingest
-
     result = run_ingest(_config(args))
     _stop_ray()  # flush the workers' forwarded logs first, so the summary is the last line
     if args.dry_run:  # the list is what was asked for
@@ -251,8 +251,6 @@ def _ingest(args, parser) -> int:
 
 def _watch(args, parser) -> int:
     _check_errors_file(args, parser)
-    from ray_pipeline.watch import run_watch
-
     summary, errors, random_weights = run_watch(_config(args), args.settle, args.poll)
     _stop_ray()
     _report(args, summary, errors, random_weights)
@@ -265,9 +263,9 @@ def _check_errors_file(args, parser) -> None:
         parser.error(f"--errors {args.errors}: no such folder for it")
 
 
-def _config(args) -> IngestConfig:
+def _config(args) -> RunConfig:
     """What `ingest` or `watch` was asked for (watch: prune always, no manifest, no dry run)."""
-    return IngestConfig(
+    return RunConfig(
         target=_target(args),
         model=ModelSpec.asked(args.model, args.pretrained, args.checkpoint, args.allow_random_weights),
         paths=tuple(args.paths),
@@ -316,7 +314,6 @@ def _search(args, parser) -> int:
     if args.command == "search" and bool(text) == bool(image):
         parser.error("give a TEXT or --image FILE")
     filters = _filters(args, parser)
-    from ray_pipeline import search
 
     override = None
     if args.command == "search" and (args.model or args.checkpoint or args.pretrained or args.allow_random_weights):
@@ -347,9 +344,6 @@ def _search(args, parser) -> int:
 
 def _similar(args, parser) -> int:
     """`similar`: exact copies (every path of one content), then near-duplicate groups, largest first."""
-    from ray_pipeline.similar import find_similar
-    from ray_pipeline.store import open_store
-
     found = find_similar(open_store(_target(args)), args.threshold, args.in_process_max)
     _stop_ray()
     if args.json:

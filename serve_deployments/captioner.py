@@ -7,7 +7,7 @@ import logging
 import numpy as np
 from ray import serve
 
-from ray_pipeline.blip import BlipCaptioner
+from ray_pipeline.model.blip import BlipCaptioner
 
 logger = logging.getLogger("ray.serve")
 
@@ -23,8 +23,9 @@ class Captioner:
         logger.info("Captioner replica ready: %s on %s", model, self.blip.device)
 
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=0.05)
-    async def caption(self, pictures: list[np.ndarray]) -> list[str]:
-        """One caption per picture ((H, W, 3) uint8 arrays)."""
+    async def __call__(self, pictures: list[np.ndarray]) -> list[str]:
+        """One caption per picture ((H, W, 3) uint8 arrays, at `records.enrichments.CAPTION`'s geometry): the
+        costly enrichments' pools call their deployment so."""
         return self.blip.caption(pictures)
 
 

@@ -11,10 +11,11 @@ import os
 import numpy as np
 from ray import serve
 
-from ray_pipeline.decode import DEFAULT_MAX_PIXELS
-from ray_pipeline.embed import ClipEncoder, EmbedderModel
-from ray_pipeline.journey import FileBytes, decode_file
-from ray_pipeline.model import ModelSpec
+from ray_pipeline.core import defaults
+from ray_pipeline.files.decode import decode_file
+from ray_pipeline.files.reading import FileBytes
+from ray_pipeline.model.clip import ModelSpec
+from ray_pipeline.model.embedders import LocalEmbedder, ModelFacts
 
 logger = logging.getLogger("ray.serve")
 
@@ -32,26 +33,26 @@ class Embedder:
         # longer than it must. Requests come in bursts, so each may use the node's cores while it runs.
         torch.set_num_threads(len(os.sched_getaffinity(0)))
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.encoder = ClipEncoder(spec, device, compile="auto", batch_size=GPU_BATCH)
-        logger.info("Embedder replica ready: %s (%s) on %s", self.encoder.resolved.architecture,
-                    self.encoder.resolved.weights, device)
+        self.embedder = LocalEmbedder(spec, device, compile="auto", batch_size=GPU_BATCH, texts=True)
+        logger.info("Embedder replica ready: %s (%s) on %s", self.embedder.resolved.architecture,
+                    self.embedder.resolved.weights, device)
 
-    def model(self) -> EmbedderModel:
-        return EmbedderModel(self.encoder.resolved.collection_metadata(), self.encoder.resolved.geometry)
+    def model(self) -> ModelFacts:
+        return self.embedder.facts()
 
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
     async def embed_images(self, requests: list[np.ndarray]) -> list[np.ndarray]:
         """Each request: (N, H, W, 3) uint8 pictures at the model's input size -> (N, D) unit vectors."""
-        vectors = await asyncio.to_thread(self.encoder.images.encode, np.concatenate(requests))
+        vectors = await asyncio.to_thread(self.embedder.embed, np.concatenate(requests))
         return np.split(vectors, np.cumsum([len(pictures) for pictures in requests])[:-1])
 
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
     async def embed_texts(self, texts: list[str]) -> list[np.ndarray]:
         """Each request: one text -> its unit vector."""
-        return list(await asyncio.to_thread(self.encoder.texts, texts))
+        return list(await asyncio.to_thread(self.embedder.embed_texts, texts))
 
     async def embed_photo(self, file: FileBytes) -> np.ndarray:
         """A photo's bytes (any format ingestion reads), decoded as ingestion does, -> its unit vector;
         a DecodeError says why it cannot be."""
-        photo = await asyncio.to_thread(decode_file, file, self.encoder.resolved.geometry, DEFAULT_MAX_PIXELS)
+        photo = await asyncio.to_thread(decode_file, file, self.embedder.resolved.geometry, defaults.MAX_PIXELS)
         return (await self.embed_images(photo.pixels[None]))[0]

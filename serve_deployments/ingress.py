@@ -16,27 +16,30 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ray import serve
 
-from ray_pipeline.caption import CAPTION_INPUT
-from ray_pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, InputGeometry
-from ray_pipeline.discover import SUPPORTED_EXTENSIONS, extension_of, is_within, more_than
-from ray_pipeline.errors import user_facing_reason
-from ray_pipeline.file_names import path_text, recorded_path
-from ray_pipeline.filters import SearchFilters
-from ray_pipeline.journey import FileBytes, decode_file
-from ray_pipeline.search import newest_first, top_k
-from ray_pipeline.similar import DEFAULT_THRESHOLD, find_similar
-from ray_pipeline.store import (
-    COLLECTION_NAME,
-    StoreError,
-    StoreHandle,
-    check_model,
-    collections_at,
-)
+from ray_pipeline.core import defaults
+from ray_pipeline.core.errors import user_facing_reason
+from ray_pipeline.core.formats import SUPPORTED_EXTENSIONS, extension_of
+from ray_pipeline.core.geometry import InputGeometry
+from ray_pipeline.core.paths import is_within, path_text, recorded_path
+from ray_pipeline.files.decode import DecodeError, decode_file
+from ray_pipeline.files.listing import listed_up_to
+from ray_pipeline.files.reading import FileBytes
+from ray_pipeline.records.chroma import check_model
+from ray_pipeline.records.collections import collections_at
+from ray_pipeline.records.enrichments import CAPTION
+from ray_pipeline.records.errors import StoreError
+from ray_pipeline.records.filters import SearchFilters
+from ray_pipeline.records.store import RecordStore
+from ray_pipeline.records.target import COLLECTION_NAME
+from ray_pipeline.runs.config import RunConfig
+from ray_pipeline.runs.route import Route, RouteKind, RunFacts, choose_route
+from ray_pipeline.runs.warm import EmbedderLost, replica_lost
+from ray_pipeline.search.query import newest_first, top_k
+from ray_pipeline.search.similar import DEFAULT_THRESHOLD, find_similar
 from serve_deployments import page
 from serve_deployments.auth import bearer_check
-from serve_deployments.embedder import EmbedderModel
-from serve_deployments.inline_ingest import REPLICA_LOST, EmbedderLost
-from serve_deployments.jobs import Jobs, UnknownJob
+from serve_deployments.embedder import ModelFacts
+from serve_deployments.jobs import Jobs, UnknownJob, new_job_id
 from serve_deployments.settings import Settings
 from serve_deployments.store_access import long_lived_owner, store_handle
 from serve_deployments.thumbnails import (
@@ -196,11 +199,11 @@ class Ingress:
             logger.warning("INGEST_ALLOW_NO_AUTH=1: the API is open to anyone who can reach it")
         self.jobs = Jobs(settings, inline)
         self.owner = long_lived_owner(settings)  # embedded Chroma: the one owner that jobs use too
-        self._known_model: EmbedderModel | None = None
+        self._known_model: ModelFacts | None = None
         os.makedirs(settings.upload_dir, exist_ok=True)
 
-    def _store(self, collection: str) -> StoreHandle:
-        return store_handle(self.settings, collection, self.owner)
+    def _store(self, collection: str) -> RecordStore:
+        return store_handle(self.settings, collection, self.owner).store
 
     def _checked_paths(self, paths: list[str]) -> list[str]:
         """Real paths inside the allowed roots (symlinks followed): 403 outside, 404 when missing."""
@@ -217,21 +220,25 @@ class Ingress:
             checked.append(real)
         return checked
 
-    async def _ingest(self, paths: list[str], collection: str, caption: bool, inline: bool, wait: bool,
-                      prune: bool = False, **extra) -> Response:
-        """Start the ingestion, inline (in the app) or as a Ray job: 202 with its id; with `wait`, an
-        inline one answers 200 with its status once its records are stored (a Ray job, minutes or
-        hours long, is followed by polling its status)."""
-        if not inline:
-            job_id = await asyncio.to_thread(self.jobs.submit, paths, collection, caption, prune)
+    async def _ingest(self, config: RunConfig, route: Route, wait: bool, **extra) -> Response:
+        """Start the ingestion on its route, in the app (`warm`) or as a Ray job: 202 with its id; with `wait`,
+        one in the app answers 200 with its status once its records are stored (a Ray job, minutes or hours
+        long, is followed by polling its status)."""
+        if route.kind != RouteKind.WARM:
+            job_id = await asyncio.to_thread(self.jobs.submit, config, route)
             return JSONResponse(status_code=202, content={"job_id": job_id, **extra})
-        job_id, stored = await self.jobs.start_inline(paths, collection, caption)
+        job_id, stored = await self.jobs.start_inline(config, route)
         if not wait:
             return JSONResponse(status_code=202, content={"job_id": job_id, **extra})
         failure = await asyncio.shield(stored)  # a client that goes away leaves the job running
         if isinstance(failure, EmbedderLost):
             raise HTTPException(503, f"{user_facing_reason(failure)} (job {job_id})")
         return JSONResponse({**await asyncio.to_thread(self.jobs.status, job_id), **extra})
+
+    def _route(self, files: int, prune: bool = False, watch: bool = False) -> Route:
+        """Where an ingestion of this many files (counted up to one past the limit) runs."""
+        return choose_route(RunFacts(to_read=files, in_app=True, prune=prune, watch=watch,
+                                     inline_max_files=self.settings.inline_max_files))
 
     @app.get("/healthz")
     def healthz(self) -> dict:
@@ -240,8 +247,9 @@ class Ingress:
     @app.post("/ingest", status_code=202)
     async def ingest(self, body: IngestRequest, wait: bool = WAIT) -> Response:
         paths = await asyncio.to_thread(self._checked_paths, body.paths)
-        many = body.prune or await asyncio.to_thread(more_than, paths, self.settings.inline_max_files)
-        return await self._ingest(paths, body.collection, body.caption, not many, wait, body.prune)
+        files = await asyncio.to_thread(listed_up_to, paths, self.settings.inline_max_files)
+        config = self.settings.run_config(paths, body.collection, new_job_id(), body.caption, body.prune)
+        return await self._ingest(config, self._route(files, prune=body.prune), wait)
 
     @app.post("/watches", status_code=202)
     async def watch(self, body: WatchRequest) -> Response:
@@ -251,7 +259,8 @@ class Ingress:
         for given, real in zip(body.paths, paths):
             if not os.path.isdir(real):
                 raise HTTPException(422, f"paths: not a folder: {given} (a watch follows folders)")
-        job_id = await asyncio.to_thread(self.jobs.submit, paths, body.collection, body.caption, False, True)
+        config = self.settings.run_config(paths, body.collection, new_job_id(), body.caption)
+        job_id = await asyncio.to_thread(self.jobs.submit, config, self._route(0, watch=True), True)
         return JSONResponse(status_code=202, content={"job_id": job_id})
 
     @app.post("/ingest/upload", status_code=202)
@@ -259,8 +268,8 @@ class Ingress:
                             collection: str = Form(..., pattern=f"^{COLLECTION_NAME}$"), caption: bool = Form(False),
                             wait: bool = WAIT) -> Response:
         stored = await asyncio.to_thread(self._save_uploads, files)
-        return await self._ingest(stored, collection, caption, len(stored) <= self.settings.inline_max_files, wait,
-                                  files=len(stored))
+        config = self.settings.run_config(stored, collection, new_job_id(), caption)
+        return await self._ingest(config, self._route(len(stored)), wait, files=len(stored))
 
     def _save_uploads(self, files: list[UploadFile]) -> list[str]:
         """Each upload written once into the upload folder, named by its content's hash."""
@@ -363,7 +372,7 @@ class Ingress:
             store, vector = await asyncio.gather(self._checked_store(fields.collection), embedding)
         except DecodeError as exc:
             raise HTTPException(422, f"file: {user_facing_reason(exc) or exc}") from None
-        except REPLICA_LOST:
+        except replica_lost():
             raise HTTPException(503, "the embedding model was lost while answering; it is restarting: try again") from None
         # Chroma works off the event loop, so status polls are answered meanwhile.
         page = await asyncio.to_thread(top_k, store, vector, fields.k, fields.filters, fields.offset, fields.collapse)
@@ -390,23 +399,27 @@ class Ingress:
         found = await asyncio.to_thread(find_similar, store, threshold, self.settings.similar_in_app_max)
         return JSONResponse(found.as_json())
 
-    async def _model(self) -> EmbedderModel:
+    async def _model(self) -> ModelFacts:
         """The Embedder's model, asked once."""
         if self._known_model is None:
             self._known_model = await self.embedder.model.remote()
         return self._known_model
 
-    async def _existing_store(self, collection: str) -> tuple[StoreHandle, dict]:
+    async def _existing_store(self, collection: str) -> tuple[RecordStore, dict]:
         """The collection's store and its metadata; 404 when there is none."""
         if not re.fullmatch(COLLECTION_NAME, collection):
             raise HTTPException(404, f"no collection {collection!r}: not a collection name")
-        store = self._store(collection)
+
+        def opened() -> tuple[RecordStore, dict]:
+            store = self._store(collection)
+            return store, store.metadata
+
         try:
-            return store, await asyncio.to_thread(lambda: store.metadata)
+            return await asyncio.to_thread(opened)
         except StoreError as exc:
             raise HTTPException(404, user_facing_reason(exc) or str(exc)) from None
 
-    async def _checked_store(self, collection: str) -> StoreHandle:
+    async def _checked_store(self, collection: str) -> RecordStore:
         """The collection's store: 404 when there is none, 409 when another model wrote it."""
         store, metadata = await self._existing_store(collection)
         try:
@@ -418,15 +431,15 @@ class Ingress:
     @staticmethod
     def _decode(file: FileBytes, geometry: InputGeometry):
         try:
-            return decode_file(file, geometry, DEFAULT_MAX_PIXELS).pixels
+            return decode_file(file, geometry, defaults.MAX_PIXELS).pixels
         except DecodeError as exc:
             raise HTTPException(422, f"file: {exc}") from None
 
     @app.post("/caption")
     async def caption(self, file: UploadFile = File(...)) -> dict:
         upload = read_upload(file, self.settings.max_upload_bytes)
-        picture = await asyncio.to_thread(self._decode, upload, CAPTION_INPUT)
-        return {"caption": await self.captioner.caption.remote(picture)}
+        picture = await asyncio.to_thread(self._decode, upload, CAPTION.geometry)
+        return {"caption": await self.captioner.remote(picture)}
 
     @app.get("/ui", include_in_schema=False)
     def page_root(self) -> RedirectResponse:

@@ -6,6 +6,7 @@ live counts from the progress board."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shlex
@@ -13,11 +14,14 @@ import sys
 import time
 import uuid
 
-from ray_pipeline import progress
-from ray_pipeline.errors import user_facing_reason
-from ray_pipeline.similar import similar_in
-from ray_pipeline.summary import summary_in, summary_of
-from serve_deployments.inline_ingest import InlineJob, JobStopped
+from ray_pipeline.core.errors import user_facing_reason
+from ray_pipeline.runs import progress
+from ray_pipeline.runs.config import RunConfig
+from ray_pipeline.runs.in_process import RunStopped
+from ray_pipeline.runs.route import Route
+from ray_pipeline.search.similar import similar_in
+from ray_pipeline.steps.summary import summary_in, summary_of
+from serve_deployments.inline_ingest import InlineJob
 from serve_deployments.settings import Settings
 
 JOB_KIND = "photo-ingest"  # metadata tag: only jobs this API started are reported by it
@@ -34,21 +38,10 @@ class UnknownJob(LookupError):
     pass
 
 
-def ingest_entrypoint(settings: Settings, paths: list[str], collection: str, caption: bool, job_id: str,
-                      command: str = "ingest", prune: bool = False) -> str:
-    """The CLI command line the job runs (`ingest`, or `watch`, which uses the app's Embedder); it
-    carries no secret."""
-    args = [sys.executable, "-m", "ray_pipeline", command, *paths, *settings.target(collection).cli_args(),
-            *settings.model.cli_args(), "--progress-id", job_id]
-    for root in settings.ingestion_roots():  # files reached through symlinks must stay inside too
-        args += ["--within", root]
-    if caption:
-        args.append("--caption")
-    if caption or command == "watch":
-        args += ["--serve-app", settings.serve_app]
-    if prune:
-        args.append("--prune")
-    return shlex.join(args)
+def ingest_entrypoint(config: RunConfig, command: str = "ingest") -> str:
+    """The CLI command line the job runs (`ingest`, or `watch`, which uses the app's Embedder), asking for the
+    very run the app was asked for; it carries no secret."""
+    return shlex.join([sys.executable, "-m", "ray_pipeline", command, *config.paths, *config.cli_args()])
 
 
 def similar_entrypoint(settings: Settings, collection: str, threshold: float) -> str:
@@ -63,7 +56,7 @@ def new_job_id() -> str:
 
 class Jobs:
     def __init__(self, settings: Settings, inline):
-        """`inline`: the app's InlineIngest deployment."""
+        """`inline`: the app's InlineIngest deployment (a handle to it)."""
         import ray
         from ray.job_submission import JobSubmissionClient
 
@@ -75,15 +68,16 @@ class Jobs:
         self._final: dict[str, dict] = {}  # counts read from finished jobs' logs, read once each
         self._running: set[asyncio.Task] = set()  # inline jobs in flight, kept until they end
 
-    def submit(self, paths: list[str], collection: str, caption: bool, prune: bool = False, watch: bool = False) -> str:
-        """A Ray job, of `ingest` (with `prune`: `ingest --prune`) or, with `watch`, of `watch`, which
-        runs until stopped; returns its id."""
-        job_id = new_job_id()
+    def submit(self, config: RunConfig, route: Route, watch: bool = False) -> str:
+        """A Ray job of `ingest` (with `config.prune`: `ingest --prune`) or, with `watch`, of `watch`, which runs
+        until stopped; `config.progress_id` is its id."""
+        job_id = config.progress_id or new_job_id()
         command = "watch" if watch else "ingest"
         self.client.submit_job(
-            entrypoint=ingest_entrypoint(self.settings, paths, collection, caption, job_id, command, prune),
+            entrypoint=ingest_entrypoint(config, command),
             submission_id=job_id,
-            metadata={"kind": JOB_KIND, "collection": collection, "command": command},
+            metadata={"kind": JOB_KIND, "collection": config.target.collection, "command": command,
+                      "route": json.dumps(route.as_json())},
             runtime_env={"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(WATCH_STOP_WAIT_S)}} if watch else None,
         )
         return job_id
@@ -95,32 +89,32 @@ class Jobs:
                                metadata={"kind": JOB_KIND, "collection": collection, "command": "similar"})
         return job_id
 
-    async def start_inline(self, paths: list[str], collection: str, caption: bool) -> tuple[str, asyncio.Future]:
-        """An inline job; returns its id and a future that is done once its records are stored (its
-        result: None, or the exception that ended the job). Captions, if asked for, are made after
-        that, and the job ends with them."""
-        job_id = new_job_id()
-        await self.board.register.remote(job_id, collection)
+    async def start_inline(self, config: RunConfig, route: Route) -> tuple[str, asyncio.Future]:
+        """An inline job (`config.progress_id` its id); returns its id and a future that is done once its
+        records are stored (its result: None, or the exception that ended the job). The costly enrichments
+        asked for (captions) are made after that, and the job ends with them."""
+        job_id = config.progress_id or new_job_id()
+        await self.board.register.remote(job_id, config.target.collection, route.as_json())
         stored = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._run_inline(InlineJob(job_id, tuple(paths), collection), caption, stored))
+        task = asyncio.create_task(self._run_inline(InlineJob(job_id, config), stored))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         return job_id, stored
 
-    async def _run_inline(self, job: InlineJob, caption: bool, stored: asyncio.Future) -> None:
+    async def _run_inline(self, job: InlineJob, stored: asyncio.Future) -> None:
         started = time.monotonic()
         status, failure = "FAILED", None
         message: str | None = "error: the job was cancelled (the app stopped?)"
         try:
-            tally = await self.inline.ingest.remote(job)
-            await self._finish(job, tally, started)
-            if caption:
+            done = await self.inline.ingest.remote(job)
+            await self._finish(job, done.tally, started)
+            if done.queued:
                 if await self.board.stop_requested.remote(job.job_id):
-                    raise JobStopped(job.job_id)
+                    raise RunStopped()
                 _resolve(stored, None)
-                captioned, caption_errors = await self.inline.caption.remote(job, tally.stored)
-                tally.errors += caption_errors
-                await self._finish(job, tally, started, captioned)
+                enriched = await self.inline.enrich.remote(job, done.queued)
+                done.tally.errors += enriched.errors
+                await self._finish(job, done.tally, started, enriched.counts)
             status, message = "SUCCEEDED", None
         except Exception as exc:  # the job ends with its reason; the app goes on
             failure, (status, message) = exc, _ending(job.job_id, exc)
@@ -130,9 +124,9 @@ class Jobs:
             finally:  # a request waiting for the job is answered whatever happens
                 _resolve(stored, failure)
 
-    async def _finish(self, job: InlineJob, tally, started: float, captioned: int | None = None) -> None:
+    async def _finish(self, job: InlineJob, tally, started: float, enriched: dict[str, int] | None = None) -> None:
         """The job's exact counts on the board, replacing the live ones."""
-        summary = summary_of(job.collection, tally, time.monotonic() - started, captioned)
+        summary = summary_of(job.config.target.collection, tally, time.monotonic() - started, enriched)
         await self.board.finish.remote(job.job_id, summary, [error.as_json() for error in tally.errors[: progress.MAX_ERRORS]])
 
     def _info(self, job_id: str):
@@ -169,14 +163,15 @@ class Jobs:
             live = self._from_logs(job_id)
         metadata = info.metadata or {}
         status = _status(job_id, info.status.value, metadata.get("collection"), live, _seconds(info.start_time),
-                         _seconds(info.end_time), _reason(info.message), metadata.get("command") == "watch")
+                         _seconds(info.end_time), _reason(info.message), json.loads(metadata.get("route") or "null"),
+                         metadata.get("command") == "watch")
         if metadata.get("command") == "similar":
             status["similar"] = (live or {}).get("similar")  # the groups, once the job has succeeded
         return status
 
     @staticmethod
     def _describe_run(job_id: str, run: progress.Run, live: dict | None) -> dict:
-        return _status(job_id, run.status, run.collection, live, run.start_time, run.end_time, run.message)
+        return _status(job_id, run.status, run.collection, live, run.start_time, run.end_time, run.message, run.route)
 
     def _from_logs(self, job_id: str) -> dict:
         """After a restart of the board, a finished job's counts are still in its final summary line.
@@ -204,7 +199,7 @@ class Jobs:
 
 
 def _status(job_id: str, status: str, collection: str | None, live: dict | None, start_time: float | None,
-            end_time: float | None, message: str | None, watch: bool = False) -> dict:
+            end_time: float | None, message: str | None, route: dict | None, watch: bool = False) -> dict:
     """The status JSON of `GET /ingest/{job_id}`, the same for both kinds of job (`watch`: a job that
     follows its folders until stopped)."""
     live = live or {}
@@ -219,6 +214,7 @@ def _status(job_id: str, status: str, collection: str | None, live: dict | None,
         "start_time": start_time,
         "end_time": end_time,
         "message": message,
+        "route": route,  # where it ran and why: {"kind", "reason"}
     }
 
 
@@ -230,7 +226,7 @@ def _resolve(future: asyncio.Future, value) -> None:
 def _ending(job_id: str, exc: Exception) -> tuple[str, str | None]:
     """(status, message) of an inline job ended by `exc`: its reason where it is one for users, else
     its kind (the details go to the app's log, not to clients)."""
-    if isinstance(exc, JobStopped):
+    if isinstance(exc, RunStopped):
         return "STOPPED", None
     reason = user_facing_reason(exc)
     if reason is None:

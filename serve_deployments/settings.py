@@ -6,14 +6,15 @@ import logging
 import os
 from dataclasses import dataclass, replace
 
-from ray_pipeline.config import INLINE_MAX_FILES
-from ray_pipeline.model import ModelSpec
-from ray_pipeline.similar import IN_PROCESS_MAX
-from ray_pipeline.store import StoreError, StoreTarget
+from ray_pipeline.core import defaults
+from ray_pipeline.model.clip import ModelSpec
+from ray_pipeline.records.errors import StoreError
+from ray_pipeline.records.target import StoreTarget
+from ray_pipeline.runs.config import RunConfig
+from ray_pipeline.search.similar import IN_PROCESS_MAX
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BLIP = "Salesforce/blip-image-captioning-base"
 DEFAULT_MAX_UPLOAD_BYTES = 512 * 1024**2
 
 
@@ -54,16 +55,16 @@ class Settings:
     upload_dir: str
     store: StoreTarget  # where the collections live; its collection is empty: each request names its own
     model: ModelSpec = ModelSpec()  # the CLIP model the app searches and writes with
-    blip_model: str = DEFAULT_BLIP
+    blip_model: str = defaults.BLIP_MODEL
     caption_max_replicas: int = 1
     caption_idle_seconds: float = 300.0
     caption_num_gpus: float = 0.0
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
-    serve_app: str = "default"
+    serve_app: str = defaults.SERVE_APP
     embed_min_replicas: int = 1
     embed_max_replicas: int = 2
     embed_num_gpus: float = 0.0
-    inline_max_files: int = INLINE_MAX_FILES
+    inline_max_files: int = defaults.INLINE_MAX_FILES
     similar_in_app_max: int = IN_PROCESS_MAX  # records compared in the app; a larger collection's `similar` is a Ray job
 
     @classmethod
@@ -82,19 +83,19 @@ class Settings:
             allowed_roots=roots,
             upload_dir=upload_dir,
             store=StoreTarget(collection="", url=chroma_url,
-                              path=None if chroma_url else os.path.realpath(os.environ.get("CHROMA_PATH", "./chroma_data"))),
+                              path=None if chroma_url else os.path.realpath(os.environ.get("CHROMA_PATH", defaults.CHROMA_PATH))),
             model=ModelSpec.asked(os.environ.get("CLIP_MODEL"), os.environ.get("CLIP_PRETRAINED"),
                                   os.environ.get("CLIP_CHECKPOINT"), _flag("ALLOW_RANDOM_WEIGHTS")),
-            blip_model=os.environ.get("BLIP_MODEL", DEFAULT_BLIP),
+            blip_model=os.environ.get("BLIP_MODEL", defaults.BLIP_MODEL),
             caption_max_replicas=_number("CAPTION_MAX_REPLICAS", int, 1),
             caption_idle_seconds=_number("CAPTION_IDLE_SECONDS", float, 300.0),
             caption_num_gpus=_gpu_share("CAPTION_NUM_GPUS", 0.25),
             max_upload_bytes=_number("INGEST_MAX_UPLOAD_BYTES", int, DEFAULT_MAX_UPLOAD_BYTES),
-            serve_app=os.environ.get("SERVE_APP_NAME", "default"),
+            serve_app=os.environ.get("SERVE_APP_NAME", defaults.SERVE_APP),
             embed_min_replicas=_number("EMBED_MIN_REPLICAS", int, 1),
             embed_max_replicas=_number("EMBED_MAX_REPLICAS", int, 2, minimum=1),
             embed_num_gpus=_gpu_share("EMBED_NUM_GPUS", 0.5),
-            inline_max_files=_number("INGEST_INLINE_MAX_FILES", int, INLINE_MAX_FILES),
+            inline_max_files=_number("INGEST_INLINE_MAX_FILES", int, defaults.INLINE_MAX_FILES),
             similar_in_app_max=_number("SIMILAR_IN_APP_MAX", int, IN_PROCESS_MAX),
         )
 
@@ -114,6 +115,14 @@ class Settings:
     def ingestion_roots(self) -> tuple[str, ...]:
         """Where ingestion may read: the allowed roots, and the upload folder."""
         return (*self.allowed_roots, self.upload_dir)
+
+    def run_config(self, paths: list[str], collection: str, job_id: str, caption: bool = False,
+                   prune: bool = False) -> RunConfig:
+        """A run the app was asked for, as the CLI would be asked for it: the app's store and model, files
+        read only inside the ingestion roots (symlinks followed), live counts under the job's id."""
+        return RunConfig(target=self.target(collection), model=self.model, paths=tuple(paths), caption=caption,
+                         serve_app=self.serve_app, within=self.ingestion_roots(), progress_id=job_id,
+                         inline_max_files=self.inline_max_files, prune=prune)
 
 
 def _gpu_share(name: str, share: float) -> float:

@@ -13,9 +13,11 @@ import stat
 
 from PIL import Image
 
-from ray_pipeline.decode import DEFAULT_MAX_PIXELS, InputGeometry
-from ray_pipeline.file_names import path_text
-from ray_pipeline.journey import FileBytes, decode_file
+from ray_pipeline.core import defaults
+from ray_pipeline.core.geometry import InputGeometry
+from ray_pipeline.core.paths import path_text
+from ray_pipeline.files.decode import decode_file
+from ray_pipeline.files.reading import FileBytes
 
 MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 32, 1024, 256
 JPEG_QUALITY = 85
@@ -54,7 +56,7 @@ def recorded_file(path: str, record_id: str, file_size: int) -> FileBytes:
 def thumbnail_jpeg(file: FileBytes, size: int) -> bytes:
     """A `size` x `size` upright centre crop, decoded as ingestion decodes (JPEG at a reduced DCT scale,
     RAW through its embedded preview or a half-size demosaic); a DecodeError says why it cannot be."""
-    pixels = decode_file(file, InputGeometry(size, size), DEFAULT_MAX_PIXELS).pixels
+    pixels = decode_file(file, InputGeometry(size, size), defaults.MAX_PIXELS).pixels
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, "JPEG", quality=JPEG_QUALITY)
     return out.getvalue()

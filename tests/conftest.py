@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 # (the state API, the Jobs SDK) and in the commands it starts must say so. Ray reads this once.
 os.environ["RAY_AUTH_MODE"] = "token"
 
-from ray_pipeline.runtime import token_for_new_head  # noqa: E402
-from ray_pipeline.summary import summary_in  # noqa: E402
+from ray_pipeline.cluster.runtime import token_for_new_head  # noqa: E402
+from ray_pipeline.steps.summary import summary_in  # noqa: E402
 from samples.models import save_tiny_clip  # noqa: E402
 
 # A new machine has no Ray token (`ray start --head` then refuses to start): this session makes one in a

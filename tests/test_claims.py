@@ -12,9 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from ray_pipeline import claims as claims_module
-from ray_pipeline.claims import IDS_PER_SHARD, MAX_SHARDS, ShardedClaims, shard_count, shard_of
-from ray_pipeline.journey import DuplicateRegistry
+from ray_pipeline.records.shards import shard_of
+from ray_pipeline.runs import claims as claims_module
+from ray_pipeline.runs.claims import IDS_PER_SHARD, MAX_SHARDS, ShardedClaims, shard_count
+from ray_pipeline.steps.journey import DuplicateRegistry
 
 pytestmark = pytest.mark.unit
 

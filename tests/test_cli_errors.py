@@ -84,7 +84,7 @@ def test_embedded_chroma_in_use_is_refused_at_once(cli, tmp_path, tiny_model_arg
 
     from PIL import Image
 
-    from ray_pipeline.store import LOCK_FILE
+    from ray_pipeline.records.connection import LOCK_FILE
 
     Image.new("RGB", (64, 64)).save(tmp_path / "p.png")
     chroma = tmp_path / "chroma"

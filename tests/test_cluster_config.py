@@ -144,7 +144,7 @@ def test_chroma_server_manifests():
 def test_sharded_chroma_manifests():
     """Each shard a pod with a stable name (a headless Service); the list of servers the README and the
     manifest give is every pod, in pod order, and reads as a sharded store."""
-    from ray_pipeline.store import StoreTarget
+    from ray_pipeline.records.target import StoreTarget
 
     statefulset, service = check_chroma_servers(CLUSTER / "kuberay/chroma-sharded.yaml")
     name, replicas = statefulset["metadata"]["name"], statefulset["spec"]["replicas"]

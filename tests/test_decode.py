@@ -12,14 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ray_pipeline.decode import (
-    DecodeError,
-    InputGeometry,
-    decode_image,
-    decode_raw,
-    fit_to_input,
-    to_rgb,
-)
+from ray_pipeline.core.geometry import InputGeometry
+from ray_pipeline.files.decode import DecodeError, decode_image, decode_raw, fit_to_input, to_rgb
 from samples.sample_photos import STORED_AS, real_photos, write_dng, write_jpeg
 
 pytestmark = pytest.mark.unit
@@ -119,7 +113,7 @@ def test_raw_without_preview_looks_as_libraw_shows_it(photos, tmp_path, black_le
     demosaic; either way the picture is the one LibRaw's demosaic shows."""
     import rawpy
 
-    from ray_pipeline.decode import _binned_mosaic, fit_to_input
+    from ray_pipeline.files.decode import _binned_mosaic, fit_to_input
 
     path = tmp_path / "f.dng"
     write_dng(str(path), photos["flower"], black_level, neutral, mosaic)
@@ -179,7 +173,8 @@ def test_pixel_limit_is_configurable(photos):
 
 
 def test_hostile_exif_and_strips_are_per_file_errors(photos, tmp_path):
-    from ray_pipeline.journey import FileBytes, decode_file
+    from ray_pipeline.files.decode import decode_file
+    from ray_pipeline.files.reading import FileBytes
 
     # An EXIF block whose ExifOffset is negative: Pillow raises ValueError deep inside.
     ifd = struct.pack("<2sH I H HHIi I", b"II", 42, 8, 1, 0x8769, 9, 1, -5, 0)

@@ -13,8 +13,10 @@ import pillow_heif
 import pytest
 from PIL import Image
 
-from ray_pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, InputGeometry, fit_to_input
-from ray_pipeline.journey import FileBytes, decode_file, read_file
+from ray_pipeline.core import defaults
+from ray_pipeline.core.geometry import InputGeometry
+from ray_pipeline.files.decode import DecodeError, decode_file, fit_to_input
+from ray_pipeline.files.reading import FileBytes, read_file
 from samples.sample_photos import real_photos, write_heif, write_jpeg
 
 pytestmark = pytest.mark.unit
@@ -29,7 +31,7 @@ def photos():
 
 
 def decoded(path, geometry=GEOMETRY):
-    return decode_file(read_file(str(path)), geometry, DEFAULT_MAX_PIXELS)
+    return decode_file(read_file(str(path)), geometry, defaults.MAX_PIXELS)
 
 
 def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -118,11 +120,11 @@ def test_broken_truncated_and_mislabelled_files_get_a_reason(photos, tmp_path):
     ]
     for name, data, reason in cases:
         with pytest.raises(DecodeError, match=reason):
-            decode_file(FileBytes(name, data, len(data), 0.0), GEOMETRY, DEFAULT_MAX_PIXELS)
+            decode_file(FileBytes(name, data, len(data), 0.0), GEOMETRY, defaults.MAX_PIXELS)
     with pytest.raises(DecodeError, match=r"600x400 \(240,000 pixels\), over the limit of 200,000"):
         decode_file(FileBytes("phone.heic", heic, len(heic), 0.0), GEOMETRY, 200_000)
     # Bytes say what a file is: a HEIC under another name is still read.
-    assert decode_file(FileBytes("renamed.jpg", heic, len(heic), 0.0), GEOMETRY, DEFAULT_MAX_PIXELS).width == 600
+    assert decode_file(FileBytes("renamed.jpg", heic, len(heic), 0.0), GEOMETRY, defaults.MAX_PIXELS).width == 600
 
 
 def test_without_pillow_heif_a_heic_is_a_clear_error_not_a_skip(photos, tmp_path):
@@ -131,8 +133,9 @@ def test_without_pillow_heif_a_heic_is_a_clear_error_not_a_skip(photos, tmp_path
     write_heif(str(tmp_path / "phone.heic"), photos["coffee"])
     code = (
         "import sys; sys.modules['pillow_heif'] = None\n"
-        "from ray_pipeline.decode import InputGeometry, DecodeError\n"
-        "from ray_pipeline.journey import decode_file, read_file\n"
+        "from ray_pipeline.core.geometry import InputGeometry\n"
+        "from ray_pipeline.files.decode import DecodeError, decode_file\n"
+        "from ray_pipeline.files.reading import read_file\n"
         "try:\n"
         f"    decode_file(read_file({str(tmp_path / 'phone.heic')!r}), InputGeometry(64, 64), 10**8)\n"
         "except DecodeError as exc:\n"

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ray_pipeline.discover import DiscoveryError, discover, is_streamed, read_manifest
-from ray_pipeline.streamed import StreamedManifest, _listed_rows
+from ray_pipeline.files.listing import DiscoveryError, discover, is_streamed, read_manifest
+from ray_pipeline.runs.streamed import StreamedManifest, _listed_rows
 
 pytestmark = pytest.mark.unit
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from conftest import ROOT, summary_of
 
-from ray_pipeline import model as clip_model
-from ray_pipeline.embed import ImageEncoder
-from ray_pipeline.errors import UserFacingError
-from ray_pipeline.model import ModelSpec
+from ray_pipeline.core.errors import UserFacingError
+from ray_pipeline.model import clip as clip_model
+from ray_pipeline.model.clip import ModelSpec
+from ray_pipeline.model.embedders import LocalEmbedder
 from samples.sample_photos import write_library
 
 
@@ -46,19 +46,19 @@ class OutOfMemoryAbove:
 @pytest.mark.unit
 def test_a_batch_that_runs_out_of_memory_is_halved_and_run_again(tiny, caplog):
     resolved, network = tiny
-    eager = ImageEncoder(resolved, "cpu", "off", network=network)
+    eager = LocalEmbedder(resolved, "cpu", "off", network=network)
     photos = pictures(resolved, 11)
-    expected = eager.encode(photos)
-    faulty = ImageEncoder(resolved, "cpu", "off", network=network)
+    expected = eager.embed(photos)
+    faulty = LocalEmbedder(resolved, "cpu", "off", network=network)
     faulty.visual = OutOfMemoryAbove(faulty.visual, fits=3)
-    with caplog.at_level(logging.WARNING, logger="ray_pipeline.embed"):
-        vectors = faulty.encode(photos)
+    with caplog.at_level(logging.WARNING, logger="ray_pipeline.model.embedders"):
+        vectors = faulty.embed(photos)
     np.testing.assert_allclose(vectors, expected, atol=1e-6)  # every picture once, in order
     assert faulty.visual.ran == [2, 2, 2, 2, 2, 1] and faulty.batch == 2  # 11 -> 5 -> 2 at once, and it stays
     assert [r.getMessage() for r in caplog.records] == [
         "out of memory on cpu with 11 pictures at once: embedding 5 at once from now on",
         "out of memory on cpu with 5 pictures at once: embedding 2 at once from now on"]
-    faulty.encode(photos[:4])
+    faulty.embed(photos[:4])
     assert faulty.visual.ran[-2:] == [2, 2]  # no new halving: the batch found is kept
 
 
@@ -67,10 +67,10 @@ def test_a_padded_batch_is_halved_from_its_whole_size(tiny):
     """A compiled graph runs short chunks padded to its batch: the batch that ran out of memory is the
     whole batch, not the chunk (3 new pictures in a batch of 8 that fits 4: a batch of 4, not 1)."""
     resolved, network = tiny
-    expected = ImageEncoder(resolved, "cpu", "off", network=network).encode(pictures(resolved, 3))
-    encoder = ImageEncoder(resolved, "cpu", "off", network=network)
+    expected = LocalEmbedder(resolved, "cpu", "off", network=network).embed(pictures(resolved, 3))
+    encoder = LocalEmbedder(resolved, "cpu", "off", network=network)
     encoder.visual, encoder.pad, encoder.batch = OutOfMemoryAbove(encoder.visual, fits=4), True, 8
-    np.testing.assert_allclose(encoder.encode(pictures(resolved, 3)), expected, atol=1e-6)
+    np.testing.assert_allclose(encoder.embed(pictures(resolved, 3)), expected, atol=1e-6)
     assert (encoder.batch, encoder.visual.ran) == (4, [4])
 
 
@@ -79,20 +79,20 @@ def test_the_batch_that_fits_is_found_at_start(tiny):
     """On CUDA the encoder warms up on its whole batch, so a batch that cannot fit is halved before any
     file's pictures come (here on the CPU, with a fixed batch, as CUDA has one)."""
     resolved, network = tiny
-    encoder = ImageEncoder(resolved, "cpu", "off", network=network)
+    encoder = LocalEmbedder(resolved, "cpu", "off", network=network)
     encoder.visual = OutOfMemoryAbove(encoder.visual, fits=20)
     encoder.batch = 64
-    encoder.encode(np.zeros((64, *resolved.geometry.pixel_shape), np.uint8))  # the start's warm-up batch
+    encoder.embed(np.zeros((64, *resolved.geometry.pixel_shape), np.uint8))  # the start's warm-up batch
     assert encoder.batch == 16
 
 
 @pytest.mark.unit
 def test_one_picture_that_does_not_fit_is_a_clear_error(tiny):
     resolved, network = tiny
-    encoder = ImageEncoder(resolved, "cpu", "off", network=network)
+    encoder = LocalEmbedder(resolved, "cpu", "off", network=network)
     encoder.visual = OutOfMemoryAbove(encoder.visual, fits=0)
     with pytest.raises(UserFacingError, match="does not fit in the memory of cpu with even one picture"):
-        encoder.encode(pictures(resolved, 3))
+        encoder.embed(pictures(resolved, 3))
 
 
 def test_compile_on_gives_the_eager_vectors_on_the_cpu(tmp_path, tiny_model_args):

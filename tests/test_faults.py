@@ -68,7 +68,7 @@ def embedding_actor_pid(ray_head) -> int | None:
     from ray.util.state import list_actors
 
     actors = list_actors(address=ray_head["dashboard"], filters=[("state", "=", "ALIVE")], detail=True, limit=1000)
-    return next((a.pid for a in actors if "EmbedImages" in (a.class_name or "")), None)
+    return next((a.pid for a in actors if "EmbedStage" in (a.class_name or "")), None)
 
 
 def test_embedding_actor_killed_mid_job(ray_head, many, chroma_server, tiny_model_args):

@@ -11,12 +11,15 @@ import pytest
 from photo_cases import NEWEST_FIRST, SHOOTS, sha256_of, write_shoots
 from pydantic import ValidationError
 
-from ray_pipeline.decode import DEFAULT_MAX_PIXELS, InputGeometry
-from ray_pipeline.filters import LAYOUT_KEY, RECORD_LAYOUT, SearchFilters, first_error, folders_of, taken_keys
-from ray_pipeline.journey import DuplicateRegistry, Journey
-from ray_pipeline.record_keys import FILTER_KEYS
-from ray_pipeline.search import newest_first, top_k
-from ray_pipeline.store import StoreHandle, StoreTarget, opened_for_writing, opened_here
+from ray_pipeline.core import defaults
+from ray_pipeline.core.geometry import InputGeometry
+from ray_pipeline.core.record_keys import FILTER_KEYS
+from ray_pipeline.records.enrichments import LAYOUT_KEY, RECORD_LAYOUT, folders_of, taken_keys
+from ray_pipeline.records.filters import SearchFilters, first_error
+from ray_pipeline.records.store import opened_for_writing, opened_here
+from ray_pipeline.records.target import StoreTarget
+from ray_pipeline.search.query import newest_first, top_k
+from ray_pipeline.steps.journey import DuplicateRegistry, Journey
 
 pytestmark = pytest.mark.unit
 
@@ -43,7 +46,7 @@ def library(tmp_path_factory):
 def store(library, tmp_path):
     """The library's records, as an ingestion writes them, with vectors that make rankings known."""
     with opened_for_writing(StoreTarget("filters", path=str(tmp_path / "chroma")), MODEL) as opened:
-        journey = Journey(opened, DuplicateRegistry().claim, InputGeometry(64, 64), DEFAULT_MAX_PIXELS)
+        journey = Journey(opened, DuplicateRegistry().claim, InputGeometry(64, 64), defaults.MAX_PIXELS)
         files = journey.run([str(library / shoot.name) for shoot in SHOOTS])
         assert [f.reason for f in files if f.reason] == []
         opened.upsert([f.id for f in files], np.stack([vector_of(i) for i in range(len(files))]),
@@ -160,7 +163,7 @@ def test_search_pages_follow_one_another(library, store):
 
 def test_captions_are_matched_by_their_words(library, store):
     beach, street = (sha256_of(library / name) for name in ("beach/2019/sunset.jpg", "city/2021/street.jpg"))
-    store.set_captions([beach, street], ["A couple walking on the Beach at sunset", "a busy street, with a bus"])
+    store.enrich({beach: {"caption": "A couple walking on the Beach at sunset"}, street: {"caption": "a busy street, with a bus"}})
     assert store.records([beach])[beach]["caption"] == "A couple walking on the Beach at sunset"  # as written
 
     def matching(words: str, **more) -> set[str]:
@@ -230,8 +233,7 @@ def test_records_written_before_filters_get_their_keys_at_the_next_ingestion(lib
         stripped[0]["caption"] = "a dog on the sand"
         legacy.add(ids=records["ids"], embeddings=records["embeddings"], metadatas=stripped)
     with opened_here(target) as reading:  # a search: read only
-        assert reading.outdated and StoreHandle(target).outdated
-        assert StoreHandle(target).metadata["model"] == "tiny-clip"  # a handle with no owner reads properties too
+        assert reading.outdated
         page = newest_first(reading, 100, SearchFilters(camera_make="Canon"))
         assert "written before search filters" in page.warning
         assert newest_first(reading, 100, SearchFilters(date_from=dt.date(2000, 1, 1))).results == []

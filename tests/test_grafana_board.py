@@ -10,7 +10,7 @@ import re
 import pytest
 from conftest import ROOT
 
-from ray_pipeline.metrics import PipelineMetrics
+from ray_pipeline.cluster.metrics import PipelineMetrics
 
 pytestmark = pytest.mark.unit
 
@@ -22,7 +22,7 @@ def exported() -> dict[str, set[str]]:
     from ray.util.metrics import Histogram
 
     metrics = PipelineMetrics()
-    every = [*metrics.files.values(), *(m for m in vars(metrics).values() if not isinstance(m, dict))]
+    every = [*metrics.files.values(), *metrics.enriched.values(), *(m for m in vars(metrics).values() if not isinstance(m, dict))]
     return {m._name: ({f"ray_{m._name}{s}" for s in ("_bucket", "_sum", "_count")} if isinstance(m, Histogram)
                       else {f"ray_{m._name}_total"}) for m in every}
 

@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ray_pipeline.decode import DecodeError, InputGeometry
-from ray_pipeline.journey import FileBytes, decode_file
+from ray_pipeline.core.geometry import InputGeometry
+from ray_pipeline.files.decode import DecodeError, decode_file
+from ray_pipeline.files.reading import FileBytes
 from samples.sample_photos import real_photos, write_dng
 
 pytestmark = pytest.mark.unit
@@ -71,7 +72,7 @@ def test_a_100_megapixel_jpeg_decodes_in_little_memory(tmp_path):
     Image.fromarray(noise).resize((10_000, 10_000), Image.Resampling.NEAREST).save(big, quality=80)
     probe = (
         "import json, resource, sys; sys.path.insert(0, '.');"
-        "from ray_pipeline.decode import InputGeometry; from ray_pipeline.journey import decode_file, read_file;"
+        "from ray_pipeline.core.geometry import InputGeometry; from ray_pipeline.files.decode import decode_file; from ray_pipeline.files.reading import read_file;"
         "file = read_file(sys.argv[1]); before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
         "photo = decode_file(file, InputGeometry(224, 224), 250_000_000);"
         "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"

@@ -12,7 +12,7 @@ import pytest
 from conftest import summary_of
 from photo_cases import sha256_of, write_test_library
 
-from ray_pipeline.file_names import path_text, recorded_path
+from ray_pipeline.core.paths import path_text, recorded_path
 
 pytestmark = pytest.mark.usefixtures("ray_head")
 
@@ -60,7 +60,8 @@ def test_summary_counts_every_discovered_file(ingested):
     assert summary["discovered"] == len(cases) - len(by_kind(cases, "ignored"))
     assert summary["seconds"] > 0
     assert list(summary) == ["collection", "discovered", "embedded", "skipped_existing", "duplicates", "failed", "removed",
-                             "seconds", "stage_seconds", "actors"]
+                             "seconds", "stage_seconds", "actors", "route"]
+    assert summary["route"] == {"kind": "ray_data", "reason": "a Ray cluster runs: a Ray Data job on it"}
     # The plan the Ray Data job ran with, on the session's 2-CPU head: one CPU embedding actor beside decoding.
     assert summary["actors"]["device"] == "cpu" and summary["actors"]["embed_actors"] == [1, 1]
     assert summary["actors"]["decode_actors"] >= 1 and summary["actors"]["batch_size"] == 32

@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 from photo_cases import sha256_of
 
-from ray_pipeline.decode import DEFAULT_MAX_PIXELS, InputGeometry
-from ray_pipeline.file_names import FileFailure
-from ray_pipeline.inline import CHUNK, ingest_inline
-from ray_pipeline.journey import DuplicateRegistry, Journey
-from ray_pipeline.outcome import Outcome
-from ray_pipeline.store import StoreTarget, opened_for_writing
+from ray_pipeline.core import defaults
+from ray_pipeline.core.geometry import InputGeometry
+from ray_pipeline.core.outcome import Outcome
+from ray_pipeline.core.paths import FileFailure
+from ray_pipeline.records.store import opened_for_writing
+from ray_pipeline.records.target import StoreTarget
+from ray_pipeline.runs.in_process import CHUNK, RunStopped, journeys
+from ray_pipeline.runs.progress import Reporter
+from ray_pipeline.steps.journey import DuplicateRegistry, Journey
 from samples.sample_photos import write_library, write_many
 
 pytestmark = pytest.mark.unit
@@ -39,7 +42,7 @@ def store(tmp_path):
 
 
 def journey_of(store, within=()) -> Journey:
-    return Journey(store, DuplicateRegistry().claim, GEOMETRY, DEFAULT_MAX_PIXELS, within)
+    return Journey(store, DuplicateRegistry().claim, GEOMETRY, defaults.MAX_PIXELS, within)
 
 
 def by_name(files):
@@ -119,15 +122,26 @@ def test_claims_are_idempotent_per_path_and_safe_across_threads():
     assert registry.claim([(content, owner), (content, "/p/other")]) == [True, False]
 
 
+class ChunkSizes(Reporter):
+    """A reporter that keeps the size of each chunk it hears of (a run in this process, no board, no metrics)."""
+
+    def __init__(self):
+        super().__init__(None, "journeys", to_metrics=False)
+        self.sizes: list[int] = []
+
+    def counted(self, tally, discovered: int = 0) -> None:
+        self.sizes.append(tally.files)
+
+
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory):
-    from ray_pipeline import model as clip_model
-    from ray_pipeline.embed import ImageEncoder
+    from ray_pipeline.model import clip as clip_model
+    from ray_pipeline.model.embedders import LocalEmbedder
     from samples.models import save_tiny_clip
 
     config, checkpoint = save_tiny_clip(tmp_path_factory.mktemp("model"), seed=1234)
     resolved, network = clip_model.resolve(clip_model.ModelSpec(str(config), None, str(checkpoint)))
-    return ImageEncoder(resolved, network=network)
+    return LocalEmbedder(resolved, network=network)
 
 
 def test_inline_ingestion_writes_whole_records_chunk_by_chunk(store, tmp_path, tiny_encoder):
@@ -136,18 +150,18 @@ def test_inline_ingestion_writes_whole_records_chunk_by_chunk(store, tmp_path, t
     shutil.copy(paths[0], folder / "copy.jpg")
     (folder / "broken.jpg").write_bytes(b"nope")
     paths += [str(folder / "copy.jpg"), str(folder / "broken.jpg")]
-    chunks = []
-    tally = ingest_inline(paths, journey_of(store), tiny_encoder.encode, store, on_chunk=lambda files, t: chunks.append(len(files)))
+    chunks = ChunkSizes()
+    tally = journeys(paths, journey_of(store), tiny_encoder, store, chunks)
     assert tally.summary() == {"discovered": len(paths), "embedded": 2 * CHUNK + 3, "skipped_existing": 0,
                                "duplicates": 1, "failed": 1}
     assert tally.errors == [FileFailure(str(folder / "broken.jpg"), "not a recognised image format")]
-    assert chunks == [CHUNK, CHUNK, len(paths) - 2 * CHUNK]
+    assert chunks.sizes == [CHUNK, CHUNK, len(paths) - 2 * CHUNK]
     got = store.collection.get(include=["embeddings", "metadatas"])
     assert sorted(got["ids"]) == sorted({sha256_of(p) for p in paths[: 2 * CHUNK + 3]})
     assert np.allclose(np.linalg.norm(np.asarray(got["embeddings"]), axis=1), 1, atol=1e-5)
     assert all(m["path"] in paths for m in got["metadatas"])
 
-    again = ingest_inline(paths, journey_of(store), tiny_encoder.encode, store)
+    again = journeys(paths, journey_of(store), tiny_encoder, store, ChunkSizes())
     assert (again.summary()["embedded"], again.summary()["skipped_existing"]) == (0, 2 * CHUNK + 3)
 
 
@@ -155,21 +169,22 @@ def test_an_encoder_that_fails_leaves_no_partial_record(store, tmp_path, tiny_en
     paths = sorted(write_many(str(tmp_path / "many"), 2 * CHUNK))
     calls = []
 
-    def encode_then_fail(pixels):  # a fake: a model lost in the middle of an ingestion, which cannot be caused here
-        calls.append(len(pixels))
-        if len(calls) == 2:
-            raise RuntimeError("the model went away")
-        return tiny_encoder.encode(pixels)
+    class EmbedThenFail:  # a fake: a model lost in the middle of an ingestion, which cannot be caused here
+        def embed(self, pixels):
+            calls.append(len(pixels))
+            if len(calls) == 2:
+                raise RuntimeError("the model went away")
+            return tiny_encoder.embed(pixels)
 
     with pytest.raises(RuntimeError, match="went away"):
-        ingest_inline(paths, journey_of(store), encode_then_fail, store)
+        journeys(paths, journey_of(store), EmbedThenFail(), store, ChunkSizes())
     got = store.collection.get(include=["embeddings"])
     assert sorted(got["ids"]) == sorted(sha256_of(p) for p in paths[:CHUNK])  # the first chunk, whole
     assert len(got["embeddings"]) == CHUNK
 
 
 def test_an_ingestion_that_stops_reads_no_further_than_the_chunks_in_flight(store, tmp_path, tiny_encoder):
-    from ray_pipeline.inline import THREADS
+    from ray_pipeline.runs.in_process import THREADS
 
     paths = sorted(write_many(str(tmp_path / "many"), 6 * CHUNK))
     registry, claimed = DuplicateRegistry(), []
@@ -178,11 +193,8 @@ def test_an_ingestion_that_stops_reads_no_further_than_the_chunks_in_flight(stor
         claimed.extend(path for _, path in pairs)
         return registry.claim(pairs)
 
-    def stop(files, written):
-        raise KeyboardInterrupt  # as a job asked to stop after its first chunk
-
-    journey = Journey(store, claim, GEOMETRY, DEFAULT_MAX_PIXELS)
-    with pytest.raises(KeyboardInterrupt):
-        ingest_inline(paths, journey, tiny_encoder.encode, store, on_chunk=stop)
+    journey = Journey(store, claim, GEOMETRY, defaults.MAX_PIXELS)
+    with pytest.raises(RunStopped):  # as a run asked to stop: asked after its first chunk
+        journeys(paths, journey, tiny_encoder, store, ChunkSizes(), stop_requested=lambda: True)
     assert len(claimed) <= (1 + THREADS) * CHUNK < len(paths)
     assert store.collection.count() == CHUNK  # the first chunk, written whole before the stop

@@ -47,8 +47,8 @@ def test_decoding_spreads_and_embedding_follows_the_gpu(three_nodes, cli, tmp_pa
     from ray.util.state import list_actors
 
     actors = list_actors(address=three_nodes["dashboard"], detail=True, limit=1000)
-    decode_nodes = {a.node_id for a in actors if "PrepareImages" in (a.class_name or "")}
-    embed_nodes = {a.node_id for a in actors if "EmbedImages" in (a.class_name or "")}
+    decode_nodes = {a.node_id for a in actors if "PrepareStage" in (a.class_name or "")}
+    embed_nodes = {a.node_id for a in actors if "EmbedStage" in (a.class_name or "")}
     assert len(decode_nodes) >= 2
     assert embed_nodes == {three_nodes["gpu_node"]}
 
@@ -69,7 +69,8 @@ def test_a_collection_sharded_over_three_chroma_servers(three_nodes, tmp_path, t
     """Every photo is stored once, on one of the three servers, by the cluster's workers; a re-run embeds
     nothing; a search merges the servers' nearest; a list of the servers in another order or of another
     length is refused before anything is written."""
-    from ray_pipeline.store import StoreTarget, collections_at
+    from ray_pipeline.records.collections import collections_at
+    from ray_pipeline.records.target import StoreTarget
 
     library = tmp_path / "photos"
     write_library(str(library))

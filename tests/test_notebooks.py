@@ -13,7 +13,7 @@ import requests
 from conftest import ROOT
 from nbclient import NotebookClient
 
-from ray_pipeline.summary import summary_in
+from ray_pipeline.steps.summary import summary_in
 from samples.sample_photos import write_library
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -12,9 +12,10 @@ import pytest
 from conftest import ROOT
 from test_where_it_runs import no_cluster_env
 
-from ray_pipeline.pairs import beside, candidates, pair_records
-from ray_pipeline.search import newest_first, top_k
-from ray_pipeline.store import StoreTarget, opened_for_writing
+from ray_pipeline.records.store import opened_for_writing
+from ray_pipeline.records.target import StoreTarget
+from ray_pipeline.search.query import newest_first, top_k
+from ray_pipeline.steps.pairs import beside, candidates, pair_records
 from samples.sample_photos import real_photos, write_dng, write_jpeg
 
 MODEL = {"model": "tiny-clip", "weights": "test", "embedding_dim": 4}

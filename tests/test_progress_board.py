@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ray_pipeline.progress import KEPT_RUNS, RUN_SILENCE_S, ProgressBoard
+from ray_pipeline.runs.progress import KEPT_RUNS, RUN_SILENCE_S, ProgressBoard
 
 pytestmark = pytest.mark.unit
 

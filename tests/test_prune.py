@@ -15,8 +15,8 @@ from conftest import ROOT, summary_line, summary_of
 from photo_cases import sha256_of
 from test_where_it_runs import no_cluster_env
 
-from ray_pipeline.file_names import path_text, recorded_path
-from ray_pipeline.prune import GONE, REPLACED
+from ray_pipeline.core.paths import path_text, recorded_path
+from ray_pipeline.steps.prune import GONE, REPLACED
 from samples.sample_photos import real_photos, write_jpeg, write_library
 
 
@@ -63,7 +63,7 @@ def test_prune_follows_deletions_edits_moves_and_copies(tmp_path, tiny_model_arg
     write_library(str(photos))
     first = ingest(photos, chroma=chroma, model=tiny_model_args)
     assert summary_of(first)["embedded"] == 6
-    assert "embedded in this process, without Ray" in first.stderr
+    assert "route: in_process (" in first.stderr and "in this process, without Ray" in first.stderr
     before = stored(chroma)
     ids = {name: sha256_of(photos / name) for name in os.listdir(photos)}
 
@@ -174,7 +174,7 @@ def test_failed_files_are_reported_again_unread_until_they_change(tmp_path, tiny
     assert lines_after("failed: ", again.stderr) == {f"{path}: {reason}" for path, reason in reasons.items()}
     assert summary["stage_seconds"]["read"] == 0
     assert "nothing to embed, no job to run" in again.stderr
-    assert "embedded in this process" not in again.stderr  # no model loaded
+    assert "route: none (" in again.stderr and "in this process" not in again.stderr  # no model loaded
 
     write_jpeg(str(corrupt), pictures["chelsea"])
     target.parent.mkdir()

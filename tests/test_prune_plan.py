@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from ray_pipeline.failures import Failure, failures_collection, file_states, lasting
-from ray_pipeline.prune import (
+from ray_pipeline.core.reasons import lasting
+from ray_pipeline.files.state import file_states
+from ray_pipeline.records.collections import list_collections
+from ray_pipeline.records.failures import Failure, failures_collection
+from ray_pipeline.records.store import opened_for_writing
+from ray_pipeline.records.target import StoreTarget
+from ray_pipeline.steps.prune import (
     GONE,
     REPLACED,
     folder_refusal,
@@ -20,7 +25,6 @@ from ray_pipeline.prune import (
     unmounted_mount_point,
     unmounted_mount_points_in,
 )
-from ray_pipeline.store import StoreTarget, list_collections, opened_for_writing
 
 pytestmark = pytest.mark.unit
 
@@ -272,7 +276,8 @@ def test_only_failures_of_the_file_itself_are_remembered():
 
     from PIL import Image
 
-    from ray_pipeline.decode import DecodeError, InputGeometry, decode_image
+    from ray_pipeline.core.geometry import InputGeometry
+    from ray_pipeline.files.decode import DecodeError, decode_image
 
     for reason in ("permission denied", "cannot read file: Input/output error", "resolves outside the allowed folders"):
         assert not lasting(reason), reason
@@ -287,7 +292,7 @@ def test_only_failures_of_the_file_itself_are_remembered():
 
 
 def test_the_failures_of_a_collection_with_the_longest_name_have_a_name_chroma_takes():
-    from ray_pipeline.store import COLLECTION_NAME
+    from ray_pipeline.records.target import COLLECTION_NAME
 
     longest = "a" * 511 + "b"
     names = {failures_collection(longest), failures_collection("a" * 511 + "c"), failures_collection("photos")}

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from ray_pipeline.runtime import token_for_new_head, token_found
+from ray_pipeline.cluster.runtime import token_for_new_head, token_found
 
 pytestmark = pytest.mark.unit
 

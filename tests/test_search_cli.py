@@ -13,7 +13,7 @@ from conftest import ROOT
 from photo_cases import NEWEST_FIRST, SHOOTS, write_shoots
 from test_where_it_runs import no_cluster_env
 
-from ray_pipeline.summary import summary_in
+from ray_pipeline.steps.summary import summary_in
 
 
 def run(*args) -> subprocess.CompletedProcess:
@@ -86,8 +86,8 @@ def test_rerunning_ingest_brings_a_collection_written_before_filters_up_to_date(
     import chromadb
     from chromadb.config import Settings
 
-    from ray_pipeline.filters import LAYOUT_KEY
-    from ray_pipeline.record_keys import FILTER_KEYS
+    from ray_pipeline.core.record_keys import FILTER_KEYS
+    from ray_pipeline.records.enrichments import LAYOUT_KEY
 
     write_shoots(tmp_path / "photos")
     chroma = tmp_path / "chroma"

@@ -9,7 +9,7 @@ import requests
 from photo_cases import NEWEST_FIRST, SHOOTS
 from serve_app import SHOOTS_COLLECTION, auth
 
-from ray_pipeline.filters import words_of
+from ray_pipeline.records.filters import words_of
 
 
 def post_search(service, route="/search", **body):

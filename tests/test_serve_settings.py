@@ -3,14 +3,16 @@ those the CLI takes, and its ingestion jobs' command lines ask for them."""
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 
 import pytest
 
 from ray_pipeline.cli import _config, build_parser
-from ray_pipeline.model import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelSpec
-from ray_pipeline.store import StoreTarget
+from ray_pipeline.core import defaults
+from ray_pipeline.model.clip import ModelSpec
+from ray_pipeline.records.target import StoreTarget
 from serve_deployments.jobs import ingest_entrypoint
 from serve_deployments.settings import Secret, Settings, SettingsError
 
@@ -51,15 +53,15 @@ def environment(monkeypatch, tmp_path):
 
 
 def test_a_checkpoint_excludes_a_pretrained_tag(environment, tmp_path):
-    assert ModelSpec.asked() == ModelSpec(DEFAULT_MODEL, DEFAULT_PRETRAINED, None, False)
-    assert ModelSpec.asked("RN50", DEFAULT_PRETRAINED, "w.pt") == ModelSpec("RN50", None, "w.pt", False)
-    assert ModelSpec.asked(pretrained="") == ModelSpec(DEFAULT_MODEL, None, None, False)  # no tag: random weights, if allowed
+    assert ModelSpec.asked() == ModelSpec(defaults.MODEL, defaults.PRETRAINED, None, False)
+    assert ModelSpec.asked("RN50", defaults.PRETRAINED, "w.pt") == ModelSpec("RN50", None, "w.pt", False)
+    assert ModelSpec.asked(pretrained="") == ModelSpec(defaults.MODEL, None, None, False)  # no tag: random weights, if allowed
     assert Settings.from_env().model == ModelSpec.asked()
     environment.setenv("CLIP_PRETRAINED", "openai")
     environment.setenv("CLIP_CHECKPOINT", str(tmp_path / "w.pt"))
-    assert Settings.from_env().model == ModelSpec(DEFAULT_MODEL, None, str(tmp_path / "w.pt"), False)
+    assert Settings.from_env().model == ModelSpec(defaults.MODEL, None, str(tmp_path / "w.pt"), False)
     args = build_parser().parse_args(["ingest", "photos", "--collection", "photos", "--checkpoint", "w.pt"])
-    assert _config(args).model == ModelSpec(DEFAULT_MODEL, None, "w.pt", False)  # the CLI's default tag is left out
+    assert _config(args).model == ModelSpec(defaults.MODEL, None, "w.pt", False)  # the CLI's default tag is left out
 
 
 def test_the_store_from_the_environment(environment, tmp_path):
@@ -89,13 +91,16 @@ def test_the_store_from_the_environment(environment, tmp_path):
 @pytest.mark.parametrize("command", ["ingest", "watch"])
 def test_a_job_runs_the_cli_with_the_apps_model_and_store(store, model, command):
     """The job's command line, read back by the CLI's own parser, asks for the app's very model and store."""
-    settings = Settings(token=None, allowed_roots=("/photos",), upload_dir="/uploads", store=store, model=model)
-    line = ingest_entrypoint(settings, ["/photos/2019 trip"], "holidays", True, "ingest-1", command, prune=command == "ingest")
-    program, flag, module, *argv = shlex.split(line)
+    settings = Settings(token=None, allowed_roots=("/photos",), upload_dir="/uploads", store=store, model=model,
+                        inline_max_files=16, serve_app="photos-app")
+    asked = settings.run_config(["/photos/2019 trip"], "holidays", "ingest-1", caption=True, prune=command == "ingest")
+    program, flag, module, *argv = shlex.split(ingest_entrypoint(asked, command))
     assert (program, flag, module) == (sys.executable, "-m", "ray_pipeline")
     args = build_parser().parse_args(argv)
     config = _config(args)
+    assert args.command == command
+    # The very run the app was asked for, whole, as the CLI reads it back (a watch always prunes).
+    assert config == dataclasses.replace(asked, prune=True)
     assert (config.target, config.model) == (settings.target("holidays"), settings.model)
-    assert (args.command, config.paths, config.within, config.progress_id) == \
-        (command, ("/photos/2019 trip",), ("/photos", "/uploads"), "ingest-1")
-    assert (config.caption, config.serve_app, config.prune) == (True, settings.serve_app, True)
+    assert (config.paths, config.within, config.progress_id) == (("/photos/2019 trip",), ("/photos", "/uploads"), "ingest-1")
+    assert (config.caption, config.serve_app, config.prune, config.inline_max_files) == (True, "photos-app", True, 16)

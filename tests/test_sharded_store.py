@@ -12,11 +12,15 @@ import socket
 import numpy as np
 import pytest
 
-from ray_pipeline.claims import shard_of
-from ray_pipeline.failures import Failure, FileState
-from ray_pipeline.filters import SearchFilters
-from ray_pipeline.search import top_k
-from ray_pipeline.store import ChromaStore, MissingCollection, ShardPlace, StoreError, StoreTarget, open_store
+from ray_pipeline.files.state import FileState
+from ray_pipeline.records.chroma import ChromaStore
+from ray_pipeline.records.errors import MissingCollection, StoreError
+from ray_pipeline.records.failures import Failure
+from ray_pipeline.records.filters import SearchFilters
+from ray_pipeline.records.shards import shard_of
+from ray_pipeline.records.store import open_store
+from ray_pipeline.records.target import ShardPlace, StoreTarget
+from ray_pipeline.search.query import top_k
 
 pytestmark = pytest.mark.unit
 
@@ -93,10 +97,11 @@ def test_each_record_on_exactly_one_shard_spread_evenly(servers):
 
     store.merge_metadata({ids[1]: {"even": True}})
     store.add_paths({ids[2]: ["/copies/002.jpg"]})
-    store.set_captions(ids[3:5], ["a cat", "a dog"])
+    store.enrich({ids[3]: {"caption": "a cat"}, ids[4]: {"caption": "a dog"}})
     assert store.records([ids[1]])[ids[1]]["even"] is True
     assert store.records([ids[2]])[ids[2]]["paths"] == ["/copies/002.jpg", "/photos/002.jpg"]
-    assert set(store.uncaptioned(ids[:6])) == set(ids[:6]) - set(ids[3:5])
+    assert set(store.lacking("caption", ids[:6])) == set(ids[:6]) - set(ids[3:5])
+    assert store.records([ids[3]])[ids[3]]["has_caption"] is True  # the keys derived from it too
     store.delete(ids[:100])
     assert store.count() == 200 and not store.records(ids[:100])
 
@@ -189,13 +194,13 @@ def test_a_collection_created_halfway_is_finished_and_an_unsharded_one_kept_apar
 
 def test_a_server_that_does_not_answer_is_named(monkeypatch):
     """Opening retries as for one server (the backoff shortened here), then names the one that failed."""
-    from ray_pipeline import store as store_module
-    from ray_pipeline.store import StoreHandle
+    from ray_pipeline.records import connection
+    from ray_pipeline.records.owner import StoreHandle
 
-    monkeypatch.setattr(store_module, "FIRST_BACKOFF_S", 0.01)
+    monkeypatch.setattr(connection, "FIRST_BACKOFF_S", 0.01)
     with socket.socket() as taken:  # a port where nothing listens
         taken.bind(("127.0.0.1", 0))
         silent = f"http://127.0.0.1:{taken.getsockname()[1]}"
         with pytest.raises(StoreError, match=f"one of the Chroma servers {silent},http://127.0.0.1:9 is unreachable: gave up "
                                              f"after 6 attempts \\(Chroma server {silent} is unreachable"):
-            StoreHandle(StoreTarget("photos", url=f"{silent},http://127.0.0.1:9")).count()
+            StoreHandle(StoreTarget("photos", url=f"{silent},http://127.0.0.1:9")).store.count()

@@ -16,7 +16,7 @@ from conftest import ROOT
 from PIL import Image
 from test_where_it_runs import no_cluster_env
 
-from ray_pipeline import similar
+from ray_pipeline.search import similar
 from samples.sample_photos import real_photos
 
 # The tiny test model's threshold: its variants of one photo stay above 0.99 and these distinct photos

@@ -15,26 +15,30 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from ray.data.datasource.datasink import WriteResult
 from test_claims import local_claims
 
-from ray_pipeline import unchanged as unchanged_module
-from ray_pipeline.decode import DEFAULT_MAX_PIXELS, InputGeometry
-from ray_pipeline.discover import is_within
-from ray_pipeline.failures import Failure, FileState, file_state
-from ray_pipeline.file_names import FileFailure, path_fields, recorded_path
-from ray_pipeline.filters import LAYOUT_KEY, RECORD_LAYOUT, folders_of
-from ray_pipeline.journey import DuplicateRegistry, Journey, file_fields, read_file
-from ray_pipeline.metrics import count_files, metrics
-from ray_pipeline.model import ModelSpec, recorded_identity
-from ray_pipeline.outcome import Outcome
-from ray_pipeline.plan import LIGHT_TASK_RESERVE, ActorPlan, plan_actors
-from ray_pipeline.prepare import PrepareImages, rows_of
-from ray_pipeline.progress import Reporter
-from ray_pipeline.sink import ChromaDatasink
-from ray_pipeline.store import MODEL_KEYS, StoreTarget, opened_for_writing
-from ray_pipeline.summary import Tally, print_summary, summary_in, summary_of
-from ray_pipeline.unchanged import Stored, stored_in
+from ray_pipeline.cluster.metrics import count_files, metrics
+from ray_pipeline.core import defaults
+from ray_pipeline.core.geometry import InputGeometry
+from ray_pipeline.core.outcome import Outcome
+from ray_pipeline.core.paths import FileFailure, is_within, path_fields, recorded_path
+from ray_pipeline.files.reading import read_file
+from ray_pipeline.files.state import FileState, file_state
+from ray_pipeline.model.clip import ModelSpec, recorded_identity
+from ray_pipeline.records.chroma import MODEL_KEYS
+from ray_pipeline.records.enrichments import LAYOUT_KEY, RECORD_LAYOUT, folders_of
+from ray_pipeline.records.failures import Failure
+from ray_pipeline.records.store import opened_for_writing
+from ray_pipeline.records.target import StoreTarget
+from ray_pipeline.runs.bulk_stages import PrepareStage, rows_of, tally_of, write_block
+from ray_pipeline.runs.plan import LIGHT_TASK_RESERVE, ActorPlan, plan_actors
+from ray_pipeline.runs.progress import Reporter
+from ray_pipeline.steps import unchanged as unchanged_module
+from ray_pipeline.steps.after import FilesThrough, after_files
+from ray_pipeline.steps.journey import DuplicateRegistry, Journey, file_fields
+from ray_pipeline.steps.pairs import PairsAmong
+from ray_pipeline.steps.summary import Tally, print_summary, summary_in, summary_of
+from ray_pipeline.steps.unchanged import Stored, stored_in
 from samples.sample_photos import write_many
 
 pytestmark = pytest.mark.unit
@@ -101,8 +105,8 @@ class FakeStore:
     def query(self, embedding: np.ndarray, k: int, where: dict | None = None, where_document: dict | None = None) -> dict:
         raise NotImplementedError("nothing in these tests searches")
 
-    def uncaptioned(self, ids: list[str]) -> list[str]:
-        return [i for i, m in self.records(ids).items() if not m.get("caption")]
+    def lacking(self, key: str, ids: list[str]) -> list[str]:
+        return [i for i, m in self.records(ids).items() if not m.get(key)]
 
     def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict]) -> None:
         assert len(ids) == len(embeddings) == len(metadatas)
@@ -122,8 +126,8 @@ class FakeStore:
                 known = self.metadatas[record_id].get("paths") or [self.metadatas[record_id]["path"]]
                 self.metadatas[record_id]["paths"] = sorted({*known, *paths})
 
-    def set_captions(self, ids: list[str], captions: list[str]) -> None:
-        self.merge_metadata({i: {"caption": c, "has_caption": True} for i, c in zip(ids, captions)})
+    def enrich(self, values: dict[str, dict]) -> None:
+        self.merge_metadata({i: {**v, **{f"has_{k}": bool(x) for k, x in v.items()}} for i, v in values.items()})
 
     def delete(self, ids: list[str]) -> None:
         for record_id in ids:
@@ -138,6 +142,11 @@ class FakeStore:
         for path in cleared:
             self.failures.pop(path, None)
         self.failures.update((failure.path, failure) for failure in failed)
+
+    @property
+    def store(self) -> FakeStore:
+        """The stages reach their store as a `StoreHandle` gives it, in the process they run in: this one."""
+        return self
 
 
 @pytest.fixture(autouse=True)
@@ -342,14 +351,16 @@ def test_the_summary_has_its_keys_in_the_order_of_the_line_users_read():
                              "seconds", "stage_seconds"]
     assert (summary["collection"], summary["discovered"], summary["removed"], summary["seconds"]) == ("photos", 2, 1, 3.14)
     assert summary["stage_seconds"] == {"read": 0.0, "decode": 0.0, "embed": 0.123, "write": 0.0}
-    captioned = summary_of("photos", tally, 1.0, captioned=0)  # asked for captions, none written: still said
+    captioned = summary_of("photos", tally, 1.0, {"captioned": 0})  # asked for captions, none written: still said
     assert list(captioned)[-3:] == ["captioned", "seconds", "stage_seconds"] and captioned["captioned"] == 0
+    routed = summary_of("photos", tally, 1.0, route={"kind": "in_process", "reason": "a few files"})
+    assert list(routed)[-1] == "route" and routed["route"]["kind"] == "in_process"
 
 
 def test_the_summary_line_is_found_again_in_a_commands_output(capsys):
     tally = Tally()
     tally.count([(Outcome.NEW, "/p/a.jpg", "", "a1"), (Outcome.FAILED, "/p/b.jpg", "empty file", "")])
-    summary = summary_of("photos", tally, 2.5, captioned=1)
+    summary = summary_of("photos", tally, 2.5, {"captioned": 1})
     print("INFO progress: 1 of 2 files")
     print_summary(summary)
     output = capsys.readouterr().out
@@ -480,7 +491,7 @@ def test_a_file_that_failed_before_is_reported_again_unread_until_it_changes(lib
     # d failed for a passing reason (not remembered: tried again next time).
     job = Tally()
     job.fail([FileFailure(c, "cannot decode: broken"), FileFailure(d, "permission denied")])
-    stored.remember(store, job)
+    after_files(store, FilesThrough.of(stored, PairsAmong([])), job)
     assert store.failures == {a: Failure(a, file_state(a), "cannot decode: truncated"),
                               c: Failure(c, file_state(c), "cannot decode: broken")}
     # --rehash reads them all again, and what was remembered is remembered afresh after the job.
@@ -507,7 +518,7 @@ def test_what_is_settled_is_claimed_counted_and_left_unread():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The tiny seeded CLIP resolved as a job resolves it, and a checkpoint of other weights."""
-    from ray_pipeline import model as clip_model
+    from ray_pipeline.model import clip as clip_model
     from samples.models import save_checkpoint, save_tiny_clip
 
     folder = tmp_path_factory.mktemp("model")
@@ -545,7 +556,7 @@ def test_the_first_path_owns_a_content_and_later_copies_are_duplicates(library):
     shutil.copy(a, copy)
     store = FakeStore()
     registry = DuplicateRegistry()
-    journey = Journey(store, registry.claim, SMALL, DEFAULT_MAX_PIXELS)
+    journey = Journey(store, registry.claim, SMALL, defaults.MAX_PIXELS)
     first = journey.run([a, copy, b])
     assert [f.status for f in first] == [Outcome.NEW, Outcome.DUPLICATE, Outcome.NEW]
     assert first[0].id == first[1].id == content_id(a) and first[1].photo is None  # a copy is never decoded
@@ -567,7 +578,7 @@ def test_a_copy_of_a_file_passed_over_unread_is_a_duplicate_in_the_job(library):
     assert stored.left_to_read([a, b, copy]) == [b, copy]
     registry = DuplicateRegistry()
     registry.claim(stored.claims())
-    files = Journey(store, registry.claim, SMALL, DEFAULT_MAX_PIXELS).run(stored.left_to_read([a, b, copy]))
+    files = Journey(store, registry.claim, SMALL, defaults.MAX_PIXELS).run(stored.left_to_read([a, b, copy]))
     assert [(f.status, f.id) for f in files] == [(Outcome.NEW, content_id(b)), (Outcome.DUPLICATE, id_a)]
 
 
@@ -577,7 +588,7 @@ def test_a_stored_content_under_a_new_path_is_existing_and_its_record_follows(li
     (id_a,) = store_as_ingested(store, a)
     moved = str(library / "moved.jpg")
     os.rename(a, moved)
-    (seen,) = Journey(store, DuplicateRegistry().claim, SMALL, DEFAULT_MAX_PIXELS).run([moved])
+    (seen,) = Journey(store, DuplicateRegistry().claim, SMALL, defaults.MAX_PIXELS).run([moved])
     assert (seen.status, seen.id, seen.photo) == (Outcome.EXISTING, id_a, None)
     assert store.records([id_a])[id_a]["path"] == moved
 
@@ -585,10 +596,10 @@ def test_a_stored_content_under_a_new_path_is_existing_and_its_record_follows(li
 # --- the stages, called as Ray Data calls them -----------------------------------------------------------
 
 
-def prepare_stage(store: FakeStore, geometry: InputGeometry) -> PrepareImages:
+def prepare_stage(store: FakeStore, geometry: InputGeometry) -> PrepareStage:
     """The CPU stage as an actor holds it. Its claims go to the job's registry shards through Ray; here
     to shards in this process (`test_claims.LocalShard`)."""
-    return PrepareImages(store, local_claims(3), geometry, DEFAULT_MAX_PIXELS)
+    return PrepareStage(store, local_claims(3), geometry, defaults.MAX_PIXELS)
 
 
 def path_column(paths) -> np.ndarray:
@@ -628,12 +639,21 @@ def test_rows_of_an_empty_batch_have_every_column():
         ("path", "id", "status", "reason", "pixels", "metadata", "read_seconds", "decode_seconds"), 0)
 
 
-def embedded_block(rows: list[dict]) -> pa.Table:
-    """A block as the embedding stage leaves it for the sink."""
+def embedded_block(rows: list[dict]) -> dict[str, np.ndarray]:
+    """A block as the embedding stage leaves it for the write stage, as Ray Data hands it over (numpy)."""
     columns = {"path": pa.binary(), "status": pa.string(), "reason": pa.string(), "id": pa.string(),
                "embedding": pa.binary(), "metadata": pa.string(), "read_seconds": pa.float64(),
                "decode_seconds": pa.float64(), "embed_seconds": pa.float64()}
-    return pa.table({name: pa.array([row[name] for row in rows], kind) for name, kind in columns.items()})
+    return as_batch(pa.table({name: pa.array([row[name] for row in rows], kind) for name, kind in columns.items()}))
+
+
+def as_batch(block: pa.Table) -> dict[str, np.ndarray]:
+    return {name: block.column(name).to_numpy(zero_copy_only=False) for name in block.column_names}
+
+
+def write(store: FakeStore, *blocks: dict, keep_stored: bool = False) -> Tally:
+    """The write stage on each block, and the driver's sum of the rows it leaves (as the job's driver adds them up)."""
+    return tally_of([write_block(block, store, Reporter(None, "stages"), keep_stored) for block in blocks])
 
 
 def row(path: str, status: str, record_id: str = "", reason: str = "", vector: np.ndarray | None = None, seconds: float = 0.25) -> dict:
@@ -643,15 +663,14 @@ def row(path: str, status: str, record_id: str = "", reason: str = "", vector: n
             "read_seconds": seconds, "decode_seconds": seconds if status == "new" else 0.0, "embed_seconds": 0.5 if status == "new" else 0.0}
 
 
-def test_the_sink_stores_new_rows_with_their_vectors_and_counts_every_row():
+def test_the_write_stage_stores_new_rows_with_their_vectors_and_counts_every_row():
     vectors = np.random.default_rng(3).normal(size=(3, 8)).astype(np.float32)
     store = FakeStore()
-    sink = ChromaDatasink(store, Reporter(None), keep_stored=True)
     first = embedded_block([row("/p/a.jpg", "new", "a1", vector=vectors[0]), row("/p/b.jpg", "existing", "b1"),
                             row("/p/a copy.jpg", "duplicate", "a1"), row(LATIN1_NAME, "failed", "", "empty file"),
                             row("/p/c.jpg", "new", "c1", vector=vectors[1])])
     second = embedded_block([row("/p/d.jpg", "new", "d1", vector=vectors[2]), row("/p/e.jpg", "failed", "e1", "cannot decode: x")])
-    tally = sink.write([first, second], ctx=None)
+    tally = write(store, first, second, keep_stored=True)
     assert sorted(store.vectors) == ["a1", "c1", "d1"]
     assert all(np.array_equal(store.vectors[i], v) for i, v in zip(["a1", "c1", "d1"], vectors))
     assert store.records(["c1"])["c1"] == {"path": "/p/c.jpg"}
@@ -661,23 +680,20 @@ def test_the_sink_stores_new_rows_with_their_vectors_and_counts_every_row():
     assert ("e1", "/p/e.jpg") in tally.held and ("a1", "/p/a copy.jpg") in tally.held
     seconds = tally.stage_seconds()
     assert (seconds["read"], seconds["decode"], seconds["embed"]) == (1.75, 0.75, 1.5) and seconds["write"] >= 0
-
-    # The driver's tally is the sum of the write tasks' (Ray Data hands them back in one WriteResult).
-    sink.on_write_complete(WriteResult(num_rows=7, size_bytes=0, write_returns=[tally, Tally()]))
-    assert sink.tally.summary() == tally.summary() and sink.tally.errors == tally.errors
+    # The driver's tally is the sum of the blocks' (each block's written row carries its own).
+    assert write(store, first).summary()["discovered"] + write(store, second).summary()["discovered"] == 7
 
 
 def test_a_block_with_nothing_new_writes_nothing():
     store = FakeStore()
-    tally = ChromaDatasink(store, Reporter(None)).write(
-        [embedded_block([row("/p/b.jpg", "existing", "b1"), row("/p/b copy.jpg", "duplicate", "b1")])], ctx=None)
+    tally = write(store, embedded_block([row("/p/b.jpg", "existing", "b1"), row("/p/b copy.jpg", "duplicate", "b1")]))
     assert store.upserts == 0 and tally.counts == {"skipped_existing": 1, "duplicates": 1}
     assert (tally.stored, tally.held) == ([], [])  # remembered only when the job keeps them (captions, prune)
 
 
 @pytest.fixture
 def torch_threads():
-    """EmbedImages sets torch's thread count for its process: put back for the tests after this one."""
+    """EmbedStage sets torch's thread count for its process: put back for the tests after this one."""
     import torch
 
     threads = torch.get_num_threads()
@@ -688,7 +704,8 @@ def torch_threads():
 def test_the_three_stages_store_each_new_file_with_the_models_vector(library, tiny, torch_threads):
     """prepare -> embed -> write, as Ray Data chains them: each new file's record holds the vector the
     model gives its pixels; the other rows pass through to be counted."""
-    from ray_pipeline.embed import EmbedImages, EmbedOptions, ImageEncoder
+    from ray_pipeline.model.embedders import LocalEmbedder
+    from ray_pipeline.runs.bulk_stages import EmbedOptions, EmbedStage
 
     a, b, c = sorted(str(p) for p in library.iterdir())[:3]
     copy = str(library / "c copy.jpg")
@@ -700,16 +717,16 @@ def test_the_three_stages_store_each_new_file_with_the_models_vector(library, ti
     pixels = np.stack([np.frombuffer(prepared["pixels"][i], np.uint8).reshape(resolved.geometry.pixel_shape) for i in (0, 2)])
 
     options = EmbedOptions(resolved=resolved, device="cpu", compile="off", batch_size=32, collection="stages", threads=torch_threads)
-    embedded = EmbedImages(options)({name: column.copy() for name, column in prepared.items()})
+    embedded = EmbedStage(options)({name: column.copy() for name, column in prepared.items()})
     assert "pixels" not in embedded and list(embedded["path"]) == list(prepared["path"])
-    expected = ImageEncoder(resolved, network=tiny["network"]).encode(pixels)
+    expected = LocalEmbedder(resolved, network=tiny["network"]).embed(pixels)
     vectors = [np.frombuffer(embedded["embedding"][i], np.float32) for i in (0, 2)]
     assert np.allclose(vectors, expected, atol=1e-5) and vectors[0].shape == (resolved.embedding_dim,)
     assert list(embedded["embedding"][[1, 3]]) == [b"", b""]
     assert embedded["embed_seconds"][0] > 0 and list(embedded["embed_seconds"][[1, 3]]) == [0, 0]
 
     block = pa.table({name: pa.array(list(column)) for name, column in embedded.items()})
-    tally = ChromaDatasink(store, Reporter(None)).write([block], ctx=None)
+    tally = write(store, as_batch(block))
     assert tally.summary() == {"discovered": 4, "embedded": 2, "skipped_existing": 1, "duplicates": 1, "failed": 0}
     assert sorted(store.vectors) == sorted([content_id(a), id_b, content_id(c)])
     assert np.allclose(store.vectors[content_id(c)], expected[1], atol=1e-5)

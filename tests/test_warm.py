@@ -176,3 +176,54 @@ def test_stopping_a_warm_job(service):
     written = len(records(service, "warm-stop")) if final["embedded"] else 0
     assert written == final["embedded"]  # the counts say what was written, whole
     assert requests.delete(f"{service['url']}/ingest/{job_id}", headers=auth(service), timeout=30).json()["stopped"] is False
+
+
+class Opened:
+    """The files opened under a folder while inside, as the kernel tells (inotify, through watchdog): how a
+    test sees that a file was not read."""
+
+    def __init__(self, folder):
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        self.paths: list[str] = []
+        seen = self.paths
+
+        class Handler(FileSystemEventHandler):
+            def on_opened(self, event):
+                seen.append(os.fsdecode(event.src_path))
+
+        self.observer = Observer()
+        self.observer.schedule(Handler(), str(folder), recursive=True)
+
+    def __enter__(self):
+        self.observer.start()
+        return self
+
+    def __exit__(self, *exc):
+        import time
+
+        time.sleep(0.5)  # the last events reach the observer
+        self.observer.stop()
+        self.observer.join(timeout=10)
+
+
+def test_an_inline_ingestion_remembers_a_broken_file_and_reports_it_unread_next_time(service):
+    """The warm route runs the one sequence after the files as every route does: a corrupt file is remembered,
+    and the next ingestion of the folder reports it failed, with its reason, without opening it."""
+    folder = service["allowed"] / "remembered"
+    folder.mkdir()
+    shutil.copy(service["allowed"] / "photos" / "coffee.png", folder / "coffee.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not the rest of a JPEG")
+    with Opened(folder) as first_opens:
+        first = post_ingest(service, [folder], "remembered")
+    assert first.status_code == 200, first.text
+    done = first.json()
+    assert (done["status"], done["embedded"], done["failed"]) == ("SUCCEEDED", 1, 1), done
+    assert done["route"]["kind"] == "warm" and "in the app" in done["route"]["reason"]
+    assert str(folder / "broken.jpg") in first_opens.paths  # the detector sees a read
+    with Opened(folder) as second_opens:
+        again = post_ingest(service, [folder], "remembered").json()
+    assert (again["embedded"], again["skipped_existing"], again["failed"]) == (0, 1, 1), again
+    assert again["errors"] == done["errors"] and again["errors"][0]["path"] == str(folder / "broken.jpg")
+    assert second_opens.paths == []  # neither the stored photo nor the broken file was opened

@@ -144,7 +144,7 @@ def test_watch_by_polling_takes_a_burst_through_the_ray_data_job(ray_head, tmp_p
             write_photo(staging / f"crop{i}.jpg", np.ascontiguousarray(photos["astronaut"][top:top + 256, left:left + 256]))
         os.rename(staging, burst)
         watch.wait_for_records(lambda r: len(r) == 11, "all ten photos of the burst", timeout=180)
-        assert "a burst of 10 files: through the Ray Data job" in watch.log()
+        assert "route: ray_data (a burst of 10 files to read" in watch.log()
         (burst / "crop3.jpg").unlink()
         watch.wait_for_records(lambda r: len(r) == 10 and str(burst / "crop3.jpg") not in r, "the deleted photo out")
         summary = watch.stop(signal.SIGINT)

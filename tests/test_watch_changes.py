@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ray_pipeline.file_events import Changes
+from ray_pipeline.files.events import Changes
 
 pytestmark = pytest.mark.unit
 

@@ -59,9 +59,12 @@ def test_a_small_ingestion_without_a_cluster_runs_in_its_own_process(cli, sample
     here = subprocess.run([sys.executable, "-m", "ray_pipeline", "ingest", str(sample_library), "--collection", "here", *args],
                           env=no_cluster_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert summary_of(here)["embedded"] == 6
-    assert "6 files to read: embedded in this process, without Ray" in here.stderr
+    assert summary_of(here)["route"] == {"kind": "in_process", "reason": "6 files to read, no cluster running, at most "
+                                         "--inline-max-files (64): in this process, without Ray"}
+    assert here.stderr.count("route: in_process (6 files to read") == 1  # the log says it once
     assert "Ray instance" not in here.stderr and "Dataset" not in here.stderr
-    assert summary_of(cli("ingest", str(sample_library), "--collection", "on-ray", *args))["embedded"] == 6
+    on_ray = summary_of(cli("ingest", str(sample_library), "--collection", "on-ray", *args))
+    assert on_ray["embedded"] == 6 and on_ray["route"]["kind"] == "ray_data" and "a Ray cluster runs" in on_ray["route"]["reason"]
 
     import chromadb
 
@@ -76,6 +79,7 @@ def test_a_small_ingestion_without_a_cluster_runs_in_its_own_process(cli, sample
     rerun = subprocess.run([sys.executable, "-m", "ray_pipeline", "ingest", str(sample_library), "--collection", "here", *args],
                            env=no_cluster_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert (summary_of(rerun)["embedded"], summary_of(rerun)["skipped_existing"]) == (0, 6)
+    assert summary_of(rerun)["route"]["kind"] == "none"
 
 
 def test_starts_its_own_ray_from_a_text_manifest(sample_library, tmp_path, tiny_model_args):
@@ -104,7 +108,7 @@ def test_a_parquet_manifest_is_streamed_and_the_driver_does_not_grow_with_it(ray
     import pyarrow.parquet as pq
 
     from benchmarks.manifest_memory import run_measured, write_manifest
-    from ray_pipeline.summary import summary_in
+    from ray_pipeline.steps.summary import summary_in
     from samples.sample_photos import real_photos, write_dng, write_jpeg
 
     shots, listed = tmp_path / "shots", tmp_path / "listed"

@@ -1,0 +1,32 @@
+"""Record keys: the names of what a record's metadata holds besides the EXIF fields (`metadata`), named
+here for the code that makes, matches and shows records (the README's record layout)."""
+
+PATH = "path"  # the file's path as text; `file_names.PATH_BYTES` holds a non-UTF-8 name exactly
+PATHS = "paths"  # every path known to hold the record's bytes, `path` among them, as text, sorted
+FILENAME = "filename"
+FORMAT = "format"  # the extension, lower case
+IS_RAW = "is_raw"
+FILE_SIZE = "file_size"
+MTIME = "mtime"
+MTIME_NS = "mtime_ns"  # exact, where `mtime` (a float) does not survive Chroma's storage bit for bit
+WIDTH = "width"
+HEIGHT = "height"
+CAPTION = "caption"
+PAIR_OF = "pair_of"  # a RAW file's record: its picture's id; the picture's record: its RAW's id (`steps.pairs`)
+PAIR_ROLE = "pair_role"  # "raw" or "shown"
+# Kept for filters (layout 2), derived from the keys above and the EXIF fields by `records.enrichments.derived_keys`.
+FOLDERS = "folders"
+TAKEN_AT = "taken_at"
+TAKEN_DAY = "taken_day"
+TAKEN_MONTH = "taken_month"
+HAS_GPS = "has_gps"
+HAS_CAPTION = "has_caption"
+
+
+def paths_of(metadata: dict) -> list[str]:
+    """Every path known to hold a record's bytes (a record written before `paths` knows its own)."""
+    return list(metadata.get(PATHS) or ([metadata[PATH]] if metadata.get(PATH) else []))
+
+
+STAT_KEYS = (FILE_SIZE, MTIME, MTIME_NS)  # what a touched file's record learns
+FILTER_KEYS = (FOLDERS, TAKEN_AT, TAKEN_DAY, TAKEN_MONTH, HAS_GPS, HAS_CAPTION)

@@ -1,0 +1,64 @@
+"""Config: everything one run of ingestion was asked for, in one object, whoever asked: the CLI's options
+(`cli`), or the Serve app's settings and a request, which the app's Ray jobs pass on as the CLI's options
+again (`cli_args`). Every default comes from `core.defaults`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ray_pipeline.core import defaults
+from ray_pipeline.model.clip import ModelSpec
+from ray_pipeline.records.enrichments import CAPTION, CostlyEnrichment
+from ray_pipeline.records.target import StoreTarget
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    target: StoreTarget
+    model: ModelSpec = ModelSpec()
+    paths: tuple[str, ...] = ()
+    manifest: str | None = None
+    batch_size: int | None = None  # embedding batch; None: 256 on CUDA, 32 on CPU
+    actors: tuple[int, int] | None = None  # embedding actor pool bounds; None: one per GPU, or 1
+    device: str = "auto"  # auto | cpu | cuda
+    compile: str = "auto"  # auto (on for CUDA) | on | off
+    max_pixels: int = defaults.MAX_PIXELS
+    caption: bool = False  # caption the stored photos through the Serve app's Captioner, after embedding
+    serve_app: str = defaults.SERVE_APP  # the Serve application that runs the Captioner (and the Embedder a watch uses)
+    rehash: bool = False  # read and hash every file, even those whose record matches their path, size and mtime
+    within: tuple[str, ...] = ()  # when set, only files whose real path lies inside these folders are read
+    progress_id: str | None = None  # report live counts under this id (the HTTP API's job id)
+    inline_max_files: int = defaults.INLINE_MAX_FILES  # with no cluster running, this many files to read are embedded in-process
+    prune: bool = False  # remove the records of files gone from the folders of the run, or holding other bytes now
+    prune_missing_folders: bool = False  # prune even under folders that are missing, unmounted or emptied
+    dry_run: bool = False  # with prune: say what would be removed, change nothing
+
+    @property
+    def enrichments(self) -> tuple[CostlyEnrichment, ...]:
+        """The costly enrichments asked for, made after the records are written."""
+        return (CAPTION,) if self.caption else ()
+
+    @property
+    def keeps_contents(self) -> bool:
+        """Whether the run keeps (id, path) of every file it reads: for its enrichments and prune."""
+        return bool(self.enrichments) or self.prune
+
+    def cli_args(self) -> list[str]:
+        """The CLI's options that ask for this run (less its paths), for a command line another process runs:
+        the Serve app's Ray jobs."""
+        args = [*self.target.cli_args(), *self.model.cli_args()]
+        if self.max_pixels != defaults.MAX_PIXELS:
+            args += ["--max-pixels", str(self.max_pixels)]
+        for folder in self.within:
+            args += ["--within", folder]
+        if self.caption:
+            args.append("--caption")
+        if self.serve_app != defaults.SERVE_APP:
+            args += ["--serve-app", self.serve_app]
+        if self.progress_id:
+            args += ["--progress-id", self.progress_id]
+        if self.inline_max_files != defaults.INLINE_MAX_FILES:
+            args += ["--inline-max-files", str(self.inline_max_files)]
+        if self.prune:
+            args.append("--prune")
+        return args
