@@ -115,8 +115,10 @@ class RayHead:
         self.port = _free_port()
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(source), **token_for_new_head(self.temp)}
         ray = str(Path(sys.executable).with_name("ray"))
+        dashboard_port = _free_port()
+        self.dashboard = f"http://127.0.0.1:{dashboard_port}"
         subprocess.run([ray, "start", "--head", f"--port={self.port}", "--num-cpus", str(os.cpu_count()),
-                        f"--temp-dir={self.temp}", "--disable-usage-stats", f"--dashboard-port={_free_port()}",
+                        f"--temp-dir={self.temp}", "--disable-usage-stats", f"--dashboard-port={dashboard_port}",
                         f"--dashboard-agent-listen-port={_free_port()}", f"--ray-client-server-port={_free_port()}"],
                        check=True, env=self.env, capture_output=True)
         self.env["RAY_ADDRESS"] = f"127.0.0.1:{self.port}"

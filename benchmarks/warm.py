@@ -43,8 +43,8 @@ def percentiles(values: list[float]) -> dict:
 class App:
     """The Serve app on its own head, reached over HTTP with its token."""
 
-    def __init__(self, work: Path, corpus: Path, model_args: list[str]):
-        self.head = RayHead(ROOT)
+    def __init__(self, work: Path, corpus: Path, model_args: list[str], source: Path = ROOT, env: dict | None = None):
+        self.head = RayHead(source)
         token = secrets.token_urlsafe(24)
         (work / "token").write_text(token)
         self.headers = {"Authorization": f"Bearer {token}"}
@@ -55,16 +55,19 @@ class App:
             "CHROMA_PATH": str(work / "chroma"),
             "CLIP_MODEL": model_args[1],
             "CLIP_CHECKPOINT": model_args[3],
+            "PYTHONPATH": str(source),  # the replicas import the app from this checkout
+            **(env or {}),
         }
         config = yaml.safe_load((ROOT / "cluster" / "serve_config.yaml").read_text())
         config["applications"][0]["runtime_env"] = {"env_vars": settings}
         (work / "serve_config.yaml").write_text(yaml.safe_dump({"applications": config["applications"]}))
         port = _free_port()
         serve = str(Path(sys.executable).with_name("serve"))
+        # From the checkout measured: Ray puts a driver's working folder first on its workers' path.
         subprocess.run([serve, "start", "--address", self.head.env["RAY_ADDRESS"], "--http-host", "127.0.0.1",
-                        "--http-port", str(port)], check=True, env=self.head.env, capture_output=True)
+                        "--http-port", str(port)], check=True, env=self.head.env, capture_output=True, cwd=source)
         subprocess.run([serve, "run", str(work / "serve_config.yaml"), "--address", self.head.env["RAY_ADDRESS"],
-                        "--non-blocking"], check=True, env=self.head.env, capture_output=True)
+                        "--non-blocking"], check=True, env=self.head.env, capture_output=True, cwd=source)
         self.url = f"http://127.0.0.1:{port}"
         self.token = token
         deadline = time.monotonic() + 300

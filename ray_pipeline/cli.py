@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
 import typing
@@ -17,12 +16,12 @@ from ray_pipeline.core.paths import FileFailure, path_text
 from ray_pipeline.model.clip import ModelSpec
 from ray_pipeline.records.filters import SearchFilters, first_error
 from ray_pipeline.records.store import open_store
-from ray_pipeline.records.target import COLLECTION_NAME, StoreTarget
+from ray_pipeline.records.target import StoreTarget, collection_name_problem
 from ray_pipeline.runs.config import RunConfig
 from ray_pipeline.runs.ingest import run_ingest
 from ray_pipeline.runs.watch import run_watch
 from ray_pipeline.search import query as search
-from ray_pipeline.search.similar import DEFAULT_THRESHOLD, IN_PROCESS_MAX, find_similar
+from ray_pipeline.search.similar import DEFAULT_THRESHOLD, IN_PROCESS_MAX, MAX_PAIRS, find_similar
 from ray_pipeline.steps.summary import print_summary
 
 # Errors that mean "the job could not run": one line on stderr and a non-zero exit.
@@ -66,10 +65,9 @@ def _count(value: str) -> int:
 
 def _collection(value: str) -> str:
     """Chroma's own rule for names, checked before any work (Chroma would raise deep inside the job)."""
-    if not re.fullmatch(COLLECTION_NAME, value):
-        raise argparse.ArgumentTypeError(
-            f"{value!r}: a collection name is 3 to 512 characters of a-z A-Z 0-9 . _ -, starting and ending "
-            "with a letter or digit")
+    problem = collection_name_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{value[:80]!r}: {problem}")
     return value
 
 
@@ -126,6 +124,12 @@ def _add_ingest_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prune-missing-folders", action="store_true",
                         help="with --prune, prune under a folder even when it is missing, unreadable, an unmounted mount "
                              "point, or holds no photos while records point into it (by default such a folder removes nothing)")
+    parser.add_argument("--paths-from", metavar="FILE",
+                        help="the PATHs (files or folders) read from FILE, one per line, beside any given as arguments "
+                             "(blank lines and lines starting with # left out): a list longer than a command line takes")
+    parser.add_argument("--uploads", metavar="DIR",
+                        help="files under DIR are the Serve app's uploads (set by the HTTP API): one that fails is deleted, "
+                             "not remembered")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--dry-run", action="store_true", help="with --prune: list what would be removed, change nothing")
 
     watch = commands.add_parser("watch", help="ingest folders, then follow them: new and changed photos in, deleted ones out")
-    watch.add_argument("paths", nargs="+", metavar="PATH", help="folders, followed recursively")
+    watch.add_argument("paths", nargs="*", metavar="PATH", help="folders, followed recursively")
     _add_ingest_options(watch)
     watch.add_argument("--settle", type=_seconds, default=2.0, metavar="SECONDS",
                        help="a file is ingested once it has not changed for this long (default 2)")
@@ -162,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument("--in-process-max", type=_count, default=IN_PROCESS_MAX, metavar="N",
                          help=f"at most this many vectors are compared in this process, more by Ray tasks (default {IN_PROCESS_MAX})")
     _add_store_options(similar)
+    similar.add_argument("--max-pairs", type=_positive, default=MAX_PAIRS, metavar="N",
+                         help=f"keep the N strongest pairs at most; the output says when there were more (default {MAX_PAIRS})")
     similar.add_argument("--json", action="store_true", help="print the groups as one JSON document")
     return parser
 
@@ -228,17 +234,30 @@ def _write_errors(path: str, errors: list[FileFailure]) -> None:
     os.replace(f.name, path)
 
 
+def _paths(args, parser) -> list[str]:
+    """The PATH arguments, and those of --paths-from (read as bytes: a name need not be UTF-8)."""
+    if not args.paths_from:
+        return list(args.paths)
+    try:
+        with open(args.paths_from, "rb") as f:
+            lines = [os.fsdecode(line.strip()) for line in f.read().splitlines()]
+    except OSError as exc:
+        parser.error(f"--paths-from {args.paths_from}: {exc.strerror or exc}")
+    return [*args.paths, *(line for line in lines if line and not line.startswith("#"))]
+
+
 def _ingest(args, parser) -> int:
-    if not args.paths and not args.manifest:
+    config = _config(args, parser)
+    if not config.paths and not args.manifest:
         parser.error("give PATH ... or --manifest FILE")
-    if args.paths and args.manifest:
+    if config.paths and args.manifest:
         parser.error("give PATH ... or --manifest FILE, not both")
     _check_errors_file(args, parser)
     if (args.dry_run or args.prune_missing_folders) and not args.prune:
         parser.error("--dry-run and --prune-missing-folders go with --prune")
     if args.prune and args.manifest:
         parser.error("--prune needs folders (PATH ...): a manifest names files, and prune looks for what left a folder")
-    result = run_ingest(_config(args))
+    result = run_ingest(config)
     _stop_ray()  # flush the workers' forwarded logs first, so the summary is the last line
     if args.dry_run:  # the list is what was asked for
         for line in result.pruned:
@@ -250,8 +269,11 @@ def _ingest(args, parser) -> int:
 
 
 def _watch(args, parser) -> int:
+    config = _config(args, parser)
+    if not config.paths:
+        parser.error("give the folders to watch: PATH ... or --paths-from FILE")
     _check_errors_file(args, parser)
-    summary, errors, random_weights = run_watch(_config(args), args.settle, args.poll)
+    summary, errors, random_weights = run_watch(config, args.settle, args.poll)
     _stop_ray()
     _report(args, summary, errors, random_weights)
     return 0
@@ -263,12 +285,12 @@ def _check_errors_file(args, parser) -> None:
         parser.error(f"--errors {args.errors}: no such folder for it")
 
 
-def _config(args) -> RunConfig:
+def _config(args, parser) -> RunConfig:
     """What `ingest` or `watch` was asked for (watch: prune always, no manifest, no dry run)."""
     return RunConfig(
         target=_target(args),
         model=ModelSpec.asked(args.model, args.pretrained, args.checkpoint, args.allow_random_weights),
-        paths=tuple(args.paths),
+        paths=tuple(_paths(args, parser)),
         manifest=getattr(args, "manifest", None),
         batch_size=args.batch_size,
         actors=args.actors,
@@ -284,6 +306,7 @@ def _config(args) -> RunConfig:
         prune=args.prune or args.command == "watch",
         prune_missing_folders=args.prune_missing_folders,
         dry_run=getattr(args, "dry_run", False),
+        uploads=os.path.realpath(args.uploads) if args.uploads else None,
     )
 
 
@@ -344,7 +367,7 @@ def _search(args, parser) -> int:
 
 def _similar(args, parser) -> int:
     """`similar`: exact copies (every path of one content), then near-duplicate groups, largest first."""
-    found = find_similar(open_store(_target(args)), args.threshold, args.in_process_max)
+    found = find_similar(open_store(_target(args)), args.threshold, args.in_process_max, args.max_pairs)
     _stop_ray()
     if args.json:
         print(json.dumps(found.as_json()))
@@ -358,6 +381,9 @@ def _similar(args, parser) -> int:
             print(f"  {member.path}" + "".join(f"  (also at {path})" for path in member.paths if path != member.path))
     print(f"{len(found.exact)} contents stored at several paths; {len(found.near)} groups of near-duplicates at cosine "
           f">= {found.threshold}", file=sys.stderr)
+    if found.truncated:
+        print(f"warning: more pairs than --max-pairs {args.max_pairs} are that close: the groups are made of the strongest; "
+              "raise --threshold", file=sys.stderr)
     return 0
 
 

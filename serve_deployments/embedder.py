@@ -22,11 +22,12 @@ logger = logging.getLogger("ray.serve")
 MAX_BATCH = 16  # requests grouped into one model call (each may carry several pictures)
 BATCH_WAIT_S = 0.002  # how long a lone request waits for company: requests that come while the model runs queue up and make the next batch anyway
 GPU_BATCH = 64  # pictures per compiled model call on a GPU (one shape: short batches are padded)
+PHOTO_DECODES = 2  # photos searched by, decoded at once by a replica: N such searches cost at most this many decodes
 
 
 @serve.deployment(max_ongoing_requests=64)
 class Embedder:
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, preview_max_pixels: int = defaults.PREVIEW_MAX_PIXELS):
         import torch
 
         # Ray gives an actor one thread (OMP_NUM_THREADS=1): a request on the CPU then takes several times
@@ -34,6 +35,8 @@ class Embedder:
         torch.set_num_threads(len(os.sched_getaffinity(0)))
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.embedder = LocalEmbedder(spec, device, compile="auto", batch_size=GPU_BATCH, texts=True)
+        self.preview_max_pixels = preview_max_pixels
+        self.decodes = asyncio.Semaphore(PHOTO_DECODES)
         logger.info("Embedder replica ready: %s (%s) on %s", self.embedder.resolved.architecture,
                     self.embedder.resolved.weights, device)
 
@@ -52,7 +55,9 @@ class Embedder:
         return list(await asyncio.to_thread(self.embedder.embed_texts, texts))
 
     async def embed_photo(self, file: FileBytes) -> np.ndarray:
-        """A photo's bytes (any format ingestion reads), decoded as ingestion does, -> its unit vector;
-        a DecodeError says why it cannot be."""
-        photo = await asyncio.to_thread(decode_file, file, self.embedder.resolved.geometry, defaults.MAX_PIXELS)
+        """A photo's bytes (any format ingestion reads), decoded as ingestion does (PHOTO_DECODES at once, each
+        at most PREVIEW_MAX_PIXELS decoded), -> its unit vector; a DecodeError says why it cannot be."""
+        async with self.decodes:
+            photo = await asyncio.to_thread(decode_file, file, self.embedder.resolved.geometry, defaults.MAX_PIXELS,
+                                            self.preview_max_pixels)
         return (await self.embed_images(photo.pixels[None]))[0]

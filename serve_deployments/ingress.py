@@ -7,13 +7,16 @@ import logging
 import os
 import re
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 import ray
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ray import serve
 
 from ray_pipeline.core import defaults
@@ -24,13 +27,14 @@ from ray_pipeline.core.paths import is_within, path_text, recorded_path
 from ray_pipeline.files.decode import DecodeError, decode_file
 from ray_pipeline.files.listing import listed_up_to
 from ray_pipeline.files.reading import FileBytes
+from ray_pipeline.model.embedders import ModelFacts
 from ray_pipeline.records.chroma import check_model
 from ray_pipeline.records.collections import collections_at
 from ray_pipeline.records.enrichments import CAPTION
-from ray_pipeline.records.errors import StoreError
+from ray_pipeline.records.errors import MissingCollection, StoreError
 from ray_pipeline.records.filters import SearchFilters
 from ray_pipeline.records.store import RecordStore
-from ray_pipeline.records.target import COLLECTION_NAME
+from ray_pipeline.records.target import collection_name_problem
 from ray_pipeline.runs.config import RunConfig
 from ray_pipeline.runs.route import Route, RouteKind, RunFacts, choose_route
 from ray_pipeline.runs.warm import EmbedderLost, replica_lost
@@ -38,8 +42,7 @@ from ray_pipeline.search.query import newest_first, top_k
 from ray_pipeline.search.similar import DEFAULT_THRESHOLD, find_similar
 from serve_deployments import page
 from serve_deployments.auth import bearer_check
-from serve_deployments.embedder import ModelFacts
-from serve_deployments.jobs import Jobs, UnknownJob, new_job_id
+from serve_deployments.jobs import JOB_ID, Jobs, UnknownJob, new_job_id
 from serve_deployments.settings import Settings
 from serve_deployments.store_access import long_lived_owner, store_handle
 from serve_deployments.thumbnails import (
@@ -59,6 +62,8 @@ app = FastAPI(title="Photo embeddings", description="Ingest photo libraries into
 OPEN_ROUTES = {"/healthz", *page.ROUTES}
 FORM_OVERHEAD = 1024**2  # multipart boundaries and fields around the files themselves
 RECORD_ID = re.compile(r"[0-9a-f]{64}")  # a record's id: the SHA-256 of the file's bytes
+SIMILAR_MIN_THRESHOLD = 0.5  # below it nearly every pair of photos is "similar": an answer of no use, and huge
+PREVIEW_DECODES = 2  # pictures decoded at once by a replica for previews: N requests cost at most this many decodes
 # A thumbnail is addressed by its content's hash: it is never stale, only gone.
 THUMBNAIL_CACHE = f"private, max-age={30 * 24 * 3600}, immutable"
 
@@ -86,23 +91,73 @@ async def validation_failed(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse(status_code=422, content={"detail": detail})
 
 
+def _job_id(job_id: str) -> str:
+    """A job id of this API's form, or UnknownJob (a 404) before anything is asked of Ray."""
+    if not JOB_ID.fullmatch(job_id):
+        raise UnknownJob(job_id)
+    return job_id
+
+
+@contextmanager
+def _store_answers(collection: str) -> Iterator[None]:
+    """The store's refusals as the caller needs them: a collection that is not there (or a name Chroma would
+    not take) is a 404 saying so, never the store's place or its other collections; a store that does not
+    answer is a 503."""
+    if collection_name_problem(collection):
+        raise HTTPException(404, "no such collection: not a collection name")
+    try:
+        yield
+    except MissingCollection:
+        raise HTTPException(404, f"no collection {collection!r}") from None
+    except StoreError as exc:
+        logger.warning("collection %r: %s", collection, user_facing_reason(exc) or exc)
+        raise HTTPException(503, "the store of the collections does not answer (the app's log says why): try again "
+                                 "later") from None
+
+
 # ?wait=true: an ingestion run in the app answers once it has stored its records (200, the job's status).
 WAIT = Query(False, description="for an ingestion run in the app (at most INGEST_INLINE_MAX_FILES files): answer "
                                 "once its records are stored, with the job's status (200), instead of at once (202)")
 
 
-class IngestRequest(BaseModel):
-    paths: list[str] = Field(min_length=1, description="files or folders inside INGEST_ALLOWED_ROOTS")
-    collection: str = Field(pattern=f"^{COLLECTION_NAME}$")
+MAX_PATHS = 1000  # distinct paths in one ingestion request (a folder holds any number of photos)
+MAX_QUERY_CHARS = 1000  # a query text's length: CLIP reads 77 tokens of it; far longer is no query, only work
+
+
+def _collection_name(name: str) -> str:
+    """A collection name exactly as Chroma checks it, before anything starts (a 422 naming the field)."""
+    problem = collection_name_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
+CollectionName = Annotated[str, AfterValidator(_collection_name)]
+
+
+class PathsRequest(BaseModel):
+    paths: list[str] = Field(min_length=1, description=f"files or folders inside INGEST_ALLOWED_ROOTS (at most {MAX_PATHS} "
+                                                       "distinct ones; a path named twice is taken once)")
+    collection: CollectionName
     caption: bool = False
+
+    @field_validator("paths")
+    @classmethod
+    def _distinct(cls, paths: list[str]) -> list[str]:
+        distinct = list(dict.fromkeys(paths))
+        if len(distinct) > MAX_PATHS:
+            raise ValueError(f"at most {MAX_PATHS} distinct paths in one request (name their folders instead), got "
+                             f"{len(distinct)}")
+        return distinct
+
+
+class IngestRequest(PathsRequest):
     prune: bool = Field(False, description="remove the records of files gone from these folders, or holding other "
                                            "bytes now, as `ingest --prune` (always a Ray job)")
 
 
-class WatchRequest(BaseModel):
-    paths: list[str] = Field(min_length=1, description="folders inside INGEST_ALLOWED_ROOTS")
-    collection: str = Field(pattern=f"^{COLLECTION_NAME}$")
-    caption: bool = False
+class WatchRequest(PathsRequest):
+    """Folders to follow until stopped."""
 
 
 MAX_RESULTS = 1000  # the most of k, and of offset: a search asks Chroma for offset + k and cuts the page from them
@@ -147,11 +202,11 @@ class ListingRequest(FromFields, ResultsRequest):
 
 
 class ImageSearchRequest(ResultsRequest):
-    collection: str = Field(pattern=f"^{COLLECTION_NAME}$")
+    collection: CollectionName
 
 
 class SearchRequest(ImageSearchRequest):
-    text: str = Field(min_length=1)
+    text: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
 
 
 class ImageSearchForm(FromFields, ImageSearchRequest):
@@ -200,6 +255,7 @@ class Ingress:
         self.jobs = Jobs(settings, inline)
         self.owner = long_lived_owner(settings)  # embedded Chroma: the one owner that jobs use too
         self._known_model: ModelFacts | None = None
+        self.previews = threading.BoundedSemaphore(PREVIEW_DECODES)  # thumbnails and /caption decode this many at once
         os.makedirs(settings.upload_dir, exist_ok=True)
 
     def _store(self, collection: str) -> RecordStore:
@@ -231,7 +287,7 @@ class Ingress:
         if not wait:
             return JSONResponse(status_code=202, content={"job_id": job_id, **extra})
         failure = await asyncio.shield(stored)  # a client that goes away leaves the job running
-        if isinstance(failure, EmbedderLost):
+        if isinstance(failure, (EmbedderLost, StoreError)):  # the model or the store went away: what was written stays
             raise HTTPException(503, f"{user_facing_reason(failure)} (job {job_id})")
         return JSONResponse({**await asyncio.to_thread(self.jobs.status, job_id), **extra})
 
@@ -264,8 +320,8 @@ class Ingress:
         return JSONResponse(status_code=202, content={"job_id": job_id})
 
     @app.post("/ingest/upload", status_code=202)
-    async def ingest_upload(self, files: list[UploadFile] = File(...),
-                            collection: str = Form(..., pattern=f"^{COLLECTION_NAME}$"), caption: bool = Form(False),
+    async def ingest_upload(self, files: Annotated[list[UploadFile], File()],
+                            collection: Annotated[CollectionName, Form()], caption: bool = Form(False),
                             wait: bool = WAIT) -> Response:
         stored = await asyncio.to_thread(self._save_uploads, files)
         config = self.settings.run_config(stored, collection, new_job_id(), caption)
@@ -295,14 +351,14 @@ class Ingress:
     @app.get("/ingest/{job_id}")
     def job_status(self, job_id: str) -> dict:
         try:
-            return self.jobs.status(job_id)
+            return self.jobs.status(_job_id(job_id))
         except UnknownJob:
             raise HTTPException(404, f"no such ingestion job: {job_id}") from None
 
     @app.delete("/ingest/{job_id}")
     def stop_job(self, job_id: str) -> dict:
         try:
-            return {"job_id": job_id, "stopped": self.jobs.stop(job_id)}
+            return {"job_id": job_id, "stopped": self.jobs.stop(_job_id(job_id))}
         except UnknownJob:
             raise HTTPException(404, f"no such ingestion job: {job_id}") from None
 
@@ -328,7 +384,8 @@ class Ingress:
         except FileChanged as exc:
             raise HTTPException(410, str(exc)) from None
         try:
-            jpeg = thumbnail_jpeg(file, size)
+            with self.previews:
+                jpeg = thumbnail_jpeg(file, size, self.settings.preview_max_pixels)
         except DecodeError as exc:
             raise HTTPException(422, f"cannot make a thumbnail of {path_text(file.path)}: {exc}") from None
         return Response(jpeg, media_type="image/jpeg", headers=headers)
@@ -336,11 +393,9 @@ class Ingress:
     def _record(self, collection: str, record_id: str) -> dict:
         """The metadata of one record of the collection; 404 when either is unknown."""
         if not RECORD_ID.fullmatch(record_id):
-            raise HTTPException(404, f"no record {record_id!r} in collection {collection!r}: ids are SHA-256 hex digests")
-        try:
+            raise HTTPException(404, "no such record: ids are SHA-256 hex digests")
+        with _store_answers(collection):
             found = self._store(collection).records([record_id])
-        except StoreError as exc:
-            raise HTTPException(404, user_facing_reason(exc) or str(exc)) from None
         if record_id not in found:
             raise HTTPException(404, f"no record {record_id} in collection {collection!r}")
         return found[record_id]
@@ -387,16 +442,19 @@ class Ingress:
         return page.as_json()
 
     @app.get("/collections/{collection}/similar")
-    async def similar(self, collection: str, threshold: float = Query(DEFAULT_THRESHOLD, ge=-1, le=1),
+    async def similar(self, collection: str,
+                      threshold: float = Query(DEFAULT_THRESHOLD, ge=SIMILAR_MIN_THRESHOLD, le=1),
                       job: bool = Query(False, description="run it as a Ray job whatever the collection's size")) -> Response:
-        """The JSON of `similar --json`: exact copies, and groups of near-duplicates at cosine >= threshold.
-        A collection of more than SIMILAR_IN_APP_MAX records (or `job=true`) is a Ray job: 202 with its id,
-        followed as an ingestion is, its status carrying the groups (`similar`) once it has succeeded."""
+        """The JSON of `similar --json`: exact copies, and groups of near-duplicates at cosine >= threshold (the
+        strongest SIMILAR_MAX_PAIRS pairs; `truncated` says when there were more). A collection of more than
+        SIMILAR_IN_APP_MAX records (or `job=true`) is a Ray job: 202 with its id, followed as an ingestion is,
+        its status carrying the groups (`similar`) once it has succeeded."""
         store, _ = await self._existing_store(collection)
         if job or await asyncio.to_thread(store.count) > self.settings.similar_in_app_max:
             job_id = await asyncio.to_thread(self.jobs.submit_similar, collection, threshold)
             return JSONResponse(status_code=202, content={"job_id": job_id})
-        found = await asyncio.to_thread(find_similar, store, threshold, self.settings.similar_in_app_max)
+        found = await asyncio.to_thread(find_similar, store, threshold, self.settings.similar_in_app_max,
+                                        self.settings.similar_max_pairs)
         return JSONResponse(found.as_json())
 
     async def _model(self) -> ModelFacts:
@@ -407,17 +465,13 @@ class Ingress:
 
     async def _existing_store(self, collection: str) -> tuple[RecordStore, dict]:
         """The collection's store and its metadata; 404 when there is none."""
-        if not re.fullmatch(COLLECTION_NAME, collection):
-            raise HTTPException(404, f"no collection {collection!r}: not a collection name")
 
         def opened() -> tuple[RecordStore, dict]:
-            store = self._store(collection)
-            return store, store.metadata
+            with _store_answers(collection):
+                store = self._store(collection)
+                return store, store.metadata
 
-        try:
-            return await asyncio.to_thread(opened)
-        except StoreError as exc:
-            raise HTTPException(404, user_facing_reason(exc) or str(exc)) from None
+        return await asyncio.to_thread(opened)
 
     async def _checked_store(self, collection: str) -> RecordStore:
         """The collection's store: 404 when there is none, 409 when another model wrote it."""
@@ -428,10 +482,10 @@ class Ingress:
             raise HTTPException(409, str(exc)) from None
         return store
 
-    @staticmethod
-    def _decode(file: FileBytes, geometry: InputGeometry):
+    def _decode(self, file: FileBytes, geometry: InputGeometry):
         try:
-            return decode_file(file, geometry, defaults.MAX_PIXELS).pixels
+            with self.previews:
+                return decode_file(file, geometry, defaults.MAX_PIXELS, self.settings.preview_max_pixels).pixels
         except DecodeError as exc:
             raise HTTPException(422, f"file: {exc}") from None
 

@@ -83,7 +83,7 @@ class InlineIngest:
                                   config.within, reporter, keep_stored=True,
                                   stop_requested=lambda: ray.get(self.board.stop_requested.remote(job.job_id))))
             after = after_files(store, FilesThrough.of(stored, PairsAmong(beside(listing.paths))), tally,
-                                enrichments=config.enrichments)
+                                enrichments=config.enrichments, uploads=config.uploads)
         finally:  # the live counts are all on the board before the caller reads or replaces them
             reporter.flush()
         return Written(tally, after.queued)

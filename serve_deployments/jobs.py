@@ -6,11 +6,14 @@ live counts from the progress board."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import os
+import re
 import shlex
 import sys
+import tempfile
 import time
 import uuid
 
@@ -25,6 +28,7 @@ from serve_deployments.inline_ingest import InlineJob
 from serve_deployments.settings import Settings
 
 JOB_KIND = "photo-ingest"  # metadata tag: only jobs this API started are reported by it
+JOB_PATHS = ".jobs"  # in the upload folder (hidden: never ingested): each Ray job's paths, a file each
 # A watch that is stopped ends its batch in hand and writes its summary: Ray's job supervisor waits this
 # long after SIGTERM before SIGKILL (3 s by default).
 WATCH_STOP_WAIT_S = 60
@@ -38,16 +42,32 @@ class UnknownJob(LookupError):
     pass
 
 
-def ingest_entrypoint(config: RunConfig, command: str = "ingest") -> str:
+def ingest_entrypoint(config: RunConfig, command: str, paths_from: str) -> str:
     """The CLI command line the job runs (`ingest`, or `watch`, which uses the app's Embedder), asking for the
-    very run the app was asked for; it carries no secret."""
-    return shlex.join([sys.executable, "-m", "ray_pipeline", command, *config.paths, *config.cli_args()])
+    very run the app was asked for, its paths read from the file `paths_from` (a command line has a length
+    limit; a list of paths has none); it carries no secret."""
+    return shlex.join([sys.executable, "-m", "ray_pipeline", command, "--paths-from", paths_from, *config.cli_args()])
+
+
+def write_paths(folder: str, job_id: str, paths: tuple[str, ...]) -> str:
+    """The job's paths, one per line, in a hidden folder of the upload folder, which every node of a cluster
+    sees (its photos are read from there); the file's path."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{job_id}.paths")
+    with tempfile.NamedTemporaryFile("wb", dir=folder, delete=False) as out:
+        out.write(b"".join(os.fsencode(p) + b"\n" for p in paths))
+    os.replace(out.name, path)
+    return path
 
 
 def similar_entrypoint(settings: Settings, collection: str, threshold: float) -> str:
     """The CLI command line of a `similar` job: its pairs found by Ray tasks, its groups printed as JSON."""
     return shlex.join([sys.executable, "-m", "ray_pipeline", "similar", *settings.target(collection).cli_args(),
-                       "--threshold", str(threshold), "--in-process-max", "0", "--json"])
+                       "--threshold", str(threshold), "--in-process-max", "0",
+                       "--max-pairs", str(settings.similar_max_pairs), "--json"])
+
+
+JOB_ID = re.compile(r"ingest-[0-9a-f]{16}")  # what `new_job_id` makes: any other id names no job of this API
 
 
 def new_job_id() -> str:
@@ -73,8 +93,9 @@ class Jobs:
         until stopped; `config.progress_id` is its id."""
         job_id = config.progress_id or new_job_id()
         command = "watch" if watch else "ingest"
+        paths_from = write_paths(os.path.join(self.settings.upload_dir, JOB_PATHS), job_id, config.paths)
         self.client.submit_job(
-            entrypoint=ingest_entrypoint(config, command),
+            entrypoint=ingest_entrypoint(config, command, paths_from),
             submission_id=job_id,
             metadata={"kind": JOB_KIND, "collection": config.target.collection, "command": command,
                       "route": json.dumps(route.as_json())},
@@ -96,7 +117,9 @@ class Jobs:
         job_id = config.progress_id or new_job_id()
         await self.board.register.remote(job_id, config.target.collection, route.as_json())
         stored = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._run_inline(InlineJob(job_id, config), stored))
+        # A context of its own: the request's would tie the job's calls to the request, and Serve cancels those
+        # when the client leaves. The job outlives its client.
+        task = asyncio.create_task(self._run_inline(InlineJob(job_id, config), stored), context=contextvars.Context())
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         return job_id, stored
@@ -241,7 +264,12 @@ def _seconds(milliseconds: int | None) -> float | None:
 
 def _reason(message: str | None) -> str | None:
     """Ray's status message, cut to the CLI's own `error: ...` line where it quotes one (a failed job's
-    message carries its last logs)."""
-    lines = (message or "").splitlines()
+    message carries its last logs), else to the exception that ended it where it quotes a traceback."""
+    lines = [line for line in (message or "").splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error: ")]
-    return errors[-1] if errors else (lines[0] if lines else None)
+    if errors:
+        return errors[-1]
+    if any(line.startswith("Traceback (most recent call last)") for line in lines):
+        raised = [line for line in lines if not line.startswith((" ", "\t", "Traceback", "During handling", "The above"))]
+        return f"error: {raised[-1]}" if raised else "error: the job failed (its log says why)"
+    return lines[0] if lines else None

@@ -16,6 +16,7 @@ from ray_pipeline.search.similar import IN_PROCESS_MAX
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_BYTES = 512 * 1024**2
+SIMILAR_MAX_PAIRS = 10_000  # an answer of `similar` in the app: about a MB of JSON at most
 
 
 class SettingsError(Exception):
@@ -66,6 +67,8 @@ class Settings:
     embed_num_gpus: float = 0.0
     inline_max_files: int = defaults.INLINE_MAX_FILES
     similar_in_app_max: int = IN_PROCESS_MAX  # records compared in the app; a larger collection's `similar` is a Ray job
+    similar_max_pairs: int = SIMILAR_MAX_PAIRS  # the strongest pairs an answer of `similar` keeps
+    preview_max_pixels: int = defaults.PREVIEW_MAX_PIXELS  # the most pixels a thumbnail or a search by photo decodes
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -97,6 +100,8 @@ class Settings:
             embed_num_gpus=_gpu_share("EMBED_NUM_GPUS", 0.5),
             inline_max_files=_number("INGEST_INLINE_MAX_FILES", int, defaults.INLINE_MAX_FILES),
             similar_in_app_max=_number("SIMILAR_IN_APP_MAX", int, IN_PROCESS_MAX),
+            similar_max_pairs=_number("SIMILAR_MAX_PAIRS", int, SIMILAR_MAX_PAIRS, minimum=1),
+            preview_max_pixels=_number("PREVIEW_MAX_PIXELS", int, defaults.PREVIEW_MAX_PIXELS, minimum=1),
         )
 
     def __post_init__(self) -> None:
@@ -122,7 +127,7 @@ class Settings:
         read only inside the ingestion roots (symlinks followed), live counts under the job's id."""
         return RunConfig(target=self.target(collection), model=self.model, paths=tuple(paths), caption=caption,
                          serve_app=self.serve_app, within=self.ingestion_roots(), progress_id=job_id,
-                         inline_max_files=self.inline_max_files, prune=prune)
+                         inline_max_files=self.inline_max_files, prune=prune, uploads=self.upload_dir)
 
 
 def _gpu_share(name: str, share: float) -> float:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import stat
 
 from PIL import Image
 
@@ -17,7 +15,7 @@ from ray_pipeline.core import defaults
 from ray_pipeline.core.geometry import InputGeometry
 from ray_pipeline.core.paths import path_text
 from ray_pipeline.files.decode import decode_file
-from ray_pipeline.files.reading import FileBytes
+from ray_pipeline.files.reading import FileBytes, TooLarge, read_file
 
 MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 32, 1024, 256
 JPEG_QUALITY = 85
@@ -28,35 +26,28 @@ class FileChanged(Exception):
 
 
 def recorded_file(path: str, record_id: str, file_size: int) -> FileBytes:
-    """The bytes at `path`, only while they still hash to `record_id`.
-
-    The file is opened without blocking and must be a regular file of the recorded size before
-    anything is read, so a path swapped for a FIFO, a device or a larger file is never read whole.
-    Messages name the file as text, since its name need not be UTF-8.
-    """
+    """The bytes at `path`, only while they still hash to `record_id`: read as ingestion reads (without
+    blocking, a regular file only, never more than the recorded size). Messages name the file as text,
+    since its name need not be UTF-8, and say nothing of what lies there now."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        file = read_file(path, max_bytes=file_size)
     except FileNotFoundError:
-        raise FileChanged(f"the recorded file is gone: {path_text(path)} (if it moved, ingesting its new folder updates the record)") from None
+        raise FileChanged(f"the recorded file is gone: {path_text(path)} (if it moved, ingesting its new folder updates "
+                          "the record)") from None
+    except TooLarge:
+        raise FileChanged(f"the file at {path_text(path)} has changed since it was ingested; ingest it again") from None
     except OSError as exc:
-        raise FileChanged(f"cannot read the recorded file {path_text(path)}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise FileChanged(f"the recorded file is no longer a regular file: {path_text(path)}")
-        if info.st_size != file_size:
-            raise FileChanged(f"the file at {path_text(path)} has changed since it was ingested ({info.st_size} bytes, "
-                              f"recorded {file_size}); ingest it again")
-        data = f.read(file_size + 1)
-    if hashlib.sha256(data).hexdigest() != record_id:
-        raise FileChanged(f"the file at {path_text(path)} has changed since it was ingested (its SHA-256 differs); ingest it again")
-    return FileBytes(path=path, data=data, size=len(data), mtime=info.st_mtime)
+        raise FileChanged(f"cannot read the recorded file {path_text(path)}: {exc.strerror or exc}") from None
+    if file.size != file_size or hashlib.sha256(file.data).hexdigest() != record_id:
+        raise FileChanged(f"the file at {path_text(path)} has changed since it was ingested; ingest it again")
+    return file
 
 
-def thumbnail_jpeg(file: FileBytes, size: int) -> bytes:
+def thumbnail_jpeg(file: FileBytes, size: int, max_decoded: int) -> bytes:
     """A `size` x `size` upright centre crop, decoded as ingestion decodes (JPEG at a reduced DCT scale,
-    RAW through its embedded preview or a half-size demosaic); a DecodeError says why it cannot be."""
-    pixels = decode_file(file, InputGeometry(size, size), defaults.MAX_PIXELS).pixels
+    RAW through its embedded preview or a half-size demosaic), no more than `max_decoded` pixels of it; a
+    DecodeError says why it cannot be."""
+    pixels = decode_file(file, InputGeometry(size, size), defaults.MAX_PIXELS, max_decoded).pixels
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, "JPEG", quality=JPEG_QUALITY)
     return out.getvalue()

@@ -21,6 +21,8 @@ IDLE_SECONDS = 8
 MAX_UPLOAD = 4 * 1024**2
 INLINE_MAX_FILES = 16  # folders of more files are ingested as Ray jobs
 EMBED_MAX_REPLICAS = 1  # the Serve config's `deployments:` entry says 4; this test's says 1
+PREVIEW_MAX_PIXELS = 4_000_000  # small, so that a picture over it is small too
+SIMILAR_MAX_PAIRS = 40  # over the pairs of tests/test_similar.py's near-copies (30), under those of 10 photos (45)
 
 
 def serve_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
@@ -52,6 +54,8 @@ def service(ray_head, tiny_model, tmp_path_factory):
         "CLIP_CHECKPOINT": tiny_model["checkpoint"],
         "BLIP_MODEL": str(save_blip(work / "blip")),
         "INGEST_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
+        "PREVIEW_MAX_PIXELS": str(PREVIEW_MAX_PIXELS),
+        "SIMILAR_MAX_PAIRS": str(SIMILAR_MAX_PAIRS),
     }
     port = free_port()
     env = {**os.environ, **ray_head["env"], "PYTHONPATH": str(ROOT), **settings}

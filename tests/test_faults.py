@@ -84,16 +84,42 @@ def test_embedding_actor_killed_mid_job(ray_head, many, chroma_server, tiny_mode
 
 
 def test_chroma_server_stopped_mid_job(cli, ray_head, many, chroma_server, tiny_model_args):
+    """Killed as soon as the first records are written, while most files are still to be read: whichever stage
+    meets the dead server first (reading, or writing) ends the job with one line."""
     job = start_ingest(ray_head, many, chroma_server, "server-stopped", tiny_model_args)
-    wait_for(lambda: chroma_server.count("server-stopped") > 0, timeout=180, what="first records")
+    wait_for(lambda: chroma_server.count("server-stopped") > 0, timeout=180, interval=0.1, what="first records")
     chroma_server.stop()
     started = time.monotonic()
     out, err = job.communicate(timeout=300)
     assert job.returncode == 2, err[-3000:]
-    assert f"Chroma server {chroma_server.url} is unreachable: gave up after 6 attempts" in err
+    assert_one_line(err, chroma_server)
     assert time.monotonic() - started < 240  # bounded retries, then a clear failure
     chroma_server.start()
     rerun(cli, many, chroma_server, "server-stopped", tiny_model_args)
+
+
+def assert_one_line(stderr: str, server) -> None:
+    """The run ends with one line naming the store and what to do: no traceback, no Ray wrapping."""
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and f"Chroma server {server.url} is unreachable: gave up after 6 attempts" in last, \
+        stderr[-3000:]
+    assert "run again to store the rest" in last
+    assert "Traceback" not in stderr and "UserCodeException" not in stderr
+
+
+def test_chroma_server_stopped_during_a_run_in_the_commands_own_process(many, chroma_server, tiny_model_args):
+    """No cluster, and every file read in the command's own process: the same one line, exit 2."""
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    job = subprocess.Popen(
+        [sys.executable, "-m", "ray_pipeline", "ingest", str(many), "--collection", "stopped-here", "--chroma-url",
+         chroma_server.url, "--inline-max-files", str(COUNT), *tiny_model_args],
+        env={**env, "PYTHONPATH": str(ROOT)}, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: chroma_server.count("stopped-here") > 0, timeout=180, interval=0.1, what="first records")
+    chroma_server.stop()
+    out, err = job.communicate(timeout=300)
+    assert job.returncode == 2, err[-3000:]
+    assert "route: in_process (" in err
+    assert_one_line(err, chroma_server)
 
 
 def test_driver_killed_mid_job(cli, ray_head, many, chroma_server, tiny_model_args):

@@ -13,7 +13,7 @@ from ray_pipeline.cli import _config, build_parser
 from ray_pipeline.core import defaults
 from ray_pipeline.model.clip import ModelSpec
 from ray_pipeline.records.target import StoreTarget
-from serve_deployments.jobs import ingest_entrypoint
+from serve_deployments.jobs import ingest_entrypoint, write_paths
 from serve_deployments.settings import Secret, Settings, SettingsError
 
 pytestmark = pytest.mark.unit
@@ -60,8 +60,9 @@ def test_a_checkpoint_excludes_a_pretrained_tag(environment, tmp_path):
     environment.setenv("CLIP_PRETRAINED", "openai")
     environment.setenv("CLIP_CHECKPOINT", str(tmp_path / "w.pt"))
     assert Settings.from_env().model == ModelSpec(defaults.MODEL, None, str(tmp_path / "w.pt"), False)
-    args = build_parser().parse_args(["ingest", "photos", "--collection", "photos", "--checkpoint", "w.pt"])
-    assert _config(args).model == ModelSpec(defaults.MODEL, None, "w.pt", False)  # the CLI's default tag is left out
+    parser = build_parser()
+    args = parser.parse_args(["ingest", "photos", "--collection", "photos", "--checkpoint", "w.pt"])
+    assert _config(args, parser).model == ModelSpec(defaults.MODEL, None, "w.pt", False)  # the CLI's default tag is left out
 
 
 def test_the_store_from_the_environment(environment, tmp_path):
@@ -89,18 +90,36 @@ def test_the_store_from_the_environment(environment, tmp_path):
     (StoreTarget("", path="/data/chroma"), ModelSpec.asked(pretrained="", allow_random_weights=True)),
 ])
 @pytest.mark.parametrize("command", ["ingest", "watch"])
-def test_a_job_runs_the_cli_with_the_apps_model_and_store(store, model, command):
+def test_a_job_runs_the_cli_with_the_apps_model_and_store(store, model, command, tmp_path):
     """The job's command line, read back by the CLI's own parser, asks for the app's very model and store."""
     settings = Settings(token=None, allowed_roots=("/photos",), upload_dir="/uploads", store=store, model=model,
                         inline_max_files=16, serve_app="photos-app")
-    asked = settings.run_config(["/photos/2019 trip"], "holidays", "ingest-1", caption=True, prune=command == "ingest")
-    program, flag, module, *argv = shlex.split(ingest_entrypoint(asked, command))
+    asked = settings.run_config(["/photos/2019 trip", "/photos/caf\udce9"], "holidays", "ingest-1", caption=True,
+                                prune=command == "ingest")
+    paths_from = write_paths(str(tmp_path), "ingest-1", asked.paths)
+    program, flag, module, *argv = shlex.split(ingest_entrypoint(asked, command, paths_from))
     assert (program, flag, module) == (sys.executable, "-m", "ray_pipeline")
-    args = build_parser().parse_args(argv)
-    config = _config(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    config = _config(args, parser)
     assert args.command == command
     # The very run the app was asked for, whole, as the CLI reads it back (a watch always prunes).
     assert config == dataclasses.replace(asked, prune=True)
     assert (config.target, config.model) == (settings.target("holidays"), settings.model)
-    assert (config.paths, config.within, config.progress_id) == (("/photos/2019 trip",), ("/photos", "/uploads"), "ingest-1")
+    assert (config.paths, config.within, config.progress_id) == (("/photos/2019 trip", "/photos/caf\udce9"),
+                                                                 ("/photos", "/uploads"), "ingest-1")
+    assert config.uploads == "/uploads"  # its failed files are deleted, not remembered
     assert (config.caption, config.serve_app, config.prune, config.inline_max_files) == (True, "photos-app", True, 16)
+
+
+def test_a_failed_jobs_message_is_its_reason_never_a_traceback():
+    """Ray's status message of a failed job carries its last logs: the status gives the CLI's own `error:` line,
+    or else the exception that ended the job, never "Traceback (most recent call last):"."""
+    from serve_deployments.jobs import _reason
+
+    logs = "Job failed.\nINFO route: ray_data (...)\nerror: the job stopped: Chroma server http://c:8000 is unreachable\n"
+    assert _reason(logs) == "error: the job stopped: Chroma server http://c:8000 is unreachable"
+    traceback = ("Job entrypoint command failed with exit code 1, last available logs:\nTraceback (most recent call last):\n"
+                 '  File "/x.py", line 1, in <module>\n    main()\nOSError: [Errno 7] Argument list too long\n')
+    assert _reason(traceback) == "error: OSError: [Errno 7] Argument list too long"
+    assert _reason("Job was stopped.") == "Job was stopped." and _reason(None) is None

@@ -37,9 +37,14 @@ def test_the_blocks_find_every_pair_a_whole_product_finds(monkeypatch):
     vectors[[5, 13, 38]] = unit(vectors[[21, 21, 2]] + rng.normal(scale=0.05, size=(3, 16)))  # across blocks
     whole = vectors @ vectors.T
     expected = {(i, j) for i, j in zip(*np.nonzero(whole >= 0.9)) if i < j}
-    found = similar.pairs_here(vectors, 0.9)
-    assert {(i, j) for i, j, _ in found} == expected and len(found) == len(expected) >= 3
+    found, count = similar.pairs_here(vectors, 0.9)
+    assert {(i, j) for i, j, _ in found} == expected and len(found) == count == len(expected) >= 3
     assert all(abs(score - whole[i, j]) < 1e-5 for i, j, score in found)
+    # A threshold that lets every pair through: the answer is bounded, the strongest first, the count told.
+    kept, every = similar.pairs_here(vectors, -1.0, most=10)
+    upper = sorted((whole[i, j] for i in range(40) for j in range(i + 1, 40)), reverse=True)
+    assert every == 40 * 39 // 2 and len(kept) == 10
+    assert np.allclose([score for _, _, score in kept], upper[:10], atol=1e-5)
 
 
 @pytest.mark.unit

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ray_pipeline.core.errors import UserFacingError
+from ray_pipeline.core.errors import UserFacingError, user_facing_reason
 
 logger = logging.getLogger(__name__)
 
@@ -138,10 +138,11 @@ RAY_DATA_ACTOR_NOISE = re.compile(rb"core_worker\.cc:\d+: Actor with class name:
 
 
 @contextmanager
-def quiet_ray_data_actors() -> Iterator[None]:
-    """While inside, the process's stderr (fd 2, where Ray's C++ core writes) passes through a filter
-    that drops that one line and forwards every other byte as it comes (a progress bar redraws its line
-    after a carriage return, not a newline)."""
+def quiet_ray_data() -> Iterator[None]:
+    """While inside, Ray Data says less: the process's stderr (fd 2, where Ray's C++ core writes) passes through
+    a filter that drops its one line of noise per actor pool (forwarding every other byte as it comes: a
+    progress bar redraws its line after a carriage return, not a newline), and its loggers leave out the
+    traceback of an error this project reports itself, in one line (a Chroma server gone, say)."""
     read_end, write_end = os.pipe()
     out = os.dup(2)  # the forwarder's own copy of the real stderr, closed by the forwarder alone
     saved = os.dup(2)
@@ -149,13 +150,24 @@ def quiet_ray_data_actors() -> Iterator[None]:
     os.close(write_end)
     forwarder = threading.Thread(target=_forward, args=(read_end, out), name="stderr-filter", daemon=True)
     forwarder.start()
+    handlers = logging.getLogger("ray.data").handlers + logging.getLogger("ray").handlers
+    for handler in handlers:
+        handler.addFilter(_not_reported_by_us)
     try:
         yield
     finally:
+        for handler in handlers:
+            handler.removeFilter(_not_reported_by_us)
         sys.stderr.flush()
         os.dup2(saved, 2)  # the pipe's last writer closes: the forwarder drains it, then ends
         os.close(saved)
         forwarder.join(timeout=5)
+
+
+def _not_reported_by_us(record: logging.LogRecord) -> bool:
+    """A log record to keep: any but one carrying an error whose one line the command prints itself."""
+    error = record.exc_info[1] if record.exc_info else None
+    return error is None or user_facing_reason(error) is None
 
 
 def _forward(read_end: int, out: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 # Reasons that say nothing of the file itself: they hang on this run's settings or a passing state.
 PERMISSION_DENIED, READ_ERROR, OUTSIDE_ROOTS = "permission denied", "cannot read file", "resolves outside the allowed folders"
 PIXEL_LIMIT = "(--max-pixels)"  # in the reason of a picture refused for its size: a setting, not the file's fault
+PREVIEW_LIMIT = "(PREVIEW_MAX_PIXELS)"  # the same, of a thumbnail or a search by photo in the Serve app
 
 
 def lasting(reason: str) -> bool:

@@ -23,7 +23,7 @@ from ray_pipeline.core import defaults
 from ray_pipeline.core.errors import UserFacingError
 from ray_pipeline.core.formats import is_heif, is_raw
 from ray_pipeline.core.geometry import InputGeometry
-from ray_pipeline.core.reasons import PIXEL_LIMIT
+from ray_pipeline.core.reasons import PIXEL_LIMIT, PREVIEW_LIMIT
 from ray_pipeline.files.metadata import ROTATED_ORIENTATIONS, exif_fields, jpeg_exif_fields, raw_exif_fields
 from ray_pipeline.files.reading import FileBytes
 
@@ -184,9 +184,10 @@ def _decoder_failure(container: str | None, exc: BaseException) -> str:
 
 
 def decode_image(data: bytes, geometry: InputGeometry, max_pixels: int = defaults.MAX_PIXELS,
-                 formats: tuple[str, ...] = ()) -> DecodedPhoto:
+                 formats: tuple[str, ...] = (), max_decoded: int | None = None) -> DecodedPhoto:
     """Decode a JPEG, PNG, TIFF, WEBP, BMP, GIF (first frame), HEIF or AVIF (primary picture) at the
-    smallest useful scale. `formats`: those the file's name promises (HEIF_FORMATS), () for any."""
+    smallest useful scale. `formats`: those the file's name promises (HEIF_FORMATS), () for any.
+    `max_decoded`: the most pixels to decode, at that scale (a preview's bound on memory)."""
     if not data:
         raise DecodeError("empty file")
     image = _open_image(data, max_pixels)
@@ -194,10 +195,13 @@ def decode_image(data: bytes, geometry: InputGeometry, max_pixels: int = default
         raise DecodeError(f"holds a {image.format} picture, not the {' or '.join(formats)} its name says: "
                           f"rename it to .{_EXTENSION_OF.get(image.format, (image.format or 'bin').lower())}")
     try:
-        exif = image.getexif()
         width, height = image.size
         if image.format in ("JPEG", "HEIF"):  # a reduced DCT scale; HEIF: an embedded thumbnail big enough
             image.draft("RGB", geometry.reduced_size(*image.size))
+        if max_decoded is not None and image.size[0] * image.size[1] > max_decoded:  # before a PNG's EXIF loads it all
+            raise DecodeError(f"picture is {width}x{height}: a preview of it would decode {image.size[0] * image.size[1]:,} "
+                              f"pixels, over the limit of {max_decoded:,} {PREVIEW_LIMIT}")
+        exif = image.getexif()
         image.load()
         # Recent Pillow turns a TIFF upright itself: its size is the upright one from the start, and
         # loading transposes it and drops its Orientation tag. Only an orientation left after loading
@@ -336,12 +340,14 @@ def _raw_preview(raw: rawpy.RawPy, geometry: InputGeometry, max_pixels: int) -> 
     return preview, {}
 
 
-def decode_file(file: FileBytes, geometry: InputGeometry, max_pixels: int) -> DecodedPhoto:
-    """Decode by extension; whatever a decoder raises on hostile bytes becomes this file's DecodeError."""
+def decode_file(file: FileBytes, geometry: InputGeometry, max_pixels: int, max_decoded: int | None = None) -> DecodedPhoto:
+    """Decode by extension; whatever a decoder raises on hostile bytes becomes this file's DecodeError.
+    `max_decoded`: the most pixels a picture may need decoded (a RAW file's preview or binned mosaic is
+    always small), for the app's previews; ingestion bounds a picture by `max_pixels` alone."""
     try:
         if is_raw(file.path):
             return decode_raw(file.data, geometry, max_pixels)
-        return decode_image(file.data, geometry, max_pixels, HEIF_FORMATS if is_heif(file.path) else ())
+        return decode_image(file.data, geometry, max_pixels, HEIF_FORMATS if is_heif(file.path) else (), max_decoded)
     except DecodeError:
         raise
     except Exception as exc:  # one bad file must never fail the batch it is in

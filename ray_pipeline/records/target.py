@@ -3,15 +3,32 @@ shard it), which shard of them a server holds, and the names Chroma takes."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, replace
 from urllib.parse import urlparse
 
 from ray_pipeline.records.errors import StoreError, WrongServers
 
-# Chroma's rule for collection names, checked where a name comes in (the CLI, the HTTP API).
+# Chroma's rule for collection names, checked where a name comes in (the CLI, the HTTP API), before any work:
+# these characters, and (`collection_name_problem`) no two periods in a row, and not an IPv4 address.
 COLLECTION_NAME = r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]"
 # Keys of a sharded collection's metadata on each server: how many shards, and which one this is.
 SHARDS_KEY, SHARD_KEY = "shards", "shard"
+
+
+def collection_name_problem(name: str) -> str | None:
+    """Why Chroma would refuse this collection name (None: it takes it), as Chroma checks it."""
+    if not re.fullmatch(COLLECTION_NAME, name):
+        return ("a collection name is 3 to 512 characters of a-z A-Z 0-9 . _ -, starting and ending with a letter "
+                "or digit")
+    if ".." in name:
+        return "a collection name holds no two periods in a row (..)"
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        return None
+    return "a collection name is not an IPv4 address"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ray_pipeline.cluster.runtime import init_ray, quiet_ray_data_actors
+from ray_pipeline.cluster.runtime import init_ray, quiet_ray_data
 from ray_pipeline.core.errors import UserFacingError, user_facing_reason
 from ray_pipeline.files.listing import Listing
 from ray_pipeline.model import clip as clip_model
@@ -106,7 +106,7 @@ class ListedInput:
         paths = self.listing.paths
         fresh = {path for path in paths if path not in self.stored.unchanged}
         return after_files(store.store, FilesThrough.of(self.stored, PairsAmong(paths, fresh), self.gone), tally,
-                           self.pruning, self.config.enrichments)
+                           self.pruning, self.config.enrichments, self.config.uploads)
 
 
 def _paths_dataset(paths: list[str]):
@@ -158,7 +158,7 @@ def run_job(config: RunConfig, files: JobInput, tally: Tally) -> JobResult:
         reporter.start(discovered, tally)
         with _stops_with_reason():
             if to_read is not None:  # nothing new: what is left is the sequence after the files
-                with quiet_ray_data_actors():
+                with quiet_ray_data():
                     tally.add(_read_embed_write(to_read, stages, store, reporter, config.keeps_contents))
             after = files.after(store, tally)
             enriched = run_queued(store.store, after.queued, pool, reporter)

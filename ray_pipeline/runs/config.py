@@ -32,6 +32,7 @@ class RunConfig:
     prune: bool = False  # remove the records of files gone from the folders of the run, or holding other bytes now
     prune_missing_folders: bool = False  # prune even under folders that are missing, unmounted or emptied
     dry_run: bool = False  # with prune: say what would be removed, change nothing
+    uploads: str | None = None  # the Serve app's upload folder: a file under it that fails is deleted, not remembered
 
     @property
     def enrichments(self) -> tuple[CostlyEnrichment, ...]:
@@ -61,4 +62,6 @@ class RunConfig:
             args += ["--inline-max-files", str(self.inline_max_files)]
         if self.prune:
             args.append("--prune")
+        if self.uploads:
+            args += ["--uploads", self.uploads]
         return args

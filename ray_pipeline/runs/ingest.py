@@ -151,7 +151,7 @@ def _nothing_to_read(config: RunConfig, listing: Listing, stored: Stored, tally:
     if pruning is not None or stored.duplicates:  # what to prune, or copies whose paths the records learn
         with opened_here(config.target) as store:
             if store is not None:  # the collection is there: every file is settled in it
-                after = after_files(store, _through(listing, stored), tally, pruning)
+                after = after_files(store, _through(listing, stored), tally, pruning, uploads=config.uploads)
     return _Done(bool((stored.collection_metadata or {}).get("random_weights")), reporter, after)
 
 
@@ -173,7 +173,7 @@ def _in_process(config: RunConfig, listing: Listing, stored: Stored, tally: Tall
     with opened_for_writing(config.target, resolved.collection_metadata()) as store:
         tally.add(ingest_here(listing.paths, stored, store, embedder, resolved.geometry, config.max_pixels, config.within,
                               reporter, config.keeps_contents))
-        after = after_files(store, _through(listing, stored), tally, pruning, config.enrichments)
+        after = after_files(store, _through(listing, stored), tally, pruning, config.enrichments, config.uploads)
     return _Done(resolved.random_weights, reporter, after)
 
 

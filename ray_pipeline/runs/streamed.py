@@ -209,7 +209,7 @@ class StreamedInput:
         states = {os.fsdecode(r["path"]): FileState(r["size"], r["mtime_ns"], r["ctime_ns"]) for r in rows if r["size"] >= 0}
         changed = frozenset(os.fsdecode(r["path"]) for r in rows if r["before"] == CHANGED)
         through = FilesThrough(PairsByPartition(self.checked, store), states, changed)
-        return after_files(store.store, through, tally, enrichments=self.config.enrichments)
+        return after_files(store.store, through, tally, enrichments=self.config.enrichments, uploads=self.config.uploads)
 
 
 @dataclass(frozen=True)

@@ -227,7 +227,7 @@ class Watcher:
             batch.add(ingest_here(changed, stored, store, warm, facts.geometry, config.max_pixels, config.within,
                                   reporter, keep_stored=True))
         after = after_files(store, FilesThrough.of(stored, PairsAmong(beside(changed)), tuple(gone)), batch, pruning,
-                            config.enrichments)
+                            config.enrichments, config.uploads)
         if after.queued:
             enriched = run_queued(store, after.queued, ServedPool(config.serve_app), reporter)
             self.enriched.update(enriched.counts)

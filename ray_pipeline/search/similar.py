@@ -9,8 +9,9 @@ that spread over the cluster (on a GPU where the cluster has one).
 
 from __future__ import annotations
 
+import heapq
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,9 +26,13 @@ from ray_pipeline.steps.summary import last_json_line
 DEFAULT_THRESHOLD = 0.95
 BLOCK = 4096  # vectors a block: one product of two blocks is 64 MB of float32
 IN_PROCESS_MAX = 20_000  # vectors compared in this process; more, as Ray tasks (starting a local Ray if none runs)
+# The strongest pairs kept at most: past it the answer says `truncated` (a threshold set too low, or a library of
+# bursts, would otherwise make an answer of millions of pairs).
+MAX_PAIRS = 100_000
 
 logger = logging.getLogger(__name__)
 Pair = tuple[int, int, float]  # (row, row, cosine), the first row the smaller
+Found = tuple[list[Pair], int]  # the strongest pairs kept, and how many there were at or above the threshold
 
 
 @dataclass(frozen=True)
@@ -54,11 +59,12 @@ class Similar:
     threshold: float
     exact: list[Member]  # one content each, at every path that holds it
     near: list[Group]
+    truncated: bool = False  # more pairs were at or above the threshold than were kept: the strongest only
 
     def as_json(self) -> dict:
         """What `similar --json` prints, its first key `threshold` (found again in a job's log by `similar_in`)."""
         return {"threshold": self.threshold, "exact": [vars(member) for member in self.exact],
-                "near": [group.as_json() for group in self.near]}
+                "near": [group.as_json() for group in self.near], "truncated": self.truncated}
 
 
 def similar_in(output: str) -> dict | None:
@@ -66,12 +72,34 @@ def similar_in(output: str) -> dict | None:
     return last_json_line(output, '{"threshold"')
 
 
-def block_pairs(vectors: np.ndarray, rows: tuple[int, int], columns: tuple[int, int], threshold: float) -> list[Pair]:
-    """The pairs at or above the threshold between two blocks of unit vectors (each pair once)."""
+def block_pairs(vectors: np.ndarray, rows: tuple[int, int], columns: tuple[int, int], threshold: float,
+                most: int = MAX_PAIRS) -> Found:
+    """The pairs at or above the threshold between two blocks of unit vectors (each pair once): the `most`
+    strongest of them, and how many there were. Memory stays that of the block's product."""
     scores = _products(vectors[rows[0] : rows[1]], vectors[columns[0] : columns[1]])
-    found = np.argwhere(scores >= threshold)
-    pairs = [(rows[0] + int(i), columns[0] + int(j), float(scores[i, j])) for i, j in found]
-    return [(i, j, round(score, 6)) for i, j, score in pairs if i < j]
+    above = scores >= threshold
+    if rows[0] == columns[0]:  # a block against itself: each pair once, never a vector with itself
+        above &= np.triu(np.ones_like(above), k=1)
+    flat = np.flatnonzero(above)
+    count = len(flat)
+    if count > most:
+        flat = flat[np.argpartition(scores.ravel()[flat], count - most)[count - most :]]
+    width = scores.shape[1]
+    return [(rows[0] + int(at) // width, columns[0] + int(at) % width, round(float(scores.flat[at]), 6)) for at in flat], count
+
+
+def strongest(parts: Iterable[Found], most: int = MAX_PAIRS) -> Found:
+    """The `most` strongest pairs of all the parts, and how many there were in all."""
+    kept: list[tuple[float, int, int]] = []
+    count = 0
+    for pairs, found in parts:
+        count += found
+        for i, j, score in pairs:
+            if len(kept) < most:
+                heapq.heappush(kept, (score, i, j))
+            elif score > kept[0][0]:
+                heapq.heapreplace(kept, (score, i, j))
+    return [(i, j, score) for score, i, j in sorted(kept, reverse=True)], count
 
 
 def _products(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -94,21 +122,21 @@ def block_ranges(count: int, block: int | None = None) -> Iterator[tuple[tuple[i
                 yield (i, min(i + block, count)), (j, min(j + block, count))
 
 
-def pairs_here(vectors: np.ndarray, threshold: float) -> list[Pair]:
-    return [pair for rows, columns in block_ranges(len(vectors)) for pair in block_pairs(vectors, rows, columns, threshold)]
+def pairs_here(vectors: np.ndarray, threshold: float, most: int = MAX_PAIRS) -> Found:
+    return strongest((block_pairs(vectors, rows, columns, threshold, most) for rows, columns in block_ranges(len(vectors))),
+                     most)
 
 
-def pairs_on_ray(vectors: np.ndarray, threshold: float) -> list[Pair]:
+def pairs_on_ray(vectors: np.ndarray, threshold: float, most: int = MAX_PAIRS) -> Found:
     """The same blocks as Ray tasks, the vectors put in the object store once."""
     import ray
-
 
     logger.info("%d vectors: their pairs found by Ray tasks on %s", len(vectors), init_ray())
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(block_pairs).options(num_cpus=1, num_gpus=gpus)
     shared = ray.put(vectors)
-    done = ray.get([task.remote(shared, rows, columns, threshold) for rows, columns in block_ranges(len(vectors))])
-    return [pair for pairs in done for pair in pairs]
+    pending = [task.remote(shared, rows, columns, threshold, most) for rows, columns in block_ranges(len(vectors))]
+    return strongest((ray.get(reply) for reply in pending), most)
 
 
 def groups_of(ids: list[str], metadatas: list[dict], pairs: list[Pair]) -> list[Group]:
@@ -138,12 +166,15 @@ def _member(record_id: str, metadata: dict) -> Member:
 
 
 def find_similar(store: RecordStore, threshold: float = DEFAULT_THRESHOLD, in_process_max: int = IN_PROCESS_MAX,
-                 pairs: Callable[[np.ndarray, float], list[Pair]] | None = None) -> Similar:
-    """The collection's exact copies and near-duplicate groups; `pairs` finds the pairs (by default in this
-    process for at most `in_process_max` vectors, else with Ray tasks)."""
+                 most: int = MAX_PAIRS, pairs: Callable[[np.ndarray, float, int], Found] | None = None) -> Similar:
+    """The collection's exact copies and near-duplicate groups, from at most the `most` strongest pairs;
+    `pairs` finds them (by default in this process for at most `in_process_max` vectors, else with Ray tasks)."""
     ids, vectors, metadatas = store.vectors()
     if pairs is None:
         pairs = pairs_here if len(ids) <= in_process_max else pairs_on_ray
     exact = [_member(i, m) for i, m in zip(ids, metadatas) if len(keys.paths_of(m)) > 1]
-    return Similar(threshold, sorted(exact, key=lambda member: member.path or ""),
-                   groups_of(ids, metadatas, pairs(vectors, threshold)))
+    kept, count = pairs(vectors, threshold, most)
+    if count > len(kept):
+        logger.warning("%d pairs at cosine >= %s: the %d strongest are kept", count, threshold, len(kept))
+    return Similar(threshold, sorted(exact, key=lambda member: member.path or ""), groups_of(ids, metadatas, kept),
+                   truncated=count > len(kept))

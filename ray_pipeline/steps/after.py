@@ -2,7 +2,8 @@
 (in this process, the app's warm path, a watch's batch, the Ray Data job, a streamed manifest):
 
 1. remember the files that failed for a lasting reason (`core.reasons.lasting`), with their state before
-   reading, and forget the failures of files read fine now, or seen going;
+   reading, and forget the failures of files read fine now, or seen going; a failed file the Serve app
+   uploaded is deleted instead (it is the app's copy, and of no use);
 2. give records the paths of the copies of their bytes found in this run;
 3. mark the RAW+JPEG pairs among its files;
 4. with prune, remove the records of files gone, or holding other bytes now (or have them follow a copy);
@@ -11,8 +12,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
+from ray_pipeline.core.paths import is_within
 from ray_pipeline.core.reasons import lasting
 from ray_pipeline.files.state import FileState
 from ray_pipeline.records.enrichments import CostlyEnrichment
@@ -52,9 +55,14 @@ class After:
 
 
 def after_files(store: RecordStore, files: FilesThrough, tally: Tally, pruning: Pruning | None = None,
-                enrichments: tuple[CostlyEnrichment, ...] = ()) -> After:
-    """The steps after a run's files, on the store the run wrote; `tally.removed` counts what prune removed."""
+                enrichments: tuple[CostlyEnrichment, ...] = (), uploads: str | None = None) -> After:
+    """The steps after a run's files, on the store the run wrote; `tally.removed` counts what prune removed.
+    `uploads`: the Serve app's upload folder, whose failed files are deleted."""
     failed = {error.path: error.reason for error in tally.errors}
+    if uploads is not None:
+        discarded = [path for path in failed if is_within(os.path.realpath(path), (uploads,))]
+        discard_uploads(discarded)
+        failed = {path: reason for path, reason in failed.items() if path not in discarded}
     store.remember_failures(
         [Failure(path, files.read_before[path], reason) for path, reason in failed.items()
          if path in files.read_before and lasting(reason)],
@@ -70,6 +78,15 @@ def after_files(store: RecordStore, files: FilesThrough, tally: Tally, pruning: 
         plan.apply(store)
         tally.removed += len(plan.removals)
     return After(plan, holds, queue(store, enrichments, tally.stored) if enrichments else [])
+
+
+def discard_uploads(paths: list[str]) -> None:
+    """Delete the app's copies of uploads that failed: kept, they would fill its folder with files of no use."""
+    for path in paths:
+        try:
+            os.remove(path)
+        except OSError:  # gone already (the same bytes uploaded twice, failing twice)
+            continue
 
 
 def _by_record(copies: list[tuple[str, str]]) -> dict[str, list[str]]:

@@ -385,7 +385,8 @@ async function findSimilar(event) {
     const answer = await api(`collections/${encodeURIComponent(collection)}/similar?${params}`);
     const found = answer.status === 202 ? await similarJob((await answer.json()).job_id, message) : await answer.json();
     say(message, `${found.exact.length} photo(s) stored at several paths; ${found.near.length} group(s) of `
-      + `near-duplicates at cosine ≥ ${found.threshold} in ${collection}`);
+      + `near-duplicates at cosine ≥ ${found.threshold} in ${collection}`
+      + (found.truncated ? " (made of the closest pairs only: there were more; raise the threshold)" : ""));
     $("#similar-groups").replaceChildren(
       ...found.exact.map((member) => el("article", { class: "group exact", "data-id": member.id },
         el("h3", { text: `Exact copies (${member.paths.length} paths)` }),
