@@ -14,6 +14,7 @@ from ray_pipeline.core import defaults
 from ray_pipeline.core.errors import UserFacingError
 from ray_pipeline.core.paths import FileFailure, path_text
 from ray_pipeline.model.clip import ModelSpec
+from ray_pipeline.model.embedders import PRECISIONS
 from ray_pipeline.records.filters import SearchFilters, first_error
 from ray_pipeline.records.store import open_store
 from ray_pipeline.records.target import StoreTarget, collection_name_problem
@@ -91,6 +92,12 @@ def _add_model_options(parser: argparse.ArgumentParser, with_defaults: bool) -> 
                         help="when the weights cannot be had, use seeded random ones (vectors are meaningless)")
 
 
+def _add_precision_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="the model's arithmetic: auto (fp16 on a GPU; bf16 on a CPU that computes in it natively, about "
+                             "twice as fast as fp32; fp32 elsewhere), or one of them")
+
+
 def _add_ingest_options(parser: argparse.ArgumentParser) -> None:
     """What `ingest` and `watch` both take."""
     _add_store_options(parser)
@@ -99,6 +106,7 @@ def _add_ingest_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--actors", type=_actors, metavar="N|MIN,MAX", help="embedding actor pool size (default: one per GPU, or 1)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="torch.compile (auto: on for CUDA)")
+    _add_precision_option(parser)
     parser.add_argument("--rehash", action="store_true",
                         help="read and hash every file; by default a file whose path, size and modification time match "
                              "its stored record is skipped unread")
@@ -114,10 +122,12 @@ def _add_ingest_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--within", action="append", default=[], metavar="DIR",
                         help="read only files whose real path (symlinks followed) is inside DIR; repeatable")
     parser.add_argument("--progress-id", metavar="ID", help="report live counts under this id (set by the HTTP API)")
-    parser.add_argument("--inline-max-files", type=_count, default=defaults.INLINE_MAX_FILES, metavar="N",
-                        help=f"with no Ray cluster running, up to N files to read are embedded in this process, without "
-                             f"starting Ray; in watch, changes of up to N files are embedded by the warm model, and larger "
-                             f"bursts by a Ray job (default {defaults.INLINE_MAX_FILES}; 0: always a Ray job)")
+    parser.add_argument("--inline-max-files", type=_count, metavar="N",
+                        help=f"at most N files to read run without a Ray job: on a running cluster (default "
+                             f"{defaults.INLINE_MAX_FILES}), in this process or through its Serve app's Embedder; in watch, "
+                             f"a batch of at most N files is embedded by the warm model, a larger burst by a Ray job (default "
+                             f"{defaults.INLINE_MAX_FILES}). With no cluster running the expected time of each way decides "
+                             f"unless N is given (0: always a Ray job)")
     parser.add_argument("--prune", action="store_true",
                         help="remove the records of files that are gone from the folders given, or hold other bytes now "
                              "(a record whose bytes another listed file holds takes that file's path instead)")
@@ -156,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--image", metavar="FILE", help="search with a photo instead of a text")
     _add_results_options(search, k=5)
     _add_model_options(search, with_defaults=False)
+    _add_precision_option(search)
 
     browse = commands.add_parser("browse", help="the collection's photos with no query, newest capture first")
     _add_results_options(browse, k=20)
@@ -296,6 +307,7 @@ def _config(args, parser) -> RunConfig:
         actors=args.actors,
         device=args.device,
         compile=args.compile,
+        precision=args.precision,
         max_pixels=args.max_pixels,
         caption=args.caption,
         serve_app=args.serve_app,
@@ -341,7 +353,8 @@ def _search(args, parser) -> int:
     override = None
     if args.command == "search" and (args.model or args.checkpoint or args.pretrained or args.allow_random_weights):
         override = ModelSpec.asked(args.model, args.pretrained, args.checkpoint, args.allow_random_weights)
-    page = search.search_page(_target(args), args.k, text, image, override, filters, args.offset, not args.all)
+    page = search.search_page(_target(args), args.k, text, image, override, filters, args.offset, not args.all,
+                              getattr(args, "precision", "auto"))
     if args.json:
         print(json.dumps(page.as_json()))
         return 0

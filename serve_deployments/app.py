@@ -21,7 +21,7 @@ def build_app(settings: Settings | None = None):
     settings = settings or Settings.from_env()
     embedder = Embedder.options(
         **warm_scaling(settings.embed_min_replicas, settings.embed_max_replicas, MAX_BATCH, settings.embed_num_gpus)
-    ).bind(settings.model, settings.preview_max_pixels)
+    ).bind(settings.model, settings.preview_max_pixels, settings.precision)
     # One replica at least, so an upload never waits for one to start; a second under many uploads. It
     # is given no token: it needs none.
     inline = InlineIngest.options(**warm_scaling(1, 2, 2)).bind(embedder, replace(settings, token=None))

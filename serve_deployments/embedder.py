@@ -27,18 +27,18 @@ PHOTO_DECODES = 2  # photos searched by, decoded at once by a replica: N such se
 
 @serve.deployment(max_ongoing_requests=64)
 class Embedder:
-    def __init__(self, spec: ModelSpec, preview_max_pixels: int = defaults.PREVIEW_MAX_PIXELS):
+    def __init__(self, spec: ModelSpec, preview_max_pixels: int = defaults.PREVIEW_MAX_PIXELS, precision: str = "auto"):
         import torch
 
         # Ray gives an actor one thread (OMP_NUM_THREADS=1): a request on the CPU then takes several times
         # longer than it must. Requests come in bursts, so each may use the node's cores while it runs.
         torch.set_num_threads(len(os.sched_getaffinity(0)))
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.embedder = LocalEmbedder(spec, device, compile="auto", batch_size=GPU_BATCH, texts=True)
+        self.embedder = LocalEmbedder(spec, device, compile="auto", batch_size=GPU_BATCH, texts=True, precision=precision)
         self.preview_max_pixels = preview_max_pixels
         self.decodes = asyncio.Semaphore(PHOTO_DECODES)
-        logger.info("Embedder replica ready: %s (%s) on %s", self.embedder.resolved.architecture,
-                    self.embedder.resolved.weights, device)
+        logger.info("Embedder replica ready: %s (%s) on %s in %s", self.embedder.resolved.architecture,
+                    self.embedder.resolved.weights, device, self.embedder.precision)
 
     def model(self) -> ModelFacts:
         return self.embedder.facts()

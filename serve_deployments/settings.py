@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 from ray_pipeline.core import defaults
 from ray_pipeline.model.clip import ModelSpec
+from ray_pipeline.model.embedders import PRECISIONS
 from ray_pipeline.records.errors import StoreError
 from ray_pipeline.records.target import StoreTarget
 from ray_pipeline.runs.config import RunConfig
@@ -45,6 +46,14 @@ def _number(name: str, kind: type, default, minimum: float = 0):
     return number
 
 
+def _choice(name: str, choices: tuple[str, ...]) -> str:
+    """The environment variable `name`, one of `choices` (the first when unset)."""
+    value = os.environ.get(name, "").strip() or choices[0]
+    if value not in choices:
+        raise SettingsError(f"{name}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
 def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -69,6 +78,7 @@ class Settings:
     similar_in_app_max: int = IN_PROCESS_MAX  # records compared in the app; a larger collection's `similar` is a Ray job
     similar_max_pairs: int = SIMILAR_MAX_PAIRS  # the strongest pairs an answer of `similar` keeps
     preview_max_pixels: int = defaults.PREVIEW_MAX_PIXELS  # the most pixels a thumbnail or a search by photo decodes
+    precision: str = "auto"  # the Embedder's arithmetic (EMBED_PRECISION), as the CLI's --precision
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -102,6 +112,7 @@ class Settings:
             similar_in_app_max=_number("SIMILAR_IN_APP_MAX", int, IN_PROCESS_MAX),
             similar_max_pairs=_number("SIMILAR_MAX_PAIRS", int, SIMILAR_MAX_PAIRS, minimum=1),
             preview_max_pixels=_number("PREVIEW_MAX_PIXELS", int, defaults.PREVIEW_MAX_PIXELS, minimum=1),
+            precision=_choice("EMBED_PRECISION", PRECISIONS),
         )
 
     def __post_init__(self) -> None:

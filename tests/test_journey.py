@@ -17,7 +17,8 @@ from ray_pipeline.core.outcome import Outcome
 from ray_pipeline.core.paths import FileFailure
 from ray_pipeline.records.store import opened_for_writing
 from ray_pipeline.records.target import StoreTarget
-from ray_pipeline.runs.in_process import CHUNK, RunStopped, journeys
+from ray_pipeline.runs import in_process
+from ray_pipeline.runs.in_process import RunStopped, journeys
 from ray_pipeline.runs.progress import Reporter
 from ray_pipeline.steps.journey import DuplicateRegistry, Journey
 from samples.sample_photos import write_library, write_many
@@ -122,8 +123,11 @@ def test_claims_are_idempotent_per_path_and_safe_across_threads():
     assert registry.claim([(content, owner), (content, "/p/other")]) == [True, False]
 
 
-class ChunkSizes(Reporter):
-    """A reporter that keeps the size of each chunk it hears of (a run in this process, no board, no metrics)."""
+B = 8  # new files per batch in these tests: a few chunks each
+
+
+class BatchSizes(Reporter):
+    """A reporter that keeps the size of each batch it hears of (a run in this process, no board, no metrics)."""
 
     def __init__(self):
         super().__init__(None, "journeys", to_metrics=False)
@@ -144,29 +148,29 @@ def tiny_encoder(tmp_path_factory):
     return LocalEmbedder(resolved, network=network)
 
 
-def test_inline_ingestion_writes_whole_records_chunk_by_chunk(store, tmp_path, tiny_encoder):
+def test_inline_ingestion_writes_whole_records_batch_by_batch(store, tmp_path, tiny_encoder):
     folder = tmp_path / "many"
-    paths = sorted(write_many(str(folder), 2 * CHUNK + 3))
+    paths = sorted(write_many(str(folder), 2 * B + 3))
     shutil.copy(paths[0], folder / "copy.jpg")
     (folder / "broken.jpg").write_bytes(b"nope")
     paths += [str(folder / "copy.jpg"), str(folder / "broken.jpg")]
-    chunks = ChunkSizes()
-    tally = journeys(paths, journey_of(store), tiny_encoder, store, chunks)
-    assert tally.summary() == {"discovered": len(paths), "embedded": 2 * CHUNK + 3, "skipped_existing": 0,
+    batches = BatchSizes()
+    tally = journeys(paths, journey_of(store), tiny_encoder, store, batches, batch=B)
+    assert tally.summary() == {"discovered": len(paths), "embedded": 2 * B + 3, "skipped_existing": 0,
                                "duplicates": 1, "failed": 1}
     assert tally.errors == [FileFailure(str(folder / "broken.jpg"), "not a recognised image format")]
-    assert chunks.sizes == [CHUNK, CHUNK, len(paths) - 2 * CHUNK]
+    assert batches.sizes == [B, B, len(paths) - 2 * B]
     got = store.collection.get(include=["embeddings", "metadatas"])
-    assert sorted(got["ids"]) == sorted({sha256_of(p) for p in paths[: 2 * CHUNK + 3]})
+    assert sorted(got["ids"]) == sorted({sha256_of(p) for p in paths[: 2 * B + 3]})
     assert np.allclose(np.linalg.norm(np.asarray(got["embeddings"]), axis=1), 1, atol=1e-5)
     assert all(m["path"] in paths for m in got["metadatas"])
 
-    again = journeys(paths, journey_of(store), tiny_encoder, store, ChunkSizes())
-    assert (again.summary()["embedded"], again.summary()["skipped_existing"]) == (0, 2 * CHUNK + 3)
+    again = journeys(paths, journey_of(store), tiny_encoder, store, BatchSizes(), batch=B)
+    assert (again.summary()["embedded"], again.summary()["skipped_existing"]) == (0, 2 * B + 3)
 
 
 def test_an_encoder_that_fails_leaves_no_partial_record(store, tmp_path, tiny_encoder):
-    paths = sorted(write_many(str(tmp_path / "many"), 2 * CHUNK))
+    paths = sorted(write_many(str(tmp_path / "many"), 2 * B))
     calls = []
 
     class EmbedThenFail:  # a fake: a model lost in the middle of an ingestion, which cannot be caused here
@@ -177,16 +181,16 @@ def test_an_encoder_that_fails_leaves_no_partial_record(store, tmp_path, tiny_en
             return tiny_encoder.embed(pixels)
 
     with pytest.raises(RuntimeError, match="went away"):
-        journeys(paths, journey_of(store), EmbedThenFail(), store, ChunkSizes())
+        journeys(paths, journey_of(store), EmbedThenFail(), store, BatchSizes(), batch=B)
+    assert calls == [B, B]  # the new files embedded a batch at a time
     got = store.collection.get(include=["embeddings"])
-    assert sorted(got["ids"]) == sorted(sha256_of(p) for p in paths[:CHUNK])  # the first chunk, whole
-    assert len(got["embeddings"]) == CHUNK
+    assert sorted(got["ids"]) == sorted(sha256_of(p) for p in paths[:B])  # the first batch, whole
+    assert len(got["embeddings"]) == B
 
 
-def test_an_ingestion_that_stops_reads_no_further_than_the_chunks_in_flight(store, tmp_path, tiny_encoder):
-    from ray_pipeline.runs.in_process import THREADS
-
-    paths = sorted(write_many(str(tmp_path / "many"), 6 * CHUNK))
+def test_an_ingestion_that_stops_reads_no_further_than_the_journeys_in_flight(store, tmp_path, tiny_encoder, monkeypatch):
+    monkeypatch.setattr(in_process, "AHEAD", 3 * B)
+    paths = sorted(write_many(str(tmp_path / "many"), 10 * B))
     registry, claimed = DuplicateRegistry(), []
 
     def claim(pairs):  # the journey claims each chunk once it has read it
@@ -194,7 +198,7 @@ def test_an_ingestion_that_stops_reads_no_further_than_the_chunks_in_flight(stor
         return registry.claim(pairs)
 
     journey = Journey(store, claim, GEOMETRY, defaults.MAX_PIXELS)
-    with pytest.raises(RunStopped):  # as a run asked to stop: asked after its first chunk
-        journeys(paths, journey, tiny_encoder, store, ChunkSizes(), stop_requested=lambda: True)
-    assert len(claimed) <= (1 + THREADS) * CHUNK < len(paths)
-    assert store.collection.count() == CHUNK  # the first chunk, written whole before the stop
+    with pytest.raises(RunStopped):  # as a run asked to stop: asked after its first batch
+        journeys(paths, journey, tiny_encoder, store, BatchSizes(), stop_requested=lambda: True, batch=B)
+    assert len(claimed) <= in_process.AHEAD + B < len(paths)  # those ahead at the start, and one more chunk for each taken
+    assert store.collection.count() == B  # the first batch, written whole before the stop

@@ -643,7 +643,7 @@ def embedded_block(rows: list[dict]) -> dict[str, np.ndarray]:
     """A block as the embedding stage leaves it for the write stage, as Ray Data hands it over (numpy)."""
     columns = {"path": pa.binary(), "status": pa.string(), "reason": pa.string(), "id": pa.string(),
                "embedding": pa.binary(), "metadata": pa.string(), "read_seconds": pa.float64(),
-               "decode_seconds": pa.float64(), "embed_seconds": pa.float64()}
+               "decode_seconds": pa.float64(), "embed_seconds": pa.float64(), "precision": pa.string()}
     return as_batch(pa.table({name: pa.array([row[name] for row in rows], kind) for name, kind in columns.items()}))
 
 
@@ -660,7 +660,7 @@ def row(path: str, status: str, record_id: str = "", reason: str = "", vector: n
     return {"path": os.fsencode(path), "status": status, "reason": reason, "id": record_id,
             "embedding": b"" if vector is None else vector.astype(np.float32).tobytes(),
             "metadata": json.dumps(path_fields(path)) if status == "new" else "",
-            "read_seconds": seconds, "decode_seconds": seconds if status == "new" else 0.0, "embed_seconds": 0.5 if status == "new" else 0.0}
+            "read_seconds": seconds, "decode_seconds": seconds if status == "new" else 0.0, "embed_seconds": 0.5 if status == "new" else 0.0, "precision": "bf16" if status == "new" else ""}
 
 
 def test_the_write_stage_stores_new_rows_with_their_vectors_and_counts_every_row():
@@ -680,6 +680,7 @@ def test_the_write_stage_stores_new_rows_with_their_vectors_and_counts_every_row
     assert ("e1", "/p/e.jpg") in tally.held and ("a1", "/p/a copy.jpg") in tally.held
     seconds = tally.stage_seconds()
     assert (seconds["read"], seconds["decode"], seconds["embed"]) == (1.75, 0.75, 1.5) and seconds["write"] >= 0
+    assert tally.precisions == {"bf16"}  # the summary's `actors.precision`: what the vectors were made in
     # The driver's tally is the sum of the blocks' (each block's written row carries its own).
     assert write(store, first).summary()["discovered"] + write(store, second).summary()["discovered"] == 7
 

@@ -59,12 +59,14 @@ def test_a_small_ingestion_without_a_cluster_runs_in_its_own_process(cli, sample
     here = subprocess.run([sys.executable, "-m", "ray_pipeline", "ingest", str(sample_library), "--collection", "here", *args],
                           env=no_cluster_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert summary_of(here)["embedded"] == 6
-    assert summary_of(here)["route"] == {"kind": "in_process", "reason": "6 files to read, no cluster running, at most "
-                                         "--inline-max-files (64): in this process, without Ray"}
+    route = summary_of(here)["route"]
+    assert route["kind"] == "in_process" and route["reason"].startswith("6 files to read, no cluster running, expected in "
+                                                                        "this process ")
+    assert route["reason"].endswith("s: in this process, without Ray") and ", on a local Ray " in route["reason"]
     assert here.stderr.count("route: in_process (6 files to read") == 1  # the log says it once
     assert "Ray instance" not in here.stderr and "Dataset" not in here.stderr
-    on_ray = summary_of(cli("ingest", str(sample_library), "--collection", "on-ray", *args))
-    assert on_ray["embedded"] == 6 and on_ray["route"]["kind"] == "ray_data" and "a Ray cluster runs" in on_ray["route"]["reason"]
+    on_ray = summary_of(cli("ingest", str(sample_library), "--collection", "on-ray", "--inline-max-files", "0", *args))
+    assert on_ray["embedded"] == 6 and on_ray["route"]["kind"] == "ray_data" and "on a running Ray cluster" in on_ray["route"]["reason"]
 
     import chromadb
 
@@ -157,3 +159,35 @@ def test_chroma_server_mode(cli, chroma_server, sample_library, tiny_model_args)
     found = cli("search", "--image", str(sample_library / "coffee.png"), "--collection", "served",
                 "--chroma-url", chroma_server, "--json")
     assert json.loads(found.stdout)["results"][0]["path"] == str(sample_library / "coffee.png")
+
+
+NICENESS_PROBE = """
+import os, ray
+from ray_pipeline.cluster.runtime import as_batch_work
+
+@ray.remote(num_cpus=0)
+class Stage:
+    def __init__(self):
+        as_batch_work()  # as PrepareStage and EmbedStage do when Ray Data starts them
+
+    def niceness(self):
+        return os.nice(0)
+
+ray.init()
+before = os.nice(0)
+as_batch_work()
+print(before, os.nice(0), ray.get(Stage.remote().niceness.remote()))
+"""
+
+
+def test_a_jobs_actors_give_way_to_searches_and_the_process_that_starts_them_does_not(ray_head):
+    """A bulk job's actors run at nice 19 (Ray's other workers, the app's replicas among them, at 15) so a search
+    in the app is not queued behind their batches; a driver (the CLI, a test) keeps its own priority although it
+    builds the same stages."""
+    env = {**os.environ, **ray_head["env"]}
+    probed = subprocess.run([sys.executable, "-c", NICENESS_PROBE], env=env, cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert probed.returncode == 0, probed.stderr[-3000:]
+    before, after, actor = map(int, probed.stdout.split()[-3:])
+    assert after == before
+    assert actor == 19

@@ -49,6 +49,27 @@ def running_cluster() -> str | None:
     return os.environ.get("RAY_ADDRESS") or _running_local_cluster()
 
 
+# Ray starts every worker at nice 15 (`RAY_worker_niceness`), the Serve app's replicas as well as a job's actors.
+BATCH_NICENESS = 19  # the least favoured a process can make itself: a job's actors, against the app's 15
+
+
+def as_batch_work() -> None:
+    """This process gives way on its node's CPUs to interactive work (the Serve app's searches): a job's actors
+    go from Ray's nice 15 to 19, which Linux weighs about six times below 15, so that a search is not queued
+    behind a batch of photos while a job ingests (benchmarks/RESULTS.md, issue 29). Idle cores still go to the
+    job. Only a Ray actor gives way: the same stages built in a driver or a test process keep their priority."""
+    import ray
+
+    if not (ray.is_initialized() and ray.get_runtime_context().get_actor_id()):
+        return
+    try:
+        current = os.nice(0)
+        if current < BATCH_NICENESS:
+            os.nice(BATCH_NICENESS - current)
+    except OSError:  # not allowed here: the job runs at the priority it has
+        pass
+
+
 def init_ray() -> str:
     """Connect to Ray: the running cluster (`running_cluster`), or a new local Ray.
 

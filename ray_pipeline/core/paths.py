@@ -54,3 +54,4 @@ class FileFailure:
 def is_within(path: str, roots: tuple[str, ...]) -> bool:
     """Whether `path` (already resolved) lies inside one of the (resolved) `roots`."""
     return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+

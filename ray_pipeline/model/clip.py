@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 from urllib.parse import urlparse
 
 from ray_pipeline.cluster.runtime import reachable
-from ray_pipeline.core import defaults
+from ray_pipeline.core import cache, defaults
 from ray_pipeline.core.errors import UserFacingError
 from ray_pipeline.core.geometry import InputGeometry
 
@@ -111,11 +112,19 @@ def _register_architecture(name: str) -> tuple[str, str | None]:
 
 
 def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The SHA-256 of a file's bytes: a checkpoint's identity. A checkpoint of hundreds of MB takes a second to
+    hash, which a re-run with nothing new would pay every time: the digest is kept in the user's cache, under
+    the file's path, size, mtime and inode (`cache.file_key`), and read back while all four are the same."""
+    key = cache.file_key(path)
+    digest = cache.kept("checksums", key)
+    if digest is None:
+        hashing = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                hashing.update(chunk)
+        digest = hashing.hexdigest()
+        cache.keep("checksums", key, digest)
+    return digest
 
 
 def _download(pretrained_cfg: dict) -> str:
@@ -247,7 +256,43 @@ def resolve(spec: ModelSpec):
         embedding_dim=_probe_dim(model, preprocess),
         preprocess=preprocess,
     )
+    key = _spec_key(spec)
+    if key is not None:
+        cache.keep("models", key, json.dumps(asdict(resolved)))
     return resolved, model
+
+
+def known(spec: ModelSpec) -> ResolvedModel | None:
+    """The model as `resolve` found it before, read back from the user's cache while the spec's files are as they
+    were: what decoding needs (the input geometry) and what collections record, known in a millisecond instead
+    of the seconds torch and OpenCLIP take to import and build it. None where it is not known."""
+    key = _spec_key(spec)
+    text = cache.kept("models", key) if key is not None else None
+    if text is None:
+        return None
+    try:
+        return ResolvedModel(**json.loads(text))
+    except (TypeError, ValueError):
+        return None
+
+
+def forget(spec: ModelSpec) -> None:
+    """The spec no longer resolves as it was kept (its weights went away): resolved afresh next time."""
+    key = _spec_key(spec)
+    if key is not None:
+        cache.forget("models", key)
+
+
+def _spec_key(spec: ModelSpec) -> str | None:
+    """The spec and the state of the files it names, with OpenCLIP's version; None where a file is missing."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        files = [cache.file_key(path) for path in (spec.checkpoint, spec.name) if path and os.path.isfile(path)]
+        return json.dumps([spec.name, spec.pretrained, spec.checkpoint, spec.allow_random_weights, files,
+                           version("open_clip_torch")])
+    except (OSError, PackageNotFoundError):
+        return None
 
 
 def warn_if_random(resolved: ResolvedModel, collection: str) -> None:

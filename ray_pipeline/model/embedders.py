@@ -13,6 +13,7 @@ memory, non-blocking copies and normalisation on the device.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +23,7 @@ from ray_pipeline.cluster.metrics import metrics
 from ray_pipeline.core.errors import UserFacingError
 from ray_pipeline.core.geometry import InputGeometry
 from ray_pipeline.model import clip as clip_model
+from ray_pipeline.model.clip import ModelSpec, ResolvedModel
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,30 @@ def local_device(requested: str) -> str:
     return requested
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16, or AMX): there the towers run about twice as
+    fast in bf16 as in fp32, their vectors agreeing to a cosine of 0.9999 (benchmarks/RESULTS.md, issue 29)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:  # not Linux: fp32, the safe choice
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def precision_on(requested: str, device: str) -> str:
+    """`--precision auto|fp32|bf16|fp16` on this device: auto is fp16 on a GPU, bf16 on a CPU that computes in it
+    natively, fp32 elsewhere."""
+    if requested == "auto":
+        return "fp16" if device == "cuda" else "bf16" if native_bf16() else "fp32"
+    if requested == "fp16" and device != "cuda":
+        raise UserFacingError("--precision fp16 needs a GPU: on a CPU, fp32, or bf16 where the CPU computes in it")
+    return requested
+
+
 def compiles(compile: str, device: str) -> bool:
     """Whether `--compile auto|on|off` means torch.compile on this device (auto: on CUDA only)."""
     return compile == "on" or (compile == "auto" and device == "cuda")
@@ -75,11 +101,13 @@ class LocalEmbedder:
         network=None,
         texts: bool = False,
         threads: int | None = None,
+        precision: str = "auto",
     ):
         """`model`: weights resolved already (with `network`, the model `resolve` loaded, to share), or a
         spec resolved and loaded here (as an actor of a run's own is started). `compile`: auto (on for CUDA),
-        on or off. `threads`: torch's threads (Ray gives an actor one). Asked for CUDA where torch sees no GPU
-        (a node that advertises a GPU resource without one), it falls back to the CPU and says so."""
+        on or off. `threads`: torch's threads (Ray gives an actor one). `precision`: auto|fp32|bf16|fp16
+        (`precision_on`). Asked for CUDA where torch sees no GPU (a node that advertises a GPU resource without
+        one), it falls back to the CPU and says so."""
         import torch
 
         if threads is not None:
@@ -94,11 +122,17 @@ class LocalEmbedder:
             device = "cpu"
         self.device = torch.device(device)
         compiled = compiles(compile, self.device.type)
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.precision = precision_on(precision, self.device.type)
+        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
         network = network if network is not None else clip_model.load(resolved, device=device)
         self.visual = network.visual.to(self.device, self.dtype)
-        # The text tower stays in float32; tokenised as OpenCLIP tokenises for this architecture.
-        self._texts = (network.to(self.device), _tokenizer(resolved.architecture)) if texts else None
+        # The text tower in bf16 where the image tower is, else in float32 (fp16 on a GPU is for images); tokenised
+        # as OpenCLIP tokenises for this architecture.
+        self._texts = None
+        if texts:
+            network.to(self.device, torch.bfloat16 if self.precision == "bf16" else torch.float32)
+            self.visual.to(self.device, self.dtype)  # the same module, in place: back to the image tower's precision
+            self._texts = (network, _tokenizer(resolved.architecture))
         shape = (1, 3, 1, 1)
         self.mean = torch.tensor(resolved.preprocess["mean"], device=self.device, dtype=self.dtype).view(shape)
         self.std = torch.tensor(resolved.preprocess["std"], device=self.device, dtype=self.dtype).view(shape)
@@ -114,6 +148,12 @@ class LocalEmbedder:
 
     def facts(self) -> ModelFacts:
         return ModelFacts(self.resolved.collection_metadata(), self.resolved.geometry)
+
+    def described(self) -> dict:
+        """What a run's summary says of the model that ran (`actors`): where, in what precision, on how many threads."""
+        import torch
+
+        return {"device": self.device.type, "precision": self.precision, "embed_threads": torch.get_num_threads()}
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """float32 unit vectors, one per picture, in order."""
@@ -169,7 +209,45 @@ class LocalEmbedder:
             raise ValueError("this embedder was loaded without its text tower")
         network, tokenizer = self._texts
         with torch.inference_mode():
-            return network.encode_text(tokenizer(texts).to(self.device), normalize=True).float().cpu().numpy()
+            features = network.encode_text(tokenizer(texts).to(self.device)).float()
+            return torch.nn.functional.normalize(features, dim=-1).cpu().numpy()
+
+
+class LoadingEmbedder:
+    """A `LocalEmbedder` built on a thread of its own (torch and OpenCLIP imported, the weights loaded: seconds on a
+    laptop) while the run's first files are read and decoded; the first batch to embed waits for it. Its model is
+    known beforehand (`clip.known`): the geometry to decode to, and what the collection records.
+
+    The thread starts when `start` is called: after this process has imported what it needs besides (Chroma), as
+    two threads importing at once can meet in a module the other has half imported."""
+
+    def __init__(self, resolved: ResolvedModel, spec: ModelSpec, **options):
+        self.resolved, self._spec, self._options = resolved, spec, options
+        self._loading: Future[LocalEmbedder] | None = None
+
+    def start(self) -> None:
+        if self._loading is None:
+            pool = ThreadPoolExecutor(1, thread_name_prefix="model")
+            self._loading = pool.submit(LocalEmbedder, self.resolved, **self._options)
+            pool.shutdown(wait=False)  # its one thread ends with the load
+
+    def facts(self) -> ModelFacts:
+        return ModelFacts(self.resolved.collection_metadata(), self.resolved.geometry)
+
+    def loaded(self) -> LocalEmbedder:
+        self.start()
+        assert self._loading is not None
+        try:
+            return self._loading.result()
+        except Exception:
+            clip_model.forget(self._spec)  # resolved afresh by the next run, which then says why
+            raise
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        return self.loaded().embed(pixels)
+
+    def described(self) -> dict:
+        return self.loaded().described()
 
 
 def _tokenizer(architecture: str):

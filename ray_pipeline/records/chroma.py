@@ -185,6 +185,14 @@ class ChromaStore:
         """{id: metadata} of every record the filters let through."""
         return {i: dict(m or {}) for batch in self._pages(where, where_document) for i, m in zip(batch["ids"], batch["metadatas"])}
 
+    def matching_ids(self, where: dict | None, where_document: dict | None, limit: int | None = None) -> list[str]:
+        """The ids of the records the filters let through (at most `limit`): no metadata read, so Chroma answers
+        several times faster than `matching` (a listing's probe for a month that holds photos)."""
+        if limit is not None:
+            return with_retries(self.target, self.collection.get, where=where, where_document=where_document,
+                                include=[], limit=limit)["ids"]
+        return [i for batch in self._pages(where, where_document, include=()) for i in batch["ids"]]
+
     def lacking(self, key: str, ids: list[str]) -> list[str]:
         """Which of these stored records have no `key` yet (a costly enrichment not made for them)."""
         return [i for i, metadata in self.records(ids).items() if not metadata.get(key)]

@@ -2,7 +2,8 @@
 
 - Derived keys, cheap: computed from a record's other keys, for a new record in the file's journey, for the
   records of an older collection when it is next opened for writing (the layout upgrade, which reads no
-  file), and again when an enrichment changes a record. Today: the keys search filters need (layout 2).
+  file), and again when an enrichment changes a record. Today: the keys search filters need (layout 2), and the
+  GPS grid's cells (layout 3).
 - Costly enrichments: computed from a photo's pixels by a model of their own, after the records are written,
   by a pool of their own, so they never slow embedding (`steps.enrich` queues and runs them). Today: captions.
 
@@ -12,6 +13,7 @@ A record's document, which word filters match, is made of the words its enrichme
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -20,9 +22,9 @@ from typing import Any
 from ray_pipeline.core import record_keys as keys
 from ray_pipeline.core.geometry import InputGeometry
 
-# Collections record the layout their records follow: 2 adds the derived keys. Older records get them when
-# the collection is next opened for writing (an ingestion), without being embedded again.
-RECORD_LAYOUT = 2
+# Collections record the layout their records follow: 2 adds the derived keys, 3 the GPS grid's cells. Older
+# records get them when the collection is next opened for writing (an ingestion), without being embedded again.
+RECORD_LAYOUT = 3
 LAYOUT_KEY = "record_layout"
 _WORD = re.compile(r"\w+")
 
@@ -50,6 +52,19 @@ def taken_keys(datetime_original: str) -> dict[str, Any]:
     return {keys.TAKEN_AT: int(taken.replace(tzinfo=dt.timezone.utc).timestamp()), keys.TAKEN_DAY: day, keys.TAKEN_MONTH: day[:7]}
 
 
+def gps_cell(lat: float, lon: float, degrees: int) -> str:
+    """The cell of a grid of `degrees` that holds a position: "lat:lon" of its south-west corner, in cells."""
+    return f"{math.floor(lat / degrees)}:{math.floor(lon / degrees)}"
+
+
+def gps_keys(metadata: dict[str, Any]) -> dict[str, Any]:
+    """`has_gps`, and the cells of the GPS grid (`record_keys.GPS_CELL_1DEG`, `GPS_CELL_10DEG`) where there is a position."""
+    lat, lon = metadata.get("gps_lat"), metadata.get("gps_lon")
+    if not isinstance(lat, (int, float)) or not isinstance(lon, (int, float)):
+        return {keys.HAS_GPS: False}
+    return {keys.HAS_GPS: True, keys.GPS_CELL_1DEG: gps_cell(lat, lon, 1), keys.GPS_CELL_10DEG: gps_cell(lat, lon, 10)}
+
+
 def words_of(text: str) -> list[str]:
     """The words of a caption, or of the words asked for, in lower case."""
     return _WORD.findall(text.lower())
@@ -72,7 +87,7 @@ def derived_keys(metadata: dict[str, Any]) -> dict[str, Any]:
     up to date)."""
     return {
         **folders_field(metadata.get(keys.PATH) or ""),
-        keys.HAS_GPS: "gps_lat" in metadata and "gps_lon" in metadata,
+        **gps_keys(metadata),
         keys.HAS_CAPTION: bool(metadata.get(keys.CAPTION)),
         **taken_keys(metadata.get("datetime_original") or ""),
     }

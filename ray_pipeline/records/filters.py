@@ -7,16 +7,18 @@ match.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
-from typing import Any
+from typing import Any, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ray_pipeline.core import record_keys as keys
 from ray_pipeline.core.formats import RAW_EXTENSIONS, SUPPORTED_EXTENSIONS
 from ray_pipeline.core.paths import path_text
-from ray_pipeline.records.enrichments import words_of
+from ray_pipeline.records.enrichments import document_of, words_of
 
+MAX_CELLS = 400  # cells of the GPS grid a box is matched by, at most (an `$in` of more costs more than it saves)
 LAST_DAY = dt.date(9998, 12, 31)  # the last day a date filter takes: a day and a month after it are still dates
 # Extensions that name one format: a filter on one matches them all.
 _ONE_FORMAT = (frozenset({"jpg", "jpeg"}), frozenset({"tif", "tiff"}), frozenset({"heic", "heif", "hif"}))
@@ -48,6 +50,11 @@ class GpsBox(BaseModel):
         if self.south > self.north:
             raise ValueError(f"south ({self.south}) is above north ({self.north})")
         return self
+
+    def holds(self, lat: Any, lon: Any) -> bool:
+        if not _number(lat) or not _number(lon) or not self.south <= lat <= self.north:
+            return False
+        return self.west <= lon <= self.east if self.west <= self.east else (lon >= self.west or lon <= self.east)
 
 
 class SearchFilters(BaseModel):
@@ -150,8 +157,7 @@ class SearchFilters(BaseModel):
         if self.folder is not None:
             clauses.append({keys.FOLDERS: {"$contains": self.folder}})
         if self.format is not None:
-            formats = sorted(set().union(*(next((same for same in _ONE_FORMAT if f in same), {f}) for f in self.format)))
-            clauses.append({keys.FORMAT: {"$in": formats}})
+            clauses.append({keys.FORMAT: {"$in": _formats(self.format)}})
         if self.raw is not None:  # `is_raw` is the format's: a string match, which Chroma answers faster than a bool
             clauses.append({keys.FORMAT: {"$in" if self.raw else "$nin": sorted(RAW_EXTENSIONS)}})
         for key, value in ((keys.HAS_CAPTION, self.has_caption), (keys.HAS_GPS, self.has_gps)):
@@ -161,12 +167,93 @@ class SearchFilters(BaseModel):
             return None
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
+    def narrowing(self) -> tuple[dict | None, bool]:
+        """A `where` that Chroma answers fast, and whether it is exact (`where`) or lets more through (then each
+        record found is checked by `admits`). Chroma weighs every clause over the whole collection, a range of
+        numbers or a bool several times slower than an equality on a string (benchmarks/RESULTS.md, issues 15
+        and 29): the GPS box becomes the cells of the GPS grid that cover it, and beside a faster clause, ranges
+        and bools are left to `admits`."""
+        exact = self.where()
+        if exact is None:
+            return None, True
+        cells = _cells_of(self.gps_box) if self.gps_box is not None else None
+        fast = self.model_copy(update={"gps_box": None})
+        slow = {"iso_min", "iso_max", "exposure_min", "exposure_max", "focal_min", "focal_max", "has_gps", "has_caption"}
+        if cells or any(getattr(fast, name) is not None for name in set(SearchFilters.model_fields) - slow - {"caption_words"}):
+            fast = fast.model_copy(update=dict.fromkeys(slow))
+        clauses = [clause for clause in (fast.where(), cells) if clause]
+        if not clauses or (self.gps_box is not None and cells is None):
+            return exact, True
+        narrowed = clauses[0] if len(clauses) == 1 else {"$and": clauses}
+        return narrowed, narrowed == exact
+
+    def admits(self, metadata: dict[str, Any]) -> bool:
+        """Whether a record passes every filter: what `where` and `where_document` ask of Chroma, asked of a
+        record in hand (a candidate found by a faster query)."""
+        if self.date_from is not None or self.date_to is not None:
+            taken = metadata.get(keys.TAKEN_AT)
+            if not _number(taken) or (self.date_from is not None and taken < _day_start(self.date_from)):
+                return False
+            if self.date_to is not None and taken >= _day_start(self.date_to + dt.timedelta(days=1)):
+                return False
+        if any(getattr(self, key) is not None and metadata.get(key) != getattr(self, key)
+               for key in ("camera_make", "camera_model", "lens")):
+            return False
+        for key, low, high in (("iso", self.iso_min, self.iso_max), ("exposure_time", self.exposure_min, self.exposure_max),
+                               ("focal_length", self.focal_min, self.focal_max)):
+            if (low is not None or high is not None) and not _within(metadata.get(key), low, high):
+                return False
+        if self.gps_box is not None and not self.gps_box.holds(metadata.get("gps_lat"), metadata.get("gps_lon")):
+            return False
+        if self.folder is not None and self.folder not in (metadata.get(keys.FOLDERS) or []):
+            return False
+        format = metadata.get(keys.FORMAT)
+        if self.format is not None and format not in _formats(self.format):
+            return False
+        if self.raw is not None and (format is None or (format in RAW_EXTENSIONS) != self.raw):
+            return False
+        for key, value in ((keys.HAS_CAPTION, self.has_caption), (keys.HAS_GPS, self.has_gps)):
+            if value is not None and metadata.get(key) is not value:
+                return False
+        if self.caption_words is not None:
+            document = document_of(metadata)
+            return all(f" {word} " in document for word in words_of(self.caption_words))
+        return True
+
     def where_document(self) -> dict | None:
         """The Chroma document filter: every word of `caption_words`, whole."""
         if self.caption_words is None:
             return None
         clauses = [{"$contains": f" {word} "} for word in dict.fromkeys(words_of(self.caption_words))]
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _formats(given: list[str]) -> list[str]:
+    """The extensions a format filter matches: each one's other spellings too."""
+    return sorted(set().union(*(next((same for same in _ONE_FORMAT if f in same), {f}) for f in given)))
+
+
+def _number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _within(value: Any, low: float | None, high: float | None) -> bool:
+    return _number(value) and (low is None or value >= low) and (high is None or value <= high)
+
+
+def _cells_of(box: GpsBox) -> dict | None:
+    """The cells of the GPS grid that cover the box, at 1 degree where that takes at most MAX_CELLS, else at 10;
+    None where even that takes more (a box of most of the world)."""
+    for degrees, key in ((1, keys.GPS_CELL_1DEG), (10, keys.GPS_CELL_10DEG)):
+        rows = range(math.floor(box.south / degrees), math.floor(box.north / degrees) + 1)
+        if box.west <= box.east:
+            columns = list(range(math.floor(box.west / degrees), math.floor(box.east / degrees) + 1))
+        else:  # across the 180th meridian
+            columns = [*range(math.floor(box.west / degrees), math.floor(180 / degrees) + 1),
+                       *range(math.floor(-180 / degrees), math.floor(box.east / degrees) + 1)]
+        if len(rows) * len(columns) <= MAX_CELLS:
+            return {key: {"$in": [f"{row}:{column}" for row in rows for column in columns]}}
+    return None
 
 
 def _days_between(first: dt.date, last: dt.date) -> dict:

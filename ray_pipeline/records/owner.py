@@ -43,11 +43,11 @@ class EmbeddedOwner:
         self._stores[collection] = store
         return store.metadata
 
-    def run(self, collection: str, member: Callable[..., T], *args) -> T:
+    def run(self, collection: str, member: Callable[..., T], *args, **kwargs) -> T:
         """`member` (a ChromaStore method, or a property's getter) on one collection."""
         if collection not in self._stores:
             self.open(collection)
-        return member(self._stores[collection], *args)
+        return member(self._stores[collection], *args, **kwargs)
 
     def list_collections(self) -> list[dict]:
         return list_collections(self._client)
@@ -101,7 +101,7 @@ class _ThroughOwner:
         member = getattr(ChromaStore, name)  # an AttributeError for anything a ChromaStore does not have
         if isinstance(member, property):
             return owner_answer(self._owner.run.remote(self.target.collection, member.fget))
-        return lambda *args: owner_answer(self._owner.run.remote(self.target.collection, member, *args))
+        return lambda *args, **kwargs: owner_answer(self._owner.run.remote(self.target.collection, member, *args, **kwargs))
 
 
 class StoreHandle:

@@ -141,6 +141,10 @@ class ShardedStore:
     def matching(self, where: dict | None, where_document: dict | None) -> dict[str, dict]:
         return merged(self._everywhere(ChromaStore.matching, where, where_document))
 
+    def matching_ids(self, where: dict | None, where_document: dict | None, limit: int | None = None) -> list[str]:
+        found = [i for ids in self._everywhere(ChromaStore.matching_ids, where, where_document, limit) for i in ids]
+        return found[:limit] if limit is not None else found
+
     def count(self) -> int:
         return sum(self._everywhere(ChromaStore.count))
 

@@ -32,7 +32,7 @@ from ray_pipeline.steps.enrich import Enriched, ServedPool, run_queued
 from ray_pipeline.steps.pairs import PairsAmong
 from ray_pipeline.steps.prune import Pruning
 from ray_pipeline.steps.summary import Tally
-from ray_pipeline.steps.unchanged import Stored, stored_in
+from ray_pipeline.steps.unchanged import Stored
 
 logger = logging.getLogger(__name__)
 
@@ -80,29 +80,22 @@ class JobInput(Protocol):
 
 
 class ListedInput:
-    """A job's input from a listing the driver holds; `stored` is what the collection holds of it (None:
-    checked through the store's owner once Ray is up); `pruning`: what prune looks at, when asked; `gone`:
+    """A job's input from a listing the driver holds; `stored` is what the collection holds of it; `pruning`: what prune looks at, when asked; `gone`:
     paths seen going (a watch's), whose remembered failures are forgotten."""
 
-    def __init__(self, config: RunConfig, listing: Listing, stored: Stored | None, pruning: Pruning | None = None,
+    def __init__(self, config: RunConfig, listing: Listing, stored: Stored, pruning: Pruning | None = None,
                  gone: tuple[str, ...] = ()):
         self.config, self.listing, self.stored, self.pruning, self.gone = config, listing, stored, pruning, gone
         self.files = len(listing.paths)
 
     def settle(self, store: StoreHandle, claims: ShardedClaims, tally: Tally):
         paths, config = self.listing.paths, self.config
-        if self.stored is None:  # the embedded folder's owner answers now
-            self.stored = stored_in(store.store, paths, config.within, config.rehash)
         to_read = self.stored.left_to_read(paths)
-        if len(to_read) < len(paths):
-            logger.info("%d of %d files are stored already: the job does not read them (--rehash reads them all)",
-                        len(paths) - len(to_read), len(paths))
-            claims.claim(self.stored.claims())  # first: a copy of one of them, read in this job, is a duplicate
+        claims.claim(self.stored.claims())  # first: a copy of a file passed over, read in this job, is a duplicate
         self.stored.count_into(tally, keep_stored=config.keeps_contents)
         return self.listing.discovered, _paths_dataset(to_read) if to_read else None
 
     def after(self, store: StoreHandle, tally: Tally) -> After:
-        assert self.stored is not None, "settled first"
         paths = self.listing.paths
         fresh = {path for path in paths if path not in self.stored.unchanged}
         return after_files(store.store, FilesThrough.of(self.stored, PairsAmong(paths, fresh), self.gone), tally,
@@ -162,7 +155,8 @@ def run_job(config: RunConfig, files: JobInput, tally: Tally) -> JobResult:
                     tally.add(_read_embed_write(to_read, stages, store, reporter, config.keeps_contents))
             after = files.after(store, tally)
             enriched = run_queued(store.store, after.queued, pool, reporter)
-    return JobResult(enriched, resolved.random_weights, reporter, stages.described() if to_read is not None else None, after)
+    actors = stages.described(tally.precisions) if to_read is not None else None
+    return JobResult(enriched, resolved.random_weights, reporter, actors, after)
 
 
 def _start_owner(target: StoreTarget, here) -> tuple[object, object, object]:
@@ -217,10 +211,11 @@ class Stages:
     plan: ActorPlan
     registry_shards: int
 
-    def described(self) -> dict:
-        """The plan as the job summary records it (`actors`)."""
+    def described(self, precisions: set[str]) -> dict:
+        """The plan as the job summary records it (`actors`), with the precisions its vectors were made in."""
         plan = self.plan
-        return {"device": self.embed.device, "embed_actors": list(plan.embed_actors), "embed_cpus": plan.embed_cpus,
+        return {"device": self.embed.device, "precision": ", ".join(sorted(precisions)) or self.embed.precision,
+                "embed_actors": list(plan.embed_actors), "embed_cpus": plan.embed_cpus,
                 "embed_threads": plan.embed_threads, "batch_size": self.embed.batch_size,
                 "decode_actors": plan.decode_actors, "decode_cpus": plan.decode_cpus,
                 "duplicate_registry_shards": self.registry_shards}
@@ -233,7 +228,7 @@ def _stages(config: RunConfig, device: str, store: StoreHandle, registry: Sharde
     plan = plan_actors(device, config.actors, ray.available_resources().get("CPU", 0), int(resources.get("GPU", 0)))
     embed = EmbedOptions(resolved=resolved, device=device, compile=config.compile,
                          batch_size=config.batch_size or (256 if device == "cuda" else 32),
-                         collection=config.target.collection, threads=plan.embed_threads)
+                         collection=config.target.collection, threads=plan.embed_threads, precision=config.precision)
     return Stages((store, registry, resolved.geometry, config.max_pixels, config.within), embed, plan, len(registry.shards))
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ray_pipeline.cluster.metrics import metrics, observe_files
+from ray_pipeline.cluster.runtime import as_batch_work
 from ray_pipeline.core.geometry import InputGeometry
 from ray_pipeline.core.outcome import Outcome
 from ray_pipeline.model import clip as clip_model
@@ -37,6 +38,7 @@ class PrepareStage:
     def __init__(self, store: StoreHandle, claims: ShardedClaims, geometry: InputGeometry, max_pixels: int,
                  within: tuple[str, ...] = ()):
         """`claims`: the job's duplicate registry, in shards."""
+        as_batch_work()
         self.journey = Journey(store.store, claims.claim, geometry, max_pixels, within)
         self.collection = store.target.collection
 
@@ -74,6 +76,7 @@ class EmbedOptions:
     batch_size: int
     collection: str  # the metrics' tag
     threads: int = 1  # torch threads, on the CPU
+    precision: str = "auto"  # as `--precision` asks; each actor decides `auto` on its own node
 
 
 class EmbedStage:
@@ -81,15 +84,17 @@ class EmbedStage:
 
     def __init__(self, options: EmbedOptions):
         resolved, device, compile, batch_size = options.resolved, options.device, options.compile, options.batch_size
+        as_batch_work()
         self.tags = {"collection": options.collection}
         self.shape = resolved.geometry.pixel_shape
         # Ray sets one torch thread per whole CPU the actor holds, at least one: `threads` is what it may use.
         self._embedder: Future = Future()
         if compiles(compile, device):  # compiled and warmed up here, on the actor's main thread
-            self._embedder.set_result(LocalEmbedder(resolved, device, compile, batch_size, threads=options.threads))
+            self._embedder.set_result(LocalEmbedder(resolved, device, compile, batch_size, threads=options.threads,
+                                                    precision=options.precision))
         else:  # loaded while the first files are read; batches with nothing new never wait for it
             self._embedder = ThreadPoolExecutor(1).submit(LocalEmbedder, resolved, device, compile, batch_size,
-                                                          threads=options.threads)
+                                                          threads=options.threads, precision=options.precision)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         new = np.flatnonzero(batch["status"] == Outcome.NEW)
@@ -107,6 +112,9 @@ class EmbedStage:
                 embeddings[i] = vector.astype(np.float32).tobytes()
         batch["embedding"] = embeddings
         batch["embed_seconds"] = embed_seconds
+        # The precision the vectors were made in, where any were: `auto` is decided on each actor's node.
+        made_in = self._embedder.result().precision if len(new) else ""
+        batch["precision"] = np.array([made_in] * len(batch["status"]), dtype=object)
         del batch["pixels"]  # not needed downstream: keep it out of the object store
         return batch
 
@@ -124,6 +132,7 @@ def write_block(rows: dict[str, np.ndarray], store: StoreHandle, reporter: Repor
             [json.loads(rows["metadata"][i]) for i in new],
         )
     tally.seconds["write"] = time.perf_counter() - started
+    tally.precisions.update(str(made_in) for made_in in rows["precision"] if made_in)
     tally.seconds.update({stage: float(rows[column].sum()) for stage, column in STAGE_COLUMNS.items()})
     paths = [os.fsdecode(path) for path in rows["path"]]
     tally.count(zip([Outcome(status) for status in rows["status"]], paths, map(str, rows["reason"]), map(str, rows["id"])),

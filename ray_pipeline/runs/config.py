@@ -22,13 +22,16 @@ class RunConfig:
     actors: tuple[int, int] | None = None  # embedding actor pool bounds; None: one per GPU, or 1
     device: str = "auto"  # auto | cpu | cuda
     compile: str = "auto"  # auto (on for CUDA) | on | off
+    precision: str = "auto"  # auto (fp16 on a GPU, bf16 on a CPU that computes in it, else fp32) | fp32 | bf16 | fp16
     max_pixels: int = defaults.MAX_PIXELS
     caption: bool = False  # caption the stored photos through the Serve app's Captioner, after embedding
     serve_app: str = defaults.SERVE_APP  # the Serve application that runs the Captioner (and the Embedder a watch uses)
     rehash: bool = False  # read and hash every file, even those whose record matches their path, size and mtime
     within: tuple[str, ...] = ()  # when set, only files whose real path lies inside these folders are read
     progress_id: str | None = None  # report live counts under this id (the HTTP API's job id)
-    inline_max_files: int = defaults.INLINE_MAX_FILES  # with no cluster running, this many files to read are embedded in-process
+    # Files to read that run without a Ray job at most: None, as expected costs say with no cluster running, and
+    # defaults.INLINE_MAX_FILES on a cluster or in a watch's batch.
+    inline_max_files: int | None = None
     prune: bool = False  # remove the records of files gone from the folders of the run, or holding other bytes now
     prune_missing_folders: bool = False  # prune even under folders that are missing, unmounted or emptied
     dry_run: bool = False  # with prune: say what would be removed, change nothing
@@ -48,6 +51,8 @@ class RunConfig:
         """The CLI's options that ask for this run (less its paths), for a command line another process runs:
         the Serve app's Ray jobs."""
         args = [*self.target.cli_args(), *self.model.cli_args()]
+        if self.precision != "auto":
+            args += ["--precision", self.precision]
         if self.max_pixels != defaults.MAX_PIXELS:
             args += ["--max-pixels", str(self.max_pixels)]
         for folder in self.within:
@@ -58,7 +63,7 @@ class RunConfig:
             args += ["--serve-app", self.serve_app]
         if self.progress_id:
             args += ["--progress-id", self.progress_id]
-        if self.inline_max_files != defaults.INLINE_MAX_FILES:
+        if self.inline_max_files is not None:
             args += ["--inline-max-files", str(self.inline_max_files)]
         if self.prune:
             args.append("--prune")

@@ -14,18 +14,24 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 
 from ray_pipeline.cluster.runtime import init_ray, running_cluster
 from ray_pipeline.core.paths import FileFailure
 from ray_pipeline.files.listing import Listing, is_streamed, photo_paths
 from ray_pipeline.files.reading import read_file
 from ray_pipeline.model import clip as clip_model
-from ray_pipeline.model.embedders import LocalEmbedder, local_device
+from ray_pipeline.model.embedders import LoadingEmbedder, LocalEmbedder, local_device, precision_on
+from ray_pipeline.records.owner import StoreHandle, long_lived_owner
+from ray_pipeline.records.store import RecordStore
+from ray_pipeline.runs.costs import Machine, decode_seconds
+from ray_pipeline.runs.warm import ServedEmbedder
 from ray_pipeline.records.store import opened_for_writing, opened_here
 from ray_pipeline.runs.bulk import ListedInput, run_job
 from ray_pipeline.runs.config import RunConfig
-from ray_pipeline.runs.in_process import CHUNK, ingest_here
+from ray_pipeline.runs.in_process import EMBED_BATCH, ingest_here
 from ray_pipeline.runs.progress import Reporter
 from ray_pipeline.runs.route import Route, RouteKind, RunFacts, choose_route
 from ray_pipeline.runs.streamed import StreamedInput, StreamedManifest
@@ -34,7 +40,7 @@ from ray_pipeline.steps.enrich import Enriched
 from ray_pipeline.steps.pairs import PairsAmong
 from ray_pipeline.steps.prune import PrunePlan, Pruning, folders_holding, plan_pruning
 from ray_pipeline.steps.summary import Tally, summary_of
-from ray_pipeline.steps.unchanged import Stored, stored_before_start, unchanged_files
+from ray_pipeline.steps.unchanged import Stored, stored_before_start, stored_through, unchanged_files
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +83,21 @@ def run_ingest(config: RunConfig) -> RunResult:
         route = _said(choose_route(RunFacts(to_read=None, dry_run=True)))
         return _dry_run(config, route, listing, pruning or _pruning(config, listing), tally, started)
     stored = stored_before_start(config.target, listing.paths, config.within, config.rehash)
-    route = _said(choose_route(_facts(config, listing, stored)))
-    if stored is not None and route.kind == RouteKind.NONE:
-        done = _nothing_to_read(config, listing, stored, tally, pruning)
-    elif stored is not None and route.kind == RouteKind.IN_PROCESS:
-        done = _in_process(config, listing, stored, tally, pruning)
+    handle = None
+    if stored is None:  # the embedded folder's owner (a Serve app's) holds it: reached through Ray
+        init_ray()
+        handle = StoreHandle(config.target, long_lived_owner(config.target.folder, detached=False))
+        stored = stored_through(handle, listing.paths, config.within, config.rehash)
+    if 0 < len(stored.holds()) < len(listing.paths):
+        logger.info("%d of %d files are stored already: not read again (--rehash reads them all)",
+                    len(stored.holds()), len(listing.paths))
+    facts = _facts(config, listing, stored)
+    app = ServedEmbedder.find(config.serve_app, config.model) if _asks_for_the_app(facts) else None
+    route = _said(choose_route(replace(facts, app_embedder=app is not None)))
+    if route.kind == RouteKind.NONE:
+        done = _nothing_to_read(config, listing, stored, tally, pruning, handle)
+    elif route.kind in (RouteKind.IN_PROCESS, RouteKind.WARM):
+        done = _here(config, listing, stored, tally, pruning, handle, app)
     else:
         job = run_job(config, ListedInput(config, listing, stored, pruning), tally)
         done = _Done(job.random_weights, job.reporter, job.after, job.enriched, job.actors)
@@ -93,17 +109,28 @@ def _said(route: Route) -> Route:
     return route
 
 
-def _facts(config: RunConfig, listing: Listing, stored: Stored | None) -> RunFacts:
+def _facts(config: RunConfig, listing: Listing, stored: Stored) -> RunFacts:
     """What the route of a listed run hangs on."""
+    to_read = stored.left_to_read(listing.paths)
     return RunFacts(
-        to_read=len(stored.left_to_read(listing.paths)) if stored is not None else None,
-        store_ready=stored is not None and stored.covers(listing.paths, config.model),
+        to_read=len(to_read),
+        decode_s=decode_seconds(to_read),
+        store_ready=stored.covers(listing.paths, config.model),
         cluster=running_cluster() is not None,
         enrichments=bool(config.enrichments),
         live_progress=bool(config.progress_id),
-        folder_held=stored is None,
         inline_max_files=config.inline_max_files,
+        machine=Machine.here(),
+        precision=precision_on(config.precision, "cpu") if config.device != "cuda" else "fp16",
     )
+
+
+def _asks_for_the_app(facts: RunFacts) -> bool:
+    """Whether the route could be the Serve app's warm Embedder: a few files to read on a running cluster."""
+    few = choose_route(replace(facts, app_embedder=True)).kind == RouteKind.WARM
+    if few:
+        init_ray()
+    return few
 
 
 def _finished(config: RunConfig, route: Route, tally: Tally, started: float, done: _Done) -> RunResult:
@@ -135,7 +162,8 @@ def _pruning(config: RunConfig, listing: Listing) -> Pruning:
                    force=missing_too)
 
 
-def _nothing_to_read(config: RunConfig, listing: Listing, stored: Stored, tally: Tally, pruning: Pruning | None) -> _Done:
+def _nothing_to_read(config: RunConfig, listing: Listing, stored: Stored, tally: Tally, pruning: Pruning | None,
+                     handle: StoreHandle | None) -> _Done:
     """Every file settled unread: counted; progress and metrics are reported where a job would have run (a
     cluster that is up already), and no Ray is started just for them. The sequence after the files runs
     where prune or copies ask for it."""
@@ -149,7 +177,7 @@ def _nothing_to_read(config: RunConfig, listing: Listing, stored: Stored, tally:
         reporter.start(listing.discovered, tally)
     after = None
     if pruning is not None or stored.duplicates:  # what to prune, or copies whose paths the records learn
-        with opened_here(config.target) as store:
+        with _store_as_it_is(config, handle) as store:
             if store is not None:  # the collection is there: every file is settled in it
                 after = after_files(store, _through(listing, stored), tally, pruning, uploads=config.uploads)
     return _Done(bool((stored.collection_metadata or {}).get("random_weights")), reporter, after)
@@ -161,20 +189,59 @@ def _through(listing: Listing, stored: Stored) -> FilesThrough:
     return FilesThrough.of(stored, PairsAmong(listing.paths, fresh))
 
 
-def _in_process(config: RunConfig, listing: Listing, stored: Stored, tally: Tally, pruning: Pruning | None) -> _Done:
-    """Read, embed and write the files left to read in this process, with the model loaded here."""
-    resolved, network = clip_model.resolve(config.model)
-    clip_model.warn_if_random(resolved, config.target.collection)
-    # torch.compile pays off over a long job, not a few files: here only where asked for (--compile on).
-    compile = "on" if config.compile == "on" else "off"
-    embedder = LocalEmbedder(resolved, local_device(config.device), compile, CHUNK, network=network)
+def _here(config: RunConfig, listing: Listing, stored: Stored, tally: Tally, pruning: Pruning | None,
+          handle: StoreHandle | None, app: ServedEmbedder | None) -> _Done:
+    """Read, embed and write the files left to read in this process: embedded by the Serve app's Embedder
+    (`app`, the warm route), else by the model loaded here."""
+    embedder = app if app is not None else _model_here(config)
+    facts = embedder.facts()
     stored.count_into(tally, keep_stored=config.keeps_contents)
-    reporter = Reporter(None, config.target.collection, to_metrics=False)
-    with opened_for_writing(config.target, resolved.collection_metadata()) as store:
-        tally.add(ingest_here(listing.paths, stored, store, embedder, resolved.geometry, config.max_pixels, config.within,
+    reporter = Reporter(None, config.target.collection, to_metrics=handle is not None or app is not None)
+    with _store_for_writing(config, handle, facts.collection_metadata) as store:
+        if isinstance(embedder, LoadingEmbedder):
+            embedder.start()  # Chroma imported: the model's imports run alone
+        tally.add(ingest_here(listing.paths, stored, store, embedder, facts.geometry, config.max_pixels, config.within,
                               reporter, config.keeps_contents))
         after = after_files(store, _through(listing, stored), tally, pruning, config.enrichments, config.uploads)
-    return _Done(resolved.random_weights, reporter, after)
+    return _Done(bool(facts.collection_metadata.get("random_weights")), reporter, after, actors=embedder.described())
+
+
+def _model_here(config: RunConfig) -> LocalEmbedder | LoadingEmbedder:
+    """The model, in this process. Where it was resolved before (`clip.known`), it loads on a thread of its own
+    while the first files are decoded, instead of before them."""
+    # torch.compile pays off over a long job, not a few files: here only where asked for (--compile on).
+    compile = "on" if config.compile == "on" else "off"
+    known = clip_model.known(config.model)
+    if known is not None:
+        clip_model.warn_if_random(known, config.target.collection)
+        device = config.device if config.device != "auto" else "cuda" if Machine.here().gpus else "cpu"
+        return LoadingEmbedder(known, config.model, device=device, compile=compile, batch_size=EMBED_BATCH,
+                               precision=config.precision)
+    resolved, network = clip_model.resolve(config.model)
+    clip_model.warn_if_random(resolved, config.target.collection)
+    return LocalEmbedder(resolved, local_device(config.device), compile, EMBED_BATCH, network=network,
+                         precision=config.precision)
+
+
+@contextmanager
+def _store_as_it_is(config: RunConfig, handle: StoreHandle | None) -> Iterator[RecordStore | None]:
+    """The collection, opened here (None when there is none), or reached through its folder's owner."""
+    if handle is not None:
+        yield handle.store
+        return
+    with opened_here(config.target) as store:
+        yield store
+
+
+@contextmanager
+def _store_for_writing(config: RunConfig, handle: StoreHandle | None, collection_metadata: dict) -> Iterator[RecordStore]:
+    """The collection opened for writing (created when missing, its model checked): here, or through its
+    folder's owner."""
+    if handle is not None:
+        yield handle.open(collection_metadata)
+        return
+    with opened_for_writing(config.target, collection_metadata) as store:
+        yield store
 
 
 def _dry_run(config: RunConfig, route: Route, listing: Listing, pruning: Pruning, tally: Tally, started: float) -> RunResult:

@@ -3,9 +3,12 @@
 
 The routes:
 - `none`: nothing to read (every file stored and unchanged, or failed before and unchanged): no job, no model;
-- `in_process`: the files read and embedded in the command's own process, by a model loaded there;
+- `in_process`: the files read and embedded in the command's own process, by a model loaded there: with no
+  cluster running, where that is expected to take less time than a local Ray (`costs`); on a running cluster,
+  for a few files, where its Serve app has no Embedder of the model;
 - `warm`: the same steps, embedded by a model already loaded elsewhere (the Serve app's `Embedder`, or a
-  watch's own): the app's small ingestions, and a watch's small batches;
+  watch's own): the app's small ingestions, a watch's small batches, and a command's few files on a cluster
+  whose app embeds with the collection's model;
 - `ray_data`: a Ray Data job over the listing (CPU actors read and decode, an actor pool embeds);
 - `streamed`: a Ray Data job that reads a Parquet manifest itself;
 - `ray_job`: (the HTTP API) the CLI submitted as a Ray job, which takes its own route inside;
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ray_pipeline.core import defaults
+from ray_pipeline.runs.costs import Machine, expected
 
 
 class RouteKind(StrEnum):
@@ -45,6 +49,7 @@ class RunFacts:
     """What the choice needs to know of a run, gathered by its entry point."""
 
     to_read: int | None  # files left to read after the check of what is stored; None: not checked (the app)
+    decode_s: float = 0.0  # the CPU-seconds their reading and decoding is expected to take (`costs.decode_seconds`)
     store_ready: bool = True  # the collection exists, of this model and of the current layout
     streamed: bool = False  # a Parquet manifest, read by Ray Data itself
     dry_run: bool = False
@@ -52,16 +57,18 @@ class RunFacts:
     watch: bool = False  # a watch: the app runs it as a Ray job; the command, batch by batch
     warm_model: bool = False  # a watch's batch: its model is loaded already
     cluster: bool = False  # a Ray cluster runs that the command would join (RAY_ADDRESS, or a local head)
+    app_embedder: bool = False  # the cluster's Serve app has an Embedder of this model, loaded and warm
     enrichments: bool = False  # costly enrichments asked for (captions): made by the cluster's Serve app
     live_progress: bool = False  # live counts asked for (the HTTP API's job id): kept by the cluster's board
-    folder_held: bool = False  # the embedded Chroma folder is held by another process (a Serve app's owner)
     prune: bool = False
-    inline_max_files: int = defaults.INLINE_MAX_FILES  # at most this many files to read run without a Ray job
+    inline_max_files: int | None = None  # at most this many files run without a Ray job (None: as costs say)
+    machine: Machine = Machine(cpus=2, gpus=0)  # where a run with no cluster runs
+    precision: str = "fp32"  # the model's arithmetic on this machine's CPU (`embedders.precision_on`)
 
 
 def choose_route(facts: RunFacts) -> Route:
     """The route of a run, and why."""
-    limit = facts.inline_max_files
+    limit = facts.inline_max_files if facts.inline_max_files is not None else defaults.INLINE_MAX_FILES
     if facts.dry_run:
         return Route(RouteKind.DRY_RUN, "--dry-run: prune's plan only, nothing is written")
     if facts.streamed:
@@ -85,14 +92,25 @@ def choose_route(facts: RunFacts) -> Route:
     if to_read == 0 and facts.store_ready and not facts.enrichments:
         return Route(RouteKind.NONE, "nothing to read: every file is stored and unchanged, or failed before and unchanged")
     for needed, why in ((facts.enrichments, "captions need the cluster's Serve app"),
-                        (facts.live_progress, "live progress needs the cluster's progress board"),
-                        (facts.folder_held, "the embedded Chroma folder is held by another process (a Serve app's owner)")):
+                        (facts.live_progress, "live progress needs the cluster's progress board")):
         if needed:
             return Route(RouteKind.RAY_DATA, f"{why}: a Ray Data job")
     if facts.cluster:
-        return Route(RouteKind.RAY_DATA, "a Ray cluster runs: a Ray Data job on it")
-    if to_read <= limit:
-        return Route(RouteKind.IN_PROCESS, f"{to_read} files to read, no cluster running, at most --inline-max-files "
-                                           f"({limit}): in this process, without Ray")
-    return Route(RouteKind.RAY_DATA, f"{to_read} files to read, more than --inline-max-files ({limit}): a Ray Data job "
-                                     "on a local Ray")
+        if to_read > limit:
+            return Route(RouteKind.RAY_DATA, f"{to_read} files to read, more than --inline-max-files ({limit}), on a running "
+                                             "Ray cluster: a Ray Data job on it")
+        if facts.app_embedder:
+            return Route(RouteKind.WARM, f"{to_read} files to read, at most --inline-max-files ({limit}), on a running "
+                                         "cluster: embedded by its Serve app's Embedder, loaded already")
+        return Route(RouteKind.IN_PROCESS, f"{to_read} files to read, at most --inline-max-files ({limit}), on a running "
+                                           "cluster with no Embedder of this model: in this process, no job's actors to start")
+    if facts.inline_max_files is not None and to_read > facts.inline_max_files:
+        return Route(RouteKind.RAY_DATA, f"{to_read} files to read, more than --inline-max-files ({facts.inline_max_files}): "
+                                         "a Ray Data job on a local Ray")
+    seconds = expected(facts.decode_s, to_read, facts.machine, facts.precision)
+    guess = f"in this process {seconds.in_process:.0f} s, on a local Ray {seconds.local_ray:.0f} s"
+    if seconds.in_process <= seconds.local_ray:
+        return Route(RouteKind.IN_PROCESS, f"{to_read} files to read, no cluster running, expected {guess}: in this "
+                                           "process, without Ray")
+    return Route(RouteKind.RAY_DATA, f"{to_read} files to read, no cluster running, expected {guess}: a Ray Data job on "
+                                     "a local Ray")

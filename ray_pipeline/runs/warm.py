@@ -74,6 +74,10 @@ class ServedEmbedder:
         raise EmbedderLost("the Embedder was lost while embedding; the records written before are whole: "
                            "send the same files again to store the rest")
 
+    def described(self) -> dict:
+        """What a run's summary says of the model that ran (`actors`)."""
+        return {"device": "the Serve app's Embedder"}
+
     def release(self) -> None:
         """The app's: nothing of it is the run's to give back."""
 
@@ -82,8 +86,8 @@ class ActorEmbedder:
     """A `LocalEmbedder` in an actor of the run's own, started on first use and kept until released (a
     burst's Ray Data job needs the GPU and CPUs it holds)."""
 
-    def __init__(self, spec: ModelSpec, device: str, compile: str, batch_size: int):
-        self._options = (spec, device, compile, batch_size)
+    def __init__(self, spec: ModelSpec, device: str, compile: str, batch_size: int, precision: str = "auto"):
+        self._options = (spec, device, compile, batch_size, precision)
         self._actor = None
         self._facts: ModelFacts | None = None
 
@@ -91,13 +95,13 @@ class ActorEmbedder:
         import ray
 
         if self._actor is None:
-            spec, device, compile, batch_size = self._options
+            spec, device, compile, batch_size, precision = self._options
             # A GPU only where one is free now: a GPU the Serve app holds part of would leave it waiting.
             gpu = device != "cpu" and ray.available_resources().get("GPU", 0) >= 1
             threads = max(1, int(ray.available_resources().get("CPU", 1)))
             logger.info("starting an embedding actor of the run's own (%s)", "GPU" if gpu else "CPU")
             self._actor = (ray.remote(LocalEmbedder).options(num_gpus=1 if gpu else 0, num_cpus=0)
-                           .remote(spec, "cuda" if gpu else "cpu", compile, batch_size, threads=threads))
+                           .remote(spec, "cuda" if gpu else "cpu", compile, batch_size, threads=threads, precision=precision))
         return self._actor
 
     def facts(self) -> ModelFacts:

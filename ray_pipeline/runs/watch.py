@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import replace
 
 from ray_pipeline.cluster.runtime import init_ray
+from ray_pipeline.core import defaults
 from ray_pipeline.core.errors import UserFacingError
 from ray_pipeline.core.paths import FileFailure, is_within, path_text
 from ray_pipeline.files.events import Changes, Settled, photo_events
@@ -62,7 +63,9 @@ class Watcher:
         self.config = replace(config, prune=True, paths=tuple(os.path.abspath(os.path.expanduser(p)) for p in config.paths))
         self.folders = list(self.config.paths)
         self.poll_s = poll_s
-        self.changes = Changes(settle_s, burst=self.config.inline_max_files)
+        # A batch of at most this many files is embedded by the warm model; a larger burst, by a Ray Data job.
+        self.batch_limit = self.config.inline_max_files if self.config.inline_max_files is not None else defaults.INLINE_MAX_FILES
+        self.changes = Changes(settle_s, burst=self.batch_limit)
         self.stopping = threading.Event()
         self.total = Tally()
         self.enriched: Counter[str] = Counter()  # records given each costly enrichment, by its summary key
@@ -133,7 +136,7 @@ class Watcher:
         embedder = ServedEmbedder.find(config.serve_app, config.model)
         if embedder is not None:
             logger.info("embedding with the Serve app %r's Embedder", config.serve_app)
-        warm = embedder or ActorEmbedder(config.model, config.device, config.compile, CHUNK)
+        warm = embedder or ActorEmbedder(config.model, config.device, config.compile, CHUNK, config.precision)
         reporter = Reporter(config.progress_id, target.collection)
         try:
             warm.facts()  # warm before the first change comes
@@ -207,7 +210,7 @@ class Watcher:
                           force=config.prune_missing_folders, events_seen=True, scan=tuple(gone_folders),
                           at_paths=tuple(changed + gone), known=self.holds)
         route = choose_route(RunFacts(to_read=len(stored.left_to_read(changed)), warm_model=True,
-                                      inline_max_files=config.inline_max_files))
+                                      inline_max_files=self.batch_limit))
         if route.kind == RouteKind.RAY_DATA:
             logger.info("route: %s (%s)", route.kind.value, route.reason)
             warm.release()  # the Ray Data job needs the GPU and CPUs a model of the watch's own holds

@@ -15,23 +15,41 @@ from ray_pipeline.files.decode import decode_file
 from ray_pipeline.files.reading import read_file
 from ray_pipeline.model import clip as clip_model
 from ray_pipeline.model.embedders import LocalEmbedder
+from ray_pipeline.model.text_tower import cache_text_tower, cached_text_tower
 from ray_pipeline.records.chroma import check_model
 from ray_pipeline.records.filters import SearchFilters
 from ray_pipeline.records.store import RecordStore, open_store
+from ray_pipeline.search.nearest import Hit, nearest
+from ray_pipeline.search.newest import newest
 from ray_pipeline.records.target import StoreTarget
 from ray_pipeline.steps.pairs import RAW
 
 logger = logging.getLogger(__name__)
-_UNDATED = -(2**62)  # sorts records with no capture date after every dated one
 
 
-def embedder_for(store: RecordStore, override: clip_model.ModelSpec | None = None) -> LocalEmbedder:
+def embedder_for(store: RecordStore, override: clip_model.ModelSpec | None = None, precision: str = "auto") -> LocalEmbedder:
     """The model the collection records (or `override`), checked against it."""
-    embedder = LocalEmbedder(clip_model.spec_from_collection(store.metadata, override), texts=True)
+    embedder = LocalEmbedder(clip_model.spec_from_collection(store.metadata, override), texts=True, precision=precision)
     check_model(store.target.collection, store.metadata, embedder.resolved.collection_metadata())
     if store.metadata.get("random_weights"):
         logger.warning("collection %r holds vectors from random weights: the ranking means nothing", store.target.collection)
     return embedder
+
+
+def text_vector(store: RecordStore, text: str, override: clip_model.ModelSpec | None = None,
+                precision: str = "auto") -> np.ndarray:
+    """The query's vector: from the export of the collection's text tower where one was made (no torch to
+    import: a search from a cold shell in about a second), else from the model itself, whose text tower is
+    then exported for the searches after."""
+    if override is None:
+        tower = cached_text_tower(store.metadata)
+        if tower is not None:
+            return tower.embed_texts([text])[0]
+    embedder = embedder_for(store, override, precision)
+    vector = embedder.embed_texts([text])[0]
+    if override is None:
+        cache_text_tower(store.metadata, embedder.resolved, text)
+    return vector
 
 
 @dataclass(frozen=True)
@@ -71,13 +89,11 @@ def _warning(store: RecordStore, needs_filter_keys: bool) -> str | None:
 
 def top_k(store: RecordStore, vector: np.ndarray, k: int, filters: SearchFilters | None = None, offset: int = 0,
           collapse: bool = True) -> ResultPage:
-    """Results offset+1 to offset+k of the records nearest the vector among those the filters let through
-    (applied inside Chroma's query, so k come back when k match). With `collapse`, a RAW+JPEG pair is
-    one result (twice as many are asked for, so that a page stays full)."""
+    """Results offset+1 to offset+k of the records nearest the vector among those the filters let through (k
+    come back when k match: `nearest`). With `collapse`, a RAW+JPEG pair is one result (twice as many are asked
+    for, so that a page stays full)."""
     filters = filters or SearchFilters()
-    found = store.query(vector, (offset + k) * (2 if collapse else 1), filters.where(), filters.where_document())
-    hits: list[Hit] = [(i, dict(m or {}), round(1.0 - float(d), 6))
-                       for i, m, d in zip(found["ids"][0], found["metadatas"][0], found["distances"][0])]
+    hits = nearest(store, vector, (offset + k) * (2 if collapse else 1), filters)
     entries, metadata = _entries(store, hits, collapse)
     total = store.count() if filters.empty else None  # records: a collapsed pair is one result but two records
     return ResultPage(_page(entries, metadata, offset, k), offset, total, _warning(store, not filters.empty))
@@ -87,15 +103,14 @@ def newest_first(store: RecordStore, k: int, filters: SearchFilters | None = Non
                  collapse: bool = True) -> ResultPage:
     """Results offset+1 to offset+k of the records the filters let through, newest capture first (then
     those with no capture date, by path): browsing with no query. With `collapse`, a RAW+JPEG pair is one
-    result."""
+    result. The total is given where every match was read (a few thousand at most: `newest`)."""
     filters = filters or SearchFilters()
-    found = store.matching(filters.where(), filters.where_document())
-    order = sorted(found, key=lambda i: (-found[i].get(keys.TAKEN_AT, _UNDATED), found[i].get(keys.PATH) or "", i))
-    entries, metadata = _entries(store, [(i, found[i], None) for i in order], collapse)
-    return ResultPage(_page(entries, metadata, offset, k), offset, len(entries), _warning(store, True))  # the order needs `taken_at` too
+    ordered, complete = newest(store, (offset + k) * (2 if collapse else 1), filters)
+    entries, metadata = _entries(store, [(i, m, None) for i, m in ordered], collapse)
+    total = len(entries) if complete else None
+    return ResultPage(_page(entries, metadata, offset, k), offset, total, _warning(store, True))  # the order needs `taken_at` too
 
 
-Hit = tuple[str, dict, float | None]  # (id, metadata, score)
 Entry = tuple[str, str | None, float | None]  # a result to show: (id, its pair's RAW id or None, score)
 
 
@@ -135,16 +150,16 @@ def _page(entries: list[Entry], found: dict[str, dict], offset: int, k: int) -> 
 
 def search_page(target: StoreTarget, k: int, text: str | None = None, image_path: str | None = None,
                 override: clip_model.ModelSpec | None = None, filters: SearchFilters | None = None,
-                offset: int = 0, collapse: bool = True) -> ResultPage:
+                offset: int = 0, collapse: bool = True, precision: str = "auto") -> ResultPage:
     """A page of the photos most like a text, or like the photo at `image_path` (a JPEG, HEIC, RAW, ...
     decoded as ingestion does); with neither, of the collection, newest first."""
     store = open_store(target)
     if image_path is not None:
-        embedder = embedder_for(store, override)
+        embedder = embedder_for(store, override, precision)
         photo = decode_file(read_file(image_path), embedder.resolved.geometry, defaults.MAX_PIXELS)
         return top_k(store, embedder.embed(photo.pixels[None])[0], k, filters, offset, collapse)
     if text is not None:
-        return top_k(store, embedder_for(store, override).embed_texts([text])[0], k, filters, offset, collapse)
+        return top_k(store, text_vector(store, text, override, precision), k, filters, offset, collapse)
     return newest_first(store, k, filters, offset, collapse)
 
 

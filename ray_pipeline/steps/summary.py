@@ -27,6 +27,7 @@ class Tally:
         self.copies: list[tuple[str, str]] = []  # (id, path) of files whose bytes a record holds already
         self.removed = 0
         self.seconds: defaultdict[str, float] = defaultdict(float)
+        self.precisions: set[str] = set()  # the precisions the vectors were made in (fp32, bf16, fp16)
 
     def add(self, other: "Tally") -> None:
         self.outcomes.update(other.outcomes)
@@ -35,6 +36,7 @@ class Tally:
         self.held.extend(other.held)
         self.copies.extend(other.copies)
         self.removed += other.removed
+        self.precisions |= other.precisions
         for stage, seconds in other.seconds.items():
             self.seconds[stage] += seconds
 

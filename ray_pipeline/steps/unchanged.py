@@ -21,7 +21,8 @@ from ray_pipeline.files.state import STAT_THREADS, FileState, file_states
 from ray_pipeline.model.clip import ModelSpec, recorded_identity
 from ray_pipeline.records.chroma import MODEL_KEYS
 from ray_pipeline.records.enrichments import LAYOUT_KEY, RECORD_LAYOUT
-from ray_pipeline.records.errors import FolderInUse
+from ray_pipeline.records.errors import FolderInUse, MissingCollection
+from ray_pipeline.records.owner import StoreHandle
 from ray_pipeline.records.store import RecordStore, opened_here
 from ray_pipeline.records.target import StoreTarget
 from ray_pipeline.steps.journey import refresh_records
@@ -182,3 +183,11 @@ def stored_before_start(target: StoreTarget, paths: list[str], within: tuple[str
             return stored_in(store, paths, within, rehash)
     except FolderInUse:
         return None
+
+
+def stored_through(handle: StoreHandle, paths: list[str], within: tuple[str, ...] = (), rehash: bool = False) -> Stored:
+    """As `stored_before_start`, through the owner that holds the embedded folder (a Serve app's)."""
+    try:
+        return stored_in(handle.store, paths, within, rehash)
+    except MissingCollection:
+        return Stored({}, {}, None, states=file_states(paths))
