@@ -364,6 +364,8 @@ def _search(args, parser) -> int:
         print(f"{rank}. {first}  {result['path']}{caption}")
         for copy in (path for path in result["paths"] if path != result["path"]):
             print(f"   also at {copy}")
+        if "place" in result:
+            print(f"   at {result['place']}")
         if "raw" in result:
             print(f"   RAW: {result['raw']['path']}")
     if not page.results:

@@ -68,6 +68,9 @@ def test_records_carry_the_keys_filters_need(library, store):
     assert (sunset["taken_day"], sunset["taken_month"]) == ("2019-07-14", "2019-07")
     assert (sunset["has_gps"], sunset["has_caption"]) == (True, False)
     assert "taken_at" not in scan and scan["has_gps"] is False
+    assert (sunset["place_city"], sunset["place_country"]) == ("Copacabana", "Brazil") and "place_region" not in sunset
+    assert sunset["place_names"] == ["copacabana", "rio de janeiro", "brazil"]
+    assert not any(key.startswith("place_") for key in scan)
     assert store.metadata[LAYOUT_KEY] == RECORD_LAYOUT
 
 
@@ -100,6 +103,14 @@ CASES = [
     ({"raw": False, "iso_max": 250, "format": "jpg"}, {"beach/2019/sunset.jpg", "beach/2019/noon.jpg"}),
     ({"camera_model": "X100V", "has_caption": True}, set()),
     ({"camera_model": "x100v"}, set()),  # exactly as EXIF gives it
+    # Places, from GPS by GeoNames' cities: any letter case; a district (Copacabana) is also in its city.
+    ({"place": "Paris"}, {"city/2021/street.jpg", "city/2022/market.jpg"}),
+    ({"place": "rio de janeiro"}, {"beach/2019/sunset.jpg"}),
+    ({"place": "Copacabana"}, {"beach/2019/sunset.jpg"}),
+    ({"place": "  JAPAN "}, {"city/2021/night.heic"}),
+    ({"place": "Tokyo"}, {"city/2021/night.heic"}),
+    ({"place": "Lisbon"}, set()),
+    ({"place": "France", "camera_make": "Canon", "date_from": "2022-01-01"}, {"city/2022/market.jpg"}),
 ]
 
 
@@ -198,6 +209,7 @@ def test_captions_are_matched_by_their_words(library, store):
     ({"folder": "relative/path"}, "folder: Value error, an absolute path is needed"),
     ({"raw": "perhaps"}, "raw: Input should be a valid boolean"),
     ({"caption_words": "!!"}, "caption_words: Value error, no word in it"),
+    ({"place": "   "}, "place: Value error, no name in it"),
 ])
 def test_a_malformed_filter_is_named(given, message):
     with pytest.raises(ValidationError) as raised:
@@ -242,6 +254,7 @@ def test_records_written_before_filters_get_their_keys_at_the_next_ingestion(lib
         again = newest_first(ingesting, 100, SearchFilters(date_from=dt.date(2021, 1, 1)))
         assert len(again.results) == 3 and again.warning is None
         assert len(newest_first(ingesting, 100, SearchFilters(caption_words="dog", has_caption=True)).results) == 1
+        assert len(newest_first(ingesting, 100, SearchFilters.parse({"place": "paris"})).results) == 2  # places too
         after = ingesting.collection.get(ids=records["ids"], include=["embeddings"])
         before = dict(zip(records["ids"], records["embeddings"]))
         for record_id, vector in zip(after["ids"], after["embeddings"]):  # nothing embedded again

@@ -52,6 +52,14 @@ def test_filters_narrow_a_text_search_a_photo_search_and_a_listing(library):
     assert found(library, "browse", "--iso-min", "800", "--focal-max", "50", "--exposure-min", "0.01") == \
         ["city/2022/market.jpg", "city/2021/night.heic", "city/2021/street.jpg"]
     assert found(library, "browse", "--camera-model", "Z9") == []
+    assert found(library, "browse", "--place", "Paris") == ["city/2022/market.jpg", "city/2021/street.jpg"]
+    assert found(library, "search", "a city", "--place", "TOKYO") == ["city/2021/night.heic"]
+
+
+def test_a_result_prints_where_it_was_taken(library):
+    printed = library["command"]("browse", "--place", "brazil")
+    assert printed.returncode == 0, printed.stderr[-3000:]
+    assert "beach/2019/sunset.jpg\n   at Copacabana, Brazil\n" in printed.stdout
 
 
 def test_a_listing_pages_newest_first_and_prints_its_range(library):

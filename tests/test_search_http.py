@@ -45,6 +45,9 @@ def test_filters_on_a_text_search(service, shoots):
     linked = service["allowed"] / "shoots-link"  # the folder as a user may know it: through a symlink
     linked.symlink_to(shoots["folder"], target_is_directory=True)
     assert set(names(shoots, post_search(service, folder=str(linked / "beach")))) == {"beach/2019/sunset.jpg", "beach/2019/noon.jpg"}
+    at_home = post_search(service, place="france").json()["results"]  # GeoNames' names, any letter case
+    assert {result["place"] for result in at_home} == {"Paris, France"} and len(at_home) == 2
+    assert names(shoots, listing(service, place="Copacabana")) == ["beach/2019/sunset.jpg"]
     found = post_search(service, camera_model="Z9")  # matches nothing: an empty list, not an error
     assert found.status_code == 200 and found.json()["results"] == []
 

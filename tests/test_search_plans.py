@@ -23,6 +23,7 @@ pytestmark = pytest.mark.unit
 RECORDS = 600
 DIMENSION = 16
 CAMERAS = [("FUJIFILM", "X100V"), ("Canon", "EOS R5"), ("Apple", "iPhone 15")]
+CITIES = [(38.7223, -9.1393), (48.8566, 2.3522), (40.7128, -74.0060)]
 
 
 def metadata_of(i: int, rng: np.random.Generator) -> dict:
@@ -43,6 +44,9 @@ def metadata_of(i: int, rng: np.random.Generator) -> dict:
         metadata["datetime_original"] = taken.isoformat()
     if rng.random() < 0.7:
         metadata.update(gps_lat=float(rng.uniform(-60, 70)), gps_lon=float(rng.uniform(-180, 180)))
+        if i % 4 == 0:  # in a city: Lisbon, Paris or New York, within a few km of its centre
+            lat, lon = CITIES[i % 3]
+            metadata.update(gps_lat=lat + float(rng.uniform(-0.03, 0.03)), gps_lon=lon + float(rng.uniform(-0.03, 0.03)))
     metadata = {**metadata, **derived_keys(metadata)}
     if rng.random() < 0.3:
         metadata["caption"] = " ".join(["a", *rng.choice(["beach", "dog", "city", "night", "snow"], 2, replace=False)])
@@ -69,6 +73,7 @@ FILTERS = [
     {"date_from": "2012-01-01", "date_to": "2020-06-30"}, {"date_from": "2020-01-01"}, {"date_to": "2011-12-31"},
     {"raw": True, "gps_box": "-60,-180,0,0"}, {"folder": "/photos/2012", "focal_max": 30}, {"format": "dng", "has_caption": False},
     {"caption_words": "dog"}, {"caption_words": "beach", "iso_max": 400}, {"camera_make": "Apple", "gps_box": "0,0,70,180", "iso_min": 200},
+    {"place": "paris"}, {"place": "United States", "iso_min": 800}, {"place": "lisbon", "date_from": "2020-01-01"},
 ]
 
 
@@ -91,8 +96,12 @@ def test_each_step_of_a_filtered_search_finds_chromas_own_answer(store, given, s
     if step != "no filter, checked here":
         monkeypatch.setattr(nearest_module, "PROBE", 1)
         monkeypatch.setattr(nearest_module, "PROBE_FACTOR", 1)
+    if step == "a faster where, checked here":
+        monkeypatch.setattr(nearest_module, "NARROW_FACTOR", 1)  # asked for 10, then widened to 20, 40, ...
+        monkeypatch.setattr(nearest_module, "WIDEN", 2)
     if step == "the exact where":
         monkeypatch.setattr(nearest_module, "NARROW_FACTOR", 1)
+        monkeypatch.setattr(nearest_module, "NARROW_MAX", 1)
     filters = SearchFilters.parse(given)
     rng = np.random.default_rng(len(str(given)))
     for _ in range(3):

@@ -228,6 +228,12 @@ def test_filters_pages_and_browsing_in_the_page(service, shoots, browser):
     assert set(shown()) == {"city/2021/street.jpg", "city/2022/market.jpg"}
 
     search.locator("[name=camera_make]").fill("")
+    search.locator("[name=place]").fill("rio de janeiro")  # Copacabana, a district GeoNames places in Rio
+    page.click("#search-text")
+    expect(page.locator("#search-message")).to_have_text(re.compile(f"^1 result in {SHOOTS_COLLECTION}"))
+    assert shown() == ["beach/2019/sunset.jpg"]
+    expect(page.locator("#results .result .place")).to_have_text("Copacabana, Brazil")
+    search.locator("[name=place]").fill("")
     search.locator("[name=date_from]").fill("2019-07-15")
     search.locator("[name=date_to]").fill("2021-12-31")
     search.locator("[name=folder]").fill(str(shoots["folder"] / "city"))

@@ -25,6 +25,13 @@ HAS_CAPTION = "has_caption"
 # 1 and at 10 degrees: a GPS box is matched by its cells (`$in`), several times faster in Chroma than by ranges.
 GPS_CELL_1DEG = "gps_cell_1deg"
 GPS_CELL_10DEG = "gps_cell_10deg"
+# Layout 4: where the photo was taken, from its GPS (`records.places`), in GeoNames' names: the city (a big
+# city's district, or a town), its region (where GeoNames' data names one) and its country; and every one of those
+# names in lower case, with a bigger city whose reach holds the place (Berlin for Mitte), for the `place` filter.
+PLACE_CITY = "place_city"
+PLACE_REGION = "place_region"
+PLACE_COUNTRY = "place_country"
+PLACE_NAMES = "place_names"
 
 
 def paths_of(metadata: dict) -> list[str]:
@@ -33,4 +40,5 @@ def paths_of(metadata: dict) -> list[str]:
 
 
 STAT_KEYS = (FILE_SIZE, MTIME, MTIME_NS)  # what a touched file's record learns
-FILTER_KEYS = (FOLDERS, TAKEN_AT, TAKEN_DAY, TAKEN_MONTH, HAS_GPS, HAS_CAPTION, GPS_CELL_1DEG, GPS_CELL_10DEG)
+FILTER_KEYS = (FOLDERS, TAKEN_AT, TAKEN_DAY, TAKEN_MONTH, HAS_GPS, HAS_CAPTION, GPS_CELL_1DEG, GPS_CELL_10DEG,
+               PLACE_CITY, PLACE_REGION, PLACE_COUNTRY, PLACE_NAMES)

@@ -2,8 +2,8 @@
 
 - Derived keys, cheap: computed from a record's other keys, for a new record in the file's journey, for the
   records of an older collection when it is next opened for writing (the layout upgrade, which reads no
-  file), and again when an enrichment changes a record. Today: the keys search filters need (layout 2), and the
-  GPS grid's cells (layout 3).
+  file), and again when an enrichment changes a record. Today: the keys search filters need (layout 2), the
+  GPS grid's cells (layout 3), and the place a photo was taken (layout 4, `records.places`).
 - Costly enrichments: computed from a photo's pixels by a model of their own, after the records are written,
   by a pool of their own, so they never slow embedding (`steps.enrich` queues and runs them). Today: captions.
 
@@ -21,10 +21,11 @@ from typing import Any
 
 from ray_pipeline.core import record_keys as keys
 from ray_pipeline.core.geometry import InputGeometry
+from ray_pipeline.records.places import place_of, position
 
-# Collections record the layout their records follow: 2 adds the derived keys, 3 the GPS grid's cells. Older
-# records get them when the collection is next opened for writing (an ingestion), without being embedded again.
-RECORD_LAYOUT = 3
+# Collections record the layout their records follow: 2 adds the derived keys, 3 the GPS grid's cells, 4 places.
+# Older records get them when the collection is next opened for writing (an ingestion), without being embedded again.
+RECORD_LAYOUT = 4
 LAYOUT_KEY = "record_layout"
 _WORD = re.compile(r"\w+")
 
@@ -58,11 +59,24 @@ def gps_cell(lat: float, lon: float, degrees: int) -> str:
 
 
 def gps_keys(metadata: dict[str, Any]) -> dict[str, Any]:
-    """`has_gps`, and the cells of the GPS grid (`record_keys.GPS_CELL_1DEG`, `GPS_CELL_10DEG`) where there is a position."""
-    lat, lon = metadata.get("gps_lat"), metadata.get("gps_lon")
-    if not isinstance(lat, (int, float)) or not isinstance(lon, (int, float)):
+    """`has_gps`, and where there is a position, the cells of the GPS grid (`record_keys.GPS_CELL_1DEG`,
+    `GPS_CELL_10DEG`) and the place (`place_keys`)."""
+    found = position(metadata.get("gps_lat"), metadata.get("gps_lon"))
+    if found is None:  # none, or one that is no position on Earth (a broken GPS block)
         return {keys.HAS_GPS: False}
-    return {keys.HAS_GPS: True, keys.GPS_CELL_1DEG: gps_cell(lat, lon, 1), keys.GPS_CELL_10DEG: gps_cell(lat, lon, 10)}
+    lat, lon = found
+    return {keys.HAS_GPS: True, keys.GPS_CELL_1DEG: gps_cell(lat, lon, 1), keys.GPS_CELL_10DEG: gps_cell(lat, lon, 10),
+            **place_keys(lat, lon)}
+
+
+def place_keys(lat: float, lon: float) -> dict[str, Any]:
+    """The place a photo was taken at this position (`records.places`); {} for none near, or a position that is
+    no position ((0, 0), out of range, not finite)."""
+    place = place_of(lat, lon)
+    if place is None:
+        return {}
+    named = {keys.PLACE_CITY: place.city, keys.PLACE_REGION: place.region, keys.PLACE_COUNTRY: place.country}
+    return {**{key: name for key, name in named.items() if name}, keys.PLACE_NAMES: place.names}
 
 
 def words_of(text: str) -> list[str]:

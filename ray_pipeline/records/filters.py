@@ -18,7 +18,7 @@ from ray_pipeline.core.formats import RAW_EXTENSIONS, SUPPORTED_EXTENSIONS
 from ray_pipeline.core.paths import path_text
 from ray_pipeline.records.enrichments import document_of, words_of
 
-MAX_CELLS = 400  # cells of the GPS grid a box is matched by, at most (an `$in` of more costs more than it saves)
+MAX_CELLS = 1200  # cells of the GPS grid a box is matched by, at most (more cost more than they save: RESULTS.md, issue 29)
 LAST_DAY = dt.date(9998, 12, 31)  # the last day a date filter takes: a day and a month after it are still dates
 # Extensions that name one format: a filter on one matches them all.
 _ONE_FORMAT = (frozenset({"jpg", "jpeg"}), frozenset({"tif", "tiff"}), frozenset({"heic", "heif", "hif"}))
@@ -79,6 +79,8 @@ class SearchFilters(BaseModel):
     has_caption: bool | None = Field(None, description="with a caption (true) or without (false)")
     has_gps: bool | None = Field(None, description="with a GPS position (true) or without (false)")
     caption_words: str | None = Field(None, min_length=1, description="words the caption must hold, all of them")
+    place: str | None = Field(None, min_length=1, description="taken in this city, region or country (GeoNames' "
+                              "names, any letter case)")
 
     @field_validator("format", mode="before")
     @classmethod
@@ -99,6 +101,15 @@ class SearchFilters(BaseModel):
             if not value.startswith("/"):
                 raise ValueError("an absolute path is needed")
             value = path_text(os.path.normpath(value))  # as records hold paths
+        return value
+
+    @field_validator("place")
+    @classmethod
+    def _place(cls, value: str | None) -> str | None:
+        if value is not None:
+            value = " ".join(value.split()).lower()  # as `records.places.Place.names` holds them
+            if not value:
+                raise ValueError("no name in it")
         return value
 
     @field_validator("caption_words")
@@ -156,6 +167,8 @@ class SearchFilters(BaseModel):
                 clauses.append({"$or": [{"gps_lon": {"$gte": box.west}}, {"gps_lon": {"$lte": box.east}}]})
         if self.folder is not None:
             clauses.append({keys.FOLDERS: {"$contains": self.folder}})
+        if self.place is not None:
+            clauses.append({keys.PLACE_NAMES: {"$contains": self.place}})
         if self.format is not None:
             clauses.append({keys.FORMAT: {"$in": _formats(self.format)}})
         if self.raw is not None:  # `is_raw` is the format's: a string match, which Chroma answers faster than a bool
@@ -167,23 +180,27 @@ class SearchFilters(BaseModel):
             return None
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
-    def narrowing(self) -> tuple[dict | None, bool]:
+    def narrowing(self, anchored: bool = False) -> tuple[dict | None, bool]:
         """A `where` that Chroma answers fast, and whether it is exact (`where`) or lets more through (then each
         record found is checked by `admits`). Chroma weighs every clause over the whole collection, a range of
         numbers or a bool several times slower than an equality on a string (benchmarks/RESULTS.md, issues 15
         and 29): the GPS box becomes the cells of the GPS grid that cover it, and beside a faster clause, ranges
-        and bools are left to `admits`."""
+        and bools are left to `admits`. `anchored`: the caller adds a fast clause of its own (a listing's month),
+        so ranges and bools are always left out."""
         exact = self.where()
         if exact is None:
             return None, True
         cells = _cells_of(self.gps_box) if self.gps_box is not None else None
         fast = self.model_copy(update={"gps_box": None})
         slow = {"iso_min", "iso_max", "exposure_min", "exposure_max", "focal_min", "focal_max", "has_gps", "has_caption"}
-        if cells or any(getattr(fast, name) is not None for name in set(SearchFilters.model_fields) - slow - {"caption_words"}):
+        if anchored or cells or any(getattr(fast, name) is not None
+                                    for name in set(SearchFilters.model_fields) - slow - {"caption_words"}):
             fast = fast.model_copy(update=dict.fromkeys(slow))
         clauses = [clause for clause in (fast.where(), cells) if clause]
-        if not clauses or (self.gps_box is not None and cells is None):
+        if self.gps_box is not None and cells is None:
             return exact, True
+        if not clauses:
+            return None, False
         narrowed = clauses[0] if len(clauses) == 1 else {"$and": clauses}
         return narrowed, narrowed == exact
 
@@ -206,6 +223,8 @@ class SearchFilters(BaseModel):
         if self.gps_box is not None and not self.gps_box.holds(metadata.get("gps_lat"), metadata.get("gps_lon")):
             return False
         if self.folder is not None and self.folder not in (metadata.get(keys.FOLDERS) or []):
+            return False
+        if self.place is not None and self.place not in (metadata.get(keys.PLACE_NAMES) or []):
             return False
         format = metadata.get(keys.FORMAT)
         if self.format is not None and format not in _formats(self.format):

@@ -7,7 +7,8 @@ and 29). So, in turn, stopping at the first that is sure to hold the answer:
 1. the nearest records with no filter, checked here (`SearchFilters.admits`): enough where the filters let
    through most records (ISO 800 to 3200, has GPS), at the cost of a search with none;
 2. a faster `where` that lets more through (`SearchFilters.narrowing`: the GPS box by the cells of the GPS
-   grid; beside an equality, ranges and bools left out), its records checked here;
+   grid; beside an equality, ranges and bools left out), its records checked here, asked again for more
+   where too few passed (a few hundred records cost less than a range clause);
 3. the exact `where`.
 """
 
@@ -22,7 +23,9 @@ Hit = tuple[str, dict, float | None]  # (id, metadata, score)
 
 PROBE = 100  # records the search with no filter looks at, at least
 PROBE_FACTOR = 5  # ... and this many times the results wanted: enough where the filters let 1 in 5 through
-NARROW_FACTOR = 4  # a faster `where` that lets more through is asked for this many times the results wanted
+NARROW_FACTOR = 4  # a faster `where` that lets more through is asked for this many times the results wanted,
+WIDEN = 8  # ... then, where too few of those passed, this many times more, again,
+NARROW_MAX = 2000  # ... up to this many records (past it, the exact `where` costs less than asking for more)
 
 
 def nearest(store: RecordStore, vector: np.ndarray, n: int, filters: SearchFilters) -> list[Hit]:
@@ -32,7 +35,11 @@ def nearest(store: RecordStore, vector: np.ndarray, n: int, filters: SearchFilte
     tries: list[tuple[int, dict | None, dict | None]] = [(max(PROBE, PROBE_FACTOR * n), None, None)]
     where, exact = filters.narrowing()
     if not exact:
-        tries.append((NARROW_FACTOR * n, where, filters.where_document()))
+        asked = NARROW_FACTOR * n
+        tries.append((asked, where, filters.where_document()))
+        while asked * WIDEN <= NARROW_MAX:
+            asked *= WIDEN
+            tries.append((asked, where, filters.where_document()))
     for asked, where, where_document in tries:
         found = _hits(store, vector, asked, where, where_document)
         admitted = [hit for hit in found if filters.admits(hit[1])]

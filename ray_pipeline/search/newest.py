@@ -27,12 +27,8 @@ def newest(store: RecordStore, wanted: int, filters: SearchFilters) -> tuple[lis
     """At least the `wanted` newest records the filters let through, in order ((id, metadata), newest first;
     then the undated, by path), and whether they are all that match."""
     where, where_document = filters.where(), filters.where_document()
-    if where is None and where_document is None:
-        many = store.count() > WHOLE
-    else:
-        many = len(store.matching_ids(where, where_document, limit=WHOLE + 1)) > WHOLE
-    if many:
-        return _ordered(_walked(store, wanted, where, where_document)), False
+    if len(store.matching_ids(where, where_document, limit=WHOLE + 1)) > WHOLE:
+        return _ordered(_walked(store, wanted, filters)), False
     return _ordered(store.matching(where, where_document)), True
 
 
@@ -41,16 +37,24 @@ def _ordered(found: dict[str, dict]) -> list[tuple[str, dict]]:
     return [(i, found[i]) for i in order]
 
 
-def _walked(store: RecordStore, wanted: int, where: dict | None, where_document: dict | None) -> dict[str, dict]:
-    """The records of the newest months, read month by month until they hold `wanted`; all of them where fewer match."""
+def _walked(store: RecordStore, wanted: int, filters: SearchFilters) -> dict[str, dict]:
+    """The records of the newest months, read month by month until they hold `wanted`; all of them where fewer
+    match. Beside a month, the filters' slow clauses (ranges, bools) are checked on the records read."""
+    where, where_document = filters.where(), filters.where_document()
+    fast, _ = filters.narrowing(anchored=True)  # with a month: ranges and bools are checked here, on what is read
     this_month = dt.date.today().replace(day=1)
     later = _month_after(this_month)
-    found = store.matching(_and(where, {keys.TAKEN_AT: {"$gte": _seconds(later)}}), where_document)  # clocks set wrong
-    for months in _months_back(store, this_month, where, where_document):
+    def read(clause: dict) -> None:
+        found.update((i, metadata) for i, metadata in store.matching(_and(fast, clause), where_document).items()
+                     if filters.admits(metadata))
+
+    found: dict[str, dict] = {}
+    read({keys.TAKEN_AT: {"$gte": _seconds(later)}})  # clocks set wrong: few records, a fast range
+    for months in _months_back(store, this_month, fast, where_document):
         for month in months:
-            found.update(store.matching(_and(where, {keys.TAKEN_MONTH: month}), where_document))
-        if len(found) >= wanted:
-            return found
+            read({keys.TAKEN_MONTH: month})
+            if len(found) >= wanted:
+                return found
     # Older than the walk, or undated: whatever else matches.
     rest = [i for i in store.matching_ids(where, where_document) if i not in found]
     found.update(store.records(rest))

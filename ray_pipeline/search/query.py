@@ -69,12 +69,15 @@ class ResultPage:
 
 def _result(record_id: str, metadata: dict | None, score: float | None) -> dict:
     """id, path, every path that holds the photo's bytes, score (cosine similarity; None in a listing),
-    caption where stored, and all metadata."""
+    caption and place ("city, region, country") where stored, and all metadata."""
     metadata = dict(metadata or {})
     result = {"id": record_id, "path": metadata.get("path"), **exact_name(recorded_path(metadata) or ""),
               "paths": keys.paths_of(metadata), "score": score}
     if keys.CAPTION in metadata:
         result["caption"] = metadata[keys.CAPTION]
+    place = ", ".join(metadata[key] for key in (keys.PLACE_CITY, keys.PLACE_REGION, keys.PLACE_COUNTRY) if metadata.get(key))
+    if place:
+        result["place"] = place
     result["metadata"] = metadata
     return result
 
@@ -83,8 +86,8 @@ def _warning(store: RecordStore, needs_filter_keys: bool) -> str | None:
     """What a page must say of a collection whose records lack the keys filters and listings need."""
     if not needs_filter_keys or not store.outdated:
         return None
-    return (f"collection {store.target.collection!r} was written before search filters: its records lack the keys "
-            "they need until an ingestion into it brings them up to date (run the same ingest command again)")
+    return (f"collection {store.target.collection!r} was written before search filters or places: its records lack "
+            "keys they need until an ingestion into it brings them up to date (run the same ingest command again)")
 
 
 def top_k(store: RecordStore, vector: np.ndarray, k: int, filters: SearchFilters | None = None, offset: int = 0,

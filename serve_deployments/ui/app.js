@@ -268,7 +268,7 @@ function clearResults() {
 }
 
 // The filters the page offers, by the API's names; blank ones are left out.
-const FILTERS = ["date_from", "date_to", "camera_make", "camera_model", "folder", "has_caption", "caption_words"];
+const FILTERS = ["date_from", "date_to", "camera_make", "camera_model", "folder", "has_caption", "caption_words", "place"];
 
 function filterValues(form) {
   const values = {};
@@ -354,6 +354,7 @@ function resultCard(collection, result) {
     ...(result.paths || []).filter((path) => path !== result.path)
       .map((path) => el("div", { class: "copy", text: `also at ${path}` })),
     result.raw ? el("div", { class: "copy raw", text: `RAW: ${result.raw.path}` }) : null,
+    result.place ? el("div", { class: "place", text: result.place }) : null,
     result.caption ? el("p", { class: "caption", text: result.caption }) : null,
     el("details", {}, el("summary", { text: "Metadata" }),
       el("dl", {}, ...keys.flatMap((key) => [el("dt", { text: key }), el("dd", { text: String(metadata[key]) })]))),
