@@ -15,13 +15,16 @@ from ray_pipeline.core.errors import UserFacingError
 from ray_pipeline.core.paths import FileFailure, path_text
 from ray_pipeline.model.clip import ModelSpec
 from ray_pipeline.model.embedders import PRECISIONS
+from ray_pipeline.records.enrichments import CAPTION, TEXT
 from ray_pipeline.records.filters import SearchFilters, first_error
 from ray_pipeline.records.store import open_store
 from ray_pipeline.records.target import StoreTarget, collection_name_problem
 from ray_pipeline.runs.config import RunConfig
+from ray_pipeline.runs.enrich_records import run_enrich
 from ray_pipeline.runs.ingest import run_ingest
 from ray_pipeline.runs.watch import run_watch
 from ray_pipeline.search import query as search
+from ray_pipeline.search.words import MODES
 from ray_pipeline.search.similar import DEFAULT_THRESHOLD, IN_PROCESS_MAX, MAX_PAIRS, find_similar
 from ray_pipeline.steps.summary import print_summary
 
@@ -116,6 +119,9 @@ def _add_ingest_options(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--caption", action="store_true",
                         help="after embedding, caption the photos through the Serve app's Captioner deployment")
+    parser.add_argument("--read-text", action="store_true",
+                        help="after embedding, read the text in the photos (PP-OCR) by a pool of its own: in this process, "
+                             "Ray actors of the job, or the Serve app's TextReader; search then finds their words")
     parser.add_argument("--serve-app", default=defaults.SERVE_APP, metavar="NAME",
                         help="Serve application running the Captioner (and, for watch, the Embedder it uses when it runs "
                              "the same model) (default: default)")
@@ -164,12 +170,24 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="top-k photos for a text or an example photo")
     search.add_argument("text", nargs="?", help="what to look for")
     search.add_argument("--image", metavar="FILE", help="search with a photo instead of a text")
+    search.add_argument("--mode", choices=MODES, default="both",
+                        help="a text search ranks by CLIP's vector, by the words found in the photos' text, captions, "
+                             "places and file names, or both fused (default both)")
     _add_results_options(search, k=5)
     _add_model_options(search, with_defaults=False)
     _add_precision_option(search)
 
     browse = commands.add_parser("browse", help="the collection's photos with no query, newest capture first")
     _add_results_options(browse, k=20)
+
+    enrich = commands.add_parser("enrich", help="fill in what a collection's records lack: the text in the photos, captions")
+    enrich.add_argument("--read-text", action="store_true", help="read the text in the photos that have none yet (PP-OCR)")
+    enrich.add_argument("--caption", action="store_true",
+                        help="caption the photos that have none yet, through the Serve app's Captioner deployment")
+    enrich.add_argument("--serve-app", default=defaults.SERVE_APP, metavar="NAME",
+                        help="Serve application running the Captioner (default: default)")
+    enrich.add_argument("--errors", metavar="FILE", help="write one JSON line per photo that failed: {path, reason}")
+    _add_store_options(enrich)
 
     similar = commands.add_parser("similar", help="exact copies, and groups of near-duplicate photos")
     similar.add_argument("--threshold", type=_cosine, default=DEFAULT_THRESHOLD, metavar="T",
@@ -310,6 +328,7 @@ def _config(args, parser) -> RunConfig:
         precision=args.precision,
         max_pixels=args.max_pixels,
         caption=args.caption,
+        read_text=args.read_text,
         serve_app=args.serve_app,
         progress_id=args.progress_id,
         rehash=args.rehash,
@@ -354,7 +373,7 @@ def _search(args, parser) -> int:
     if args.command == "search" and (args.model or args.checkpoint or args.pretrained or args.allow_random_weights):
         override = ModelSpec.asked(args.model, args.pretrained, args.checkpoint, args.allow_random_weights)
     page = search.search_page(_target(args), args.k, text, image, override, filters, args.offset, not args.all,
-                              getattr(args, "precision", "auto"))
+                              getattr(args, "precision", "auto"), getattr(args, "mode", "both"))
     if args.json:
         print(json.dumps(page.as_json()))
         return 0
@@ -366,6 +385,10 @@ def _search(args, parser) -> int:
             print(f"   also at {copy}")
         if "place" in result:
             print(f"   at {result['place']}")
+        if "text" in result:
+            print(f"   text: {result['text'].splitlines()[0]}")
+        if result.get("matched") and result["matched"] != ["vector"]:
+            print(f"   matched: {', '.join(result['matched'])}")
         if "raw" in result:
             print(f"   RAW: {result['raw']['path']}")
     if not page.results:
@@ -377,6 +400,21 @@ def _search(args, parser) -> int:
         print(f"{args.offset + 1}-{args.offset + len(page.results)} of {page.total}", file=sys.stderr)
     if page.warning:
         print(f"warning: {page.warning}", file=sys.stderr)
+    return 0
+
+
+def _enrich(args, parser) -> int:
+    """`enrich`: the enrichments asked for, made for every record that lacks them; the summary line last."""
+    enrichments = tuple(e for e, asked in ((CAPTION, args.caption), (TEXT, args.read_text)) if asked)
+    if not enrichments:
+        parser.error("give what to fill in: --read-text, --caption, or both")
+    _check_errors_file(args, parser)
+    result = run_enrich(_target(args), enrichments, args.serve_app)
+    _stop_ray()
+    if args.errors:
+        _write_errors(args.errors, result.errors)
+    _print_some([f"failed: {path_text(error.path)}: {error.reason}" for error in result.errors], "failed photos")
+    print(json.dumps(result.summary))
     return 0
 
 
@@ -407,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("ray_pipeline").setLevel(logging.INFO)
     parser = build_parser()
     args = parser.parse_args(argv)
-    run = {"ingest": _ingest, "watch": _watch, "search": _search, "browse": _search, "similar": _similar}[args.command]
+    run = {"ingest": _ingest, "watch": _watch, "search": _search, "browse": _search, "similar": _similar,
+           "enrich": _enrich}[args.command]
     try:
         return run(args, parser)
     except USER_ERRORS as exc:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from serve_deployments.captioner import Captioner, captioner_options
+from serve_deployments.captioner import MAX_BATCH as CAPTION_BATCH
+from serve_deployments.captioner import Captioner
 from serve_deployments.embedder import MAX_BATCH, Embedder
 from serve_deployments.ingress import Ingress
 from serve_deployments.inline_ingest import InlineIngest
-from serve_deployments.scaling import warm_scaling
+from serve_deployments.scaling import to_zero_scaling, warm_scaling
 from serve_deployments.settings import Settings
+from serve_deployments.text_reader import MAX_ONGOING as TEXT_ONGOING
+from serve_deployments.text_reader import TextReader
 
 
 def build_app(settings: Settings | None = None):
@@ -26,9 +29,12 @@ def build_app(settings: Settings | None = None):
     # is given no token: it needs none.
     inline = InlineIngest.options(**warm_scaling(1, 2, 2)).bind(embedder, replace(settings, token=None))
     captioner = Captioner.options(
-        **captioner_options(settings.caption_max_replicas, settings.caption_idle_seconds, settings.caption_num_gpus)
+        **to_zero_scaling(settings.caption_max_replicas, settings.caption_idle_seconds, settings.caption_num_gpus,
+                          CAPTION_BATCH)
     ).bind(settings.blip_model)
-    return Ingress.bind(embedder, inline, captioner, settings)
+    text_reader = TextReader.options(
+        **to_zero_scaling(settings.text_max_replicas, settings.text_idle_seconds, 0.0, TEXT_ONGOING)).bind()
+    return Ingress.bind(embedder, inline, captioner, text_reader, settings)
 
 
 app = build_app()

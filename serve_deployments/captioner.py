@@ -28,19 +28,3 @@ class Captioner:
         costly enrichments' pools call their deployment so."""
         return self.blip.caption(pictures)
 
-
-def captioner_options(max_replicas: int, idle_seconds: float, gpu_fraction: float) -> dict:
-    """Scale to zero: no replica (and no BLIP in memory) while idle; the first request starts one."""
-    return {
-        "autoscaling_config": {
-            "min_replicas": 0,
-            "initial_replicas": 0,
-            "max_replicas": max_replicas,
-            "target_ongoing_requests": MAX_BATCH,
-            "upscale_delay_s": 0,
-            "downscale_delay_s": idle_seconds,
-            "downscale_to_zero_delay_s": idle_seconds,
-            "look_back_period_s": max(1.0, min(30.0, idle_seconds)),
-        },
-        "ray_actor_options": {"num_gpus": gpu_fraction, "num_cpus": 1},
-    }

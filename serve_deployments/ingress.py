@@ -10,7 +10,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import ray
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
@@ -30,7 +30,7 @@ from ray_pipeline.files.reading import FileBytes
 from ray_pipeline.model.embedders import ModelFacts
 from ray_pipeline.records.chroma import check_model
 from ray_pipeline.records.collections import collections_at
-from ray_pipeline.records.enrichments import CAPTION
+from ray_pipeline.records.enrichments import CAPTION, TEXT
 from ray_pipeline.records.errors import MissingCollection, StoreError
 from ray_pipeline.records.filters import SearchFilters
 from ray_pipeline.records.store import RecordStore
@@ -38,7 +38,7 @@ from ray_pipeline.records.target import collection_name_problem
 from ray_pipeline.runs.config import RunConfig
 from ray_pipeline.runs.route import Route, RouteKind, RunFacts, choose_route
 from ray_pipeline.runs.warm import EmbedderLost, replica_lost
-from ray_pipeline.search.query import newest_first, top_k
+from ray_pipeline.search.query import newest_first, text_top_k, top_k
 from ray_pipeline.search.similar import DEFAULT_THRESHOLD, find_similar
 from serve_deployments import page
 from serve_deployments.auth import bearer_check
@@ -140,6 +140,8 @@ class PathsRequest(BaseModel):
                                                        "distinct ones; a path named twice is taken once)")
     collection: CollectionName
     caption: bool = False
+    read_text: bool = Field(False, description="read the text in the photos (OCR) after they are stored, by the app's "
+                                               "TextReader or the job's own pool")
 
     @field_validator("paths")
     @classmethod
@@ -207,6 +209,9 @@ class ImageSearchRequest(ResultsRequest):
 
 class SearchRequest(ImageSearchRequest):
     text: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    mode: Literal["vector", "words", "both"] = Field(
+        "both", description="rank by CLIP's vector, by the words found in the photos (their text, captions, places "
+                            "and file names), or both fused")
 
 
 class ImageSearchForm(FromFields, ImageSearchRequest):
@@ -244,10 +249,11 @@ def read_upload(upload: UploadFile, limit: int) -> FileBytes:
 @serve.deployment(num_replicas=1, max_ongoing_requests=100, ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, embedder, inline, captioner, settings: Settings):
+    def __init__(self, embedder, inline, captioner, text_reader, settings: Settings):
         self.settings = settings
         self.embedder = embedder
         self.captioner = captioner
+        self.text_reader = text_reader
         app.state.token_ok = bearer_check(settings.token)
         app.state.max_body = settings.max_upload_bytes + FORM_OVERHEAD
         if settings.token is None:
@@ -304,7 +310,7 @@ class Ingress:
     async def ingest(self, body: IngestRequest, wait: bool = WAIT) -> Response:
         paths = await asyncio.to_thread(self._checked_paths, body.paths)
         files = await asyncio.to_thread(listed_up_to, paths, self.settings.inline_max_files)
-        config = self.settings.run_config(paths, body.collection, new_job_id(), body.caption, body.prune)
+        config = self.settings.run_config(paths, body.collection, new_job_id(), body.caption, body.prune, body.read_text)
         return await self._ingest(config, self._route(files, prune=body.prune), wait)
 
     @app.post("/watches", status_code=202)
@@ -315,16 +321,16 @@ class Ingress:
         for given, real in zip(body.paths, paths):
             if not os.path.isdir(real):
                 raise HTTPException(422, f"paths: not a folder: {given} (a watch follows folders)")
-        config = self.settings.run_config(paths, body.collection, new_job_id(), body.caption)
+        config = self.settings.run_config(paths, body.collection, new_job_id(), body.caption, read_text=body.read_text)
         job_id = await asyncio.to_thread(self.jobs.submit, config, self._route(0, watch=True), True)
         return JSONResponse(status_code=202, content={"job_id": job_id})
 
     @app.post("/ingest/upload", status_code=202)
     async def ingest_upload(self, files: Annotated[list[UploadFile], File()],
                             collection: Annotated[CollectionName, Form()], caption: bool = Form(False),
-                            wait: bool = WAIT) -> Response:
+                            read_text: bool = Form(False), wait: bool = WAIT) -> Response:
         stored = await asyncio.to_thread(self._save_uploads, files)
-        config = self.settings.run_config(stored, collection, new_job_id(), caption)
+        config = self.settings.run_config(stored, collection, new_job_id(), caption, read_text=read_text)
         return await self._ingest(config, self._route(len(stored)), wait, files=len(stored))
 
     def _save_uploads(self, files: list[UploadFile]) -> list[str]:
@@ -412,7 +418,7 @@ class Ingress:
     @app.post("/search/text")
     async def search_text(self, body: SearchRequest) -> dict:
         """JSON {collection, text, k, offset, filters...}: the best matches first."""
-        return await self._search(body, self.embedder.embed_texts.remote(body.text))
+        return await self._search(body, self.embedder.embed_texts.remote(body.text), body)
 
     @app.post("/search/image")
     async def search_image(self, form: Annotated[ImageSearchForm, File()]) -> dict:
@@ -421,8 +427,8 @@ class Ingress:
         photo = read_upload(form.file, self.settings.max_upload_bytes)
         return await self._search(form, self.embedder.embed_photo.remote(photo))
 
-    async def _search(self, fields: ImageSearchRequest, embedding) -> dict:
-        """The page of results for the query being embedded."""
+    async def _search(self, fields: ImageSearchRequest, embedding, by_text: SearchRequest | None = None) -> dict:
+        """The page of results for the query being embedded (`by_text`: a text's, whose words are looked for too)."""
         try:  # the collection is checked while the query is embedded
             store, vector = await asyncio.gather(self._checked_store(fields.collection), embedding)
         except DecodeError as exc:
@@ -430,7 +436,11 @@ class Ingress:
         except replica_lost():
             raise HTTPException(503, "the embedding model was lost while answering; it is restarting: try again") from None
         # Chroma works off the event loop, so status polls are answered meanwhile.
-        page = await asyncio.to_thread(top_k, store, vector, fields.k, fields.filters, fields.offset, fields.collapse)
+        if by_text is not None:
+            page = await asyncio.to_thread(text_top_k, store, vector, by_text.text, fields.k, fields.filters, fields.offset,
+                                           fields.collapse, by_text.mode)
+        else:
+            page = await asyncio.to_thread(top_k, store, vector, fields.k, fields.filters, fields.offset, fields.collapse)
         return page.as_json()
 
     @app.get("/collections/{collection}/photos")
@@ -494,6 +504,14 @@ class Ingress:
         upload = read_upload(file, self.settings.max_upload_bytes)
         picture = await asyncio.to_thread(self._decode, upload, CAPTION.geometry)
         return {"caption": await self.captioner.remote(picture)}
+
+    @app.post("/text")
+    async def text(self, file: UploadFile = File(...)) -> dict:
+        """The lines of text in a photo, read by the TextReader (started by this request when none runs)."""
+        upload = read_upload(file, self.settings.max_upload_bytes)
+        picture = await asyncio.to_thread(self._decode, upload, TEXT.geometry)
+        text = await self.text_reader.remote(picture)
+        return {"text": text, "lines": text.split("\n") if text else []}
 
     @app.get("/ui", include_in_schema=False)
     def page_root(self) -> RedirectResponse:

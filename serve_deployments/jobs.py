@@ -32,7 +32,7 @@ JOB_PATHS = ".jobs"  # in the upload folder (hidden: never ingested): each Ray j
 # A watch that is stopped ends its batch in hand and writes its summary: Ray's job supervisor waits this
 # long after SIGTERM before SIGKILL (3 s by default).
 WATCH_STOP_WAIT_S = 60
-COUNT_KEYS = ("discovered", "embedded", "skipped_existing", "duplicates", "failed", "removed", "captioned")
+COUNT_KEYS = ("discovered", "embedded", "skipped_existing", "duplicates", "failed", "removed", "captioned", "text_read")
 FINISHED = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 logger = logging.getLogger("ray.serve")

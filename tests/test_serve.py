@@ -10,19 +10,16 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
 from conftest import wait_for
 from photo_cases import sha256_of
-from serve_app import IDLE_SECONDS, MAX_UPLOAD, auth, serve_cli, wait_job
+from serve_app import IDLE_SECONDS, MAX_UPLOAD, auth, running_replicas, wait_job
 
 from benchmarks.http_load import hammer
 from samples.sample_photos import real_photos, write_heif
 
 
 def caption_replicas(service, ray_head) -> int:
-    status = serve_cli("status", "--address", ray_head["dashboard"], env=service["env"])
-    deployments = yaml.safe_load(status.stdout)["applications"]["default"]["deployments"]
-    return deployments["Captioner"]["replica_states"].get("RUNNING", 0)
+    return running_replicas(service, ray_head, "Captioner")
 
 
 def test_health_needs_no_token(service):
@@ -32,7 +29,7 @@ def test_health_needs_no_token(service):
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}])
 def test_every_route_needs_the_token(service, headers):
     for method, route in [("get", "/collections"), ("post", "/ingest"), ("get", "/ingest/x"), ("post", "/search"),
-                          ("post", "/caption"), ("delete", "/ingest/x"), ("post", "/ingest/upload")]:
+                          ("post", "/caption"), ("post", "/text"), ("delete", "/ingest/x"), ("post", "/ingest/upload")]:
         response = requests.request(method, f"{service['url']}{route}", headers=headers, json={}, timeout=10)
         assert response.status_code == 401, route
         assert response.headers["WWW-Authenticate"] == "Bearer"

@@ -303,3 +303,42 @@ def test_similar_photos_in_the_page(service, browser):
     page.screenshot(path=ARTIFACTS / "ui-similar.png", full_page=True)
     assert page_errors == []
     context.close()
+
+
+def test_the_words_in_photos_found_and_marked_in_the_page(service, browser, tmp_path):
+    """Signs uploaded with "Read the text in the photos"; a search by words finds the one whose sign holds the
+    word, says why, shows its place and its first line of text with the word marked."""
+    from playwright.sync_api import expect
+
+    from samples.text_photos import write_shop_signs
+
+    signs = write_shop_signs(tmp_path / "signs")
+    context, page, page_errors = signed_in(browser, service, height=1000)
+    upload = page.locator("#upload-form")
+    upload.locator("[name=collection]").fill("ui-signs")
+    upload.locator("[name=files]").set_input_files([str(path) for path in signs.values()])
+    upload.locator("[name=read_text]").check()
+    upload.locator("button[type=submit]").click()
+    expect(upload.locator(".message")).to_contain_text("Stored 3 file(s) in ui-signs: 3 new", timeout=JOB_SECONDS * 1000)
+    job = page.locator(f"#jobs tr[data-job-id='{upload.locator('.message').inner_text().split()[-1].strip('()')}']")
+    expect(job.locator(".status")).to_have_text("SUCCEEDED", timeout=JOB_SECONDS * 1000)
+    expect(job.locator(".text_read")).to_have_text("3")
+
+    search = page.locator("#search-form")
+    search.locator("[name=collection]").select_option("ui-signs")
+    search.locator("[name=text]").fill("the pharmacie")
+    search.locator("[name=mode]").select_option("words")
+    page.click("#search-text")
+    expect(page.locator("#search-message")).to_have_text(re.compile("^1 result in ui-signs"))
+    card = page.locator("#results .result")
+    expect(card).to_have_attribute("data-id", sha256_of(signs["street.jpg"]))
+    expect(card.locator(".place")).to_have_text("Paris, France")
+    expect(card.locator(".text")).to_have_text("Rue de Rivoli 12")  # the first line
+    expect(card.locator(".matched")).to_have_text("matched: text")
+    search.locator("[name=text]").fill("Rivoli street")
+    search.locator("[name=mode]").select_option("both")
+    page.click("#search-text")
+    expect(page.locator("#results .result").first.locator(".text mark")).to_have_text("Rivoli")
+    page.screenshot(path=ARTIFACTS / "ui-words-search.png", full_page=True)
+    assert page_errors == []
+    context.close()

@@ -13,10 +13,10 @@ class InputGeometry:
 
     height: int
     width: int
-    resize_mode: str = "shortest"  # "shortest" (resize + centre crop) or "squash"
+    resize_mode: str = "shortest"  # "shortest" (resize + centre crop), "squash", or "fit" (within, whole, never enlarged)
 
     def __post_init__(self) -> None:
-        if self.resize_mode not in ("shortest", "squash"):
+        if self.resize_mode not in ("shortest", "squash", "fit"):
             raise ValueError(f"unsupported OpenCLIP resize_mode {self.resize_mode!r}")
         if self.resize_mode == "shortest" and self.height != self.width:
             raise ValueError("resize_mode 'shortest' is supported for square model inputs only")
@@ -37,5 +37,13 @@ class InputGeometry:
         """The smallest (width, height) a picture of this size may be decoded at and still feed the model."""
         if self.resize_mode == "squash":
             return min(width, self.width), min(height, self.height)
+        if self.resize_mode == "fit":
+            return self.fitted_size(width, height)
         scale = self.height / min(width, height)
         return max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
+
+    def fitted_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size of a whole picture fitted within (width, height) of this geometry, never enlarged: what
+        `fit` gives a model that reads the whole picture at any aspect ratio (text recognition)."""
+        scale = min(1.0, self.width / width, self.height / height)
+        return max(1, round(width * scale)), max(1, round(height * scale))

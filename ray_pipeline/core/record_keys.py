@@ -12,6 +12,7 @@ MTIME_NS = "mtime_ns"  # exact, where `mtime` (a float) does not survive Chroma'
 WIDTH = "width"
 HEIGHT = "height"
 CAPTION = "caption"
+TEXT = "text"  # the lines of text read in the photo (OCR), one per line; "" where it holds none
 PAIR_OF = "pair_of"  # a RAW file's record: its picture's id; the picture's record: its RAW's id (`steps.pairs`)
 PAIR_ROLE = "pair_role"  # "raw" or "shown"
 # Kept for filters (layout 2), derived from the keys above and the EXIF fields by `records.enrichments.derived_keys`.

@@ -89,10 +89,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def fit_to_input(image: Image.Image, geometry: InputGeometry) -> np.ndarray:
-    """Resize and centre-crop exactly as OpenCLIP's eval transform (torchvision Resize + CenterCrop)."""
+    """Resize and centre-crop exactly as OpenCLIP's eval transform (torchvision Resize + CenterCrop); or, for
+    `fit`, the whole picture within the geometry's box."""
     width, height = image.size
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         raise DecodeError(f"picture is {width}x{height}: its aspect ratio is over {MAX_ASPECT_RATIO}:1")
+    if geometry.resize_mode == "fit":
+        fitted = geometry.fitted_size(width, height)
+        return np.asarray(image if fitted == image.size else image.resize(fitted, Image.Resampling.BICUBIC), dtype=np.uint8)
     if geometry.resize_mode == "squash":
         resized = image.resize((geometry.width, geometry.height), Image.Resampling.BICUBIC)
         return np.asarray(resized, dtype=np.uint8)

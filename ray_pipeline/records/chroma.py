@@ -147,11 +147,12 @@ class ChromaStore:
         return unchanged_among(files, self.records_at([path for path, _, _ in files]))
 
     def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict]) -> None:
-        """Write records by id, in batches Chroma accepts; writing a record twice leaves one."""
+        """Write records by id, with their documents (`enrichments.document_of`), in batches Chroma accepts;
+        writing a record twice leaves one."""
         for start in range(0, len(ids), self.max_batch):
             end = start + self.max_batch
             with_retries(self.target, self.collection.upsert, ids=ids[start:end], embeddings=embeddings[start:end],
-                         metadatas=metadatas[start:end])
+                         metadatas=metadatas[start:end], documents=[document_of(m) for m in metadatas[start:end]])
 
     def count(self) -> int:
         """How many records the collection holds."""
@@ -194,8 +195,9 @@ class ChromaStore:
         return [i for batch in self._pages(where, where_document, include=()) for i in batch["ids"]]
 
     def lacking(self, key: str, ids: list[str]) -> list[str]:
-        """Which of these stored records have no `key` yet (a costly enrichment not made for them)."""
-        return [i for i, metadata in self.records(ids).items() if not metadata.get(key)]
+        """Which of these stored records have no `key` yet (a costly enrichment not made for them; "", a text
+        read and found empty, is made)."""
+        return [i for i, metadata in self.records(ids).items() if metadata.get(key) is None]
 
     def merge_metadata(self, changes: dict[str, dict]) -> None:
         """Set these keys in these stored records' metadata, keeping everything else they hold."""

@@ -5,9 +5,11 @@
   file), and again when an enrichment changes a record. Today: the keys search filters need (layout 2), the
   GPS grid's cells (layout 3), and the place a photo was taken (layout 4, `records.places`).
 - Costly enrichments: computed from a photo's pixels by a model of their own, after the records are written,
-  by a pool of their own, so they never slow embedding (`steps.enrich` queues and runs them). Today: captions.
+  by a pool of their own, so they never slow embedding (`steps.enrich` queues and runs them). Today: captions
+  and the text in a photo.
 
-A record's document, which word filters match, is made of the words its enrichments hold.
+A record's document, which word filters and word search match, is made of the words its enrichments, its place
+and its file's name hold, each word marked with where it is from (`document_of`).
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ from ray_pipeline.core import record_keys as keys
 from ray_pipeline.core.geometry import InputGeometry
 from ray_pipeline.records.places import place_of, position
 
-# Collections record the layout their records follow: 2 adds the derived keys, 3 the GPS grid's cells, 4 places.
-# Older records get them when the collection is next opened for writing (an ingestion), without being embedded again.
-RECORD_LAYOUT = 4
+# Collections record the layout their records follow: 2 adds the derived keys, 3 the GPS grid's cells, 4 places,
+# 5 documents of marked words. Older records get them when the collection is next opened for writing (an
+# ingestion), without being embedded again.
+RECORD_LAYOUT = 5
 LAYOUT_KEY = "record_layout"
-_WORD = re.compile(r"\w+")
+_WORD = re.compile(r"[^\W_]+")  # letters and digits: "IMG_0042" is two words, "São" one
+# Where a word of a record's document is from, by the mark before it: a word filter matches one source, word
+# search all of them (`WORD`, each word once more).
+CAPTION_WORD, TEXT_WORD, PLACE_WORD, NAME_WORD, WORD = "c:", "t:", "p:", "f:", "w:"
 
 
 def folders_of(path: str) -> list[str]:
@@ -80,14 +86,25 @@ def place_keys(lat: float, lon: float) -> dict[str, Any]:
 
 
 def words_of(text: str) -> list[str]:
-    """The words of a caption, or of the words asked for, in lower case."""
+    """The words of a caption, a text, a name, or of the words asked for, in lower case."""
     return _WORD.findall(text.lower())
 
 
+def sourced_words(metadata: dict[str, Any]) -> dict[str, list[str]]:
+    """A record's words by their mark: its caption's, its text's, its place's and its file name's."""
+    place = " ".join(metadata.get(keys.PLACE_NAMES) or [])
+    return {CAPTION_WORD: words_of(metadata.get(keys.CAPTION) or ""), TEXT_WORD: words_of(metadata.get(keys.TEXT) or ""),
+            PLACE_WORD: words_of(place), NAME_WORD: words_of(metadata.get(keys.FILENAME) or "")}
+
+
 def document_of(metadata: dict[str, Any]) -> str:
-    """The record's document, which word filters match: the words of its enrichments (the caption), in lower
-    case between spaces, so that a word is matched whole (' cat ' is not in ' catalogue ')."""
-    return f" {' '.join(words_of(metadata.get(keys.CAPTION) or ''))} "
+    """The record's document, which word filters and word search match: each word marked with its source
+    (' c:dog ', ' t:bakery ', ' p:lisbon ', ' f:img '), then every word once more as ' w:word ', in lower case
+    between spaces, so that a word is matched whole (' c:cat ' is not in ' c:catalogue ')."""
+    sourced = sourced_words(metadata)
+    marked = [mark + word for mark, words in sourced.items() for word in dict.fromkeys(words)]
+    every = [WORD + word for word in dict.fromkeys(word for words in sourced.values() for word in words)]
+    return f" {' '.join(marked + every)} "
 
 
 def folders_field(path: str) -> dict[str, list[str]]:
@@ -116,7 +133,12 @@ class CostlyEnrichment:
     geometry: InputGeometry  # the picture its model takes
     deployment: str  # the Serve app's deployment that runs the model (called with one picture, batched there)
     option: str  # the CLI's option that asks for it
+    served_only: bool = True  # a big model (BLIP) runs in the Serve app alone; a small one also in a run's own pool
 
 
 # BLIP's processor resizes to 384 x 384 without keeping the aspect ratio: it is sent exactly that.
 CAPTION = CostlyEnrichment(keys.CAPTION, "captioned", InputGeometry(384, 384, "squash"), "Captioner", "--caption")
+# PP-OCR reads the whole picture at its aspect ratio; RapidOCR itself works at 2,000 pixels on a side at most.
+TEXT_SIDE = 2000
+TEXT = CostlyEnrichment(keys.TEXT, "text_read", InputGeometry(TEXT_SIDE, TEXT_SIDE, "fit"), "TextReader", "--read-text",
+                        served_only=False)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from ray_pipeline.core import record_keys as keys
 from ray_pipeline.core.formats import RAW_EXTENSIONS, SUPPORTED_EXTENSIONS
 from ray_pipeline.core.paths import path_text
-from ray_pipeline.records.enrichments import document_of, words_of
+from ray_pipeline.records.enrichments import CAPTION_WORD, TEXT_WORD, document_of, words_of
 
 MAX_CELLS = 1200  # cells of the GPS grid a box is matched by, at most (more cost more than they save: RESULTS.md, issue 29)
 LAST_DAY = dt.date(9998, 12, 31)  # the last day a date filter takes: a day and a month after it are still dates
@@ -79,6 +79,7 @@ class SearchFilters(BaseModel):
     has_caption: bool | None = Field(None, description="with a caption (true) or without (false)")
     has_gps: bool | None = Field(None, description="with a GPS position (true) or without (false)")
     caption_words: str | None = Field(None, min_length=1, description="words the caption must hold, all of them")
+    text_words: str | None = Field(None, min_length=1, description="words the text in the photo must hold, all of them")
     place: str | None = Field(None, min_length=1, description="taken in this city, region or country (GeoNames' "
                               "names, any letter case)")
 
@@ -112,7 +113,7 @@ class SearchFilters(BaseModel):
                 raise ValueError("no name in it")
         return value
 
-    @field_validator("caption_words")
+    @field_validator("caption_words", "text_words")
     @classmethod
     def _words(cls, value: str | None) -> str | None:
         if value is not None and not words_of(value):
@@ -194,7 +195,7 @@ class SearchFilters(BaseModel):
         fast = self.model_copy(update={"gps_box": None})
         slow = {"iso_min", "iso_max", "exposure_min", "exposure_max", "focal_min", "focal_max", "has_gps", "has_caption"}
         if anchored or cells or any(getattr(fast, name) is not None
-                                    for name in set(SearchFilters.model_fields) - slow - {"caption_words"}):
+                                    for name in set(SearchFilters.model_fields) - slow - _DOCUMENT_FILTERS):
             fast = fast.model_copy(update=dict.fromkeys(slow))
         clauses = [clause for clause in (fast.where(), cells) if clause]
         if self.gps_box is not None and cells is None:
@@ -234,17 +235,24 @@ class SearchFilters(BaseModel):
         for key, value in ((keys.HAS_CAPTION, self.has_caption), (keys.HAS_GPS, self.has_gps)):
             if value is not None and metadata.get(key) is not value:
                 return False
-        if self.caption_words is not None:
-            document = document_of(metadata)
-            return all(f" {word} " in document for word in words_of(self.caption_words))
-        return True
+        document = document_of(metadata) if self._document_words() else ""
+        return all(f" {word} " in document for word in self._document_words())
 
     def where_document(self) -> dict | None:
-        """The Chroma document filter: every word of `caption_words`, whole."""
-        if self.caption_words is None:
+        """The Chroma document filter: every word of `caption_words` in the caption, of `text_words` in the text,
+        whole (`enrichments.document_of`)."""
+        clauses = [{"$contains": f" {word} "} for word in self._document_words()]
+        if not clauses:
             return None
-        clauses = [{"$contains": f" {word} "} for word in dict.fromkeys(words_of(self.caption_words))]
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+    def _document_words(self) -> list[str]:
+        """The marked words the document must hold."""
+        return [*dict.fromkeys(CAPTION_WORD + word for word in words_of(self.caption_words or "")),
+                *dict.fromkeys(TEXT_WORD + word for word in words_of(self.text_words or ""))]
+
+
+_DOCUMENT_FILTERS = {"caption_words", "text_words"}  # matched in the document, not by `where`
 
 
 def _formats(given: list[str]) -> list[str]:

@@ -22,6 +22,7 @@ RADIUS_KM = 30.0  # farther than this from every city of 15,000 people: no place
 # city's districts as cities too ("Paris 04", "Arroios" in Lisbon): a photo in a city is named after it, unless
 # it was taken deeper in a district's or a neighbouring city's smaller reach (Yokohama, beside Tokyo's).
 REACH_KM_PER_ROOT_PERSON = 0.01
+MIN_REACH_KM = 1.0  # GeoNames gives some places no population
 ENCLOSING_FACTOR = 3  # a city this many times bigger whose reach holds a photo encloses its place (Berlin, Mitte)
 EARTH_RADIUS_KM = 6371.0
 _KM_PER_DEGREE = math.pi * EARTH_RADIUS_KM / 180
@@ -66,7 +67,7 @@ class Gazetteer:
         self.lat = np.radians([c[0] for c in cities])
         self.lon = np.radians([c[1] for c in cities])
         self.population = np.array([c[2] for c in cities], dtype=np.int64)
-        self.reach_km = REACH_KM_PER_ROOT_PERSON * np.sqrt(self.population)
+        self.reach_km = np.maximum(MIN_REACH_KM, REACH_KM_PER_ROOT_PERSON * np.sqrt(self.population))
         self.cells: dict[tuple[int, int], list[int]] = {}
         for index, (lat, lon, *_) in enumerate(cities):
             self.cells.setdefault((math.floor(lat), math.floor(lon) % 360), []).append(index)

@@ -28,6 +28,7 @@ from ray_pipeline.runs.config import RunConfig
 from ray_pipeline.runs.plan import ActorPlan, plan_actors
 from ray_pipeline.runs.progress import Reporter
 from ray_pipeline.steps.after import After, FilesThrough, after_files
+from ray_pipeline.runs.enrich_actors import ActorsPool
 from ray_pipeline.steps.enrich import Enriched, ServedPool, run_queued
 from ray_pipeline.steps.pairs import PairsAmong
 from ray_pipeline.steps.prune import Pruning
@@ -134,7 +135,7 @@ def run_job(config: RunConfig, files: JobInput, tally: Tally) -> JobResult:
     # A stage's own error (a Chroma server gone, say) reaches the driver as raised, not wrapped in Ray Data's
     # UserCodeException (whose cause a process boundary drops): the job then stops with its one line.
     ray.data.DataContext.get_current().raise_original_map_exception = True
-    pool = ServedPool(config.serve_app)
+    pool = ActorsPool(ServedPool(config.serve_app))
     for enrichment in config.enrichments:
         pool.check(enrichment)  # before any work, not after the embeddings
     device = choose_device(config.device)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ray_pipeline.core import defaults
 from ray_pipeline.model.clip import ModelSpec
-from ray_pipeline.records.enrichments import CAPTION, CostlyEnrichment
+from ray_pipeline.records.enrichments import CAPTION, TEXT, CostlyEnrichment
 from ray_pipeline.records.target import StoreTarget
 
 
@@ -25,6 +25,7 @@ class RunConfig:
     precision: str = "auto"  # auto (fp16 on a GPU, bf16 on a CPU that computes in it, else fp32) | fp32 | bf16 | fp16
     max_pixels: int = defaults.MAX_PIXELS
     caption: bool = False  # caption the stored photos through the Serve app's Captioner, after embedding
+    read_text: bool = False  # read the text in the stored photos (OCR), after embedding, by a pool of its own
     serve_app: str = defaults.SERVE_APP  # the Serve application that runs the Captioner (and the Embedder a watch uses)
     rehash: bool = False  # read and hash every file, even those whose record matches their path, size and mtime
     within: tuple[str, ...] = ()  # when set, only files whose real path lies inside these folders are read
@@ -40,7 +41,7 @@ class RunConfig:
     @property
     def enrichments(self) -> tuple[CostlyEnrichment, ...]:
         """The costly enrichments asked for, made after the records are written."""
-        return (CAPTION,) if self.caption else ()
+        return tuple(enrichment for enrichment, asked in ((CAPTION, self.caption), (TEXT, self.read_text)) if asked)
 
     @property
     def keeps_contents(self) -> bool:
@@ -59,6 +60,8 @@ class RunConfig:
             args += ["--within", folder]
         if self.caption:
             args.append("--caption")
+        if self.read_text:
+            args.append("--read-text")
         if self.serve_app != defaults.SERVE_APP:
             args += ["--serve-app", self.serve_app]
         if self.progress_id:

@@ -36,7 +36,7 @@ from ray_pipeline.runs.progress import Reporter
 from ray_pipeline.runs.route import Route, RouteKind, RunFacts, choose_route
 from ray_pipeline.runs.streamed import StreamedInput, StreamedManifest
 from ray_pipeline.steps.after import After, FilesThrough, after_files
-from ray_pipeline.steps.enrich import Enriched
+from ray_pipeline.steps.enrich import Enriched, HerePool, run_queued
 from ray_pipeline.steps.pairs import PairsAmong
 from ray_pipeline.steps.prune import PrunePlan, Pruning, folders_holding, plan_pruning
 from ray_pipeline.steps.summary import Tally, summary_of
@@ -117,7 +117,7 @@ def _facts(config: RunConfig, listing: Listing, stored: Stored) -> RunFacts:
         decode_s=decode_seconds(to_read),
         store_ready=stored.covers(listing.paths, config.model),
         cluster=running_cluster() is not None,
-        enrichments=bool(config.enrichments),
+        enrichments=any(enrichment.served_only for enrichment in config.enrichments),
         live_progress=bool(config.progress_id),
         inline_max_files=config.inline_max_files,
         machine=Machine.here(),
@@ -169,18 +169,21 @@ def _nothing_to_read(config: RunConfig, listing: Listing, stored: Stored, tally:
     where prune or copies ask for it."""
     logger.info("all %d files are stored already%s: nothing to embed, no job to run (--rehash reads them all)",
                 len(listing.paths), f" or failed before ({len(stored.failed)}, unchanged since)" if stored.failed else "")
-    stored.count_into(tally)
+    stored.count_into(tally, keep_stored=config.keeps_contents)
     reporter = Reporter(None, config.target.collection, to_metrics=False)
     if config.progress_id or running_cluster():
         init_ray()
         reporter = Reporter(config.progress_id, config.target.collection)
         reporter.start(listing.discovered, tally)
-    after = None
-    if pruning is not None or stored.duplicates:  # what to prune, or copies whose paths the records learn
+    after, enriched = None, Enriched()
+    # What to prune, copies whose paths the records learn, or records to enrich (their own pool's enrichments:
+    # the route took a job for the Serve app's).
+    if pruning is not None or stored.duplicates or config.enrichments:
         with _store_as_it_is(config, handle) as store:
             if store is not None:  # the collection is there: every file is settled in it
-                after = after_files(store, _through(listing, stored), tally, pruning, uploads=config.uploads)
-    return _Done(bool((stored.collection_metadata or {}).get("random_weights")), reporter, after)
+                after = after_files(store, _through(listing, stored), tally, pruning, config.enrichments, config.uploads)
+                enriched = run_queued(store, after.queued, HerePool(), reporter)
+    return _Done(bool((stored.collection_metadata or {}).get("random_weights")), reporter, after, enriched)
 
 
 def _through(listing: Listing, stored: Stored) -> FilesThrough:
@@ -203,7 +206,8 @@ def _here(config: RunConfig, listing: Listing, stored: Stored, tally: Tally, pru
         tally.add(ingest_here(listing.paths, stored, store, embedder, facts.geometry, config.max_pixels, config.within,
                               reporter, config.keeps_contents))
         after = after_files(store, _through(listing, stored), tally, pruning, config.enrichments, config.uploads)
-    return _Done(bool(facts.collection_metadata.get("random_weights")), reporter, after, actors=embedder.described())
+        enriched = run_queued(store, after.queued, HerePool(), reporter)  # the route took a job for the app's
+    return _Done(bool(facts.collection_metadata.get("random_weights")), reporter, after, enriched, embedder.described())
 
 
 def _model_here(config: RunConfig) -> LocalEmbedder | LoadingEmbedder:

@@ -58,7 +58,7 @@ class RunFacts:
     warm_model: bool = False  # a watch's batch: its model is loaded already
     cluster: bool = False  # a Ray cluster runs that the command would join (RAY_ADDRESS, or a local head)
     app_embedder: bool = False  # the cluster's Serve app has an Embedder of this model, loaded and warm
-    enrichments: bool = False  # costly enrichments asked for (captions): made by the cluster's Serve app
+    enrichments: bool = False  # costly enrichments asked for that only the cluster's Serve app makes (captions)
     live_progress: bool = False  # live counts asked for (the HTTP API's job id): kept by the cluster's board
     prune: bool = False
     inline_max_files: int | None = None  # at most this many files run without a Ray job (None: as costs say)

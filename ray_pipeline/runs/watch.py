@@ -36,7 +36,7 @@ from ray_pipeline.runs.progress import Reporter
 from ray_pipeline.runs.route import RouteKind, RunFacts, choose_route
 from ray_pipeline.runs.warm import ActorEmbedder, ServedEmbedder
 from ray_pipeline.steps.after import After, FilesThrough, after_files
-from ray_pipeline.steps.enrich import ServedPool, run_queued
+from ray_pipeline.steps.enrich import HerePool, ServedPool, run_queued
 from ray_pipeline.steps.pairs import PairsAmong, beside
 from ray_pipeline.steps.prune import Pruning, is_gone
 from ray_pipeline.steps.summary import Tally, summary_of
@@ -232,7 +232,7 @@ class Watcher:
         after = after_files(store, FilesThrough.of(stored, PairsAmong(beside(changed)), tuple(gone)), batch, pruning,
                             config.enrichments, config.uploads)
         if after.queued:
-            enriched = run_queued(store, after.queued, ServedPool(config.serve_app), reporter)
+            enriched = run_queued(store, after.queued, HerePool(ServedPool(config.serve_app)), reporter)
             self.enriched.update(enriched.counts)
             batch.errors += enriched.errors
         return after

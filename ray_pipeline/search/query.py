@@ -21,6 +21,7 @@ from ray_pipeline.records.filters import SearchFilters
 from ray_pipeline.records.store import RecordStore, open_store
 from ray_pipeline.search.nearest import Hit, nearest
 from ray_pipeline.search.newest import newest
+from ray_pipeline.search.words import fused, query_words
 from ray_pipeline.records.target import StoreTarget
 from ray_pipeline.steps.pairs import RAW
 
@@ -60,10 +61,13 @@ class ResultPage:
     offset: int
     total: int | None  # how many match in all, where Chroma tells it (a listing; a search with no filter)
     warning: str | None = None
+    words: list[str] | None = None  # a search by text: the query's words that were looked for in the records
 
     def as_json(self) -> dict:
         """The page as the CLI's --json and the HTTP API give it."""
-        page = {"results": self.results, "offset": self.offset, "total": self.total}
+        page: dict = {"results": self.results, "offset": self.offset, "total": self.total}
+        if self.words is not None:
+            page["words"] = self.words
         return {**page, "warning": self.warning} if self.warning else page
 
 
@@ -75,6 +79,8 @@ def _result(record_id: str, metadata: dict | None, score: float | None) -> dict:
               "paths": keys.paths_of(metadata), "score": score}
     if keys.CAPTION in metadata:
         result["caption"] = metadata[keys.CAPTION]
+    if metadata.get(keys.TEXT):
+        result["text"] = metadata[keys.TEXT]
     place = ", ".join(metadata[key] for key in (keys.PLACE_CITY, keys.PLACE_REGION, keys.PLACE_COUNTRY) if metadata.get(key))
     if place:
         result["place"] = place
@@ -100,6 +106,23 @@ def top_k(store: RecordStore, vector: np.ndarray, k: int, filters: SearchFilters
     entries, metadata = _entries(store, hits, collapse)
     total = store.count() if filters.empty else None  # records: a collapsed pair is one result but two records
     return ResultPage(_page(entries, metadata, offset, k), offset, total, _warning(store, not filters.empty))
+
+
+def text_top_k(store: RecordStore, vector: np.ndarray, text: str, k: int, filters: SearchFilters | None = None,
+               offset: int = 0, collapse: bool = True, mode: str = "both") -> ResultPage:
+    """As `top_k`, for a query by text: its words found where records hold them rank them too (`mode`: "vector",
+    "words" or "both", `search.words.fused`); each result says why it was found (`matched`)."""
+    filters = filters or SearchFilters()
+    found = fused(store, vector, text, (offset + k) * (2 if collapse else 1), filters, mode)
+    entries, metadata = _entries(store, [f.hit for f in found], collapse)
+    matched = {f.hit[0]: f.matched for f in found}
+    results = _page(entries, metadata, offset, k)
+    for result in results:
+        raw = result.get("raw", {}).get("id")
+        result["matched"] = list(dict.fromkeys(matched.get(result["id"], []) + matched.get(raw, [])))
+    total = store.count() if filters.empty and mode != "words" else None  # a vector ranks every record
+    words = query_words(text) if mode != "vector" else []
+    return ResultPage(results, offset, total, _warning(store, not filters.empty or mode != "vector"), words)
 
 
 def newest_first(store: RecordStore, k: int, filters: SearchFilters | None = None, offset: int = 0,
@@ -153,7 +176,7 @@ def _page(entries: list[Entry], found: dict[str, dict], offset: int, k: int) -> 
 
 def search_page(target: StoreTarget, k: int, text: str | None = None, image_path: str | None = None,
                 override: clip_model.ModelSpec | None = None, filters: SearchFilters | None = None,
-                offset: int = 0, collapse: bool = True, precision: str = "auto") -> ResultPage:
+                offset: int = 0, collapse: bool = True, precision: str = "auto", mode: str = "both") -> ResultPage:
     """A page of the photos most like a text, or like the photo at `image_path` (a JPEG, HEIC, RAW, ...
     decoded as ingestion does); with neither, of the collection, newest first."""
     store = open_store(target)
@@ -162,7 +185,7 @@ def search_page(target: StoreTarget, k: int, text: str | None = None, image_path
         photo = decode_file(read_file(image_path), embedder.resolved.geometry, defaults.MAX_PIXELS)
         return top_k(store, embedder.embed(photo.pixels[None])[0], k, filters, offset, collapse)
     if text is not None:
-        return top_k(store, text_vector(store, text, override, precision), k, filters, offset, collapse)
+        return text_top_k(store, text_vector(store, text, override, precision), text, k, filters, offset, collapse, mode)
     return newest_first(store, k, filters, offset, collapse)
 
 

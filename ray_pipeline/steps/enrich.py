@@ -3,15 +3,20 @@ are written, by a pool of their own, so they never slow embedding.
 
 The one sequence after a run's files queues the records that lack each enrichment (`queue`); the run then
 has the pool work through them (`run_queued`): each file read once, decoded at the size the enrichment's
-model takes, sent to the Serve app's deployment that runs it (which batches what comes at once), and the
-answers written into the records. A failure costs that photo's enrichment only: the record stays whole,
-and the next run fills it in.
+model takes, sent to the model (the Serve app's deployment, which batches what comes at once; or, for a small
+model, the run's own pool: `HerePool` in this process, Ray actors in a job), and the answers written into the
+records. A failure costs that photo's enrichment only: the record stays whole, and the next run fills it in.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import numpy as np
 
 from ray_pipeline.cluster.metrics import count_enriched
 from ray_pipeline.core import defaults
@@ -19,8 +24,11 @@ from ray_pipeline.core.errors import UserFacingError
 from ray_pipeline.core.paths import FileFailure
 from ray_pipeline.files.decode import DecodeError, decode_file
 from ray_pipeline.files.reading import read_file
-from ray_pipeline.records.enrichments import CostlyEnrichment
+from ray_pipeline.model.text_reader import TextReader
+from ray_pipeline.records.enrichments import TEXT, CostlyEnrichment
 from ray_pipeline.records.store import RecordStore
+
+logger = logging.getLogger(__name__)
 
 CHUNK = 32  # requests in flight at once; the deployment batches them
 RESULT_TIMEOUT_S = 600
@@ -49,15 +57,18 @@ def queue(store: RecordStore, enrichments: tuple[CostlyEnrichment, ...], stored:
 
 
 class Pool(Protocol):
-    """Where an enrichment's model runs: `submit` one picture, get back something whose `result()` is the value."""
+    """Where an enrichment's model runs: `submit` one photo (its path), get back something whose
+    `result(timeout_s=...)` is the record's value; a photo that cannot be read or decoded raises OSError or
+    DecodeError, from `submit` or from `result`."""
 
     def check(self, enrichment: CostlyEnrichment) -> None: ...
 
-    def submit(self, enrichment: CostlyEnrichment, picture) -> Any: ...
+    def submit(self, enrichment: CostlyEnrichment, path: str) -> Any: ...
 
 
 class ServedPool:
-    """The Serve application's deployments: one per enrichment, each scaling to zero while idle."""
+    """The Serve application's deployments: one per enrichment, each scaling to zero while idle. The photo is
+    decoded here and sent at the size the model takes."""
 
     def __init__(self, serve_app: str = defaults.SERVE_APP):
         self.serve_app = serve_app
@@ -77,8 +88,72 @@ class ServedPool:
                 "deployment running on this Ray cluster (serve run serve_deployments.app:app)"
             ) from None
 
-    def submit(self, enrichment: CostlyEnrichment, picture):
-        return self._handle(enrichment).remote(picture)
+    def submit(self, enrichment: CostlyEnrichment, path: str):
+        return self._handle(enrichment).remote(picture_for(enrichment, path))
+
+
+def text_of(lines: list[str]) -> str:
+    """The `text` a record keeps of the lines read in its photo: one per line ("" for none: read, and not again)."""
+    return "\n".join(lines)
+
+
+def reads_text(threads: int | None = None) -> Callable[[np.ndarray], str]:
+    """The text enrichment's model, loaded now: a picture in, the record's `text` out."""
+    reader = TextReader(threads)
+    return lambda picture: text_of(reader.read(picture))
+
+
+# The enrichments whose models are small enough to run in a run's own pool (`CostlyEnrichment.served_only`),
+# each with the loader of its model (given the threads it may use; None: every core).
+OWN_MODELS: dict[str, Callable[[int | None], Callable[[np.ndarray], Any]]] = {TEXT.key: reads_text}
+
+
+class OwnModel:
+    """A small enrichment model with what it needs around it: the photo read and decoded for it."""
+
+    def __init__(self, enrichment: CostlyEnrichment, threads: int | None = None):
+        self.enrichment = enrichment
+        self.model = OWN_MODELS[enrichment.key](threads)
+
+    def __call__(self, path: str) -> Any:
+        return self.model(picture_for(self.enrichment, path))
+
+
+class _Answer:
+    """A future of this process, answering as a Serve response does (`result(timeout_s=...)`)."""
+
+    def __init__(self, future: Future):
+        self.future = future
+
+    def result(self, timeout_s: float | None = None):
+        return self.future.result(timeout=timeout_s)
+
+
+class HerePool:
+    """The small models' pool in this process: each loaded at its first photo, run on a thread of their own
+    (the model's own arithmetic uses every core). A served-only enrichment (captions) goes to `served`."""
+
+    def __init__(self, served: Pool | None = None):
+        self.served = served
+        self._models: dict[str, OwnModel] = {}
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="enrich")
+
+    def check(self, enrichment: CostlyEnrichment) -> None:
+        if not enrichment.served_only:
+            return
+        if self.served is None:
+            raise PoolMissing(f"{enrichment.option} needs the Serve application's {enrichment.deployment} deployment "
+                              "on a running Ray cluster")
+        self.served.check(enrichment)
+
+    def submit(self, enrichment: CostlyEnrichment, path: str):
+        if enrichment.served_only:
+            self.check(enrichment)
+            assert self.served is not None
+            return self.served.submit(enrichment, path)
+        if enrichment.key not in self._models:
+            self._models[enrichment.key] = OwnModel(enrichment)
+        return _Answer(self._thread.submit(self._models[enrichment.key], path))
 
 
 @dataclass
@@ -106,20 +181,30 @@ def run_queued(store: RecordStore, queued: list[Queued], pool: Pool, reporter) -
             requests, failed = [], []
             for record_id in ids[start : start + CHUNK]:
                 try:
-                    requests.append((record_id, pool.submit(enrichment, picture_for(enrichment, paths[record_id]))))
+                    requests.append((record_id, pool.submit(enrichment, paths[record_id])))
                 except (OSError, DecodeError) as exc:
                     failed.append(FileFailure(paths[record_id], f"{enrichment.key}: {exc}"))
             values = {}
             for record_id, response in requests:
                 try:
                     values[record_id] = {enrichment.key: response.result(timeout_s=RESULT_TIMEOUT_S)}
+                except (OSError, DecodeError) as exc:  # read or decoded where the model runs
+                    failed.append(FileFailure(paths[record_id], f"{enrichment.key}: {_reason(exc)}"))
                 except Exception as exc:  # a lost replica or a model error costs this photo's enrichment only
                     failed.append(FileFailure(paths[record_id], f"{enrichment.key} failed: {type(exc).__name__}: {exc}"[:500]))
             if values:
                 store.enrich(values)
             made += len(values)
             done.errors += failed
+            logger.info("%s: %d of %d photos done, %d failed", enrichment.key, made, len(ids),
+                        sum(e.reason.startswith(enrichment.key) for e in done.errors))
             reporter.add({enrichment.summary_key: len(values), f"{enrichment.key}_failed": len(failed)}, failed)
             count_enriched(store.target.collection, enrichment.key, len(values))
         done.counts[enrichment.summary_key] = made
     return done
+
+
+def _reason(exc: BaseException) -> str:
+    """A read or decode error's own words, also where it was raised in a Ray actor (whose error wraps it)."""
+    cause = getattr(exc, "cause", None)
+    return str(cause if isinstance(cause, (OSError, DecodeError)) else exc)

@@ -153,7 +153,8 @@ async function startIngestion(event) {
   const form = event.target;
   const message = form.querySelector(".message");
   const paths = form.paths.value.split("\n").map((p) => p.trim()).filter(Boolean);
-  const body = { paths, collection: form.collection.value.trim(), caption: form.caption.checked };
+  const body = { paths, collection: form.collection.value.trim(), caption: form.caption.checked,
+    read_text: form.read_text.checked };
   // A watch ingests the folders, then follows them (deletions included) until it is stopped.
   const watch = form.watch.checked;
   if (!watch) body.prune = form.prune.checked;
@@ -177,6 +178,7 @@ async function uploadPhotos(event) {
   for (const file of form.files.files) data.append("files", file, file.name);
   data.append("collection", form.collection.value.trim());
   data.append("caption", form.caption.checked ? "true" : "false");
+  data.append("read_text", form.read_text.checked ? "true" : "false");
   say(message, "Uploading…");
   try {
     // ?wait=true: a few photos are stored by the time the answer comes (HTTP 200), so they can be
@@ -246,7 +248,7 @@ function stopButton(job) {
 }
 
 function renderJobs(jobs) {
-  const counts = ["discovered", "embedded", "skipped_existing", "duplicates", "failed", "removed", "captioned"];
+  const counts = ["discovered", "embedded", "skipped_existing", "duplicates", "failed", "removed", "captioned", "text_read"];
   $("#jobs tbody").replaceChildren(...jobs.map((job) => el("tr", { "data-job-id": job.job_id, "data-collection": job.collection ?? "" },
     el("td", { text: when(job.start_time), title: job.job_id }),
     el("td", { text: job.collection ?? "" }),
@@ -268,7 +270,8 @@ function clearResults() {
 }
 
 // The filters the page offers, by the API's names; blank ones are left out.
-const FILTERS = ["date_from", "date_to", "camera_make", "camera_model", "folder", "has_caption", "caption_words", "place"];
+const FILTERS = ["date_from", "date_to", "camera_make", "camera_model", "folder", "has_caption", "caption_words", "place",
+  "text_words"];
 
 function filterValues(form) {
   const values = {};
@@ -291,6 +294,7 @@ async function search(event) {
   } else if (kind === "text") {
     query.text = form.text.value.trim();
     if (!query.text) return say(message, "Type some text to search for, or browse.", true);
+    query.mode = form.mode.value;
   }
   state.query = query;
   await showPage(0);
@@ -310,7 +314,7 @@ function pageRequest(query, offset) {
     for (const [name, value] of Object.entries(fields)) data.append(name, value);
     return ["search", { method: "POST", body: data }];
   }
-  const body = { ...query.filters, collection: query.collection, text: query.text, k: query.k, offset };
+  const body = { ...query.filters, collection: query.collection, text: query.text, mode: query.mode, k: query.k, offset };
   return ["search", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) }];
 }
 
@@ -319,14 +323,14 @@ async function showPage(offset) {
   const message = $("#search-message");
   say(message, query.kind === "browse" ? "Listing…" : "Searching…");
   try {
-    const { results, total } = await (await api(...pageRequest(query, offset))).json();
+    const { results, total, words = [] } = await (await api(...pageRequest(query, offset))).json();
     clearResults();
     const count = `${results.length} result${results.length === 1 ? "" : "s"} in ${query.collection}`;
     const range = results.length ? `${offset + 1}–${offset + results.length}` : `none past ${offset}`;
     const filtered = Object.keys(query.filters).length > 0;
     say(message, count + (total == null ? "" : ` · ${range} of ${total}`)
       + (results.length === 0 && offset === 0 && filtered ? ": none match the filters" : ""));
-    $("#results").append(...results.map((result) => resultCard(query.collection, result)));
+    $("#results").append(...results.map((result) => resultCard(query.collection, result, words)));
     state.offset = offset;
     $("#pages").hidden = offset === 0 && results.length < query.k;
     $("#previous-page").disabled = offset === 0;
@@ -339,13 +343,22 @@ async function showPage(offset) {
 
 const SHOWN_FIRST = ["path", "width", "height", "format", "file_size", "datetime_original", "camera_make", "camera_model"];
 
-function resultCard(collection, result) {
+// A line of text with the query's words in it marked (<mark>), built as nodes, never as HTML.
+function highlighted(tag, className, text, words) {
+  const line = el(tag, { class: className });
+  for (const part of text.split(/([\p{L}\p{N}]+)/u)) {
+    line.append(words.includes(part.toLowerCase()) ? el("mark", { text: part }) : document.createTextNode(part));
+  }
+  return line;
+}
+
+function resultCard(collection, result, words = []) {
   const metadata = result.metadata || {};
   const image = el("img", { alt: metadata.filename || result.id, width: THUMBNAIL_SIZE, height: THUMBNAIL_SIZE });
   const figure = el("figure", { class: "thumb" }, image);
   loadThumbnail(collection, result.id, image, figure);
   const keys = [...SHOWN_FIRST.filter((key) => key in metadata),
-    ...Object.keys(metadata).filter((key) => !SHOWN_FIRST.includes(key) && key !== "caption").sort()];
+    ...Object.keys(metadata).filter((key) => !SHOWN_FIRST.includes(key) && key !== "caption" && key !== "text").sort()];
   return el("article", { class: "result", "data-id": result.id },
     figure,
     el("div", { class: "score", text: result.score === null ? (metadata.datetime_original || "undated")
@@ -354,8 +367,11 @@ function resultCard(collection, result) {
     ...(result.paths || []).filter((path) => path !== result.path)
       .map((path) => el("div", { class: "copy", text: `also at ${path}` })),
     result.raw ? el("div", { class: "copy raw", text: `RAW: ${result.raw.path}` }) : null,
-    result.place ? el("div", { class: "place", text: result.place }) : null,
-    result.caption ? el("p", { class: "caption", text: result.caption }) : null,
+    result.place ? highlighted("div", "place", result.place, words) : null,
+    result.text ? highlighted("p", "text", result.text.split("\n")[0], words) : null,
+    result.caption ? highlighted("p", "caption", result.caption, words) : null,
+    result.matched && result.matched.some((why) => why !== "vector")
+      ? el("div", { class: "matched", text: `matched: ${result.matched.join(", ")}` }) : null,
     el("details", {}, el("summary", { text: "Metadata" }),
       el("dl", {}, ...keys.flatMap((key) => [el("dt", { text: key }), el("dd", { text: String(metadata[key]) })]))),
   );
