@@ -14,7 +14,7 @@ from ray_pipeline.core import defaults
 from ray_pipeline.core.geometry import InputGeometry
 from ray_pipeline.files.decode import DecodeError
 from ray_pipeline.model.text_reader import TextReader, rows_of
-from ray_pipeline.records.enrichments import TEXT, document_of
+from ray_pipeline.records.enrichments import TEXT, document_of, words_of
 from ray_pipeline.records.filters import SearchFilters
 from ray_pipeline.records.store import opened_for_writing
 from ray_pipeline.records.target import StoreTarget
@@ -41,7 +41,7 @@ def signs(tmp_path_factory):
 
 
 def words(text: str) -> set[str]:
-    return set(text.lower().split())
+    return set(words_of(text))
 
 
 def test_the_words_of_a_sign_are_read_line_by_line(reader, signs):

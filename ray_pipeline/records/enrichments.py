@@ -30,7 +30,11 @@ from ray_pipeline.records.places import place_of, position
 # ingestion), without being embedded again.
 RECORD_LAYOUT = 5
 LAYOUT_KEY = "record_layout"
-_WORD = re.compile(r"[^\W_]+")  # letters and digits: "IMG_0042" is two words, "São" one
+# A word: a run of letters or of digits ("IMG_0042" is two words, "São" one), a run of letters cut where a
+# capital follows a small letter ("MyTrip" is two). Text read in photos often runs words together ("OPEN7AM",
+# "SALE50PERCENT"); cut so, its words are found, and a query is cut the same way.
+_WORD = re.compile(r"\d+|[^\W\d_]+")
+_CAMEL = re.compile(r"(?<=[a-zß-ÿ])(?=[A-ZÀ-Þ])")
 # Where a word of a record's document is from, by the mark before it: a word filter matches one source, word
 # search all of them (`WORD`, each word once more).
 CAPTION_WORD, TEXT_WORD, PLACE_WORD, NAME_WORD, WORD = "c:", "t:", "p:", "f:", "w:"
@@ -86,8 +90,8 @@ def place_keys(lat: float, lon: float) -> dict[str, Any]:
 
 
 def words_of(text: str) -> list[str]:
-    """The words of a caption, a text, a name, or of the words asked for, in lower case."""
-    return _WORD.findall(text.lower())
+    """The words of a caption, a text, a name, or of the words asked for, in lower case (`_WORD`)."""
+    return [word.lower() for run in _WORD.findall(text) for word in _CAMEL.split(run)]
 
 
 def sourced_words(metadata: dict[str, Any]) -> dict[str, list[str]]:
@@ -138,7 +142,9 @@ class CostlyEnrichment:
 
 # BLIP's processor resizes to 384 x 384 without keeping the aspect ratio: it is sent exactly that.
 CAPTION = CostlyEnrichment(keys.CAPTION, "captioned", InputGeometry(384, 384, "squash"), "Captioner", "--caption")
-# PP-OCR reads the whole picture at its aspect ratio; RapidOCR itself works at 2,000 pixels on a side at most.
-TEXT_SIDE = 2000
+# PP-OCR reads the whole picture at its aspect ratio, here fitted to 1,200 pixels on its long side: on 12-MP
+# photos with signs it found as many words as at 1,000 or 1,400 and more than at 800 or 1,600 to 2,000, in a third
+# of 2,000's time (benchmarks/RESULTS.md, issue 30: its detector works best near the scale it was trained at).
+TEXT_SIDE = 1200
 TEXT = CostlyEnrichment(keys.TEXT, "text_read", InputGeometry(TEXT_SIDE, TEXT_SIDE, "fit"), "TextReader", "--read-text",
                         served_only=False)

@@ -31,8 +31,8 @@ SOURCES = {TEXT_WORD: "text", CAPTION_WORD: "caption", PLACE_WORD: "place", NAME
 
 
 def query_words(text: str) -> list[str]:
-    """The words of a query that are looked for: each once, in lower case, less the stopwords."""
-    return [word for word in dict.fromkeys(words_of(text)) if word not in STOPWORDS]
+    """The words of a query that are looked for: each once, in lower case, less the stopwords and single letters."""
+    return [word for word in dict.fromkeys(words_of(text)) if word not in STOPWORDS and (len(word) > 1 or word.isdigit())]
 
 
 @dataclass(frozen=True)
