@@ -18,6 +18,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ray_pipeline.runs.costs import JPEG_DECODE_S, Machine, expected
 from ray_pipeline.runs.plan import plan_actors
 from ray_pipeline.steps.summary import last_json_line
 
@@ -248,8 +249,32 @@ def shared_cores_rate(cores: int, photo: PhotoFormat, figures: Figures) -> float
     return cores / (photo.core_s + 1 / figures.embed_per_s[CPU_CORE].value)
 
 
+CROSSOVER_CORES = (2, 4, 8, 16, 32, 64)
+
+
+def crossover(cores: int, precision: str, most: int = 10**7) -> int | None:
+    """With no cluster running, the fewest 12-MP JPEGs for which the route's expected times (`runs.costs`, the
+    very figures the route decides by) make a local Ray faster than the command's own process; None where the
+    process is faster at any size up to `most`."""
+    def ray_faster(files: int) -> bool:
+        seconds = expected(files * JPEG_DECODE_S, files, Machine(cpus=cores, gpus=0), precision)
+        return seconds.local_ray < seconds.in_process
+
+    if not ray_faster(most):
+        return None
+    low, high = 1, most  # the process is faster at low (it starts sooner), Ray at high: bisect
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if ray_faster(middle) else (middle, high)
+    return high
+
+
 def _n(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def _files(count: int | None) -> str:
+    return "never: this process" if count is None else f"{count:,}"
 
 
 def render(figures: Figures) -> str:
@@ -290,6 +315,10 @@ def render(figures: Figures) -> str:
               "|---|---|---|---|---|---|---|"]
     lines += [f"| {r.format} | {r.workers} x {r.worker} | {r.feeders} | {r.stores} | {_n(r.images_per_s)} | "
               f"{r.dollars_per_day:,.0f} | {r.dollars_per_million:.2f} |" for r in for_target(figures)]
+    lines += ["", "**No cluster: this command's process or a local Ray.** The route takes the way its expected time says "
+              "is faster (`ray_pipeline/runs/costs.py`); the fewest 12-MP JPEGs for which a local Ray wins, by cores:", "",
+              "| cores | ViT-B-32 in bf16 | in fp32 |", "|---|---|---|"]
+    lines += [f"| {cores} | {_files(crossover(cores, 'bf16'))} | {_files(crossover(cores, 'fp32'))} |" for cores in CROSSOVER_CORES]
     cores, name, measured = figures.check
     photo = next(p for p in figures.formats if p.name == name)
     lines += ["", f"**Check against a measured run**: on {cores} cores shared by decoding and the model, the figures give "

@@ -148,3 +148,21 @@ def test_json_rows(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert len(rows["per_node"]) == len(rows["for_target"]) == 3 * 6
     assert {row["bound"] for row in rows["per_node"]} <= {"decode", "embed", "write"}
+
+
+def test_the_crossover_is_where_the_route_changes_its_mind():
+    """The table's crossover is the route's own decision: at that many files a local Ray, one fewer this process;
+    on up to 8 cores never (threads keep up), and sooner the more cores there are, sooner still in fp32."""
+    from ray_pipeline.runs.costs import JPEG_DECODE_S, Machine
+    from ray_pipeline.runs.route import RouteKind, RunFacts, choose_route
+
+    assert [cost_model.crossover(cores, "bf16") for cores in (2, 4, 8)] == [None, None, None]
+    found = [cost_model.crossover(cores, "bf16") for cores in (16, 32, 64)]
+    assert found[0] > found[1] > found[2] > 0
+    assert cost_model.crossover(16, "fp32") < found[0]
+    for cores, files in zip((16, 32, 64), found):
+        def route(count: int) -> RouteKind:
+            return choose_route(RunFacts(to_read=count, decode_s=count * JPEG_DECODE_S, machine=Machine(cores, 0),
+                                         precision="bf16")).kind
+
+        assert (route(files - 1), route(files)) == (RouteKind.IN_PROCESS, RouteKind.RAY_DATA)

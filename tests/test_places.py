@@ -59,3 +59,8 @@ def test_the_lookup_crosses_the_180th_meridian():
     assert gazetteer.nearest(0.1, -179.99).city == "West" and gazetteer.nearest(0.1, 179.99).city == "East"
     assert gazetteer.nearest(0.1, 179.7).city == "East"  # 28 km away: outside its reach, within the radius
     assert gazetteer.nearest(0.1, 179.0) is None  # 106 km
+
+
+def test_a_place_is_never_within_itself_nor_within_a_place_of_no_people():
+    gazetteer = Gazetteer([(10.0, 10.0, 0, "Nowhere", "", "Somewhere"), (10.01, 10.01, 0, "Hamlet", "", "Somewhere")])
+    assert gazetteer.nearest(10.0, 10.0).within == ()

@@ -6,6 +6,7 @@ app's `TextReader` deployment, a bulk job's pool and the command's own process a
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 
@@ -15,10 +16,14 @@ logger = logging.getLogger(__name__)
 
 
 def cuda_available() -> bool:
-    """Whether ONNX Runtime here can run on a GPU (the onnxruntime-gpu build, on a GPU node)."""
+    """Whether ONNX Runtime here can run on a GPU: its CUDA build is installed, and this process sees a GPU (one
+    NVIDIA's driver lists, not hidden by CUDA_VISIBLE_DEVICES, as Ray hides them from a process given none)."""
     import onnxruntime
 
-    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return False
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return os.path.isdir("/proc/driver/nvidia/gpus") and visible not in ("", "-1")
 
 
 class TextReader:

@@ -13,7 +13,7 @@ from ray_pipeline.core import record_keys as keys
 from ray_pipeline.core.paths import is_within, path_text, recorded_path
 from ray_pipeline.files.state import FileState
 from ray_pipeline.records.connection import connect, with_retries
-from ray_pipeline.records.enrichments import LAYOUT_KEY, RECORD_LAYOUT, derived_keys, document_of
+from ray_pipeline.records.enrichments import DOCUMENT_KEYS, LAYOUT_KEY, RECORD_LAYOUT, derived_keys, document_of
 from ray_pipeline.records.errors import MissingCollection, StoreError
 from ray_pipeline.records.failures import Failure, FailureMemory
 from ray_pipeline.records.target import ShardPlace, StoreTarget, check_place
@@ -200,7 +200,11 @@ class ChromaStore:
         return [i for i, metadata in self.records(ids).items() if metadata.get(key) is None]
 
     def merge_metadata(self, changes: dict[str, dict]) -> None:
-        """Set these keys in these stored records' metadata, keeping everything else they hold."""
+        """Set these keys in these stored records' metadata, keeping everything else they hold (a change to a
+        key the document is made of, a moved file's name, writes the document again)."""
+        if any(DOCUMENT_KEYS & set(change) for change in changes.values()):
+            self.enrich(changes)
+            return
         found = self.records(list(changes))
         if found:
             with_retries(self.target, self.collection.update, ids=list(found),

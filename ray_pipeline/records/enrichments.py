@@ -30,11 +30,10 @@ from ray_pipeline.records.places import place_of, position
 # ingestion), without being embedded again.
 RECORD_LAYOUT = 5
 LAYOUT_KEY = "record_layout"
-# A word: a run of letters or of digits ("IMG_0042" is two words, "São" one), a run of letters cut where a
-# capital follows a small letter ("MyTrip" is two). Text read in photos often runs words together ("OPEN7AM",
-# "SALE50PERCENT"); cut so, its words are found, and a query is cut the same way.
+# A word: a run of letters or of digits ("IMG_0042" is two words, "São" one). Text read in photos often runs
+# words together ("OPEN7AM", "SALE50PERCENT", "RuedeRivoli"): a document also holds the parts of a run of letters
+# cut where a capital follows a small letter ("ruederivoli", "ruede", "rivoli"), so its words are found.
 _WORD = re.compile(r"\d+|[^\W\d_]+")
-_CAMEL = re.compile(r"(?<=[a-zß-ÿ])(?=[A-ZÀ-Þ])")
 # Where a word of a record's document is from, by the mark before it: a word filter matches one source, word
 # search all of them (`WORD`, each word once more).
 CAPTION_WORD, TEXT_WORD, PLACE_WORD, NAME_WORD, WORD = "c:", "t:", "p:", "f:", "w:"
@@ -91,14 +90,27 @@ def place_keys(lat: float, lon: float) -> dict[str, Any]:
 
 def words_of(text: str) -> list[str]:
     """The words of a caption, a text, a name, or of the words asked for, in lower case (`_WORD`)."""
-    return [word.lower() for run in _WORD.findall(text) for word in _CAMEL.split(run)]
+    return [run.lower() for run in _WORD.findall(text)]
+
+
+def indexed_words(text: str) -> list[str]:
+    """The words a document holds of a text: each word, and the parts of one that runs words together."""
+    found = []
+    for run in _WORD.findall(text):
+        parts = [part for part in re.split(r"(?<=[a-zß-ÿ])(?=[A-ZÀ-Þ])", run) if part]
+        found += [run.lower(), *(part.lower() for part in parts)] if len(parts) > 1 else [run.lower()]
+    return found
+
+
+DOCUMENT_KEYS = frozenset({keys.CAPTION, keys.TEXT, keys.PLACE_NAMES, keys.FILENAME})  # what a document is made of
 
 
 def sourced_words(metadata: dict[str, Any]) -> dict[str, list[str]]:
     """A record's words by their mark: its caption's, its text's, its place's and its file name's."""
     place = " ".join(metadata.get(keys.PLACE_NAMES) or [])
-    return {CAPTION_WORD: words_of(metadata.get(keys.CAPTION) or ""), TEXT_WORD: words_of(metadata.get(keys.TEXT) or ""),
-            PLACE_WORD: words_of(place), NAME_WORD: words_of(metadata.get(keys.FILENAME) or "")}
+    return {CAPTION_WORD: indexed_words(metadata.get(keys.CAPTION) or ""),
+            TEXT_WORD: indexed_words(metadata.get(keys.TEXT) or ""), PLACE_WORD: indexed_words(place),
+            NAME_WORD: indexed_words(metadata.get(keys.FILENAME) or "")}
 
 
 def document_of(metadata: dict[str, Any]) -> str:

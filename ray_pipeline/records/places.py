@@ -94,8 +94,8 @@ class Gazetteer:
             best = int(np.argmin(distances))
             if distances[best] > radius_km:
                 return None
-        bigger = [candidates[i] for i in np.flatnonzero(depth <= 1)
-                  if self.population[candidates[i]] >= ENCLOSING_FACTOR * self.population[candidates[best]]]
+        bigger = [candidates[i] for i in np.flatnonzero(depth <= 1) if i != best and self.population[candidates[i]] > 0
+                  and self.population[candidates[i]] >= ENCLOSING_FACTOR * self.population[candidates[best]]]
         city, region, country = self.names[candidates[best]]
         return Place(city, region, country, tuple(self.names[i][0] for i in sorted(bigger, key=lambda i: -self.population[i])))
 

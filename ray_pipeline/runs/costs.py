@@ -24,7 +24,8 @@ THREAD_SCALING = 8  # cores the decoding threads of one process keep busy at mos
 RAY_EFFICIENCY = 0.9  # the share of its cores a local Ray's actors keep busy (its own tasks take the rest)
 # CPU-seconds to read, hash and decode one photo, by extension (RESULTS.md, issue 14, benchmarks.decode_cost; the
 # read of a 12 MP JPEG, 3.5 ms, included); RAW files are taken half with a preview, half without.
-DECODE_S = {"jpg": 0.030, "jpeg": 0.030, "heic": 0.22, "heif": 0.22, "hif": 0.22, "avif": 0.22, "png": 0.05}
+JPEG_DECODE_S = 0.030
+DECODE_S = {"jpg": JPEG_DECODE_S, "jpeg": JPEG_DECODE_S, "heic": 0.22, "heif": 0.22, "hif": 0.22, "avif": 0.22, "png": 0.05}
 RAW_DECODE_S = 0.145
 OTHER_DECODE_S = 0.05
 # CPU-seconds to embed one photo with ViT-B-32 (RESULTS.md, issue 29: the model alone on 2 cores): the tower's

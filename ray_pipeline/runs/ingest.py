@@ -36,7 +36,8 @@ from ray_pipeline.runs.progress import Reporter
 from ray_pipeline.runs.route import Route, RouteKind, RunFacts, choose_route
 from ray_pipeline.runs.streamed import StreamedInput, StreamedManifest
 from ray_pipeline.steps.after import After, FilesThrough, after_files
-from ray_pipeline.steps.enrich import Enriched, HerePool, run_queued
+from ray_pipeline.runs.enrich_actors import ActorsPool
+from ray_pipeline.steps.enrich import Enriched, HerePool, Pool, ServedPool, run_queued
 from ray_pipeline.steps.pairs import PairsAmong
 from ray_pipeline.steps.prune import PrunePlan, Pruning, folders_holding, plan_pruning
 from ray_pipeline.steps.summary import Tally, summary_of
@@ -182,8 +183,17 @@ def _nothing_to_read(config: RunConfig, listing: Listing, stored: Stored, tally:
         with _store_as_it_is(config, handle) as store:
             if store is not None:  # the collection is there: every file is settled in it
                 after = after_files(store, _through(listing, stored), tally, pruning, config.enrichments, config.uploads)
-                enriched = run_queued(store, after.queued, HerePool(), reporter)
+                enriched = run_queued(store, after.queued, _own_pool(config), reporter)
     return _Done(bool((stored.collection_metadata or {}).get("random_weights")), reporter, after, enriched)
+
+
+def _own_pool(config: RunConfig) -> Pool:
+    """Where a run's small enrichment models run: Ray actors on a running cluster (the records lacking text may
+    be many more than the files it read), else this process. The route took a job for the Serve app's."""
+    if running_cluster():
+        init_ray()
+        return ActorsPool(ServedPool(config.serve_app))
+    return HerePool()
 
 
 def _through(listing: Listing, stored: Stored) -> FilesThrough:
@@ -206,7 +216,7 @@ def _here(config: RunConfig, listing: Listing, stored: Stored, tally: Tally, pru
         tally.add(ingest_here(listing.paths, stored, store, embedder, facts.geometry, config.max_pixels, config.within,
                               reporter, config.keeps_contents))
         after = after_files(store, _through(listing, stored), tally, pruning, config.enrichments, config.uploads)
-        enriched = run_queued(store, after.queued, HerePool(), reporter)  # the route took a job for the app's
+        enriched = run_queued(store, after.queued, _own_pool(config), reporter)
     return _Done(bool(facts.collection_metadata.get("random_weights")), reporter, after, enriched, embedder.described())
 
 

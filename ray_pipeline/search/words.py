@@ -51,16 +51,20 @@ def matched_in(metadata: dict, words: list[str]) -> list[str]:
 
 
 def word_hits(store: RecordStore, words: list[str], filters: SearchFilters) -> list[tuple[str, dict, int]]:
-    """The records holding any of the words that the filters let through, (id, metadata, how many of the words),
-    most words first; WORDS_MAX at most."""
+    """The records holding the words that the filters let through, (id, metadata, how many of the words), most
+    words first; WORDS_MAX at most: those holding every word first, then those holding any."""
     if not words:
         return []
     held = [{"$contains": f" {WORD}{word} "} for word in words]
-    any_word = held[0] if len(held) == 1 else {"$or": held}
     given = filters.where_document()
-    where_document = any_word if given is None else {"$and": [given, any_word]}
-    ids = store.matching_ids(filters.where(), where_document, limit=WORDS_MAX)
-    found = store.records(ids)
+    ids: list[str] = []
+    for joined in ("$and", "$or")[: 2 if len(held) > 1 else 1]:
+        clause = held[0] if len(held) == 1 else {joined: held}
+        where_document = clause if given is None else {"$and": [given, clause]}
+        ids += [i for i in store.matching_ids(filters.where(), where_document, limit=WORDS_MAX) if i not in ids]
+        if len(ids) >= WORDS_MAX:
+            break
+    found = store.records(ids[:WORDS_MAX])
     counted = []
     for record_id, metadata in found.items():
         document = document_of(metadata)
@@ -72,6 +76,8 @@ def fused(store: RecordStore, vector: np.ndarray, text: str, n: int, filters: Se
     """At least the n best records for a text query, best first, in `mode`: the vector's ranking alone, the
     words' alone (ties in the vector's order), or both fused."""
     words = query_words(text)
+    if mode == "words" and not words:
+        return []  # nothing to look for: no record is found by words
     if mode == "vector" or not words:
         return [Found(hit, ["vector"]) for hit in nearest(store, vector, n, filters)]
     by_vector = {hit[0]: (rank, hit) for rank, hit in enumerate(nearest(store, vector, max(n, VECTOR_DEPTH), filters))}

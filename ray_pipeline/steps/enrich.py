@@ -11,6 +11,7 @@ records. A failure costs that photo's enrichment only: the record stays whole, a
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from ray_pipeline.records.store import RecordStore
 logger = logging.getLogger(__name__)
 
 CHUNK = 32  # requests in flight at once; the deployment batches them
-RESULT_TIMEOUT_S = 600
+RESULT_TIMEOUT_S = 600  # for a chunk's answers, all together: a pool that answers none in this time is given up
 
 
 class PoolMissing(UserFacingError):
@@ -178,16 +179,20 @@ def run_queued(store: RecordStore, queued: list[Queued], pool: Pool, reporter) -
         ids = [record_id for record_id, _ in work.records]
         made = 0
         for start in range(0, len(ids), CHUNK):
-            requests, failed = [], []
+            requests, failed, timed_out = [], [], 0
             for record_id in ids[start : start + CHUNK]:
                 try:
                     requests.append((record_id, pool.submit(enrichment, paths[record_id])))
                 except (OSError, DecodeError) as exc:
                     failed.append(FileFailure(paths[record_id], f"{enrichment.key}: {exc}"))
             values = {}
+            deadline = time.monotonic() + RESULT_TIMEOUT_S
             for record_id, response in requests:
                 try:
-                    values[record_id] = {enrichment.key: response.result(timeout_s=RESULT_TIMEOUT_S)}
+                    values[record_id] = {enrichment.key: response.result(timeout_s=max(0.0, deadline - time.monotonic()))}
+                except TimeoutError:
+                    timed_out += 1
+                    failed.append(FileFailure(paths[record_id], f"{enrichment.key}: no answer in {RESULT_TIMEOUT_S} s"))
                 except (OSError, DecodeError) as exc:  # read or decoded where the model runs
                     failed.append(FileFailure(paths[record_id], f"{enrichment.key}: {_reason(exc)}"))
                 except Exception as exc:  # a lost replica or a model error costs this photo's enrichment only
@@ -200,6 +205,10 @@ def run_queued(store: RecordStore, queued: list[Queued], pool: Pool, reporter) -
                         sum(e.reason.startswith(enrichment.key) for e in done.errors))
             reporter.add({enrichment.summary_key: len(values), f"{enrichment.key}_failed": len(failed)}, failed)
             count_enriched(store.target.collection, enrichment.key, len(values))
+            if requests and timed_out == len(requests):  # the pool answers nothing (no free CPU, no replica)
+                logger.warning("%s: no answer in %d s; the %d photos left are left for the next run", enrichment.key,
+                               RESULT_TIMEOUT_S, len(ids) - start - CHUNK)
+                break
         done.counts[enrichment.summary_key] = made
     return done
 

@@ -346,7 +346,7 @@ const SHOWN_FIRST = ["path", "width", "height", "format", "file_size", "datetime
 // A line of text with the query's words in it marked (<mark>), built as nodes, never as HTML.
 function highlighted(tag, className, text, words) {
   const line = el(tag, { class: className });
-  for (const part of text.split(/([\p{L}\p{N}]+)/u)) {
+  for (const part of text.split(/(\p{N}+|\p{L}+)/u)) {  // words as the search cuts them: letters, or digits
     line.append(words.includes(part.toLowerCase()) ? el("mark", { text: part }) : document.createTextNode(part));
   }
   return line;
