@@ -49,6 +49,7 @@ def write_photos(folder: Path, count: int) -> dict[Path, set[str]]:
         texts = [SIGNS[(i + j) % len(SIGNS)] for j in range(3)]
         picture = with_signs(photos[SUBJECTS[i % len(SUBJECTS)]], [Sign(t, h) for t, h in zip(texts, LETTERS)], width=4000)
         picture = picture[:3000] if picture.shape[0] >= 3000 else np.pad(picture, ((0, 3000 - picture.shape[0]), (0, 0), (0, 0)), mode="edge")
+        picture = picture.copy()
         picture[-1, : i + 1] = 0  # each photo its own bytes: the signs and subjects come round again
         path = folder / f"sign-{i:03d}.jpg"
         write_jpeg(str(path), picture, quality=90)
