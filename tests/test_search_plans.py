@@ -122,7 +122,8 @@ def test_a_listing_walked_back_month_by_month_is_the_whole_order(store, given, m
     monkeypatch.setattr(newest_module, "WHOLE", 10)
     pages = [newest_first(store, 25, filters, offset=offset, collapse=False) for offset in range(0, len(ids) + 25, 25)]
     assert [result["id"] for page in pages for result in page.results] == ids
-    assert all(page.total is None for page in pages)
+    assert pages[0].total is None  # walked: the first page reads no further than it needs
+    assert pages[-1].total == len(ids)  # ... and one whose walk read every match says how many
 
 
 def test_a_walk_reads_no_further_back_than_the_page_needs(store, monkeypatch):

@@ -28,7 +28,8 @@ def newest(store: RecordStore, wanted: int, filters: SearchFilters) -> tuple[lis
     then the undated, by path), and whether they are all that match."""
     where, where_document = filters.where(), filters.where_document()
     if len(store.matching_ids(where, where_document, limit=WHOLE + 1)) > WHOLE:
-        return _ordered(_walked(store, wanted, filters)), False
+        found, complete = _walked(store, wanted, filters)
+        return _ordered(found), complete
     return _ordered(store.matching(where, where_document)), True
 
 
@@ -37,9 +38,10 @@ def _ordered(found: dict[str, dict]) -> list[tuple[str, dict]]:
     return [(i, found[i]) for i in order]
 
 
-def _walked(store: RecordStore, wanted: int, filters: SearchFilters) -> dict[str, dict]:
+def _walked(store: RecordStore, wanted: int, filters: SearchFilters) -> tuple[dict[str, dict], bool]:
     """The records of the newest months, read month by month until they hold `wanted`; all of them where fewer
-    match. Beside a month, the filters' slow clauses (ranges, bools) are checked on the records read."""
+    match (and then True: every match was read). Beside a month, the filters' slow clauses (ranges, bools) are
+    checked on the records read."""
     where, where_document = filters.where(), filters.where_document()
     fast, _ = filters.narrowing(anchored=True)  # with a month: ranges and bools are checked here, on what is read
     this_month = dt.date.today().replace(day=1)
@@ -54,11 +56,11 @@ def _walked(store: RecordStore, wanted: int, filters: SearchFilters) -> dict[str
         for month in months:
             read({keys.TAKEN_MONTH: month})
             if len(found) >= wanted:
-                return found
+                return found, False
     # Older than the walk, or undated: whatever else matches.
     rest = [i for i in store.matching_ids(where, where_document) if i not in found]
     found.update(store.records(rest))
-    return found
+    return found, True
 
 
 def _months_back(store: RecordStore, start: dt.date, where: dict | None, where_document: dict | None) -> Iterator[list[str]]:
