@@ -182,8 +182,12 @@ class ChromaStore:
                 return
             offset += self.max_batch
 
-    def matching(self, where: dict | None, where_document: dict | None) -> dict[str, dict]:
-        """{id: metadata} of every record the filters let through."""
+    def matching(self, where: dict | None, where_document: dict | None, limit: int | None = None) -> dict[str, dict]:
+        """{id: metadata} of every record the filters let through (at most `limit`, in one call)."""
+        if limit is not None:
+            found = with_retries(self.target, self.collection.get, where=where, where_document=where_document,
+                                 include=["metadatas"], limit=limit)
+            return {i: dict(m or {}) for i, m in zip(found["ids"], found["metadatas"])}
         return {i: dict(m or {}) for batch in self._pages(where, where_document) for i, m in zip(batch["ids"], batch["metadatas"])}
 
     def matching_ids(self, where: dict | None, where_document: dict | None, limit: int | None = None) -> list[str]:

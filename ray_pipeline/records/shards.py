@@ -138,8 +138,9 @@ class ShardedStore:
         """As ChromaStore's, over all shards at once: two records of one path may lie on two shards."""
         return unchanged_among(files, self.records_at([path for path, _, _ in files]))
 
-    def matching(self, where: dict | None, where_document: dict | None) -> dict[str, dict]:
-        return merged(self._everywhere(ChromaStore.matching, where, where_document))
+    def matching(self, where: dict | None, where_document: dict | None, limit: int | None = None) -> dict[str, dict]:
+        found = merged(self._everywhere(ChromaStore.matching, where, where_document, limit))
+        return dict(list(found.items())[:limit]) if limit is not None else found
 
     def matching_ids(self, where: dict | None, where_document: dict | None, limit: int | None = None) -> list[str]:
         found = [i for ids in self._everywhere(ChromaStore.matching_ids, where, where_document, limit) for i in ids]

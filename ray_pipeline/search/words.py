@@ -57,14 +57,15 @@ def word_hits(store: RecordStore, words: list[str], filters: SearchFilters) -> l
         return []
     held = [{"$contains": f" {WORD}{word} "} for word in words]
     given = filters.where_document()
-    ids: list[str] = []
-    for joined in ("$and", "$or")[: 2 if len(held) > 1 else 1]:
+
+    def holding(joined: str, limit: int) -> dict[str, dict]:
         clause = held[0] if len(held) == 1 else {joined: held}
-        where_document = clause if given is None else {"$and": [given, clause]}
-        ids += [i for i in store.matching_ids(filters.where(), where_document, limit=WORDS_MAX) if i not in ids]
-        if len(ids) >= WORDS_MAX:
-            break
-    found = store.records(ids[:WORDS_MAX])
+        return store.matching(filters.where(), clause if given is None else {"$and": [given, clause]}, limit=limit)
+
+    found = holding("$or", WORDS_MAX + 1)
+    if len(found) > WORDS_MAX:  # more than are ranked: those holding every word first, then any
+        every = holding("$and", WORDS_MAX) if len(held) > 1 else {}
+        found = dict(list({**every, **{i: m for i, m in found.items() if i not in every}}.items())[:WORDS_MAX])
     counted = []
     for record_id, metadata in found.items():
         document = document_of(metadata)
