@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -220,7 +221,9 @@ def _export(folder: Path, resolved: clip_model.ResolvedModel, text: str) -> bool
     with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
         made = Path(scratch)
         tokens = torch.from_numpy(ClipTokenizer(int(tokenizer.context_length), clean)(["a photo", text]))
-        with torch.inference_mode(False), torch.no_grad():
+        # The exporter's notes on how it spelt an operator are for its authors, not for a user's search.
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             torch.backends.mha.set_fastpath_enabled(False)  # its fused attention has no ONNX form
             try:
                 torch.onnx.export(TextTower(), (tokens,), str(made / "text.onnx"), input_names=["tokens"],
