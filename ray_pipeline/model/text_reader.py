@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from ray_pipeline.core.errors import UserFacingError
+
 MIN_SCORE = 0.5  # recognition confidence below which a line is dropped (RapidOCR's own default)
 
 logger = logging.getLogger(__name__)
@@ -31,7 +33,11 @@ class TextReader:
 
     def __init__(self, threads: int | None = None):
         """`threads`: ONNX Runtime's threads per model (None: its default, every core)."""
-        from rapidocr_onnxruntime import RapidOCR
+        try:
+            from rapidocr_onnxruntime import RapidOCR
+        except ImportError:
+            raise UserFacingError("reading the text in photos needs rapidocr-onnxruntime, which has no release for this "
+                                  "Python yet (it runs on 3.11 and 3.12): install the project with one of those") from None
 
         self.device = "cuda" if cuda_available() else "cpu"
         cuda = self.device == "cuda"
