@@ -379,7 +379,10 @@ def _search(args, parser) -> int:
         return 0
     for rank, result in enumerate(page.results, args.offset + 1):
         caption = f"  {result['caption']}" if "caption" in result else ""
-        first = f"{result['score']:.4f}" if result["score"] is not None else result["metadata"].get("datetime_original", "undated")
+        if result["score"] is not None:
+            first = f"{result['score']:.4f}"
+        else:  # a listing's photo, or one that only the query's words found
+            first = "words" if text else result["metadata"].get("datetime_original", "undated")
         print(f"{rank}. {first}  {result['path']}{caption}")
         for copy in (path for path in result["paths"] if path != result["path"]):
             print(f"   also at {copy}")

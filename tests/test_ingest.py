@@ -178,7 +178,7 @@ def test_rerun_embeds_nothing(ingested, cli, tiny_model_args):
 def test_search_by_text_prints_paths_and_scores(ingested, cli):
     completed = cli("search", "a cup of coffee", "--collection", "photos", "--chroma-path", str(ingested["chroma"]), "-k", "3")
     assert completed.returncode == 0, completed.stderr
-    lines = completed.stdout.strip().splitlines()
+    lines = [line for line in completed.stdout.strip().splitlines() if not line.startswith(" ")]  # then their details
     assert len(lines) == 3
     for line in lines:
         rank, score, path = line.split(maxsplit=2)

@@ -39,7 +39,8 @@ def test_decoding_spreads_and_embedding_follows_the_gpu(three_nodes, cli, tmp_pa
     library = tmp_path / "photos"
     write_library(str(library))
     write_many(str(library / "crops"), 40)
-    spread = run_cli(["ingest", str(library), "--collection", "spread", "--chroma-path", str(tmp_path / "multi"), *tiny_model_args],
+    spread = run_cli(["ingest", str(library), "--collection", "spread", "--chroma-path", str(tmp_path / "multi"),
+                      "--inline-max-files", "0", *tiny_model_args],  # a Ray Data job, however few the files
                      env={"RAY_ADDRESS": three_nodes["address"]})
     assert summary_of(spread)["embedded"] == 46
     assert "no CUDA device visible to this actor" in spread.stderr  # it asked for the GPU node's GPU

@@ -144,7 +144,7 @@ def test_over_http_the_groups_are_those_of_the_command(service):
                             headers=auth(service), timeout=60)
     assert started.status_code in (200, 202), started.text
     ingested = wait_job(service, started.json()["job_id"])
-    assert (ingested["status"], ingested["embedded"], ingested["duplicates"], ingested["failed"]) == ("SUCCEEDED", 14, 1, 0), ingested
+    assert (ingested["status"], ingested["embedded"], ingested["duplicates"], ingested["failed"]) == ("SUCCEEDED", 15, 1, 0), ingested
     answer = requests.get(f"{service['url']}/collections/near-copies/similar", params={"threshold": TINY_THRESHOLD},
                           headers=auth(service), timeout=300)
     assert answer.status_code == 200, answer.text

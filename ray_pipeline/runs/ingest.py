@@ -209,7 +209,9 @@ def _here(config: RunConfig, listing: Listing, stored: Stored, tally: Tally, pru
     embedder = app if app is not None else _model_here(config)
     facts = embedder.facts()
     stored.count_into(tally, keep_stored=config.keeps_contents)
-    reporter = Reporter(None, config.target.collection, to_metrics=handle is not None or app is not None)
+    # Ray is joined where a cluster runs (`_asks_for_the_app`): its dashboard shows this run too.
+    on_ray = handle is not None or app is not None or running_cluster() is not None
+    reporter = Reporter(None, config.target.collection, to_metrics=on_ray)
     with _store_for_writing(config, handle, facts.collection_metadata) as store:
         if isinstance(embedder, LoadingEmbedder):
             embedder.start()  # Chroma imported: the model's imports run alone
