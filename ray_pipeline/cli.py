@@ -15,7 +15,7 @@ from ray_pipeline.core.errors import UserFacingError
 from ray_pipeline.core.paths import FileFailure, path_text
 from ray_pipeline.model.clip import ModelSpec
 from ray_pipeline.model.embedders import PRECISIONS
-from ray_pipeline.records.enrichments import CAPTION, TEXT
+from ray_pipeline.records.enrichments import asked
 from ray_pipeline.records.filters import SearchFilters, first_error
 from ray_pipeline.records.store import open_store
 from ray_pipeline.records.target import StoreTarget, collection_name_problem
@@ -408,7 +408,7 @@ def _search(args, parser) -> int:
 
 def _enrich(args, parser) -> int:
     """`enrich`: the enrichments asked for, made for every record that lacks them; the summary line last."""
-    enrichments = tuple(e for e, asked in ((CAPTION, args.caption), (TEXT, args.read_text)) if asked)
+    enrichments = asked(args.caption, args.read_text)
     if not enrichments:
         parser.error("give what to fill in: --read-text, --caption, or both")
     _check_errors_file(args, parser)

@@ -160,3 +160,8 @@ CAPTION = CostlyEnrichment(keys.CAPTION, "captioned", InputGeometry(384, 384, "s
 TEXT_SIDE = 1200
 TEXT = CostlyEnrichment(keys.TEXT, "text_read", InputGeometry(TEXT_SIDE, TEXT_SIDE, "fit"), "TextReader", "--read-text",
                         served_only=False)
+
+
+def asked(caption: bool, read_text: bool) -> tuple[CostlyEnrichment, ...]:
+    """The costly enrichments a run or `enrich` was asked for, in the order they are made."""
+    return tuple(enrichment for enrichment, wanted in ((CAPTION, caption), (TEXT, read_text)) if wanted)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ray_pipeline.core import defaults
 from ray_pipeline.model.clip import ModelSpec
-from ray_pipeline.records.enrichments import CAPTION, TEXT, CostlyEnrichment
+from ray_pipeline.records.enrichments import CostlyEnrichment, asked
 from ray_pipeline.records.target import StoreTarget
 
 
@@ -41,7 +41,7 @@ class RunConfig:
     @property
     def enrichments(self) -> tuple[CostlyEnrichment, ...]:
         """The costly enrichments asked for, made after the records are written."""
-        return tuple(enrichment for enrichment, asked in ((CAPTION, self.caption), (TEXT, self.read_text)) if asked)
+        return asked(self.caption, self.read_text)
 
     @property
     def keeps_contents(self) -> bool:
