@@ -41,12 +41,13 @@ def test_counters_and_histograms_after_a_job(cli, ray_head, tmp_path, tiny_model
 
 
 def test_a_small_run_on_a_cluster_in_the_commands_own_process_is_on_the_metrics_too(cli, ray_head, tmp_path, tiny_model_args):
-    """A few files on a running cluster are read in the command's process (no job's actors to start); the
-    cluster's dashboard counts them all the same."""
+    """A few files on a running cluster are read in the command's process, no job's actors to start (embedded
+    there, or by the cluster's Serve app where one of this model runs, as in the full suite); the cluster's
+    dashboard counts them all the same."""
     library = tmp_path / "photos"
     write_library(str(library))
     completed = cli("ingest", str(library), "--collection", "metered-here", "--chroma-path", str(tmp_path / "c"), *tiny_model_args)
-    assert summary_of(completed)["route"]["kind"] == "in_process", completed.stderr[-2000:]
+    assert summary_of(completed)["route"]["kind"] in ("in_process", "warm"), completed.stderr[-2000:]
 
     def exported():
         text = scrape(ray_head["metrics"])

@@ -49,6 +49,7 @@ class ServedEmbedder:
         """The app's Embedder, when the app runs one (of this model, when one is given); else None."""
         from ray import serve
 
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its router's start, in this process: not the user's news
         try:
             handle = serve.get_deployment_handle(EMBEDDER, app_name=serve_app)
             facts = handle.model.remote().result(timeout_s=60)
