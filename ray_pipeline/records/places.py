@@ -124,6 +124,4 @@ def gazetteer() -> Gazetteer:
 def place_of(lat: object, lon: object) -> Place | None:
     """The place of a photo taken at (lat, lon): `Gazetteer.nearest` over GeoNames' cities."""
     found = position(lat, lon)
-    if found is None or not usable_position(*found):
-        return None
-    return gazetteer().nearest(*found)
+    return None if found is None else gazetteer().nearest(*found)  # which refuses (0, 0) itself

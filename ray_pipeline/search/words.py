@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ray_pipeline.records.enrichments import (CAPTION_WORD, NAME_WORD, PLACE_WORD, TEXT_WORD, WORD, document_of,
-                                              sourced_words, words_of)
+from ray_pipeline.records.enrichments import (CAPTION_WORD, NAME_WORD, PLACE_WORD, TEXT_WORD, WORD, sourced_words,
+                                              words_of)
 from ray_pipeline.records.filters import SearchFilters
 from ray_pipeline.records.store import RecordStore
 from ray_pipeline.search.nearest import Hit, nearest
@@ -51,8 +51,8 @@ def matched_in(metadata: dict, words: list[str]) -> list[str]:
 
 
 def word_hits(store: RecordStore, words: list[str], filters: SearchFilters) -> list[tuple[str, dict, int]]:
-    """The records holding the words that the filters let through, (id, metadata, how many of the words), most
-    words first; WORDS_MAX at most: those holding every word first, then those holding any."""
+    """The records holding the words that the filters let through, (id, metadata, how many of the words);
+    WORDS_MAX at most: those holding every word first, then those holding any (`fused` orders them)."""
     if not words:
         return []
     held = [{"$contains": f" {WORD}{word} "} for word in words]
@@ -66,11 +66,9 @@ def word_hits(store: RecordStore, words: list[str], filters: SearchFilters) -> l
     if len(found) > WORDS_MAX:  # more than are ranked: those holding every word first, then any
         every = holding("$and", WORDS_MAX) if len(held) > 1 else {}
         found = dict(list({**every, **{i: m for i, m in found.items() if i not in every}}.items())[:WORDS_MAX])
-    counted = []
-    for record_id, metadata in found.items():
-        document = document_of(metadata)
-        counted.append((record_id, metadata, sum(f" {WORD}{word} " in document for word in words)))
-    return sorted(counted, key=lambda hit: -hit[2])
+    wanted = set(words)
+    return [(record_id, metadata, len(wanted & {word for held in sourced_words(metadata).values() for word in held}))
+            for record_id, metadata in found.items()]
 
 
 def fused(store: RecordStore, vector: np.ndarray, text: str, n: int, filters: SearchFilters, mode: str) -> list[Found]:
