@@ -1,4 +1,5 @@
-"""CLI: `python -m ray_pipeline ingest|watch|search|browse`, the same locally and under `ray job submit`."""
+"""CLI: `python -m ray_pipeline ingest|watch|search|browse|similar|enrich|people`, the same locally and under
+`ray job submit`."""
 
 from __future__ import annotations
 
@@ -15,17 +16,23 @@ from ray_pipeline.core.errors import UserFacingError
 from ray_pipeline.core.paths import FileFailure, path_text
 from ray_pipeline.model.clip import ModelSpec
 from ray_pipeline.model.embedders import PRECISIONS
-from ray_pipeline.records.enrichments import asked
+from ray_pipeline.model.faces import FaceFinder
+from ray_pipeline.records.enrichments import FACES, asked
+from ray_pipeline.records.errors import MissingCollection
 from ray_pipeline.records.filters import SearchFilters, first_error
-from ray_pipeline.records.store import open_store
+from ray_pipeline.records.store import open_store, opened_here
 from ray_pipeline.records.target import StoreTarget, collection_name_problem
 from ray_pipeline.runs.config import RunConfig
 from ray_pipeline.runs.enrich_records import run_enrich
 from ray_pipeline.runs.ingest import run_ingest
+from ray_pipeline.runs.regroup import IN_PROCESS_MAX as REGROUP_IN_PROCESS_MAX
+from ray_pipeline.runs.regroup import run_regroup
 from ray_pipeline.runs.watch import run_watch
 from ray_pipeline.search import query as search
+from ray_pipeline.search.people import people_like, person_json
 from ray_pipeline.search.words import MODES
 from ray_pipeline.search.similar import DEFAULT_THRESHOLD, IN_PROCESS_MAX, MAX_PAIRS, find_similar
+from ray_pipeline.steps.enrich import picture_for
 from ray_pipeline.steps.summary import print_summary
 
 # Errors that mean "the job could not run": one line on stderr and a non-zero exit.
@@ -122,6 +129,9 @@ def _add_ingest_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--read-text", action="store_true",
                         help="after embedding, read the text in the photos (PP-OCR) by a pool of its own: in this process, "
                              "Ray actors of the job, or the Serve app's TextReader; search then finds their words")
+    parser.add_argument("--find-faces", action="store_true",
+                        help="after embedding, find the faces in the photos (dlib) by a pool of its own, as --read-text, and "
+                             "group them into people (`people`); search then filters by --person")
     parser.add_argument("--serve-app", default=defaults.SERVE_APP, metavar="NAME",
                         help="Serve application running the Captioner (and, for watch, the Embedder it uses when it runs "
                              "the same model) (default: default)")
@@ -180,14 +190,45 @@ def build_parser() -> argparse.ArgumentParser:
     browse = commands.add_parser("browse", help="the collection's photos with no query, newest capture first")
     _add_results_options(browse, k=20)
 
-    enrich = commands.add_parser("enrich", help="fill in what a collection's records lack: the text in the photos, captions")
+    enrich = commands.add_parser("enrich", help="fill in what a collection's records lack: the text in the photos, "
+                                 "their faces, captions")
     enrich.add_argument("--read-text", action="store_true", help="read the text in the photos that have none yet (PP-OCR)")
+    enrich.add_argument("--find-faces", action="store_true",
+                        help="find the faces in the photos not looked at yet (dlib), grouped into people")
     enrich.add_argument("--caption", action="store_true",
                         help="caption the photos that have none yet, through the Serve app's Captioner deployment")
     enrich.add_argument("--serve-app", default=defaults.SERVE_APP, metavar="NAME",
                         help="Serve application running the Captioner (default: default)")
     enrich.add_argument("--errors", metavar="FILE", help="write one JSON line per photo that failed: {path, reason}")
     _add_store_options(enrich)
+
+    people = commands.add_parser("people", help="the people the faces in the photos make: list, name, merge, move a "
+                                 "face, regroup, or find who a photo of a face looks like")
+    people_commands = people.add_subparsers(dest="people_command", required=True)
+    listing = people_commands.add_parser("list", help="every person: id, name, faces, the face that shows them")
+    listing.add_argument("--json", action="store_true", help="print them as one JSON document")
+    naming = people_commands.add_parser("name", help="give a person a name")
+    naming.add_argument("person", metavar="PERSON", help="the person's id, or present name")
+    naming.add_argument("name", metavar="NAME")
+    merging = people_commands.add_parser("merge", help="the faces of OTHER become INTO's; OTHER goes")
+    merging.add_argument("into", metavar="INTO", help="the person kept: id or name")
+    merging.add_argument("other", metavar="OTHER", help="the person merged into INTO: id or name")
+    moving = people_commands.add_parser("move", help="a face to another person, or to nobody (a regrouping leaves it)")
+    moving.add_argument("face", metavar="FACE", help="the face's id (`people faces PERSON` lists them)")
+    moving.add_argument("person", metavar="PERSON", nargs="?", help="id or name; left out with --nobody")
+    moving.add_argument("--nobody", action="store_true", help="the face is nobody's")
+    faces = people_commands.add_parser("faces", help="a person's faces: id, photo, box")
+    faces.add_argument("person", metavar="PERSON", help="id or name")
+    regroup = people_commands.add_parser("regroup", help="group every face into people again (Chinese whispers); named "
+                                         "people and faces placed by hand stay as they are")
+    regroup.add_argument("--in-process-max", type=_count, default=REGROUP_IN_PROCESS_MAX, metavar="N",
+                         help=f"the graph of at most N faces is made in this process, of more by Ray tasks (default "
+                              f"{REGROUP_IN_PROCESS_MAX})")
+    like = people_commands.add_parser("like", help="the people the faces of a photo look like")
+    like.add_argument("--image", required=True, metavar="FILE", help="a photo with faces")
+    like.add_argument("--json", action="store_true", help="print the answer as one JSON document")
+    for command in (listing, naming, merging, moving, faces, regroup, like):
+        _add_store_options(command)
 
     similar = commands.add_parser("similar", help="exact copies, and groups of near-duplicate photos")
     similar.add_argument("--threshold", type=_cosine, default=DEFAULT_THRESHOLD, metavar="T",
@@ -329,6 +370,7 @@ def _config(args, parser) -> RunConfig:
         max_pixels=args.max_pixels,
         caption=args.caption,
         read_text=args.read_text,
+        find_faces=args.find_faces,
         serve_app=args.serve_app,
         progress_id=args.progress_id,
         rehash=args.rehash,
@@ -408,9 +450,9 @@ def _search(args, parser) -> int:
 
 def _enrich(args, parser) -> int:
     """`enrich`: the enrichments asked for, made for every record that lacks them; the summary line last."""
-    enrichments = asked(args.caption, args.read_text)
+    enrichments = asked(args.caption, args.read_text, args.find_faces)
     if not enrichments:
-        parser.error("give what to fill in: --read-text, --caption, or both")
+        parser.error("give what to fill in: --read-text, --find-faces, --caption, or several")
     _check_errors_file(args, parser)
     result = run_enrich(_target(args), enrichments, args.serve_app)
     _stop_ray()
@@ -418,6 +460,54 @@ def _enrich(args, parser) -> int:
         _write_errors(args.errors, result.errors)
     _print_some([f"failed: {path_text(error.path)}: {error.reason}" for error in result.errors], "failed photos")
     print(json.dumps(result.summary))
+    return 0
+
+
+def _people(args, parser) -> int:
+    """`people`: list, name, merge, move a face, a person's faces, regroup, or who a photo looks like."""
+    command = args.people_command
+    if command == "move" and bool(args.person) == args.nobody:
+        parser.error("give the PERSON the face goes to, or --nobody")
+    if command == "regroup":
+        summary = run_regroup(_target(args), args.in_process_max)
+        _stop_ray()
+        print(json.dumps(summary))
+        return 0
+    with opened_here(_target(args)) as store:
+        if store is None:
+            raise MissingCollection(f"no collection {args.collection!r}: ingest it first")
+        if command == "list":
+            listed = store.people()
+            if args.json:
+                print(json.dumps({"people": [person_json(person) for person in listed]}))
+            for shown in [] if args.json else listed:
+                print(f"{shown.id}  {shown.name or '(no name)'}  {shown.faces} faces"
+                      + (f"  {shown.cover.path}" if shown.cover else ""))
+        elif command == "name":
+            (person,) = store.resolve_people([args.person])
+            named = store.name_person(person, args.name)
+            print(f"{named.id} is {named.name}")
+        elif command == "merge":
+            into, other = store.resolve_people([args.into, args.other])
+            store.merge_people(into, other)
+            print(f"{other} merged into {into}")
+        elif command == "move":
+            to = store.resolve_people([args.person])[0] if args.person else None
+            store.move_face(args.face, to)
+            print(f"face {args.face} is now {to or 'nobody'}'s")
+        elif command == "faces":
+            (person,) = store.resolve_people([args.person])
+            for face in store.faces_of(person):
+                print(f"{face.id}  {face.path}  box {', '.join(f'{side:.3f}' for side in face.box)}")
+        else:
+            matches = people_like(store, FaceFinder().find(picture_for(FACES, args.image)))
+            if args.json:
+                print(json.dumps({"faces": [match.as_json() for match in matches]}))
+            for number, match in enumerate([] if args.json else matches, 1):
+                near = ", ".join(f"{like.name or like.id} ({distance:.3f})" for like, distance in match.people)
+                print(f"face {number}: {near or 'nobody known'}")
+            if not matches and not args.json:
+                print("no face found in the photo")
     return 0
 
 
@@ -449,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     run = {"ingest": _ingest, "watch": _watch, "search": _search, "browse": _search, "similar": _similar,
-           "enrich": _enrich}[args.command]
+           "enrich": _enrich, "people": _people}[args.command]
     try:
         return run(args, parser)
     except USER_ERRORS as exc:

@@ -16,8 +16,9 @@ from serve_deployments.ingress import Ingress
 from serve_deployments.inline_ingest import InlineIngest
 from serve_deployments.scaling import to_zero_scaling, warm_scaling
 from serve_deployments.settings import Settings
-from serve_deployments.text_reader import MAX_ONGOING as TEXT_ONGOING
-from serve_deployments.text_reader import TextReader
+from ray_pipeline.records.enrichments import FACES, TEXT
+from serve_deployments.picture_models import MAX_ONGOING as PICTURE_ONGOING
+from serve_deployments.picture_models import FaceFinder, TextReader
 
 
 def build_app(settings: Settings | None = None):
@@ -33,8 +34,10 @@ def build_app(settings: Settings | None = None):
                           CAPTION_BATCH)
     ).bind(settings.blip_model)
     text_reader = TextReader.options(
-        **to_zero_scaling(settings.text_max_replicas, settings.text_idle_seconds, 0.0, TEXT_ONGOING)).bind()
-    return Ingress.bind(embedder, inline, captioner, text_reader, settings)
+        **to_zero_scaling(settings.text_max_replicas, settings.text_idle_seconds, 0.0, PICTURE_ONGOING)).bind(TEXT.key)
+    face_finder = FaceFinder.options(
+        **to_zero_scaling(settings.face_max_replicas, settings.face_idle_seconds, 0.0, PICTURE_ONGOING)).bind(FACES.key)
+    return Ingress.bind(embedder, inline, captioner, text_reader, face_finder, settings)
 
 
 app = build_app()

@@ -1,4 +1,4 @@
-"""Ingress: the HTTP API (FastAPI behind a bearer token) for ingestion jobs, search and captions."""
+"""Ingress: the HTTP API (FastAPI behind a bearer token) for ingestion jobs, search, captions and people."""
 
 # No `from __future__ import annotations` here: FastAPI reads the route annotations at runtime.
 import asyncio
@@ -30,14 +30,16 @@ from ray_pipeline.files.reading import FileBytes
 from ray_pipeline.model.embedders import ModelFacts
 from ray_pipeline.records.chroma import check_model
 from ray_pipeline.records.collections import collections_at
-from ray_pipeline.records.enrichments import CAPTION, TEXT
+from ray_pipeline.records.enrichments import CAPTION, FACES, TEXT
 from ray_pipeline.records.errors import MissingCollection, StoreError
 from ray_pipeline.records.filters import SearchFilters
+from ray_pipeline.records.people import MAX_NAME, PeopleError
 from ray_pipeline.records.store import RecordStore
 from ray_pipeline.records.target import collection_name_problem
 from ray_pipeline.runs.config import RunConfig
 from ray_pipeline.runs.route import Route, RouteKind, RunFacts, choose_route
 from ray_pipeline.runs.warm import EmbedderLost, replica_lost
+from ray_pipeline.search.people import LIKE_MAX, face_json, people_like, person_json
 from ray_pipeline.search.query import newest_first, text_top_k, top_k
 from ray_pipeline.search.similar import DEFAULT_THRESHOLD, find_similar
 from serve_deployments import page
@@ -51,6 +53,7 @@ from serve_deployments.thumbnails import (
     MIN_SIZE,
     FileChanged,
     etag_matches,
+    face_jpeg,
     recorded_file,
     thumbnail_jpeg,
 )
@@ -89,6 +92,12 @@ async def validation_failed(request: Request, exc: RequestValidationError) -> JS
     (an upload's internals, or a secret pasted into the wrong field)."""
     detail = [{"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]} for error in exc.errors()]
     return JSONResponse(status_code=422, content={"detail": detail})
+
+
+@app.exception_handler(PeopleError)
+async def people_refused(request: Request, exc: PeopleError) -> JSONResponse:
+    """A person, a face or a name the collection cannot take: 422, naming the field ("person: no person ...")."""
+    return JSONResponse(status_code=422, content={"detail": str(exc)})
 
 
 def _job_id(job_id: str) -> str:
@@ -142,6 +151,8 @@ class PathsRequest(BaseModel):
     caption: bool = False
     read_text: bool = Field(False, description="read the text in the photos (OCR) after they are stored, by the app's "
                                                "TextReader or the job's own pool")
+    find_faces: bool = Field(False, description="find the faces in the photos after they are stored, grouped into people, "
+                                                "by the app's FaceFinder or the job's own pool")
 
     @field_validator("paths")
     @classmethod
@@ -181,6 +192,26 @@ class ResultsRequest(SearchFilters):
         if self.folder is not None:
             values["folder"] = path_text(os.path.realpath(self.folder))
         return SearchFilters.model_construct(**values)
+
+
+class NameRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=MAX_NAME)
+
+
+class MergeRequest(BaseModel):
+    """The faces of `other` become `into`'s; `other` goes."""
+
+    model_config = ConfigDict(extra="forbid")
+    into: str = Field(min_length=1, max_length=200)
+    other: str = Field(min_length=1, max_length=200)
+
+
+class MoveRequest(BaseModel):
+    """The person a face goes to; null: nobody."""
+
+    model_config = ConfigDict(extra="forbid")
+    person: str | None = Field(max_length=200)
 
 
 class FromFields(BaseModel):
@@ -249,11 +280,12 @@ def read_upload(upload: UploadFile, limit: int) -> FileBytes:
 @serve.deployment(num_replicas=1, max_ongoing_requests=100, ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, embedder, inline, captioner, text_reader, settings: Settings):
+    def __init__(self, embedder, inline, captioner, text_reader, face_finder, settings: Settings):
         self.settings = settings
         self.embedder = embedder
         self.captioner = captioner
         self.text_reader = text_reader
+        self.face_finder = face_finder
         app.state.token_ok = bearer_check(settings.token)
         app.state.max_body = settings.max_upload_bytes + FORM_OVERHEAD
         if settings.token is None:
@@ -310,7 +342,8 @@ class Ingress:
     async def ingest(self, body: IngestRequest, wait: bool = WAIT) -> Response:
         paths = await asyncio.to_thread(self._checked_paths, body.paths)
         files = await asyncio.to_thread(listed_up_to, paths, self.settings.inline_max_files)
-        config = self.settings.run_config(paths, body.collection, new_job_id(), body.caption, body.prune, body.read_text)
+        config = self.settings.run_config(paths, body.collection, new_job_id(), body.caption, body.prune, body.read_text,
+                                          body.find_faces)
         return await self._ingest(config, self._route(files, prune=body.prune), wait)
 
     @app.post("/watches", status_code=202)
@@ -321,16 +354,18 @@ class Ingress:
         for given, real in zip(body.paths, paths):
             if not os.path.isdir(real):
                 raise HTTPException(422, f"paths: not a folder: {given} (a watch follows folders)")
-        config = self.settings.run_config(paths, body.collection, new_job_id(), body.caption, read_text=body.read_text)
+        config = self.settings.run_config(paths, body.collection, new_job_id(), body.caption, read_text=body.read_text,
+                                          find_faces=body.find_faces)
         job_id = await asyncio.to_thread(self.jobs.submit, config, self._route(0, watch=True), True)
         return JSONResponse(status_code=202, content={"job_id": job_id})
 
     @app.post("/ingest/upload", status_code=202)
     async def ingest_upload(self, files: Annotated[list[UploadFile], File()],
                             collection: Annotated[CollectionName, Form()], caption: bool = Form(False),
-                            read_text: bool = Form(False), wait: bool = WAIT) -> Response:
+                            read_text: bool = Form(False), find_faces: bool = Form(False), wait: bool = WAIT) -> Response:
         stored = await asyncio.to_thread(self._save_uploads, files)
-        config = self.settings.run_config(stored, collection, new_job_id(), caption, read_text=read_text)
+        config = self.settings.run_config(stored, collection, new_job_id(), caption, read_text=read_text,
+                                          find_faces=find_faces)
         return await self._ingest(config, self._route(len(stored)), wait, files=len(stored))
 
     def _save_uploads(self, files: list[UploadFile]) -> list[str]:
@@ -512,6 +547,66 @@ class Ingress:
         picture = await asyncio.to_thread(self._decode, upload, TEXT.geometry)
         text = await self.text_reader.remote(picture)
         return {"text": text, "lines": text.split("\n") if text else []}
+
+    @app.get("/collections/{collection}/people")
+    async def people(self, collection: str) -> dict:
+        """Every person the faces make: id, name (null until named), faces, and the face that shows them
+        (`cover`, whose picture is `GET /collections/{collection}/faces/{id}/thumbnail`)."""
+        store, _ = await self._existing_store(collection)
+        return {"people": [person_json(person) for person in await asyncio.to_thread(store.people)]}
+
+    @app.get("/collections/{collection}/people/{person}/faces")
+    async def person_faces(self, collection: str, person: str) -> dict:
+        store, _ = await self._existing_store(collection)
+        return {"faces": [face_json(face) for face in await asyncio.to_thread(store.faces_of, person)]}
+
+    @app.post("/collections/{collection}/people/{person}/name")
+    async def name_person(self, collection: str, person: str, body: NameRequest) -> dict:
+        """Name a person (a name no other person has: two people of one name are merged instead)."""
+        store, _ = await self._existing_store(collection)
+        return person_json(await asyncio.to_thread(store.name_person, person, body.name))
+
+    @app.post("/collections/{collection}/people/merge")
+    async def merge_people(self, collection: str, body: MergeRequest) -> dict:
+        """Every face of `other` becomes `into`'s; `other` goes (its name passes to `into` where that has none)."""
+        store, _ = await self._existing_store(collection)
+        await asyncio.to_thread(store.merge_people, body.into, body.other)
+        return person_json(await asyncio.to_thread(store.person, body.into))
+
+    @app.post("/collections/{collection}/faces/{face}/person")
+    async def move_face(self, collection: str, face: str, body: MoveRequest) -> dict:
+        """A face to another person, or to nobody (`null`): placed by hand, no regrouping moves it again."""
+        store, _ = await self._existing_store(collection)
+        await asyncio.to_thread(store.move_face, face, body.person)
+        return face_json(await asyncio.to_thread(store.face, face))
+
+    @app.post("/collections/{collection}/people/like")
+    async def people_like(self, collection: str, file: UploadFile = File(...),
+                          k: int = Query(LIKE_MAX, ge=1, le=50)) -> dict:
+        """The people each face of an uploaded photo looks like, nearest first (by the FaceFinder, started by this
+        request when none runs)."""
+        store, _ = await self._existing_store(collection)
+        upload = read_upload(file, self.settings.max_upload_bytes)
+        picture = await asyncio.to_thread(self._decode, upload, FACES.geometry)
+        found = await self.face_finder.remote(picture)
+        return {"faces": [match.as_json() for match in await asyncio.to_thread(people_like, store, found, k)]}
+
+    @app.get("/collections/{collection}/faces/{face}/thumbnail")
+    def face_thumbnail(self, collection: str, face: str, size: int = Query(160, ge=MIN_SIZE, le=MAX_SIZE)) -> Response:
+        """A square JPEG of one face, cut from its photo (read from the path its record holds)."""
+        with _store_answers(collection):
+            found = self._store(collection).face(face)
+        metadata = self._record(collection, found.photo)
+        try:
+            file = recorded_file(recorded_path(metadata) or "", found.photo, int(metadata.get("file_size", -1)))
+        except FileChanged as exc:
+            raise HTTPException(410, str(exc)) from None
+        try:
+            with self.previews:
+                jpeg = face_jpeg(file, found.box, size, self.settings.preview_max_pixels)
+        except DecodeError as exc:
+            raise HTTPException(422, f"cannot cut the face from {path_text(file.path)}: {exc}") from None
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
 
     @app.get("/ui", include_in_schema=False)
     def page_root(self) -> RedirectResponse:

@@ -32,7 +32,8 @@ JOB_PATHS = ".jobs"  # in the upload folder (hidden: never ingested): each Ray j
 # A watch that is stopped ends its batch in hand and writes its summary: Ray's job supervisor waits this
 # long after SIGTERM before SIGKILL (3 s by default).
 WATCH_STOP_WAIT_S = 60
-COUNT_KEYS = ("discovered", "embedded", "skipped_existing", "duplicates", "failed", "removed", "captioned", "text_read")
+COUNT_KEYS = ("discovered", "embedded", "skipped_existing", "duplicates", "failed", "removed", "captioned", "text_read",
+              "looked_for_faces", "faces")
 FINISHED = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 logger = logging.getLogger("ray.serve")

@@ -1,5 +1,5 @@
 """Scaling of the app's deployments: the warm ones (the `Embedder`, `InlineIngest`), and those that scale to
-zero (the `Captioner`, the `TextReader`); a `deployments:` entry in the Serve config replaces it."""
+zero (the `Captioner`, the `TextReader`, the `FaceFinder`); a `deployments:` entry in the Serve config replaces it."""
 
 from __future__ import annotations
 

@@ -71,6 +71,8 @@ class Settings:
     caption_num_gpus: float = 0.0
     text_max_replicas: int = 1
     text_idle_seconds: float = 300.0
+    face_max_replicas: int = 1
+    face_idle_seconds: float = 300.0
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     serve_app: str = defaults.SERVE_APP
     embed_min_replicas: int = 1
@@ -107,6 +109,8 @@ class Settings:
             caption_num_gpus=_gpu_share("CAPTION_NUM_GPUS", 0.25),
             text_max_replicas=_number("TEXT_MAX_REPLICAS", int, 1),
             text_idle_seconds=_number("TEXT_IDLE_SECONDS", float, 300.0),
+            face_max_replicas=_number("FACE_MAX_REPLICAS", int, 1),
+            face_idle_seconds=_number("FACE_IDLE_SECONDS", float, 300.0),
             max_upload_bytes=_number("INGEST_MAX_UPLOAD_BYTES", int, DEFAULT_MAX_UPLOAD_BYTES),
             serve_app=os.environ.get("SERVE_APP_NAME", defaults.SERVE_APP),
             embed_min_replicas=_number("EMBED_MIN_REPLICAS", int, 1),
@@ -137,11 +141,11 @@ class Settings:
         return (*self.allowed_roots, self.upload_dir)
 
     def run_config(self, paths: list[str], collection: str, job_id: str, caption: bool = False,
-                   prune: bool = False, read_text: bool = False) -> RunConfig:
+                   prune: bool = False, read_text: bool = False, find_faces: bool = False) -> RunConfig:
         """A run the app was asked for, as the CLI would be asked for it: the app's store and model, files
         read only inside the ingestion roots (symlinks followed), live counts under the job's id."""
         return RunConfig(target=self.target(collection), model=self.model, paths=tuple(paths), caption=caption,
-                         read_text=read_text, serve_app=self.serve_app, within=self.ingestion_roots(), progress_id=job_id,
+                         read_text=read_text, find_faces=find_faces, serve_app=self.serve_app, within=self.ingestion_roots(), progress_id=job_id,
                          inline_max_files=self.inline_max_files, prune=prune, uploads=self.upload_dir)
 
 

@@ -72,13 +72,13 @@ def service(ray_head, tiny_model, tmp_path_factory):
 
 def serve_config(settings: dict, path: Path) -> Path:
     """cluster/serve_config.yaml with this test's settings, and its `deployments:` scaling made small: the
-    captioner and the text reader go back to zero after IDLE_SECONDS, one Embedder replica at most."""
+    captioner, the text reader and the face finder go back to zero after IDLE_SECONDS, one Embedder replica at most."""
     config = yaml.safe_load((ROOT / "cluster" / "serve_config.yaml").read_text())
     (application,) = config["applications"]
     application["runtime_env"] = {"env_vars": settings}
     scaling = {d["name"]: d["autoscaling_config"] for d in application["deployments"]}
     scaling["Embedder"].update(max_replicas=EMBED_MAX_REPLICAS)
-    for to_zero in ("Captioner", "TextReader"):
+    for to_zero in ("Captioner", "TextReader", "FaceFinder"):
         scaling[to_zero].update(max_replicas=1, downscale_delay_s=IDLE_SECONDS, downscale_to_zero_delay_s=IDLE_SECONDS,
                                 look_back_period_s=IDLE_SECONDS)
     path.write_text(yaml.safe_dump({"applications": config["applications"]}))

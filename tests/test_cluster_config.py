@@ -36,19 +36,19 @@ def test_the_pinned_ray_is_the_installed_one():
 
 
 def check_scaling(application) -> None:
-    """The `deployments:` entries name the app's own deployments, and keep the captioner and the text reader
-    scaling to zero."""
+    """The `deployments:` entries name the app's own deployments, and keep the captioner, the text reader and the face
+    finder scaling to zero."""
     from serve_deployments.captioner import Captioner
     from serve_deployments.embedder import Embedder
     from serve_deployments.ingress import Ingress
     from serve_deployments.inline_ingest import InlineIngest
-    from serve_deployments.text_reader import TextReader
+    from serve_deployments.picture_models import FaceFinder, TextReader
 
     entries = {d.name: d for d in application.deployments}
-    assert set(entries) <= {d.name for d in (Ingress, Embedder, InlineIngest, Captioner, TextReader)}
+    assert set(entries) <= {d.name for d in (Ingress, Embedder, InlineIngest, Captioner, TextReader, FaceFinder)}
     assert {"Embedder", "Captioner", "TextReader"} <= set(entries)
     assert 1 <= entries["Embedder"].autoscaling_config["min_replicas"] <= entries["Embedder"].autoscaling_config["max_replicas"]
-    for to_zero in ("Captioner", "TextReader"):
+    for to_zero in ("Captioner", "TextReader", "FaceFinder"):
         scaling = entries[to_zero].autoscaling_config
         assert scaling["min_replicas"] == 0 and scaling["downscale_to_zero_delay_s"] > 0
 

@@ -28,7 +28,8 @@ class PipelineMetrics:
         self.bytes_read = counter("bytes_read", "bytes read from photo files")
         # A costly enrichment's records made, by the record key it fills.
         self.enriched = {keys.CAPTION: counter("captions", "captions written"),
-                         keys.TEXT: counter("texts_read", "photos whose text was read (OCR), an empty text included")}
+                         keys.TEXT: counter("texts_read", "photos whose text was read (OCR), an empty text included"),
+                         keys.FACES: counter("looked_for_faces", "photos looked at for faces, those with none included")}
         self.batch_halvings = Counter("photo_embed_batch_halvings", description="embedding batches halved after "
                                       "running out of GPU memory", tag_keys=("device",))
         self.decode_seconds = Histogram("photo_decode_seconds", description="read, hash and decode time per file",

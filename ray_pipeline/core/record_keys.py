@@ -33,6 +33,10 @@ PLACE_CITY = "place_city"
 PLACE_REGION = "place_region"
 PLACE_COUNTRY = "place_country"
 PLACE_NAMES = "place_names"
+# Faces (`records.people`): how many faces a photo holds (0: looked at, none; absent: not looked at yet), and the
+# ids of the people in it (absent for none), for the `person` filter.
+FACES = "faces"
+PEOPLE = "people"
 
 
 def paths_of(metadata: dict) -> list[str]:

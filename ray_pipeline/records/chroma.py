@@ -16,6 +16,7 @@ from ray_pipeline.records.connection import connect, with_retries
 from ray_pipeline.records.enrichments import DOCUMENT_KEYS, LAYOUT_KEY, RECORD_LAYOUT, derived_keys, document_of
 from ray_pipeline.records.errors import MissingCollection, StoreError
 from ray_pipeline.records.failures import Failure, FailureMemory
+from ray_pipeline.records.people import PeopleBook, PeopleOfStore
 from ray_pipeline.records.target import ShardPlace, StoreTarget, check_place
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def joined(parts: Iterable[Vectors]) -> Vectors:
     return ids, np.concatenate(vectors) if ids else np.zeros((0, 0), np.float32), metadatas
 
 
-class ChromaStore:
+class ChromaStore(PeopleOfStore):
     """One open collection. With `model_metadata` it is opened for writing (created if missing).
 
     `client` shares an already open client (the embedded owner's); otherwise one is opened here. `place`:
@@ -254,8 +255,14 @@ class ChromaStore:
                 if is_within(recorded_path(metadata) or "", roots)}
 
     def delete(self, ids: list[str]) -> None:
+        """These records go, and the faces found in their photos."""
         for start in range(0, len(ids), self.max_batch):
             with_retries(self.target, self.collection.delete, ids=ids[start : start + self.max_batch])
+        self.forget_faces(ids)
+
+    def _book(self, create: bool) -> PeopleBook | None:
+        """The collection's faces and people (None when it has none yet and `create` is false)."""
+        return PeopleBook.of(self.client, self.target, self.max_batch, create)
 
     def _failures(self, create: bool) -> FailureMemory | None:
         """The collection's remembered failures (None when there are none and `create` is false)."""

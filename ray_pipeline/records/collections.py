@@ -4,7 +4,7 @@ companions left out)."""
 from __future__ import annotations
 
 from ray_pipeline.records.connection import connect
-from ray_pipeline.records.failures import is_failures_collection
+from ray_pipeline.records.companions import is_companion
 from ray_pipeline.records.target import StoreTarget
 
 
@@ -12,7 +12,7 @@ def list_collections(client) -> list[dict]:
     """Each collection's name, record count and model, for listings."""
     listed = []
     for collection in sorted(client.list_collections(), key=lambda c: c.name):
-        if is_failures_collection(collection.name):
+        if is_companion(collection.name):
             continue  # a collection's companion, not one of the user's
         metadata = collection.metadata or {}
         listed.append({"name": collection.name, "count": collection.count(), "model": metadata.get("model"),

@@ -5,8 +5,8 @@
   file), and again when an enrichment changes a record. Today: the keys search filters need (layout 2), the
   GPS grid's cells (layout 3), and the place a photo was taken (layout 4, `records.places`).
 - Costly enrichments: computed from a photo's pixels by a model of their own, after the records are written,
-  by a pool of their own, so they never slow embedding (`steps.enrich` queues and runs them). Today: captions
-  and the text in a photo.
+  by a pool of their own, so they never slow embedding (`steps.enrich` queues and runs them). Today: captions,
+  the text in a photo, and the faces in it (which `records.people` groups into people).
 
 A record's document, which word filters and word search match, is made of the words its enrichments, its place
 and its file's name hold, each word marked with where it is from (`document_of`).
@@ -162,6 +162,15 @@ TEXT = CostlyEnrichment(keys.TEXT, "text_read", InputGeometry(TEXT_SIDE, TEXT_SI
                         served_only=False)
 
 
-def asked(caption: bool, read_text: bool) -> tuple[CostlyEnrichment, ...]:
+# dlib's HOG detector finds faces down to about 80 pixels at the size it is given: at 2,000 pixels on the long side
+# that is a face of 160 pixels in a 12-MP photo, in a fifth of a second (benchmarks/RESULTS.md, issue 31). The
+# record's value is how many faces were described (0: looked at, none); the faces go to `records.people`.
+FACE_SIDE = 2000
+FACES = CostlyEnrichment(keys.FACES, "looked_for_faces", InputGeometry(FACE_SIDE, FACE_SIDE, "fit"), "FaceFinder",
+                         "--find-faces", served_only=False)
+
+
+def asked(caption: bool, read_text: bool, find_faces: bool = False) -> tuple[CostlyEnrichment, ...]:
     """The costly enrichments a run or `enrich` was asked for, in the order they are made."""
-    return tuple(enrichment for enrichment, wanted in ((CAPTION, caption), (TEXT, read_text)) if wanted)
+    return tuple(enrichment for enrichment, wanted in ((CAPTION, caption), (TEXT, read_text), (FACES, find_faces))
+                 if wanted)

@@ -16,11 +16,9 @@ from dataclasses import dataclass
 
 from ray_pipeline.core.paths import path_fields
 from ray_pipeline.files.state import FileState
+from ray_pipeline.records.companions import FAILURES_SUFFIX, companion_name
 from ray_pipeline.records.connection import with_retries
 from ray_pipeline.records.target import StoreTarget
-
-FAILURES_SUFFIX = "--failed-files"
-MAX_NAME = 512  # Chroma's longest collection name
 
 
 @dataclass(frozen=True)
@@ -31,17 +29,7 @@ class Failure:
 
 
 def failures_collection(collection: str) -> str:
-    """The companion's name: the collection's, and the suffix; a name too long for Chroma (512
-    characters) is cut and told apart by a hash of the whole."""
-    name = collection + FAILURES_SUFFIX
-    if len(name) <= MAX_NAME:
-        return name
-    digest = hashlib.sha256(collection.encode()).hexdigest()[:16]
-    return f"{collection[: MAX_NAME - len(FAILURES_SUFFIX) - 17]}-{digest}{FAILURES_SUFFIX}"
-
-
-def is_failures_collection(name: str) -> bool:
-    return name.endswith(FAILURES_SUFFIX)
+    return companion_name(collection, FAILURES_SUFFIX)
 
 
 def failure_id(path: str) -> str:

@@ -82,6 +82,8 @@ class SearchFilters(BaseModel):
     text_words: str | None = Field(None, min_length=1, description="words the text in the photo must hold, all of them")
     place: str | None = Field(None, min_length=1, description="taken in this city, region or country (GeoNames' "
                               "names, any letter case)")
+    person: list[str] | None = Field(None, min_length=1, description="with these people in it, all of them: their names "
+                                     "(any letter case) or ids, comma-separated")
 
     @field_validator("format", mode="before")
     @classmethod
@@ -93,6 +95,17 @@ class SearchFilters(BaseModel):
             unknown = sorted(set(value) - SUPPORTED_EXTENSIONS)
             if unknown:
                 raise ValueError(f"unknown format {', '.join(unknown)}: one of {', '.join(sorted(SUPPORTED_EXTENSIONS))}")
+        return value
+
+    @field_validator("person", mode="before")
+    @classmethod
+    def _people(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            value = [" ".join(str(v).split()) for v in value]
+            if not all(value):
+                raise ValueError("an empty name")
         return value
 
     @field_validator("folder")
@@ -170,6 +183,8 @@ class SearchFilters(BaseModel):
             clauses.append({keys.FOLDERS: {"$contains": self.folder}})
         if self.place is not None:
             clauses.append({keys.PLACE_NAMES: {"$contains": self.place}})
+        for person in dict.fromkeys(self.person or []):  # ids, once `with_person_ids` has read the names
+            clauses.append({keys.PEOPLE: {"$contains": person}})
         if self.format is not None:
             clauses.append({keys.FORMAT: {"$in": _formats(self.format)}})
         if self.raw is not None:  # `is_raw` is the format's: a string match, which Chroma answers faster than a bool
@@ -226,6 +241,8 @@ class SearchFilters(BaseModel):
         if self.folder is not None and self.folder not in (metadata.get(keys.FOLDERS) or []):
             return False
         if self.place is not None and self.place not in (metadata.get(keys.PLACE_NAMES) or []):
+            return False
+        if not set(self.person or []) <= set(metadata.get(keys.PEOPLE) or []):
             return False
         format = metadata.get(keys.FORMAT)
         if self.format is not None and format not in _formats(self.format):

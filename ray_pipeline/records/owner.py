@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from ray_pipeline.core.errors import user_facing_reason
+from ray_pipeline.core.errors import UserFacingError, user_facing_reason
 from ray_pipeline.records.chroma import ChromaStore
 from ray_pipeline.records.collections import list_collections
 from ray_pipeline.records.connection import WriterLock, connect, with_retries
@@ -57,8 +57,8 @@ OWNER_NAMESPACE = "ray_pipeline"
 
 
 def owner_answer(reply):
-    """The answer of an `EmbeddedOwner` call (an ObjectRef); a StoreError raised in the owner keeps
-    only its reason, without Ray's wrapping."""
+    """The answer of an `EmbeddedOwner` call (an ObjectRef); an error of this project's raised in the owner (a
+    StoreError, a PeopleError) keeps only its reason, without Ray's wrapping."""
     import ray
 
     try:
@@ -66,6 +66,9 @@ def owner_answer(reply):
     except StoreError as exc:  # Ray's wrapping derives from the error's class; its `cause` is the error itself
         original = getattr(exc, "cause", None)
         raise (original if isinstance(original, StoreError) else StoreError(user_facing_reason(exc))) from None
+    except UserFacingError as exc:  # a refusal of the store's (an unknown person), as raised
+        original = getattr(exc, "cause", None)
+        raise (original if isinstance(original, UserFacingError) else exc) from None
 
 
 def owner_name(chroma_path: str) -> str:

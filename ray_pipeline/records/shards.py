@@ -8,7 +8,7 @@ A read by id goes to that shard; a read by path or filter asks every shard at on
 asks each shard for its k nearest and keeps the k nearest of all. The remembered failures are routed the
 same way, by the id of their path. The shard count is fixed when the collection is created: each server's
 collection records `shards` and its own `shard`, and a list of servers of another length or in another
-order is refused before anything is written.
+order is refused before anything is written. The faces and people found in the photos live beside the first shard.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ray_pipeline.records.chroma import MODEL_KEYS, ChromaStore, check_model, jo
 from ray_pipeline.records.connection import connect
 from ray_pipeline.records.errors import MissingCollection, StoreError, WrongServers
 from ray_pipeline.records.failures import Failure, failure_id
+from ray_pipeline.records.people import PeopleBook, PeopleOfStore
 from ray_pipeline.records.target import SHARD_KEY, ShardPlace, StoreTarget
 
 T = TypeVar("T")
@@ -59,7 +60,7 @@ def _existing(target: StoreTarget, client: Any, place: ShardPlace) -> ChromaStor
         return None
 
 
-class ShardedStore:
+class ShardedStore(PeopleOfStore):
     """One collection over several servers, a RecordStore: one ChromaStore per server, records routed by id.
 
     With `model_metadata` it is opened for writing: a shard missing on its server is created there, but
@@ -181,6 +182,11 @@ class ShardedStore:
 
     def delete(self, ids: list[str]) -> None:
         self._each(ChromaStore.delete, self._split(ids, str))
+        self.forget_faces(ids)
+
+    def _book(self, create: bool) -> PeopleBook | None:
+        """The faces and people of the whole collection live beside its first shard."""
+        return self.shards[0]._book(create)
 
     def failed_before(self, states: dict[str, FileState]) -> dict[str, str | None]:
         return merged(self._each(lambda store, part: store.failed_before(dict(part)),

@@ -26,6 +26,7 @@ class RunConfig:
     max_pixels: int = defaults.MAX_PIXELS
     caption: bool = False  # caption the stored photos through the Serve app's Captioner, after embedding
     read_text: bool = False  # read the text in the stored photos (OCR), after embedding, by a pool of its own
+    find_faces: bool = False  # find the faces in the stored photos and group them into people, as read_text runs
     serve_app: str = defaults.SERVE_APP  # the Serve application that runs the Captioner (and the Embedder a watch uses)
     rehash: bool = False  # read and hash every file, even those whose record matches their path, size and mtime
     within: tuple[str, ...] = ()  # when set, only files whose real path lies inside these folders are read
@@ -41,7 +42,7 @@ class RunConfig:
     @property
     def enrichments(self) -> tuple[CostlyEnrichment, ...]:
         """The costly enrichments asked for, made after the records are written."""
-        return asked(self.caption, self.read_text)
+        return asked(self.caption, self.read_text, self.find_faces)
 
     @property
     def keeps_contents(self) -> bool:
@@ -62,6 +63,8 @@ class RunConfig:
             args.append("--caption")
         if self.read_text:
             args.append("--read-text")
+        if self.find_faces:
+            args.append("--find-faces")
         if self.serve_app != defaults.SERVE_APP:
             args += ["--serve-app", self.serve_app]
         if self.progress_id:

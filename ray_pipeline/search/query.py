@@ -96,12 +96,21 @@ def _warning(store: RecordStore, needs_filter_keys: bool) -> str | None:
             "keys they need until an ingestion into it brings them up to date (run the same ingest command again)")
 
 
+def with_person_ids(store: RecordStore, filters: SearchFilters | None) -> SearchFilters:
+    """The filters with each person given by name read as their id (records hold ids: a name can change);
+    PeopleError naming `person` for one the collection does not know."""
+    filters = filters or SearchFilters()
+    if not filters.person:
+        return filters
+    return filters.model_copy(update={"person": store.resolve_people(filters.person)})
+
+
 def top_k(store: RecordStore, vector: np.ndarray, k: int, filters: SearchFilters | None = None, offset: int = 0,
           collapse: bool = True) -> ResultPage:
     """Results offset+1 to offset+k of the records nearest the vector among those the filters let through (k
     come back when k match: `nearest`). With `collapse`, a RAW+JPEG pair is one result (twice as many are asked
     for, so that a page stays full)."""
-    filters = filters or SearchFilters()
+    filters = with_person_ids(store, filters)
     hits = nearest(store, vector, (offset + k) * (2 if collapse else 1), filters)
     entries, metadata = _entries(store, hits, collapse)
     total = store.count() if filters.empty else None  # records: a collapsed pair is one result but two records
@@ -112,7 +121,7 @@ def text_top_k(store: RecordStore, vector: np.ndarray, text: str, k: int, filter
                offset: int = 0, collapse: bool = True, mode: str = "both") -> ResultPage:
     """As `top_k`, for a query by text: its words found where records hold them rank them too (`mode`: "vector",
     "words" or "both", `search.words.fused`); each result says why it was found (`matched`)."""
-    filters = filters or SearchFilters()
+    filters = with_person_ids(store, filters)
     found = fused(store, vector, text, (offset + k) * (2 if collapse else 1), filters, mode)
     entries, metadata = _entries(store, [f.hit for f in found], collapse)
     matched = {f.hit[0]: f.matched for f in found}
@@ -130,7 +139,7 @@ def newest_first(store: RecordStore, k: int, filters: SearchFilters | None = Non
     """Results offset+1 to offset+k of the records the filters let through, newest capture first (then
     those with no capture date, by path): browsing with no query. With `collapse`, a RAW+JPEG pair is one
     result. The total is given where every match was read (a few thousand at most: `newest`)."""
-    filters = filters or SearchFilters()
+    filters = with_person_ids(store, filters)
     ordered, complete = newest(store, (offset + k) * (2 if collapse else 1), filters)
     entries, metadata = _entries(store, [(i, m, None) for i, m in ordered], collapse)
     total = len(entries) if complete else None

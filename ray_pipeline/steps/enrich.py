@@ -25,8 +25,9 @@ from ray_pipeline.core.errors import UserFacingError
 from ray_pipeline.core.paths import FileFailure
 from ray_pipeline.files.decode import DecodeError, decode_file
 from ray_pipeline.files.reading import read_file
+from ray_pipeline.model.faces import FaceFinder, FacesFound
 from ray_pipeline.model.text_reader import TextReader
-from ray_pipeline.records.enrichments import TEXT, CostlyEnrichment
+from ray_pipeline.records.enrichments import FACES, TEXT, CostlyEnrichment
 from ray_pipeline.records.store import RecordStore
 
 logger = logging.getLogger(__name__)
@@ -104,9 +105,26 @@ def reads_text(threads: int | None = None) -> Callable[[np.ndarray], str]:
     return lambda picture: text_of(reader.read(picture))
 
 
+def finds_faces(threads: int | None = None) -> Callable[[np.ndarray], FacesFound]:
+    """The faces enrichment's models, loaded now: a picture in, its faces out (dlib runs on one thread)."""
+    return FaceFinder().find
+
+
 # The enrichments whose models are small enough to run in a run's own pool (`CostlyEnrichment.served_only`),
 # each with the loader of its model (given the threads it may use; None: every core).
-OWN_MODELS: dict[str, Callable[[int | None], Callable[[np.ndarray], Any]]] = {TEXT.key: reads_text}
+OWN_MODELS: dict[str, Callable[[int | None], Callable[[np.ndarray], Any]]] = {TEXT.key: reads_text,
+                                                                            FACES.key: finds_faces}
+
+
+def write_answers(store: RecordStore, enrichment: CostlyEnrichment, answers: dict[str, Any]) -> dict[str, int]:
+    """A chunk's answers ({record id: the model's answer}) written; what they count besides the records made.
+    Faces go to the collection's people (`records.people`), the other enrichments into the records."""
+    if enrichment.key == FACES.key:
+        store.store_faces(answers)
+        return {"faces": sum(len(found.faces) for found in answers.values()),
+                "faces_too_small": sum(found.too_small for found in answers.values())}
+    store.enrich({record_id: {enrichment.key: value} for record_id, value in answers.items()})
+    return {}
 
 
 class OwnModel:
@@ -161,7 +179,7 @@ class HerePool:
 class Enriched:
     """What the pool made: records enriched, by the enrichment's summary key, and the photos it failed on."""
 
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # and what the answers counted besides (faces found)
     errors: list[FileFailure] = field(default_factory=list)
 
 
@@ -189,7 +207,7 @@ def run_queued(store: RecordStore, queued: list[Queued], pool: Pool, reporter) -
             deadline = time.monotonic() + RESULT_TIMEOUT_S
             for record_id, response in requests:
                 try:
-                    values[record_id] = {enrichment.key: response.result(timeout_s=max(0.0, deadline - time.monotonic()))}
+                    values[record_id] = response.result(timeout_s=max(0.0, deadline - time.monotonic()))
                 except TimeoutError:
                     timed_out += 1
                     failed.append(FileFailure(paths[record_id], f"{enrichment.key}: no answer in {RESULT_TIMEOUT_S} s"))
@@ -197,13 +215,14 @@ def run_queued(store: RecordStore, queued: list[Queued], pool: Pool, reporter) -
                     failed.append(FileFailure(paths[record_id], f"{enrichment.key}: {_reason(exc)}"))
                 except Exception as exc:  # a lost replica or a model error costs this photo's enrichment only
                     failed.append(FileFailure(paths[record_id], f"{enrichment.key} failed: {type(exc).__name__}: {exc}"[:500]))
-            if values:
-                store.enrich(values)
+            counted = write_answers(store, enrichment, values) if values else {}
             made += len(values)
+            for name, number in counted.items():
+                done.counts[name] = done.counts.get(name, 0) + number
             done.errors += failed
             logger.info("%s: %d of %d photos done, %d failed", enrichment.key, made, len(ids),
                         sum(e.reason.startswith(enrichment.key) for e in done.errors))
-            reporter.add({enrichment.summary_key: len(values), f"{enrichment.key}_failed": len(failed)}, failed)
+            reporter.add({enrichment.summary_key: len(values), f"{enrichment.key}_failed": len(failed), **counted}, failed)
             count_enriched(store.target.collection, enrichment.key, len(values))
             if requests and timed_out == len(requests):  # the pool answers nothing (no free CPU, no replica)
                 logger.warning("%s: no answer in %d s; the %d photos left are left for the next run", enrichment.key,

@@ -15,6 +15,7 @@ const $ = (selector) => document.querySelector(selector);
 const state = {
   poll: null, polling: false, pollFailed: false, jobStatus: new Map(), openErrors: new Set(), blobs: [],
   query: null, offset: 0, // the search or listing shown, and where its page starts
+  people: new Map(), peopleOf: null, // id -> person, of the collection the people section or the search shows last
 };
 
 class ApiError extends Error {
@@ -139,11 +140,14 @@ function renderCollections(collections) {
   )));
   $("#no-collections").hidden = collections.length > 0;
   $("#collection-names").replaceChildren(...collections.map((c) => el("option", { value: c.name })));
-  for (const select of document.querySelectorAll("#search-form select[name=collection], #similar-form select[name=collection]")) {
+  for (const select of document.querySelectorAll("#search-form select[name=collection], #similar-form select[name=collection], "
+    + "#people-form select[name=collection]")) {
     const chosen = select.value;
     select.replaceChildren(...collections.map((c) => el("option", { value: c.name, text: `${c.name} (${c.count})` })));
     if (collections.some((c) => c.name === chosen)) select.value = chosen;
   }
+  const searched = $("#search-form select[name=collection]").value;
+  if (searched && searched !== state.peopleOf) loadPeople(searched);
 }
 
 // --- ingestion ---------------------------------------------------------------------------------
@@ -154,7 +158,7 @@ async function startIngestion(event) {
   const message = form.querySelector(".message");
   const paths = form.paths.value.split("\n").map((p) => p.trim()).filter(Boolean);
   const body = { paths, collection: form.collection.value.trim(), caption: form.caption.checked,
-    read_text: form.read_text.checked };
+    read_text: form.read_text.checked, find_faces: form.find_faces.checked };
   // A watch ingests the folders, then follows them (deletions included) until it is stopped.
   const watch = form.watch.checked;
   if (!watch) body.prune = form.prune.checked;
@@ -179,6 +183,7 @@ async function uploadPhotos(event) {
   data.append("collection", form.collection.value.trim());
   data.append("caption", form.caption.checked ? "true" : "false");
   data.append("read_text", form.read_text.checked ? "true" : "false");
+  data.append("find_faces", form.find_faces.checked ? "true" : "false");
   say(message, "Uploading…");
   try {
     // ?wait=true: a few photos are stored by the time the answer comes (HTTP 200), so they can be
@@ -248,7 +253,8 @@ function stopButton(job) {
 }
 
 function renderJobs(jobs) {
-  const counts = ["discovered", "embedded", "skipped_existing", "duplicates", "failed", "removed", "captioned", "text_read"];
+  const counts = ["discovered", "embedded", "skipped_existing", "duplicates", "failed", "removed", "captioned", "text_read",
+    "looked_for_faces"];
   $("#jobs tbody").replaceChildren(...jobs.map((job) => el("tr", { "data-job-id": job.job_id, "data-collection": job.collection ?? "" },
     el("td", { text: when(job.start_time), title: job.job_id }),
     el("td", { text: job.collection ?? "" }),
@@ -271,7 +277,7 @@ function clearResults() {
 
 // The filters the page offers, by the API's names; blank ones are left out.
 const FILTERS = ["date_from", "date_to", "camera_make", "camera_model", "folder", "has_caption", "caption_words", "place",
-  "text_words"];
+  "text_words", "person"];
 
 function filterValues(form) {
   const values = {};
@@ -370,6 +376,8 @@ function resultCard(collection, result, words = []) {
     result.place ? highlighted("div", "place", result.place, words) : null,
     result.text ? highlighted("p", "text", result.text.split("\n")[0], words) : null,
     result.caption ? highlighted("p", "caption", result.caption, words) : null,
+    (metadata.people || []).length ? el("div", { class: "people", text: `with ${(metadata.people || [])
+      .map((id) => state.people.get(id)?.name || "someone unnamed").join(", ")}` }) : null,
     result.matched && result.matched.some((why) => why !== "vector")
       ? el("div", { class: "matched", text: `matched: ${result.matched.join(", ")}` }) : null,
     el("details", {}, el("summary", { text: "Metadata" }),
@@ -386,6 +394,115 @@ async function loadThumbnail(collection, id, image, figure) {
   } catch (error) {
     figure.classList.add("missing");
     figure.append(el("figcaption", { class: "error", text: error.message }));
+  }
+}
+
+// --- people ----------------------------------------------------------------------------------------
+
+// The people of a collection: kept for the search's person filter (the named ones) and the results' names.
+async function loadPeople(collection) {
+  state.peopleOf = collection;
+  try {
+    const { people } = await (await api(`collections/${encodeURIComponent(collection)}/people`)).json();
+    state.people = new Map(people.map((person) => [person.id, person]));
+  } catch {
+    state.people = new Map();
+  }
+  const select = $("#search-form select[name=person]");
+  const chosen = select.value;
+  const named = [...state.people.values()].filter((person) => person.name);
+  select.replaceChildren(el("option", { value: "", text: "anyone" }),
+    ...named.map((person) => el("option", { value: person.id, text: `${person.name} (${person.faces})` })));
+  if (named.some((person) => person.id === chosen)) select.value = chosen;
+  return [...state.people.values()];
+}
+
+function faceImage(collection, faceId, size = 96) {
+  const image = el("img", { alt: "a face", width: size, height: size });
+  const figure = el("figure", { class: "thumb face" }, image);
+  api(`collections/${encodeURIComponent(collection)}/faces/${encodeURIComponent(faceId)}/thumbnail?size=${size}`)
+    .then((answer) => answer.blob())
+    .then((blob) => {
+      const url = URL.createObjectURL(blob);
+      state.blobs.push(url);
+      image.src = url;
+    }, () => figure.classList.add("missing"));
+  return figure;
+}
+
+async function showPeople(event) {
+  event?.preventDefault();
+  const collection = $("#people-form select[name=collection]").value;
+  const message = $("#people-message");
+  $("#person-faces").replaceChildren();
+  try {
+    const people = await loadPeople(collection);
+    say(message, `${people.length} ${people.length === 1 ? "person" : "people"} in ${collection}`
+      + (people.length ? "" : ": ingest with “Find the faces” checked"));
+    $("#people").replaceChildren(...people.map((person) => personCard(collection, person, people)));
+  } catch (error) {
+    failed(message)(error);
+  }
+}
+
+function personCard(collection, person, people) {
+  const call = (path, body) => api(`collections/${encodeURIComponent(collection)}/${path}`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  }).then(() => showPeople(), failed($("#people-message")));
+  const nameForm = el("form", { class: "name-form" },
+    el("input", { name: "name", value: person.name || "", placeholder: "name", maxLength: 100, required: true }),
+    el("button", { type: "submit", text: "Name" }));
+  nameForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    call(`people/${encodeURIComponent(person.id)}/name`, { name: nameForm.name.value });
+  });
+  const others = people.filter((other) => other.id !== person.id);
+  const mergeForm = el("form", { class: "merge-form" },
+    el("select", { name: "into" }, ...others.map((other) => el("option", { value: other.id, text: other.name || other.id }))),
+    el("button", { type: "submit", class: "secondary", text: "Merge into" }));
+  mergeForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    call("people/merge", { into: mergeForm.into.value, other: person.id });
+  });
+  const facesButton = el("button", { type: "button", class: "secondary", text: "Faces" });
+  facesButton.addEventListener("click", () => showFaces(collection, person, people));
+  const photosButton = el("button", { type: "button", class: "secondary", text: "Photos" });
+  photosButton.addEventListener("click", () => {
+    const form = $("#search-form");
+    form.collection.value = collection;
+    form.person.value = person.id;
+    state.query = { kind: "browse", collection, k: Number(form.k.value || "12"), filters: { person: person.id } };
+    showPage(0);
+  });
+  return el("article", { class: "person", "data-person": person.id },
+    person.cover ? faceImage(collection, person.cover.id) : null,
+    el("div", { class: "person-name", text: person.name || "no name yet" }),
+    el("div", { class: "muted", text: `${person.faces} face${person.faces === 1 ? "" : "s"}` }),
+    nameForm, others.length ? mergeForm : null, el("div", {}, facesButton, photosButton));
+}
+
+async function showFaces(collection, person, people) {
+  const message = $("#people-message");
+  try {
+    const { faces } = await (await api(`collections/${encodeURIComponent(collection)}/people/${encodeURIComponent(person.id)}/faces`)).json();
+    $("#person-faces").replaceChildren(el("h3", { text: `Faces of ${person.name || person.id}` }), ...faces.map((face) => {
+      const move = el("form", { class: "move-form" },
+        el("select", { name: "person" }, el("option", { value: "", text: "nobody" }),
+          ...people.filter((other) => other.id !== person.id)
+            .map((other) => el("option", { value: other.id, text: other.name || other.id }))),
+        el("button", { type: "submit", class: "secondary", text: "Move to" }));
+      move.addEventListener("submit", (event) => {
+        event.preventDefault();
+        api(`collections/${encodeURIComponent(collection)}/faces/${encodeURIComponent(face.id)}/person`, {
+          method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ person: move.person.value || null }),
+        }).then(() => showPeople(), failed(message));
+      });
+      return el("article", { class: "face-card", "data-face": face.id }, faceImage(collection, face.id),
+        el("div", { class: "copy", text: face.path }), move);
+    }));
+  } catch (error) {
+    failed(message)(error);
   }
 }
 
@@ -447,6 +564,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#upload-form").addEventListener("submit", uploadPhotos);
   $("#search-form").addEventListener("submit", search);
   $("#similar-form").addEventListener("submit", findSimilar);
+  $("#people-form").addEventListener("submit", showPeople);
+  $("#search-form select[name=collection]").addEventListener("change", (event) => loadPeople(event.target.value));
   $("#previous-page").addEventListener("click", () => showPage(Math.max(0, state.offset - state.query.k)));
   $("#next-page").addEventListener("click", () => showPage(state.offset + state.query.k));
   if (sessionStorage.getItem(TOKEN_KEY)) start();
