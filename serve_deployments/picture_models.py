@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -24,12 +25,19 @@ class PictureModel:
 
     def __init__(self, enrichment_key: str):
         self.model = OWN_MODELS[enrichment_key](1)
+        # One picture at a time: a replica has one core, and dlib's models are not safe to call from two threads
+        # (two at once crashed the replica's process).
+        self.one_at_a_time = threading.Lock()
         logger.info("%s replica ready", enrichment_key)
+
+    def _answer(self, picture: np.ndarray) -> Any:
+        with self.one_at_a_time:
+            return self.model(picture)
 
     async def __call__(self, picture: np.ndarray) -> Any:
         """The enrichment's answer for one picture ((H, W, 3) uint8, upright, at the enrichment's geometry): the
         costly enrichments' pools call their deployment so."""
-        return await asyncio.to_thread(self.model, picture)
+        return await asyncio.to_thread(self._answer, picture)
 
 
 TextReader = serve.deployment(PictureModel, name=TEXT.deployment, max_ongoing_requests=MAX_ONGOING)

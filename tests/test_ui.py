@@ -342,3 +342,71 @@ def test_the_words_in_photos_found_and_marked_in_the_page(service, browser, tmp_
     page.screenshot(path=ARTIFACTS / "ui-words-search.png", full_page=True)
     assert page_errors == []
     context.close()
+
+
+def test_people_found_named_merged_and_filtered_in_the_page(service, browser, tmp_path):
+    """Photos of two people uploaded with "Find the faces"; the people section shows them with their faces, a
+    person is named there, the search's person filter then offers the name and finds only their photos; a face
+    moved to nobody leaves its person, and merging leaves one person."""
+    from playwright.sync_api import expect
+
+    from samples.face_photos import EILEEN, GRACE, write_faces
+
+    written = write_faces(tmp_path / "faces")
+    chosen = ["eileen.jpg", "eileen_mirrored.jpg", "grace.jpg", "grace_small.jpg", "together.jpg", "coffee.jpg"]
+    context, page, page_errors = signed_in(browser, service, height=1400)
+    upload = page.locator("#upload-form")
+    upload.locator("[name=collection]").fill("ui-people")
+    upload.locator("[name=files]").set_input_files([str(tmp_path / "faces" / name) for name in chosen])
+    upload.locator("[name=find_faces]").check()
+    upload.locator("button[type=submit]").click()
+    expect(upload.locator(".message")).to_contain_text("Stored 6 file(s) in ui-people: 6 new", timeout=JOB_SECONDS * 1000)
+    job = page.locator(f"#jobs tr[data-job-id='{upload.locator('.message').inner_text().split()[-1].strip('()')}']")
+    expect(job.locator(".status")).to_have_text("SUCCEEDED", timeout=JOB_SECONDS * 1000)
+    expect(job.locator(".looked_for_faces")).to_have_text("6")
+
+    section = page.locator("#people-section")
+    section.locator("[name=collection]").select_option("ui-people")
+    section.locator("button[type=submit]").click()
+    expect(page.locator("#people-message")).to_have_text("2 people in ui-people")
+    cards = page.locator("#people .person")
+    expect(cards).to_have_count(2)
+    expect(cards.locator(".face img").first).to_have_attribute("src", re.compile("^blob:"))
+    # Which card is whose: the one whose photos include grace_small.jpg is Grace's.
+    grace_photos = {sha256_of(tmp_path / "faces" / name) for name in chosen if GRACE in written[name]}
+    eileen_photos = {sha256_of(tmp_path / "faces" / name) for name in chosen if EILEEN in written[name]}
+    for index in range(2):
+        cards.nth(index).locator("button", has_text="Photos").click()
+        expect(page.locator("#search-message")).to_contain_text("3 results in ui-people")
+        shown = {page.locator("#results .result").nth(i).get_attribute("data-id") for i in range(3)}
+        name = "Grace" if shown == grace_photos else "Eileen"
+        assert shown == (grace_photos if name == "Grace" else eileen_photos)
+        card = page.locator("#people .person").nth(index)
+        card.locator(".name-form [name=name]").fill(name)
+        card.locator(".name-form button").click()
+        expect(page.locator("#people .person-name", has_text=name)).to_have_count(1)
+
+    search = page.locator("#search-form")
+    search.locator("[name=collection]").select_option("ui-people")
+    expect(search.locator("[name=person] option")).to_have_count(3)  # anyone, and the two named
+    search.locator("[name=person]").select_option(label="Grace (3)")
+    page.click("#browse")
+    expect(page.locator("#search-message")).to_contain_text("3 results in ui-people")
+    assert {page.locator("#results .result").nth(i).get_attribute("data-id") for i in range(3)} == grace_photos
+    expect(page.locator("#results .result .people").first).to_contain_text("Grace")
+
+    def card_of(name: str):
+        return page.locator("#people .person").filter(has=page.locator(".person-name", has_text=name))
+
+    card_of("Grace").locator("button", has_text="Faces").click()
+    expect(page.locator("#person-faces .face-card")).to_have_count(3)
+    page.locator("#person-faces .face-card").first.locator(".move-form button").click()  # to nobody
+    expect(card_of("Grace")).to_contain_text("2 faces")
+    eileen_card = card_of("Eileen")
+    eileen_card.locator(".merge-form select").select_option(label="Grace")
+    eileen_card.locator(".merge-form button").click()
+    expect(page.locator("#people .person")).to_have_count(1)
+    expect(page.locator("#people .person")).to_contain_text("5 faces")
+    page.screenshot(path=ARTIFACTS / "ui-people.png", full_page=True)
+    assert page_errors == []
+    context.close()
