@@ -7,6 +7,7 @@ job's own actors."""
 from __future__ import annotations
 
 import io
+import json
 import shutil
 
 import pytest
@@ -155,3 +156,21 @@ def test_a_folder_over_the_inline_limit_has_its_faces_found_by_the_jobs_own_acto
     assert (done["status"], done["looked_for_faces"], done["faces"]) == ("SUCCEEDED", INLINE_MAX_FILES + 3, 4), done
     listed = requests.get(f"{service['url']}/collections/faces-job/people", headers=auth(service), timeout=60).json()
     assert sorted(person["faces"] for person in listed["people"]) == [2, 2]
+
+
+def test_a_regrouping_on_the_cluster_makes_its_graph_with_ray_tasks(cli, faces, tiny_model_args, tmp_path):
+    """`people regroup` under the cluster, its graph made by Ray tasks (--in-process-max 0), as a large collection's
+    is: the same two people, named ones untouched."""
+    chroma = str(tmp_path / "chroma")
+    store = ["--collection", "regrouped", "--chroma-path", chroma]
+    ingested = cli("ingest", str(faces[0]), "--find-faces", "--inline-max-files", "100", *store, *tiny_model_args)
+    assert ingested.returncode == 0, ingested.stderr[-3000:]
+    listed = json.loads(cli("people", "list", "--json", *store).stdout)["people"]
+    named = cli("people", "name", listed[0]["id"], "Someone", *store)
+    assert named.returncode == 0, named.stderr[-2000:]
+    regrouped = cli("people", "regroup", "--in-process-max", "0", *store)
+    assert regrouped.returncode == 0, regrouped.stderr[-3000:]
+    summary = json.loads(regrouped.stdout.strip().splitlines()[-1])
+    assert (summary["grouped_by"], summary["faces"], summary["people"], summary["named"]) == ("ray tasks", 10, 2, 1)
+    after = json.loads(cli("people", "list", "--json", *store).stdout)["people"]
+    assert {(p["id"], p["faces"]) for p in after} == {(p["id"], p["faces"]) for p in listed}

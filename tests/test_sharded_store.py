@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from ray_pipeline.files.state import FileState
+from ray_pipeline.model.faces import Face, FacesFound
 from ray_pipeline.records.chroma import ChromaStore
 from ray_pipeline.records.errors import MissingCollection, StoreError
 from ray_pipeline.records.failures import Failure
@@ -134,6 +135,26 @@ def test_failures_are_routed_like_records(servers):
     assert "/photos/bad-0.jpg" not in store.failed_before(states)
     held = [len(servers[url].get_collection("photos--failed-files").get(include=[])["ids"]) for url in URLS[:3]]
     assert sum(held) == 11 and min(held) > 0
+
+
+def test_the_people_of_a_sharded_collection_live_beside_its_first_shard(servers):
+    """Faces of photos on every shard join one set of people (beside the first shard); a photo's `people` is on its
+    own shard, so the `person` filter finds it there; deleting a photo on any shard takes its faces."""
+    store = opened(servers, URLS[:3])
+    ids, vectors, metadatas = records(12)
+    store.upsert(ids, vectors, metadatas)
+    face = np.zeros(128, np.float32)
+    face[0] = 1.0
+    store.store_faces({record_id: FacesFound([Face((0.1, 0.1, 0.4, 0.4), 1.0, face)]) for record_id in ids[:6]})
+    (person,) = store.people()
+    assert person.faces == 6 and {shard_of(record_id, 3) for record_id in ids[:6]} == {0, 1, 2}
+    assert len(servers[URLS[0]].get_collection("photos--faces").get(include=[])["ids"]) == 6
+    assert all(not any(c.name.endswith("--faces") for c in servers[url].list_collections()) for url in URLS[1:3])
+    store.name_person(person.id, "Ana")
+    found = store.matching(SearchFilters(person=[person.id]).where(), None)
+    assert set(found) == set(ids[:6]) and all(found[i]["faces"] == 1 for i in ids[:6])
+    store.delete([record_id for record_id in ids[:6] if shard_of(record_id, 3) != 0])
+    assert store.people()[0].faces == sum(shard_of(record_id, 3) == 0 for record_id in ids[:6])
 
 
 def test_a_path_on_two_shards_is_not_taken_as_unchanged(servers):
