@@ -95,14 +95,16 @@ def place_figures() -> dict:
     return figures
 
 
-def bulk_figures(photos: list[Path], model_args: list[str], work: Path) -> dict:
-    """The same photos through a Ray Data job on a local Ray, without and with --read-text."""
+def bulk_figures(photos: list[Path], model_args: list[str], work: Path, option: str = "--read-text",
+                 count: str = "text_read") -> dict:
+    """The same photos through a Ray Data job on a local Ray, without and with the enrichment's `option`; `count`:
+    the summary's count of what it made."""
     figures = {}
     manifest = work / "photos.txt"
     manifest.write_text("\n".join(map(str, photos)) + "\n")
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     env["XDG_CACHE_HOME"] = str(work / "cache")
-    for label, extra in (("without --read-text", []), ("with --read-text", ["--read-text"])):
+    for label, extra in ((f"without {option}", []), (f"with {option}", [option])):
         args = ["ingest", "--manifest", str(manifest), "--collection", "bulk", "--chroma-path", str(work / label.replace(" ", "")),
                 "--inline-max-files", "0", *model_args, *extra]
         started = time.perf_counter()
@@ -112,7 +114,7 @@ def bulk_figures(photos: list[Path], model_args: list[str], work: Path) -> dict:
         if done.returncode != 0:
             raise RuntimeError(done.stderr[-3000:])
         summary = summary_in(done.stdout)
-        figures[label] = {"wall_s": round(wall, 1), "embedded": summary["embedded"], "text_read": summary.get("text_read"),
+        figures[label] = {"wall_s": round(wall, 1), "embedded": summary["embedded"], count: summary.get(count),
                           "stage_seconds": summary["stage_seconds"], "route": summary["route"]["kind"]}
         print(label, figures[label], flush=True)
     return figures

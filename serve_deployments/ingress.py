@@ -37,6 +37,7 @@ from ray_pipeline.records.people import MAX_NAME, PeopleError
 from ray_pipeline.records.store import RecordStore
 from ray_pipeline.records.target import collection_name_problem
 from ray_pipeline.runs.config import RunConfig
+from ray_pipeline.runs.regroup import regroup
 from ray_pipeline.runs.route import Route, RouteKind, RunFacts, choose_route
 from ray_pipeline.runs.warm import EmbedderLost, replica_lost
 from ray_pipeline.search.people import LIKE_MAX, face_json, people_like, person_json
@@ -590,6 +591,13 @@ class Ingress:
         picture = await asyncio.to_thread(self._decode, upload, FACES.geometry)
         found = await self.face_finder.remote(picture)
         return {"faces": [match.as_json() for match in await asyncio.to_thread(people_like, store, found, k)]}
+
+    @app.post("/collections/{collection}/people/regroup")
+    async def regroup_people(self, collection: str) -> dict:
+        """Every face grouped into people again (named people and faces placed by hand stay as they are), the graph
+        of a large collection's faces made by Ray tasks on the cluster: `people regroup`'s summary."""
+        store, _ = await self._existing_store(collection)
+        return await asyncio.to_thread(regroup, store)
 
     @app.get("/collections/{collection}/faces/{face}/thumbnail")
     def face_thumbnail(self, collection: str, face: str, size: int = Query(160, ge=MIN_SIZE, le=MAX_SIZE)) -> Response:

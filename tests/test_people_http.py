@@ -133,6 +133,9 @@ def test_a_face_moved_and_people_merged_over_http(service, named):
     ids = named
     grace_faces = requests.get(url(service, f"people/{ids['Grace']}/faces"), headers=auth(service), timeout=60).json()["faces"]
     assert len(grace_faces) == 5
+    regrouped = post(service, "people/regroup", {})
+    assert regrouped.status_code == 200 and (regrouped.json()["people"], regrouped.json()["named"]) == (2, 2), regrouped.text
+    assert {p["name"]: p["faces"] for p in people(service)} == {"Eileen": 5, "Grace": 5}
     moved = post(service, f"faces/{grace_faces[-1]['id']}/person", {"person": None})
     assert moved.status_code == 200 and moved.json()["person"] is None, moved.text
     assert {p["name"]: p["faces"] for p in people(service)} == {"Eileen": 5, "Grace": 4}

@@ -72,6 +72,7 @@ class ChromaStore(PeopleOfStore):
                  place: ShardPlace = ShardPlace()):
         self.target = target
         self.client = client or connect(target)
+        self._people_book: PeopleBook | None = None
         if model_metadata is None:
             self.collection = self._existing_collection()
         else:
@@ -170,6 +171,14 @@ class ChromaStore(PeopleOfStore):
                        [dict(m or {}) for m in batch["metadatas"]])
                       for batch in self._pages(include=("metadatas", "embeddings")) if batch["ids"])
 
+    def vectors_of(self, ids: list[str]) -> tuple[list[str], np.ndarray, list[dict]]:
+        """These stored records' ids, unit vectors and metadata."""
+        return joined((batch["ids"], np.asarray(batch["embeddings"], np.float32).reshape(len(batch["ids"]), -1),
+                       [dict(m or {}) for m in batch["metadatas"]])
+                      for batch in (with_retries(self.target, self.collection.get, ids=ids[start : start + self.max_batch],
+                                                 include=["metadatas", "embeddings"])
+                                    for start in range(0, len(ids), self.max_batch)) if batch["ids"])
+
     def _pages(self, where: dict | None = None, where_document: dict | None = None,
                include: tuple[str, ...] = ("metadatas",)) -> Iterator[dict]:
         """Every record the filters let through (all of them with none), with its metadata: Chroma's `get`
@@ -261,8 +270,11 @@ class ChromaStore(PeopleOfStore):
         self.forget_faces(ids)
 
     def _book(self, create: bool) -> PeopleBook | None:
-        """The collection's faces and people (None when it has none yet and `create` is false)."""
-        return PeopleBook.of(self.client, self.target, self.max_batch, create)
+        """The collection's faces and people (None when it has none yet and `create` is false), kept once found:
+        opening its two collections took a `person` filter 10 to 20 ms a search."""
+        if self._people_book is None:
+            self._people_book = PeopleBook.of(self.client, self.target, self.max_batch, create)
+        return self._people_book
 
     def _failures(self, create: bool) -> FailureMemory | None:
         """The collection's remembered failures (None when there are none and `create` is false)."""

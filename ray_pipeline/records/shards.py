@@ -153,6 +153,9 @@ class ShardedStore(PeopleOfStore):
     def vectors(self) -> tuple[list[str], np.ndarray, list[dict]]:
         return joined(self._everywhere(ChromaStore.vectors))
 
+    def vectors_of(self, ids: list[str]) -> tuple[list[str], np.ndarray, list[dict]]:
+        return joined(self._each(ChromaStore.vectors_of, self._split(ids, str)))
+
     def query(self, embedding: np.ndarray, k: int, where: dict | None = None, where_document: dict | None = None) -> dict:
         """The k nearest of all: each shard's k nearest, merged by distance, in the shape Chroma answers."""
         hits = sorted(((distance, record_id, metadata)

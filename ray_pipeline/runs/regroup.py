@@ -12,7 +12,7 @@ import numpy as np
 
 from ray_pipeline.cluster.runtime import init_ray
 from ray_pipeline.records.errors import MissingCollection
-from ray_pipeline.records.store import opened_here
+from ray_pipeline.records.store import RecordStore, opened_here
 from ray_pipeline.records.target import StoreTarget
 from ray_pipeline.steps.grouping import Edge, edges_of_rows, group_faces
 
@@ -33,21 +33,26 @@ def edges_on_ray(vectors: np.ndarray, blocks: list[tuple[int, int]]) -> Iterator
         yield from ray.get(reply)
 
 
-def run_regroup(target: StoreTarget, in_process_max: int = IN_PROCESS_MAX) -> dict:
+def regroup(store: RecordStore, in_process_max: int = IN_PROCESS_MAX) -> dict:
     """Group the collection's faces again; the summary: faces, people before and after, where, seconds."""
     started = time.monotonic()
+    faces = store.all_faces()
+    before = len(store.people())
+    on_ray = len(faces.ids) > in_process_max
+    logger.info("grouping %d faces", len(faces.ids))
+    groups = group_faces(faces.vectors, edges_on_ray if on_ray else None)
+    grouped = time.monotonic()
+    store.apply_groups(dict(zip(faces.ids, groups)))
+    people = store.people()
+    return {"collection": store.target.collection, "faces": len(faces.ids), "people_before": before,
+            "people": len(people), "named": sum(person.name is not None for person in people),
+            "grouped_by": "ray tasks" if on_ray else "this process", "grouping_seconds": round(grouped - started, 1),
+            "seconds": round(time.monotonic() - started, 1)}
+
+
+def run_regroup(target: StoreTarget, in_process_max: int = IN_PROCESS_MAX) -> dict:
+    """`regroup` of the collection, opened by this process."""
     with opened_here(target) as store:
         if store is None:
             raise MissingCollection(f"no collection {target.collection!r} in {target.describe()}: ingest it first")
-        faces = store.all_faces()
-        before = len(store.people())
-        on_ray = len(faces.ids) > in_process_max
-        logger.info("grouping %d faces", len(faces.ids))
-        groups = group_faces(faces.vectors, edges_on_ray if on_ray else None)
-        grouped = time.monotonic()
-        store.apply_groups(dict(zip(faces.ids, groups)))
-        people = store.people()
-    return {"collection": target.collection, "faces": len(faces.ids), "people_before": before, "people": len(people),
-            "named": sum(person.name is not None for person in people),
-            "grouped_by": "ray tasks" if on_ray else "this process", "grouping_seconds": round(grouped - started, 1),
-            "seconds": round(time.monotonic() - started, 1)}
+        return regroup(store, in_process_max)

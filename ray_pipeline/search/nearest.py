@@ -10,6 +10,7 @@ and 29). So, in turn, stopping at the first that is sure to hold the answer:
    grid; beside an equality, ranges and bools left out), its records checked here, asked again for more
    where too few passed (a few hundred records cost less than a range clause);
 3. the exact `where`.
+A `person` filter of people in few photos goes first of all to their photos, read by id (`photos_of_people`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from ray_pipeline.records.filters import SearchFilters
 from ray_pipeline.records.store import RecordStore
+from ray_pipeline.search.people import photos_of_people
 
 Hit = tuple[str, dict, float | None]  # (id, metadata, score)
 
@@ -32,6 +34,13 @@ def nearest(store: RecordStore, vector: np.ndarray, n: int, filters: SearchFilte
     """The n records nearest `vector` that the filters let through, nearest first (fewer where fewer match)."""
     if filters.empty:
         return _hits(store, vector, n, None, None)
+    photos = photos_of_people(store, filters)
+    if photos is not None:  # the few photos of these people, ranked here
+        ids, vectors, metadatas = store.vectors_of(photos)
+        scores = vectors @ vector if ids else np.zeros(0)
+        ranked: list[Hit] = sorted(((i, m, round(float(s), 6)) for i, m, s in zip(ids, metadatas, scores) if filters.admits(m)),
+                        key=lambda hit: -(hit[2] or 0.0))
+        return ranked[:n]
     tries: list[tuple[int, dict | None, dict | None]] = [(max(PROBE, PROBE_FACTOR * n), None, None)]
     where, exact = filters.narrowing()
     if not exact:

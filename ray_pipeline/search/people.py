@@ -5,10 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ray_pipeline.model.faces import SAME_PERSON, FacesFound
+from ray_pipeline.records.filters import SearchFilters
 from ray_pipeline.records.people import FaceRecord, Person
 from ray_pipeline.records.store import RecordStore
 
 LIKE_MAX = 5  # people shown per face of a photo searched by
+# A `person` filter one of whose people has at most this many faces: that person's photos are read by id, found
+# from their faces, instead of Chroma weighing a `$contains` over the whole photo collection (about 130 ms at 10^5
+# records). Reading photos with their vectors costs about 0.2 ms each: 400 take 80 ms, 24 take 30 ms with the
+# faces' query (benchmarks/RESULTS.md, issue 31).
+PEOPLE_DIRECT = 400
 
 
 def face_json(face: FaceRecord) -> dict:
@@ -33,6 +39,13 @@ class FaceMatch:
         return {"box": list(self.box),
                 "people": [{**person_json(person), "distance": round(distance, 4), "same_person": distance < SAME_PERSON}
                            for person, distance in self.people]}
+
+
+def photos_of_people(store: RecordStore, filters: SearchFilters) -> list[str] | None:
+    """Photos among which are all that a `person` filter (of ids) lets through, read from the people's faces (the
+    caller checks each with `admits`); None where there is no such filter, or its people are in too many photos
+    for reading them to pay."""
+    return store.photos_of(filters.person, PEOPLE_DIRECT) if filters.person else None
 
 
 def people_like(store: RecordStore, found: FacesFound, k: int = LIKE_MAX) -> list[FaceMatch]:
