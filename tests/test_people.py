@@ -136,9 +136,14 @@ def test_bad_names_people_and_faces_are_refused_naming_the_field(faces, tiny_mod
     unknown = cli(chroma, "browse", "--person", "Eileen", ok=False)
     assert unknown.returncode == 2 and "person: this collection has no people yet" in unknown.stderr
 
+    shutil.copy(source / "chelsea.jpg", photos)
+    assert summary_in(cli(chroma, "ingest", photos, *tiny_model_args).stdout)["embedded"] == 1
+    (photos / "chelsea.jpg").write_bytes(b"\xff\xd8 no longer a photo")  # broken since it was stored
     enriched = cli(chroma, "enrich", "--find-faces")  # a collection ingested without faces
     summary = json.loads(enriched.stdout.strip().splitlines()[-1])
-    assert (summary["records"], summary["looked_for_faces"], summary["faces"]) == (2, 2, 1)
+    assert (summary["records"], summary["looked_for_faces"], summary["faces"], summary["failed"]) == (3, 2, 1, 1)
+    assert "failed: " in enriched.stderr and "chelsea.jpg: faces: " in enriched.stderr
+    assert len(json.loads(cli(chroma, "browse", "--json").stdout)["results"]) == 3  # its record kept
     (person,) = people(chroma)
     for args, said in [(("people", "name", person["id"], "   "), "name: empty"),
                        (("people", "name", person["id"], "x" * 101), "name: at most 100"),
