@@ -1,4 +1,4 @@
-"""CLI: `python -m ray_pipeline ingest|watch|search|browse|similar|enrich|people`, the same locally and under
+"""CLI: `python -m ray_pipeline ingest|watch|search|browse|similar|enrich|people|keys`, the same locally and under
 `ray job submit`."""
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from ray_pipeline.core.paths import FileFailure, path_text
 from ray_pipeline.model.clip import ModelSpec
 from ray_pipeline.model.embedders import PRECISIONS
 from ray_pipeline.model.faces import FaceFinder
+from ray_pipeline.records.access_keys import SCOPES, Key, KeyBook
 from ray_pipeline.records.enrichments import FACES, asked
 from ray_pipeline.records.errors import MissingCollection
 from ray_pipeline.records.filters import SearchFilters, first_error
-from ray_pipeline.records.store import open_store, opened_here
+from ray_pipeline.records.store import open_store, opened_client, opened_here
 from ray_pipeline.records.target import StoreTarget, collection_name_problem
 from ray_pipeline.runs.config import RunConfig
 from ray_pipeline.runs.enrich_records import run_enrich
@@ -35,6 +36,7 @@ from ray_pipeline.search.similar import DEFAULT_THRESHOLD, IN_PROCESS_MAX, MAX_P
 from ray_pipeline.steps.enrich import picture_for
 from ray_pipeline.steps.summary import print_summary
 
+ADMIN_BY_COMMAND = Key("command-line", "the keys command", "admin", None, 0.0)  # who the audit log names for it
 # Errors that mean "the job could not run": one line on stderr and a non-zero exit.
 USER_ERRORS = (UserFacingError, OSError)
 EXIT_CANNOT_RUN = 2
@@ -229,6 +231,21 @@ def build_parser() -> argparse.ArgumentParser:
     like.add_argument("--json", action="store_true", help="print the answer as one JSON document")
     for command in (listing, naming, merging, moving, faces, regroup, like):
         _add_store_options(command)
+
+    keys = commands.add_parser("keys", help="the Serve app's access keys, kept in its store: create, list, revoke")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    creating = key_commands.add_parser("create", help="a new key; its secret is printed once")
+    creating.add_argument("--name", required=True, help="what the key is for (\"family phones\")")
+    creating.add_argument("--scope", required=True, choices=SCOPES, help="search; ingest (and search); admin (everything)")
+    creating.add_argument("--collections", metavar="A,B", help="the collections it may use (default: every one)")
+    key_commands.add_parser("list", help="every key: id, name, scope, collections, revoked (never a secret)")
+    revoking = key_commands.add_parser("revoke", help="refused from the app's next request on")
+    revoking.add_argument("key", metavar="KEY_ID")
+    for command in key_commands.choices.values():
+        where = command.add_mutually_exclusive_group()
+        where.add_argument("--chroma-path", default=defaults.CHROMA_PATH, metavar="DIR",
+                           help=f"the app's embedded Chroma folder (default {defaults.CHROMA_PATH})")
+        where.add_argument("--chroma-url", metavar="URL", help="the app's Chroma server (the first, of several)")
 
     similar = commands.add_parser("similar", help="exact copies, and groups of near-duplicate photos")
     similar.add_argument("--threshold", type=_cosine, default=DEFAULT_THRESHOLD, metavar="T",
@@ -511,6 +528,28 @@ def _people(args, parser) -> int:
     return 0
 
 
+def _keys(args, parser) -> int:
+    """`keys`: the Serve app's access keys, in its store (a server, or the embedded folder while the app is down)."""
+    target = StoreTarget(collection="", path=None if args.chroma_url else os.path.abspath(args.chroma_path),
+                         url=args.chroma_url.split(",")[0] if args.chroma_url else None)
+    with opened_client(target) as client:
+        book = KeyBook(client)
+        if args.keys_command == "create":
+            collections = [c.strip() for c in args.collections.split(",")] if args.collections else None
+            key, secret = book.create(args.name, args.scope, collections)
+            book.audit(ADMIN_BY_COMMAND, "key created", None, f"{key.id} {key.scope} {key.name!r}")
+            print(json.dumps({**key.as_json(), "secret": secret}))
+            print("the secret is shown this once: keep it now", file=sys.stderr)
+        elif args.keys_command == "list":
+            for key in book.keys():
+                print(json.dumps(key.as_json()))
+        else:
+            key = book.revoke(args.key)
+            book.audit(ADMIN_BY_COMMAND, "key revoked", None, f"{key.id} {key.name!r}")
+            print(json.dumps(key.as_json()))
+    return 0
+
+
 def _similar(args, parser) -> int:
     """`similar`: exact copies (every path of one content), then near-duplicate groups, largest first."""
     found = find_similar(open_store(_target(args)), args.threshold, args.in_process_max, args.max_pairs)
@@ -539,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     run = {"ingest": _ingest, "watch": _watch, "search": _search, "browse": _search, "similar": _similar,
-           "enrich": _enrich, "people": _people}[args.command]
+           "enrich": _enrich, "people": _people, "keys": _keys}[args.command]
     try:
         return run(args, parser)
     except USER_ERRORS as exc:

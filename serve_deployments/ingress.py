@@ -28,6 +28,7 @@ from ray_pipeline.files.decode import DecodeError, decode_file
 from ray_pipeline.files.listing import listed_up_to
 from ray_pipeline.files.reading import FileBytes
 from ray_pipeline.model.embedders import ModelFacts
+from ray_pipeline.records.access_keys import MAX_KEY_NAME, AccessError
 from ray_pipeline.records.chroma import check_model
 from ray_pipeline.records.collections import collections_at
 from ray_pipeline.records.enrichments import CAPTION, FACES, TEXT
@@ -44,7 +45,18 @@ from ray_pipeline.search.people import LIKE_MAX, face_json, people_like, person_
 from ray_pipeline.search.query import newest_first, text_top_k, top_k
 from ray_pipeline.search.similar import DEFAULT_THRESHOLD, find_similar
 from serve_deployments import page
-from serve_deployments.auth import bearer_check
+from serve_deployments.access import (
+    AppKeys,
+    audit,
+    audit_log,
+    collection_in_path,
+    create_key,
+    current_key,
+    list_keys,
+    revoke_key,
+    scope_needed,
+    use_key,
+)
 from serve_deployments.jobs import JOB_ID, Jobs, UnknownJob, new_job_id
 from serve_deployments.settings import Settings
 from serve_deployments.store_access import long_lived_owner, store_handle
@@ -74,11 +86,26 @@ THUMBNAIL_CACHE = f"private, max-age={30 * 24 * 3600}, immutable"
 
 @app.middleware("http")
 async def guard(request: Request, call_next):
-    """Before any body is read: the token (401), then the body's declared length (411, 413)."""
+    """Before any body is read: the key (401), its scope and the collection in the path (403), then the body's
+    declared length (411, 413)."""
     state = request.app.state
-    if request.url.path not in OPEN_ROUTES and not state.token_ok(request.headers.get("authorization", "")):
-        return JSONResponse(status_code=401, content={"detail": "missing or wrong bearer token"},
-                            headers={"WWW-Authenticate": "Bearer"})
+    path = request.url.path
+    if path not in OPEN_ROUTES:
+        try:
+            key = await asyncio.to_thread(state.keys.key_of, request.headers.get("authorization", ""))
+        except StoreError:
+            return JSONResponse(status_code=503, content={"detail": "the store of the app's keys does not answer: try again"})
+        if key is None:
+            return JSONResponse(status_code=401, content={"detail": "missing, wrong or revoked bearer token"},
+                                headers={"WWW-Authenticate": "Bearer"})
+        needed = scope_needed(request.method, path)
+        if not key.allows(needed):
+            return JSONResponse(status_code=403, content={"detail": f"this key's scope is {key.scope}: this needs the "
+                                                                    f"{needed} scope"})
+        collection = collection_in_path(path)
+        if collection is not None and not key.may_use(collection):
+            return JSONResponse(status_code=403, content={"detail": f"this key may not use collection {collection!r}"})
+        use_key(key)
     declared = request.headers.get("content-length", "")
     if request.method == "POST" and not declared.isdigit():
         return JSONResponse(status_code=411, content={"detail": "a Content-Length header is required"})
@@ -96,8 +123,9 @@ async def validation_failed(request: Request, exc: RequestValidationError) -> JS
 
 
 @app.exception_handler(PeopleError)
-async def people_refused(request: Request, exc: PeopleError) -> JSONResponse:
-    """A person, a face or a name the collection cannot take: 422, naming the field ("person: no person ...")."""
+@app.exception_handler(AccessError)
+async def refused(request: Request, exc: Exception) -> JSONResponse:
+    """A person, a face, a name or a key that cannot be used: 422, naming the field ("person: no person ...")."""
     return JSONResponse(status_code=422, content={"detail": str(exc)})
 
 
@@ -195,6 +223,14 @@ class ResultsRequest(SearchFilters):
         return SearchFilters.model_construct(**values)
 
 
+class KeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=MAX_KEY_NAME)
+    scope: Literal["search", "ingest", "admin"]
+    collections: list[CollectionName] | None = Field(None, min_length=1, description="the collections it may use; "
+                                                     "none given: every one")
+
+
 class NameRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=MAX_NAME)
@@ -287,18 +323,29 @@ class Ingress:
         self.captioner = captioner
         self.text_reader = text_reader
         self.face_finder = face_finder
-        app.state.token_ok = bearer_check(settings.token)
         app.state.max_body = settings.max_upload_bytes + FORM_OVERHEAD
         if settings.token is None:
             logger.warning("INGEST_ALLOW_NO_AUTH=1: the API is open to anyone who can reach it")
         self.jobs = Jobs(settings, inline)
         self.owner = long_lived_owner(settings)  # embedded Chroma: the one owner that jobs use too
+        self.keys = app.state.keys = AppKeys(settings.token, settings.store, self.owner)
         self._known_model: ModelFacts | None = None
         self.previews = threading.BoundedSemaphore(PREVIEW_DECODES)  # thumbnails and /caption decode this many at once
         os.makedirs(settings.upload_dir, exist_ok=True)
 
     def _store(self, collection: str) -> RecordStore:
+        self._may_use(collection)
         return store_handle(self.settings, collection, self.owner).store
+
+    @staticmethod
+    def _may_use(collection: str) -> None:
+        """403 where the request's key is limited to other collections."""
+        if not current_key().may_use(collection):
+            raise HTTPException(403, f"this key may not use collection {collection!r}")
+
+    async def _audit(self, action: str, collection: str | None = None, detail: str = "") -> None:
+        """A destructive act, written to the audit log with the request's key's id (never its secret)."""
+        await asyncio.to_thread(self.keys.run, audit, current_key(), action, collection, detail)
 
     def _checked_paths(self, paths: list[str]) -> list[str]:
         """Real paths inside the allowed roots (symlinks followed): 403 outside, 404 when missing."""
@@ -341,8 +388,11 @@ class Ingress:
 
     @app.post("/ingest", status_code=202)
     async def ingest(self, body: IngestRequest, wait: bool = WAIT) -> Response:
+        self._may_use(body.collection)
         paths = await asyncio.to_thread(self._checked_paths, body.paths)
         files = await asyncio.to_thread(listed_up_to, paths, self.settings.inline_max_files)
+        if body.prune:
+            await self._audit("prune", body.collection, "\n".join(paths))
         config = self.settings.run_config(paths, body.collection, new_job_id(), body.caption, body.prune, body.read_text,
                                           body.find_faces)
         return await self._ingest(config, self._route(files, prune=body.prune), wait)
@@ -351,6 +401,7 @@ class Ingress:
     async def watch(self, body: WatchRequest) -> Response:
         """A Ray job that ingests the folders, then follows them until stopped (`DELETE /ingest/{job_id}`):
         new and changed photos in, through the app's Embedder; deleted ones out."""
+        self._may_use(body.collection)
         paths = await asyncio.to_thread(self._checked_paths, body.paths)
         for given, real in zip(body.paths, paths):
             if not os.path.isdir(real):
@@ -358,12 +409,15 @@ class Ingress:
         config = self.settings.run_config(paths, body.collection, new_job_id(), body.caption, read_text=body.read_text,
                                           find_faces=body.find_faces)
         job_id = await asyncio.to_thread(self.jobs.submit, config, self._route(0, watch=True), True)
+        await self._audit("watch (removes the records of photos deleted from the folders)", body.collection,
+                          f"{job_id}\n" + "\n".join(paths))
         return JSONResponse(status_code=202, content={"job_id": job_id})
 
     @app.post("/ingest/upload", status_code=202)
     async def ingest_upload(self, files: Annotated[list[UploadFile], File()],
                             collection: Annotated[CollectionName, Form()], caption: bool = Form(False),
                             read_text: bool = Form(False), find_faces: bool = Form(False), wait: bool = WAIT) -> Response:
+        self._may_use(collection)
         stored = await asyncio.to_thread(self._save_uploads, files)
         config = self.settings.run_config(stored, collection, new_job_id(), caption, read_text=read_text,
                                           find_faces=find_faces)
@@ -387,18 +441,28 @@ class Ingress:
 
     @app.get("/ingest")
     def recent_jobs(self, limit: int = Query(20, ge=1, le=100)) -> dict:
-        """This API's ingestion jobs, newest first (running and finished), as `GET /ingest/{job_id}`."""
-        return {"jobs": self.jobs.recent(limit)}
+        """This API's ingestion jobs, newest first (running and finished), as `GET /ingest/{job_id}`: of the
+        collections the key may use."""
+        key = current_key()
+        return {"jobs": [job for job in self.jobs.recent(limit) if key.may_use(job.get("collection") or "")]}
+
+    def _job(self, job_id: str) -> dict:
+        """A job's status; 404 for one this API does not know, or of a collection the key may not use."""
+        try:
+            status = self.jobs.status(_job_id(job_id))
+        except UnknownJob:
+            raise HTTPException(404, f"no such ingestion job: {job_id}") from None
+        if not current_key().may_use(status.get("collection") or ""):
+            raise HTTPException(404, f"no such ingestion job: {job_id}")
+        return status
 
     @app.get("/ingest/{job_id}")
     def job_status(self, job_id: str) -> dict:
-        try:
-            return self.jobs.status(_job_id(job_id))
-        except UnknownJob:
-            raise HTTPException(404, f"no such ingestion job: {job_id}") from None
+        return self._job(job_id)
 
     @app.delete("/ingest/{job_id}")
     def stop_job(self, job_id: str) -> dict:
+        self._job(job_id)
         try:
             return {"job_id": job_id, "stopped": self.jobs.stop(_job_id(job_id))}
         except UnknownJob:
@@ -410,7 +474,36 @@ class Ingress:
             listed = ray.get(self.owner.list_collections.remote())
         else:
             listed = collections_at(self.settings.store)
-        return {"collections": listed}
+        key = current_key()
+        return {"collections": [entry for entry in listed if key.may_use(entry["name"])]}
+
+    @app.get("/whoami")
+    def whoami(self) -> dict:
+        """The key in use (never its secret): what the page may offer."""
+        return current_key().as_json()
+
+    @app.post("/keys", status_code=201)
+    async def create_key(self, body: KeyRequest) -> dict:
+        """A new key: its secret is in this answer only (kept as its SHA-256)."""
+        key, secret = await asyncio.to_thread(self.keys.run, create_key, body.name, body.scope, body.collections)
+        await self._audit("key created", None, f"{key.id} {key.scope} {key.name!r}")
+        return {**key.as_json(), "secret": secret}
+
+    @app.get("/keys")
+    async def keys_listed(self) -> dict:
+        return {"keys": [key.as_json() for key in await asyncio.to_thread(self.keys.run, list_keys)]}
+
+    @app.delete("/keys/{key_id}")
+    async def revoke_key(self, key_id: str) -> dict:
+        """Revoked at once, in every replica: its next request is a 401."""
+        key = await asyncio.to_thread(self.keys.run, revoke_key, key_id)
+        await self._audit("key revoked", None, f"{key.id} {key.name!r}")
+        return key.as_json()
+
+    @app.get("/audit")
+    async def audit_entries(self, limit: int = Query(100, ge=1, le=1000)) -> dict:
+        """The newest destructive acts: when, the key's id and name, what, on which collection."""
+        return {"entries": await asyncio.to_thread(self.keys.run, audit_log, limit)}
 
     @app.get("/thumbnails/{collection}/{record_id}")
     def thumbnail(self, collection: str, record_id: str, request: Request,
@@ -572,6 +665,7 @@ class Ingress:
         """Every face of `other` becomes `into`'s; `other` goes (its name passes to `into` where that has none)."""
         store, _ = await self._existing_store(collection)
         await asyncio.to_thread(store.merge_people, body.into, body.other)
+        await self._audit("people merged", collection, f"{body.other} into {body.into}")
         return person_json(await asyncio.to_thread(store.person, body.into))
 
     @app.post("/collections/{collection}/faces/{face}/person")

@@ -410,3 +410,33 @@ def test_people_found_named_merged_and_filtered_in_the_page(service, browser, tm
     page.screenshot(path=ARTIFACTS / "ui-people.png", full_page=True)
     assert page_errors == []
     context.close()
+
+
+def test_a_search_key_sees_no_ingestion_or_changes_in_the_page(service, browser):
+    """A key of the `search` scope: the page offers search and browsing, no ingestion, jobs or renaming people."""
+    from playwright.sync_api import expect
+
+    made = requests.post(f"{service['url']}/keys", headers=auth(service), timeout=60,
+                         json={"name": "family phones", "scope": "search"})
+    assert made.status_code == 201, made.text
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page_errors = []
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    page.goto(f"{service['url']}/ui/")
+    page.fill("#token", made.json()["secret"])
+    page.click("#token-form button[type=submit]")
+    expect(page.locator("#key-name")).to_have_text("family phones (search)")
+    expect(page.locator("#search-section")).to_be_visible()
+    expect(page.locator("#ingest-section")).to_be_hidden()
+    expect(page.locator("#jobs-section")).to_be_hidden()
+    page.click("#browse")
+    expect(page.locator("#search-message")).to_contain_text("result")
+    section = page.locator("#people-section")
+    if section.locator("[name=collection] option[value='ui-people']").count():
+        section.locator("[name=collection]").select_option("ui-people")
+    section.locator("button[type=submit]").click()
+    expect(page.locator("#people-message")).to_contain_text("in ")
+    assert page.locator("#people .name-form, #people .merge-form").count() == 0
+    assert page_errors == [] and page.locator("#notice").is_hidden()
+    context.close()

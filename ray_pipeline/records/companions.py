@@ -1,6 +1,6 @@
 """Companions: the collections that live beside a user's collection and hold what is not one record per photo
-(the failures remembered, the faces found, the people they make). Each is named by the collection's name and a
-suffix of its own; listings leave them out."""
+(the failures remembered, the faces found, the people they make), and the app's own (its keys, its audit log). Each
+is named by a suffix of its own; listings leave them out, and no user's collection may be named so."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import hashlib
 FAILURES_SUFFIX = "--failed-files"
 FACES_SUFFIX = "--faces"
 PEOPLE_SUFFIX = "--people"
-SUFFIXES = (FAILURES_SUFFIX, FACES_SUFFIX, PEOPLE_SUFFIX)
+APP_SUFFIXES = ("--api-keys", "--audit-log")  # the Serve app's keys and audit log (`records.access_keys`)
+SUFFIXES = (FAILURES_SUFFIX, FACES_SUFFIX, PEOPLE_SUFFIX, *APP_SUFFIXES)
 MAX_NAME = 512  # Chroma's longest collection name
 
 

@@ -120,7 +120,7 @@ def opened_here(target: StoreTarget) -> Iterator[RecordStore | None]:
     if target.embedded and not os.path.isdir(target.folder):
         yield None
         return
-    with _client_here(target) as client:
+    with opened_client(target) as client:
         try:
             store = open_store(target, client=client)
         except MissingCollection:
@@ -132,13 +132,14 @@ def opened_here(target: StoreTarget) -> Iterator[RecordStore | None]:
 def opened_for_writing(target: StoreTarget, model_metadata: dict[str, Any]) -> Iterator[RecordStore]:
     """The collection opened by this process for writing (created when missing, its model checked), as
     `opened_here` opens it."""
-    with _client_here(target) as client:
+    with opened_client(target) as client:
         yield open_store(target, model_metadata, client=client)
 
 
 @contextmanager
-def _client_here(target: StoreTarget) -> Iterator[Any]:
-    """A client of this process, under the embedded folder's lock; one per server of a sharded target."""
+def opened_client(target: StoreTarget) -> Iterator[Any]:
+    """A client of this process, under the embedded folder's lock; one per server of a sharded target. (Also for
+    the collections that are no user's: the app's keys.)"""
     with ExitStack() as stack:
         if target.sharded:
             yield [stack.enter_context(connect(shard)) for shard in target.shards()]

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, replace
 from urllib.parse import urlparse
 
+from ray_pipeline.records.companions import SUFFIXES, is_companion
 from ray_pipeline.records.errors import StoreError, WrongServers
 
 # Chroma's rule for collection names, checked where a name comes in (the CLI, the HTTP API), before any work:
@@ -24,6 +25,8 @@ def collection_name_problem(name: str) -> str | None:
                 "or digit")
     if ".." in name:
         return "a collection name holds no two periods in a row (..)"
+    if is_companion(name):
+        return f"a name ending in {', '.join(SUFFIXES)} is kept for the collections beside a collection"
     try:
         ipaddress.IPv4Address(name)
     except ValueError:

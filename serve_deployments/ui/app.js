@@ -15,6 +15,7 @@ const $ = (selector) => document.querySelector(selector);
 const state = {
   poll: null, polling: false, pollFailed: false, jobStatus: new Map(), openErrors: new Set(), blobs: [],
   query: null, offset: 0, // the search or listing shown, and where its page starts
+  scope: "search", // the key's (GET whoami): the page offers only what it may do
   people: new Map(), peopleOf: null, // id -> person, of the collection the people section or the search shows last
 };
 
@@ -110,9 +111,23 @@ function signOut(message = "") {
   $("#token").focus();
 }
 
-function start() {
+const SCOPES = ["search", "ingest", "admin"];
+const allows = (needed) => SCOPES.indexOf(state.scope) >= SCOPES.indexOf(needed);
+
+async function start() {
   $("#token-form").hidden = true;
   $("#signed-in").hidden = false;
+  try {
+    const key = await (await api("whoami")).json();
+    state.scope = key.scope;
+    $("#key-name").textContent = `${key.name} (${key.scope})`;
+  } catch (error) {
+    failed($("#notice"))(error);
+    return;
+  }
+  // A key of the search scope sees no ingestion, jobs or changes to people.
+  $("#ingest-section").hidden = !allows("ingest");
+  $("#jobs-section").hidden = !allows("ingest");
   $("#app").hidden = false;
   loadCollections().then(pollJobs);
   state.poll = setInterval(pollJobs, POLL_MS);
@@ -207,7 +222,7 @@ async function uploadPhotos(event) {
 // --- jobs --------------------------------------------------------------------------------------
 
 async function pollJobs() {
-  if (state.polling || !sessionStorage.getItem(TOKEN_KEY)) return;
+  if (state.polling || !sessionStorage.getItem(TOKEN_KEY) || !allows("ingest")) return;
   state.polling = true;
   try {
     const { jobs } = await (await api("ingest")).json();
@@ -478,7 +493,8 @@ function personCard(collection, person, people) {
     person.cover ? faceImage(collection, person.cover.id) : null,
     el("div", { class: "person-name", text: person.name || "no name yet" }),
     el("div", { class: "muted", text: `${person.faces} face${person.faces === 1 ? "" : "s"}` }),
-    nameForm, others.length ? mergeForm : null, el("div", {}, facesButton, photosButton));
+    allows("ingest") ? nameForm : null, others.length && allows("ingest") ? mergeForm : null,
+    el("div", {}, facesButton, photosButton));
 }
 
 async function showFaces(collection, person, people) {
@@ -499,7 +515,7 @@ async function showFaces(collection, person, people) {
         }).then(() => showPeople(), failed(message));
       });
       return el("article", { class: "face-card", "data-face": face.id }, faceImage(collection, face.id),
-        el("div", { class: "copy", text: face.path }), move);
+        el("div", { class: "copy", text: face.path }), allows("ingest") ? move : null);
     }));
   } catch (error) {
     failed(message)(error);
