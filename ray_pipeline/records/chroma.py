@@ -20,6 +20,7 @@ from ray_pipeline.records.people import PeopleBook, PeopleOfStore
 from ray_pipeline.records.target import ShardPlace, StoreTarget, check_place
 
 logger = logging.getLogger(__name__)
+SETTLE_TRIES = 5  # reads of records just enriched, to write again what a writer beside it left stale
 # Keys that must agree between a collection and the model writing or searching it.
 MODEL_KEYS = ("model", "weights")
 
@@ -59,6 +60,13 @@ def joined(parts: Iterable[Vectors]) -> Vectors:
             vectors.append(part_vectors)
             metadatas += part_metadatas
     return ids, np.concatenate(vectors) if ids else np.zeros((0, 0), np.float32), metadatas
+
+
+def _stale(metadata: dict, document: str) -> bool:
+    """Whether a record's derived keys or its document are not those its keys make (a writer beside it wrote last)."""
+    expected = document_of(metadata)
+    return (bool(expected.strip()) and document != expected) or any(
+        metadata.get(key) != value for key, value in derived_keys(metadata).items())
 
 
 class ChromaStore(PeopleOfStore):
@@ -101,14 +109,17 @@ class ChromaStore(PeopleOfStore):
         logger.info("collection %r: giving its %d records the keys of layout %d (once)", self.target.collection,
                     self.count(), RECORD_LAYOUT)
         for batch in self._pages(include=("metadatas", "embeddings")):
-            self._rewrite(batch["ids"], batch["embeddings"], [dict(m or {}) for m in batch["metadatas"]])
+            metadatas = [dict(m or {}) for m in batch["metadatas"]]
+            self._rewrite(batch["ids"], batch["embeddings"], metadatas, [{} for _ in metadatas])
         with_retries(self.target, self.collection.modify, metadata={**self.metadata, LAYOUT_KEY: RECORD_LAYOUT})
 
-    def _rewrite(self, ids: list[str], embeddings, metadatas: list[dict]) -> None:
-        """Write these records' metadata again, with its derived keys, and the document of those whose
-        enrichments hold words. Chroma embeds a document written without its vector, so the vector goes along."""
-        metadatas = [{**m, **derived_keys(m)} for m in metadatas]
+    def _rewrite(self, ids: list[str], embeddings, metadatas: list[dict], changes: list[dict]) -> None:
+        """Write these records' `changes`, the keys derived from their metadata (`metadatas`, the changes in it), and
+        the document of those whose enrichments hold words. Only those keys are written: Chroma merges them into
+        what the record holds, so a key another writer set meanwhile is kept. Chroma embeds a document written
+        without its vector, so the vector goes along."""
         documents = [document_of(m) for m in metadatas]
+        metadatas = [{**change, **derived_keys(m)} for m, change in zip(metadatas, changes)]
         worded = [row for row, document in enumerate(documents) if document.strip()]
         plain = [row for row, document in enumerate(documents) if not document.strip()]
         if worded:
@@ -220,9 +231,8 @@ class ChromaStore(PeopleOfStore):
             self.enrich(changes)
             return
         found = self.records(list(changes))
-        if found:
-            with_retries(self.target, self.collection.update, ids=list(found),
-                         metadatas=[{**metadata, **changes[i]} for i, metadata in found.items()])
+        if found:  # these keys alone: Chroma merges them, so what another writer set meanwhile stays
+            with_retries(self.target, self.collection.update, ids=list(found), metadatas=[changes[i] for i in found])
 
     def add_paths(self, copies: dict[str, list[str]]) -> None:
         """Each record learns these paths of files that hold its bytes (`paths`); one it knows is not
@@ -245,7 +255,23 @@ class ChromaStore(PeopleOfStore):
                                  include=["metadatas", "embeddings"])
             if found["ids"]:
                 self._rewrite(found["ids"], found["embeddings"],
-                              [{**(m or {}), **values[i]} for i, m in zip(found["ids"], found["metadatas"])])
+                              [{**(m or {}), **values[i]} for i, m in zip(found["ids"], found["metadatas"])],
+                              [values[i] for i in found["ids"]])
+            self._settle(ids[start : start + self.max_batch])
+
+    def _settle(self, ids: list[str]) -> None:
+        """Two writers enriching one record at once (a caption, a text) each keep their keys, but each wrote the
+        derived keys and the document from what it read: read again, and write them from what is stored where
+        they differ, until none does (the last writer to read sees every key)."""
+        for _ in range(SETTLE_TRIES):
+            found = with_retries(self.target, self.collection.get, ids=ids, include=["metadatas", "embeddings", "documents"])
+            stale = [row for row, (m, document) in enumerate(zip(found["metadatas"], found["documents"]))
+                     if _stale(m or {}, document or "")]
+            if not stale:
+                return
+            metadatas = [dict(found["metadatas"][row] or {}) for row in stale]
+            self._rewrite([found["ids"][row] for row in stale], [found["embeddings"][row] for row in stale], metadatas,
+                          [{} for _ in stale])
 
     def records_at(self, paths: list[str]) -> dict[str, dict]:
         """{id: metadata} of the records whose file is at one of these paths."""
