@@ -12,6 +12,7 @@ import tempfile
 import typing
 
 from ray_pipeline.core import defaults
+from ray_pipeline.core import record_keys as keys
 from ray_pipeline.core.errors import UserFacingError
 from ray_pipeline.core.paths import FileFailure, path_text
 from ray_pipeline.model.clip import ModelSpec
@@ -232,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (listing, naming, merging, moving, faces, regroup, like):
         _add_store_options(command)
 
-    keys = commands.add_parser("keys", help="the Serve app's access keys, kept in its store: create, list, revoke")
-    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    keys_parser = commands.add_parser("keys", help="the Serve app's access keys, kept in its store: create, list, revoke")
+    key_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
     creating = key_commands.add_parser("create", help="a new key; its secret is printed once")
     creating.add_argument("--name", required=True, help="what the key is for (\"family phones\")")
     creating.add_argument("--scope", required=True, choices=SCOPES, help="search; ingest (and search); admin (everything)")
@@ -445,6 +446,8 @@ def _search(args, parser) -> int:
         print(f"{rank}. {first}  {result['path']}{caption}")
         for copy in (path for path in result["paths"] if path != result["path"]):
             print(f"   also at {copy}")
+        if keys.UPLOAD_NAME in result["metadata"]:
+            print(f"   uploaded as {result['name']}")
         if "place" in result:
             print(f"   at {result['place']}")
         if "text" in result:

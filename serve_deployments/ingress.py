@@ -27,6 +27,7 @@ from ray_pipeline.core.paths import is_within, path_text, recorded_path
 from ray_pipeline.files.decode import DecodeError, decode_file
 from ray_pipeline.files.listing import listed_up_to
 from ray_pipeline.files.reading import FileBytes
+from ray_pipeline.files.upload_names import write_upload_name
 from ray_pipeline.model.embedders import ModelFacts
 from ray_pipeline.records.access_keys import MAX_KEY_NAME, AccessError
 from ray_pipeline.records.chroma import check_model
@@ -436,6 +437,7 @@ class Ingress:
                 with tempfile.NamedTemporaryFile(dir=self.settings.upload_dir, delete=False) as out:
                     out.write(file.data)
                 os.replace(out.name, path)
+            write_upload_name(self.settings.upload_dir, path, upload.filename)
             stored.append(path)
         return stored
 

@@ -102,15 +102,16 @@ def indexed_words(text: str) -> list[str]:
     return found
 
 
-DOCUMENT_KEYS = frozenset({keys.CAPTION, keys.TEXT, keys.PLACE_NAMES, keys.FILENAME})  # what a document is made of
+DOCUMENT_KEYS = frozenset({keys.CAPTION, keys.TEXT, keys.PLACE_NAMES, keys.FILENAME, keys.UPLOAD_NAME})  # what a document is made of
 
 
 def sourced_words(metadata: dict[str, Any]) -> dict[str, list[str]]:
-    """A record's words by their mark: its caption's, its text's, its place's and its file name's."""
+    """A record's words by their mark: its caption's, its text's, its place's and its file name's (an upload's own
+    name, not its hash)."""
     place = " ".join(metadata.get(keys.PLACE_NAMES) or [])
     return {CAPTION_WORD: indexed_words(metadata.get(keys.CAPTION) or ""),
             TEXT_WORD: indexed_words(metadata.get(keys.TEXT) or ""), PLACE_WORD: indexed_words(place),
-            NAME_WORD: indexed_words(metadata.get(keys.FILENAME) or "")}
+            NAME_WORD: indexed_words(metadata.get(keys.UPLOAD_NAME) or metadata.get(keys.FILENAME) or "")}
 
 
 def document_of(metadata: dict[str, Any]) -> str:

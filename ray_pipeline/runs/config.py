@@ -4,9 +4,11 @@ again (`cli_args`). Every default comes from `core.defaults`."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from ray_pipeline.core import defaults
+from ray_pipeline.core.paths import is_within
 from ray_pipeline.model.clip import ModelSpec
 from ray_pipeline.records.enrichments import CostlyEnrichment, asked
 from ray_pipeline.records.target import StoreTarget
@@ -46,8 +48,13 @@ class RunConfig:
 
     @property
     def keeps_contents(self) -> bool:
-        """Whether the run keeps (id, path) of every file it reads: for its enrichments and prune."""
-        return bool(self.enrichments) or self.prune
+        """Whether the run keeps (id, path) of every file it reads: for its enrichments, prune, and uploads' names."""
+        return bool(self.enrichments) or self.prune or self.has_uploads
+
+    @property
+    def has_uploads(self) -> bool:
+        """Whether the run reads the Serve app's uploads (whose records learn the names they came with)."""
+        return self.uploads is not None and any(is_within(os.path.realpath(path), (self.uploads,)) for path in self.paths)
 
     def cli_args(self) -> list[str]:
         """The CLI's options that ask for this run (less its paths), for a command line another process runs:

@@ -72,8 +72,9 @@ class ResultPage:
 
 
 def _result(record_id: str, metadata: dict | None, score: float | None) -> dict:
-    """id, path, every path that holds the photo's bytes, score (cosine similarity; None in a listing),
-    caption and place ("city, region, country") where stored, and all metadata."""
+    """id, path, every path that holds the photo's bytes, score (cosine similarity; None in a listing), name (the
+    name an upload came with, else the file's), caption and place ("city, region, country") where stored, and all
+    metadata."""
     metadata = dict(metadata or {})
     result = {"id": record_id, "path": metadata.get("path"), **exact_name(recorded_path(metadata) or ""),
               "paths": keys.paths_of(metadata), "score": score}
@@ -81,6 +82,7 @@ def _result(record_id: str, metadata: dict | None, score: float | None) -> dict:
         result["caption"] = metadata[keys.CAPTION]
     if metadata.get(keys.TEXT):
         result["text"] = metadata[keys.TEXT]
+    result["name"] = metadata.get(keys.UPLOAD_NAME) or metadata.get(keys.FILENAME) or ""
     place = ", ".join(metadata[key] for key in (keys.PLACE_CITY, keys.PLACE_REGION, keys.PLACE_COUNTRY) if metadata.get(key))
     if place:
         result["place"] = place

@@ -15,9 +15,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ray_pipeline.core import record_keys as keys
 from ray_pipeline.core.paths import is_within
 from ray_pipeline.core.reasons import lasting
 from ray_pipeline.files.state import FileState
+from ray_pipeline.files.upload_names import upload_name
 from ray_pipeline.records.enrichments import CostlyEnrichment
 from ray_pipeline.records.failures import Failure
 from ray_pipeline.records.store import RecordStore
@@ -57,7 +59,8 @@ class After:
 def after_files(store: RecordStore, files: FilesThrough, tally: Tally, pruning: Pruning | None = None,
                 enrichments: tuple[CostlyEnrichment, ...] = (), uploads: str | None = None) -> After:
     """The steps after a run's files, on the store the run wrote; `tally.removed` counts what prune removed.
-    `uploads`: the Serve app's upload folder, whose failed files are deleted."""
+    `uploads`: the Serve app's upload folder, whose failed files are deleted, and whose stored files' records
+    learn the names they were uploaded with."""
     failed = {error.path: error.reason for error in tally.errors}
     if uploads is not None:
         discarded = [path for path in failed if is_within(os.path.realpath(path), (uploads,))]
@@ -77,6 +80,11 @@ def after_files(store: RecordStore, files: FilesThrough, tally: Tally, pruning: 
         plan = plan_pruning(store, pruning, holds)
         plan.apply(store)
         tally.removed += len(plan.removals)
+    if uploads is not None:
+        named = {record_id: {keys.UPLOAD_NAME: name} for record_id, path in tally.stored
+                 if is_within(os.path.realpath(path), (uploads,)) and (name := upload_name(uploads, path))}
+        if named:
+            store.merge_metadata(named)
     return After(plan, holds, queue(store, enrichments, tally.stored) if enrichments else [])
 
 

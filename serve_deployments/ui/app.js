@@ -375,7 +375,7 @@ function highlighted(tag, className, text, words) {
 
 function resultCard(collection, result, words = []) {
   const metadata = result.metadata || {};
-  const image = el("img", { alt: metadata.filename || result.id, width: THUMBNAIL_SIZE, height: THUMBNAIL_SIZE });
+  const image = el("img", { alt: result.name || result.id, width: THUMBNAIL_SIZE, height: THUMBNAIL_SIZE });
   const figure = el("figure", { class: "thumb" }, image);
   loadThumbnail(collection, result.id, image, figure);
   const keys = [...SHOWN_FIRST.filter((key) => key in metadata),
@@ -384,7 +384,7 @@ function resultCard(collection, result, words = []) {
     figure,
     el("div", { class: "score", text: result.score === null ? (metadata.datetime_original || "undated")
       : `score ${result.score.toFixed(3)}` }),
-    el("div", { class: "filename", text: metadata.filename || result.path || result.id }),
+    el("div", { class: "filename", text: result.name || result.path || result.id }),
     ...(result.paths || []).filter((path) => path !== result.path)
       .map((path) => el("div", { class: "copy", text: `also at ${path}` })),
     result.raw ? el("div", { class: "copy raw", text: `RAW: ${result.raw.path}` }) : null,
