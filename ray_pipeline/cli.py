@@ -1,5 +1,5 @@
-"""CLI: `python -m ray_pipeline ingest|watch|search|browse|similar|enrich|people|keys`, the same locally and under
-`ray job submit`."""
+"""CLI: `python -m ray_pipeline ingest|watch|search|browse|similar|enrich|people|collections|keys`, the same locally
+and under `ray job submit`."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from ray_pipeline.model.clip import ModelSpec
 from ray_pipeline.model.embedders import PRECISIONS
 from ray_pipeline.model.faces import FaceFinder
 from ray_pipeline.records.access_keys import SCOPES, Key, KeyBook
+from ray_pipeline.records.collections import delete_collection, list_collections, show_collection
 from ray_pipeline.records.enrichments import FACES, asked
 from ray_pipeline.records.errors import MissingCollection
 from ray_pipeline.records.filters import SearchFilters, first_error
@@ -37,7 +38,7 @@ from ray_pipeline.search.similar import DEFAULT_THRESHOLD, IN_PROCESS_MAX, MAX_P
 from ray_pipeline.steps.enrich import picture_for
 from ray_pipeline.steps.summary import print_summary
 
-ADMIN_BY_COMMAND = Key("command-line", "the keys command", "admin", None, 0.0)  # who the audit log names for it
+ADMIN_BY_COMMAND = Key("command-line", "the command line", "admin", None, 0.0)  # who the audit log names for it
 # Errors that mean "the job could not run": one line on stderr and a non-zero exit.
 USER_ERRORS = (UserFacingError, OSError)
 EXIT_CANNOT_RUN = 2
@@ -91,6 +92,19 @@ def _add_store_options(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--chroma-path", default=defaults.CHROMA_PATH, metavar="DIR", help=f"embedded Chroma folder (default {defaults.CHROMA_PATH})")
     where.add_argument("--chroma-url", metavar="URL", help="a Chroma server, e.g. http://chroma:8000; several, comma-separated "
                        "(always the same, in the same order): one collection sharded over them")
+
+
+def _add_server_options(parser: argparse.ArgumentParser, whose: str) -> None:
+    """Where a store is, with no collection named: `collections` and `keys`."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--chroma-path", default=defaults.CHROMA_PATH, metavar="DIR",
+                       help=f"{whose} embedded Chroma folder (default {defaults.CHROMA_PATH})")
+    where.add_argument("--chroma-url", metavar="URL", help=f"{whose} Chroma server (the first, of several)")
+
+
+def _server(args) -> StoreTarget:
+    return StoreTarget(collection="", path=None if args.chroma_url else os.path.abspath(args.chroma_path),
+                       url=args.chroma_url.split(",")[0] if args.chroma_url else None)
 
 
 def _add_model_options(parser: argparse.ArgumentParser, with_defaults: bool) -> None:
@@ -233,6 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (listing, naming, merging, moving, faces, regroup, like):
         _add_store_options(command)
 
+    collections = commands.add_parser("collections", help="the collections of a store: list, show, delete")
+    collection_commands = collections.add_subparsers(dest="collections_command", required=True)
+    collection_commands.add_parser("list", help="each collection: name, records, model")
+    showing = collection_commands.add_parser("show", help="what a collection holds, as JSON")
+    showing.add_argument("name", metavar="NAME", type=_collection)
+    showing.add_argument("--failures", type=_count, default=0, metavar="N", help="list the first N failed files too")
+    deleting = collection_commands.add_parser("delete", help="a collection and its companions (failures, faces, people)")
+    deleting.add_argument("name", metavar="NAME", type=_collection)
+    deleting.add_argument("--confirm", required=True, metavar="NAME", help="the collection's name, typed again")
+    for command in collection_commands.choices.values():
+        _add_server_options(command, "the")
+
     keys_parser = commands.add_parser("keys", help="the Serve app's access keys, kept in its store: create, list, revoke")
     key_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
     creating = key_commands.add_parser("create", help="a new key; its secret is printed once")
@@ -243,10 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoking = key_commands.add_parser("revoke", help="refused from the app's next request on")
     revoking.add_argument("key", metavar="KEY_ID")
     for command in key_commands.choices.values():
-        where = command.add_mutually_exclusive_group()
-        where.add_argument("--chroma-path", default=defaults.CHROMA_PATH, metavar="DIR",
-                           help=f"the app's embedded Chroma folder (default {defaults.CHROMA_PATH})")
-        where.add_argument("--chroma-url", metavar="URL", help="the app's Chroma server (the first, of several)")
+        _add_server_options(command, "the app's")
 
     similar = commands.add_parser("similar", help="exact copies, and groups of near-duplicate photos")
     similar.add_argument("--threshold", type=_cosine, default=DEFAULT_THRESHOLD, metavar="T",
@@ -533,9 +556,7 @@ def _people(args, parser) -> int:
 
 def _keys(args, parser) -> int:
     """`keys`: the Serve app's access keys, in its store (a server, or the embedded folder while the app is down)."""
-    target = StoreTarget(collection="", path=None if args.chroma_url else os.path.abspath(args.chroma_path),
-                         url=args.chroma_url.split(",")[0] if args.chroma_url else None)
-    with opened_client(target) as client:
+    with opened_client(_server(args)) as client:
         book = KeyBook(client)
         if args.keys_command == "create":
             collections = [c.strip() for c in args.collections.split(",")] if args.collections else None
@@ -550,6 +571,22 @@ def _keys(args, parser) -> int:
             key = book.revoke(args.key)
             book.audit(ADMIN_BY_COMMAND, "key revoked", None, f"{key.id} {key.name!r}")
             print(json.dumps(key.as_json()))
+    return 0
+
+
+def _collections(args, parser) -> int:
+    """`collections`: list, show (JSON), or delete with the name typed again (what was removed, as JSON)."""
+    with opened_client(_server(args)) as client:
+        if args.collections_command == "list":
+            for entry in list_collections(client):
+                print(f"{entry['name']}  {entry['count']} records  {entry['model']} ({entry['weights']})")
+        elif args.collections_command == "show":
+            print(json.dumps(show_collection(client, args.name, args.failures)))
+        else:
+            removed = delete_collection(client, args.name, args.confirm)
+            KeyBook(client).audit(ADMIN_BY_COMMAND, "collection deleted", args.name,
+                                  ", ".join(f"{name} ({count} records)" for name, count in removed.collections))
+            print(json.dumps(removed.as_json()))
     return 0
 
 
@@ -581,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     run = {"ingest": _ingest, "watch": _watch, "search": _search, "browse": _search, "similar": _similar,
-           "enrich": _enrich, "people": _people, "keys": _keys}[args.command]
+           "enrich": _enrich, "people": _people, "keys": _keys, "collections": _collections}[args.command]
     try:
         return run(args, parser)
     except USER_ERRORS as exc:

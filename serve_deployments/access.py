@@ -12,6 +12,7 @@ import re
 from contextvars import ContextVar
 
 from ray_pipeline.records.access_keys import ENV_KEY, Key, KeyBook
+from ray_pipeline.records.collections import Removed, delete_collection, show_collection
 from ray_pipeline.records.connection import connect
 from ray_pipeline.records.owner import owner_answer
 from ray_pipeline.records.target import StoreTarget
@@ -19,13 +20,13 @@ from ray_pipeline.records.target import StoreTarget
 # (method, path, scope): the first that matches decides; a route none matches needs `admin`.
 SCOPE_OF: list[tuple[str, re.Pattern, str]] = [(method, re.compile(path), scope) for method, path, scope in [
     ("GET", r"/whoami", "search"),
-    ("GET", r"/collections", "search"),
+    ("GET", r"/collections(/[^/]+)?", "search"),
     ("GET", r"/collections/[^/]+/(photos|similar|people|people/[^/]+/faces|faces/[^/]+/thumbnail)", "search"),
     ("POST", r"/collections/[^/]+/people/like", "search"),
     ("POST", r"/search(/text|/image)?", "search"),
     ("GET", r"/thumbnails/[^/]+/[^/]+", "search"),
     ("POST", r"/ingest|/ingest/upload|/watches|/caption|/text", "ingest"),
-    ("GET", r"/ingest(/[^/]+)?", "ingest"),
+    ("GET", r"/ingest(/[^/]+)?(/logs)?", "ingest"),
     ("DELETE", r"/ingest/[^/]+", "ingest"),
     ("POST", r"/collections/[^/]+/(people/[^/]+/name|people/merge|people/regroup|faces/[^/]+/person)", "ingest"),
 ]]
@@ -71,6 +72,14 @@ def revoke_key(client, key_id: str) -> Key:
 
 def audit(client, key: Key, action: str, collection: str | None, detail: str) -> None:
     KeyBook(client).audit(key, action, collection, detail)
+
+
+def show(client, collection: str, failures: int) -> dict:
+    return show_collection(client, collection, failures)
+
+
+def delete(client, collection: str, confirm: str) -> Removed:
+    return delete_collection(client, collection, confirm)
 
 
 def audit_log(client, limit: int) -> list[dict]:

@@ -31,7 +31,7 @@ from ray_pipeline.files.upload_names import write_upload_name
 from ray_pipeline.model.embedders import ModelFacts
 from ray_pipeline.records.access_keys import MAX_KEY_NAME, AccessError
 from ray_pipeline.records.chroma import check_model
-from ray_pipeline.records.collections import collections_at
+from ray_pipeline.records.collections import CollectionRefused, collections_at
 from ray_pipeline.records.enrichments import CAPTION, FACES, TEXT
 from ray_pipeline.records.errors import MissingCollection, StoreError
 from ray_pipeline.records.filters import SearchFilters
@@ -53,9 +53,11 @@ from serve_deployments.access import (
     collection_in_path,
     create_key,
     current_key,
+    delete,
     list_keys,
     revoke_key,
     scope_needed,
+    show,
     use_key,
 )
 from serve_deployments.jobs import JOB_ID, Jobs, UnknownJob, new_job_id
@@ -125,6 +127,7 @@ async def validation_failed(request: Request, exc: RequestValidationError) -> JS
 
 @app.exception_handler(PeopleError)
 @app.exception_handler(AccessError)
+@app.exception_handler(CollectionRefused)
 async def refused(request: Request, exc: Exception) -> JSONResponse:
     """A person, a face, a name or a key that cannot be used: 422, naming the field ("person: no person ...")."""
     return JSONResponse(status_code=422, content={"detail": str(exc)})
@@ -222,6 +225,11 @@ class ResultsRequest(SearchFilters):
         if self.folder is not None:
             values["folder"] = path_text(os.path.realpath(self.folder))
         return SearchFilters.model_construct(**values)
+
+
+class DeleteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    confirm: str = Field(max_length=600, description="the collection's name, typed again")
 
 
 class KeyRequest(BaseModel):
@@ -462,6 +470,13 @@ class Ingress:
     def job_status(self, job_id: str) -> dict:
         return self._job(job_id)
 
+    @app.get("/ingest/{job_id}/logs")
+    async def job_logs(self, job_id: str, offset: int = Query(0, ge=0)) -> dict:
+        """The job's log lines from `offset` on (`{"lines", "offset"}`: ask again from that offset for those that
+        come next; `status`, to stop asking once it is final)."""
+        status = await asyncio.to_thread(self._job, job_id)
+        return {**await asyncio.to_thread(self.jobs.logs, job_id, offset), "status": status["status"]}
+
     @app.delete("/ingest/{job_id}")
     def stop_job(self, job_id: str) -> dict:
         self._job(job_id)
@@ -478,6 +493,27 @@ class Ingress:
             listed = collections_at(self.settings.store)
         key = current_key()
         return {"collections": [entry for entry in listed if key.may_use(entry["name"])]}
+
+    @app.get("/collections/{collection}")
+    async def collection(self, collection: str, failures: int = Query(0, ge=0, le=1000)) -> dict:
+        """What a collection holds: records, photos, its model, its enrichments, people, faces and remembered
+        failures (the first `failures` of them listed)."""
+        self._may_use(collection)
+        with _store_answers(collection):
+            return await asyncio.to_thread(self.keys.run, show, collection, failures)
+
+    @app.delete("/collections/{collection}")
+    async def delete_collection(self, collection: str, body: DeleteRequest) -> dict:
+        """The collection and its companions (failures, faces, people), gone: only with its name typed again in
+        `confirm`; what was removed, and an entry in the audit log."""
+        self._may_use(collection)
+        with _store_answers(collection):
+            removed = await asyncio.to_thread(self.keys.run, delete, collection, body.confirm)
+        if self.owner is not None:
+            await self.owner.forget.remote(collection)
+        await self._audit("collection deleted", collection,
+                          ", ".join(f"{name} ({count} records)" for name, count in removed.collections))
+        return removed.as_json()
 
     @app.get("/whoami")
     def whoami(self) -> dict:

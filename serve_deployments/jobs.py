@@ -170,6 +170,18 @@ class Jobs:
             return self._describe_run(job_id, run, live)
         return self._describe(job_id, self._info(job_id), live)
 
+    def logs(self, job_id: str, offset: int) -> dict:
+        """A job's log lines from `offset` on, and the offset to ask from next: an app run's lines (kept by the
+        board, counted in lines), or a Ray job's own log (counted in characters, whole lines only)."""
+        import ray
+
+        lines = ray.get(self.board.lines.remote(job_id, offset))
+        if lines is not None:
+            return {"job_id": job_id, "lines": lines, "offset": offset + len(lines)}
+        text = self.client.get_job_logs(job_id)[offset:]
+        whole = text[: text.rfind("\n") + 1]
+        return {"job_id": job_id, "lines": whole.splitlines(), "offset": offset + len(whole)}
+
     def recent(self, limit: int) -> list[dict]:
         """This API's jobs of both kinds, newest first, each as `status` describes it."""
         import ray

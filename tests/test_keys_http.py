@@ -23,6 +23,8 @@ BOGUS_ID = "0" * 64
 ROUTES = [
     ("GET", "/whoami", None, "search"),
     ("GET", "/collections", None, "search"),
+    ("GET", "/collections/keys-a", None, "search"),
+    ("DELETE", "/collections/keys-a", {"confirm": "keys-x"}, "admin"),
     ("GET", "/collections/keys-a/photos", None, "search"),
     ("GET", "/collections/keys-a/similar", None, "search"),
     ("GET", "/collections/keys-a/people", None, "search"),
@@ -38,6 +40,7 @@ ROUTES = [
     ("POST", "/watches", {"collection": "keys-a", "paths": ["/nonexistent"]}, "ingest"),
     ("GET", "/ingest", None, "ingest"),
     ("GET", "/ingest/ingest-0000000000000000", None, "ingest"),
+    ("GET", "/ingest/ingest-0000000000000000/logs", None, "ingest"),
     ("DELETE", "/ingest/ingest-0000000000000000", None, "ingest"),
     ("POST", "/caption", None, "ingest"),
     ("POST", "/text", None, "ingest"),

@@ -168,6 +168,22 @@ def signed_in(browser, service, height: int = 800):
     return context, page, page_errors
 
 
+def uploaded_in_page(page, collection: str, files: list[str], asked: str):
+    """The files uploaded through the page's form, the check box `asked` ticked; the job's row, once it succeeded."""
+    from playwright.sync_api import expect
+
+    upload = page.locator("#upload-form")
+    upload.locator("[name=collection]").fill(collection)
+    upload.locator("[name=files]").set_input_files(files)
+    upload.locator(f"[name={asked}]").check()
+    upload.locator("button[type=submit]").click()
+    expect(upload.locator(".message")).to_contain_text(f"Stored {len(files)} file(s) in {collection}: {len(files)} new",
+                                                       timeout=JOB_SECONDS * 1000)
+    job = page.locator(f"#jobs tr[data-job-id='{upload.locator('.message').inner_text().split()[-1].strip('()')}']")
+    expect(job.locator(".status")).to_have_text("SUCCEEDED", timeout=JOB_SECONDS * 1000)
+    return job
+
+
 def test_a_watch_started_and_stopped_in_the_page(service, browser):
     """"Keep watching the folders" starts a watch; a photo copied in shows in its counts; Stop ends it."""
     from playwright.sync_api import expect
@@ -314,14 +330,7 @@ def test_the_words_in_photos_found_and_marked_in_the_page(service, browser, tmp_
 
     signs = write_shop_signs(tmp_path / "signs")
     context, page, page_errors = signed_in(browser, service, height=1000)
-    upload = page.locator("#upload-form")
-    upload.locator("[name=collection]").fill("ui-signs")
-    upload.locator("[name=files]").set_input_files([str(path) for path in signs.values()])
-    upload.locator("[name=read_text]").check()
-    upload.locator("button[type=submit]").click()
-    expect(upload.locator(".message")).to_contain_text("Stored 3 file(s) in ui-signs: 3 new", timeout=JOB_SECONDS * 1000)
-    job = page.locator(f"#jobs tr[data-job-id='{upload.locator('.message').inner_text().split()[-1].strip('()')}']")
-    expect(job.locator(".status")).to_have_text("SUCCEEDED", timeout=JOB_SECONDS * 1000)
+    job = uploaded_in_page(page, "ui-signs", [str(path) for path in signs.values()], "read_text")
     expect(job.locator(".text_read")).to_have_text("3")
 
     search = page.locator("#search-form")
@@ -355,15 +364,11 @@ def test_people_found_named_merged_and_filtered_in_the_page(service, browser, tm
     written = write_faces(tmp_path / "faces")
     chosen = ["eileen.jpg", "eileen_mirrored.jpg", "grace.jpg", "grace_small.jpg", "together.jpg", "coffee.jpg"]
     context, page, page_errors = signed_in(browser, service, height=1400)
-    upload = page.locator("#upload-form")
-    upload.locator("[name=collection]").fill("ui-people")
-    upload.locator("[name=files]").set_input_files([str(tmp_path / "faces" / name) for name in chosen])
-    upload.locator("[name=find_faces]").check()
-    upload.locator("button[type=submit]").click()
-    expect(upload.locator(".message")).to_contain_text("Stored 6 file(s) in ui-people: 6 new", timeout=JOB_SECONDS * 1000)
-    job = page.locator(f"#jobs tr[data-job-id='{upload.locator('.message').inner_text().split()[-1].strip('()')}']")
-    expect(job.locator(".status")).to_have_text("SUCCEEDED", timeout=JOB_SECONDS * 1000)
+    job = uploaded_in_page(page, "ui-people", [str(tmp_path / "faces" / name) for name in chosen], "find_faces")
     expect(job.locator(".looked_for_faces")).to_have_text("6")
+    job.locator(".log summary").click()  # the job's log, as it was kept
+    expect(job.locator(".log pre")).to_contain_text("looked_for_faces 6")
+    expect(job.locator(".log pre")).to_contain_text("SUCCEEDED")
 
     section = page.locator("#people-section")
     section.locator("[name=collection]").select_option("ui-people")
@@ -439,4 +444,29 @@ def test_a_search_key_sees_no_ingestion_or_changes_in_the_page(service, browser)
     expect(page.locator("#people-message")).to_contain_text("in ")
     assert page.locator("#people .name-form, #people .merge-form").count() == 0
     assert page_errors == [] and page.locator("#notice").is_hidden()
+    context.close()
+
+
+def test_a_collection_deleted_in_the_page_only_with_its_name_typed(service, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    from samples.sample_photos import write_many
+
+    (photo,) = write_many(str(tmp_path), 1, seed=55)
+    with open(photo, "rb") as data:
+        stored = requests.post(f"{service['url']}/ingest/upload", headers=auth(service), params={"wait": "true"},
+                               files={"files": ("a.jpg", data, "image/jpeg")}, data={"collection": "ui-doomed"}, timeout=300)
+    assert stored.status_code == 200, stored.text
+    context, page, page_errors = signed_in(browser, service)
+    row = page.locator("#collections tr[data-name='ui-doomed']")
+    expect(row).to_be_visible()
+    row.locator("[name=confirm]").fill("ui-doome")
+    row.locator(".delete-form button").click()
+    expect(page.locator("#notice")).to_contain_text("confirm: type the collection's name, 'ui-doomed'")
+    expect(row).to_be_visible()
+    row.locator("[name=confirm]").fill("ui-doomed")
+    row.locator(".delete-form button").click()
+    expect(page.locator("#notice")).to_contain_text("Deleted: ui-doomed (1 records)")
+    expect(page.locator("#collections tr[data-name='ui-doomed']")).to_have_count(0)
+    assert page_errors == []
     context.close()

@@ -1,10 +1,21 @@
 """Collections: the user's collections of a store, listed with their counts and models (a collection's
-companions left out)."""
+companions left out), shown with what they hold, and deleted with their companions."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from ray_pipeline.core import record_keys as keys
+from ray_pipeline.core.errors import UserFacingError
+from ray_pipeline.records.companions import (
+    FACES_SUFFIX,
+    FAILURES_SUFFIX,
+    PEOPLE_SUFFIX,
+    companion_name,
+    is_companion,
+)
 from ray_pipeline.records.connection import connect
-from ray_pipeline.records.companions import is_companion
+from ray_pipeline.records.errors import MissingCollection
 from ray_pipeline.records.target import StoreTarget
 
 
@@ -32,3 +43,74 @@ def collections_at(target: StoreTarget) -> list[dict]:
                 else:
                     listed[entry["name"]] = entry
     return sorted(listed.values(), key=lambda entry: entry["name"])
+
+
+class CollectionRefused(UserFacingError):
+    """A collection that cannot be shown or deleted as asked, with the field it came in."""
+
+
+def _existing(client, name: str):
+    try:
+        return client.get_collection(name, embedding_function=None)
+    except Exception:
+        raise MissingCollection(f"no collection {name!r}") from None
+
+
+def _count_or_none(client, name: str) -> int | None:
+    try:
+        return client.get_collection(name, embedding_function=None).count()
+    except Exception:
+        return None
+
+
+def show_collection(client, name: str, failures: int = 0) -> dict:
+    """What a collection holds: records, photos (a RAW+JPEG pair one), its model, how many records have each costly
+    enrichment, its people and faces, and its remembered failures (the first `failures` of them listed)."""
+    collection = _existing(client, name)
+    metadata = collection.metadata or {}
+    records = collection.count()
+    raws_in_pairs = len(collection.get(where={keys.PAIR_ROLE: "raw"}, include=[])["ids"])
+    shown = {"name": name, "records": records, "photos": records - raws_in_pairs, "model": metadata.get("model"),
+             "weights": metadata.get("weights"), "random_weights": metadata.get("random_weights"),
+             "record_layout": metadata.get("record_layout"),
+             "enrichments": {"captioned": len(collection.get(where={keys.HAS_CAPTION: True}, include=[])["ids"]),
+                             "text_read": len(collection.get(where_document={"$contains": " t:"}, include=[])["ids"]),
+                             "looked_for_faces": len(collection.get(where={keys.FACES: {"$gte": 0}}, include=[])["ids"])},
+             "faces": _count_or_none(client, companion_name(name, FACES_SUFFIX)) or 0,
+             "people": _count_or_none(client, companion_name(name, PEOPLE_SUFFIX)) or 0,
+             "failed_files": _count_or_none(client, companion_name(name, FAILURES_SUFFIX)) or 0}
+    if failures:
+        try:
+            remembered = client.get_collection(companion_name(name, FAILURES_SUFFIX), embedding_function=None)
+            found = remembered.get(include=["metadatas"], limit=failures)
+            shown["failures"] = [{"path": (m or {}).get("path"), "reason": (m or {}).get("reason")} for m in found["metadatas"]]
+        except Exception:
+            shown["failures"] = []
+    return shown
+
+
+@dataclass(frozen=True)
+class Removed:
+    """What deleting a collection removed: each collection's name (the user's, then its companions) and records."""
+
+    collections: list[tuple[str, int]]
+
+    def as_json(self) -> dict:
+        return {"removed": [{"name": name, "records": count} for name, count in self.collections]}
+
+
+def delete_collection(client, name: str, confirm: str) -> Removed:
+    """The collection and its companions (failures, faces, people), gone; only where `confirm` is its very name."""
+    if confirm != name:
+        raise CollectionRefused(f"confirm: type the collection's name, {name!r}, to delete it")
+    if is_companion(name):
+        raise CollectionRefused(f"collection: {name!r} is a collection's companion: delete that collection")
+    removed = [(name, _existing(client, name).count())]
+    for suffix in (FAILURES_SUFFIX, FACES_SUFFIX, PEOPLE_SUFFIX):
+        companion = companion_name(name, suffix)
+        count = _count_or_none(client, companion)
+        if count is not None:
+            removed.append((companion, count))
+    for gone, _ in removed:
+        client.delete_collection(gone)
+    return Removed(removed)

@@ -88,10 +88,8 @@ class SearchFilters(BaseModel):
     @field_validator("format", mode="before")
     @classmethod
     def _formats(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = value.split(",")
+        value = _listed(value, lambda v: v.strip().lower().lstrip("."))
         if isinstance(value, list):
-            value = [str(v).strip().lower().lstrip(".") for v in value]
             unknown = sorted(set(value) - SUPPORTED_EXTENSIONS)
             if unknown:
                 raise ValueError(f"unknown format {', '.join(unknown)}: one of {', '.join(sorted(SUPPORTED_EXTENSIONS))}")
@@ -100,10 +98,8 @@ class SearchFilters(BaseModel):
     @field_validator("person", mode="before")
     @classmethod
     def _people(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = value.split(",")
+        value = _listed(value, lambda v: " ".join(v.split()))
         if isinstance(value, list):
-            value = [" ".join(str(v).split()) for v in value]
             if not all(value):
                 raise ValueError("an empty name")
         return value
@@ -267,6 +263,14 @@ class SearchFilters(BaseModel):
         """The marked words the document must hold."""
         return [*dict.fromkeys(CAPTION_WORD + word for word in words_of(self.caption_words or "")),
                 *dict.fromkeys(TEXT_WORD + word for word in words_of(self.text_words or ""))]
+
+
+def _listed(value: Any, tidy) -> Any:
+    """A filter of several values, as JSON gives it (a list) or a CLI option or form field (comma-separated),
+    each value tidied; anything else as it is, for the field's own type to refuse."""
+    if isinstance(value, str):
+        value = value.split(",")
+    return [tidy(str(v)) for v in value] if isinstance(value, list) else value
 
 
 _DOCUMENT_FILTERS = {"caption_words", "text_words"}  # matched in the document, not by `where`

@@ -52,6 +52,10 @@ class EmbeddedOwner:
     def list_collections(self) -> list[dict]:
         return list_collections(self._client)
 
+    def forget(self, collection: str) -> None:
+        """A collection deleted: its store, opened here, is no longer."""
+        self._stores.pop(collection, None)
+
     def with_client(self, call: Callable[..., T], *args) -> T:
         """`call(client, *args)` with the folder's client: for the app's own collections (its keys)."""
         return call(self._client, *args)

@@ -16,6 +16,7 @@ BOARD_NAMESPACE = "ray_pipeline"
 MAX_ERRORS = 100  # per job: enough to act on, small enough to poll
 
 
+MAX_LINES = 5000  # an inline run's log lines kept (its counts chunk by chunk, its failures, its end)
 RUN_SILENCE_S = 600  # a run with no news this long was lost with the app replica that ran it
 KEPT_RUNS = 1000  # runs kept for the listing; the oldest finished ones are let go first
 
@@ -51,14 +52,29 @@ class ProgressBoard:
     def __init__(self):
         self._jobs: dict[str, dict] = {}
         self._runs: dict[str, Run] = {}
+        self._lines: dict[str, list[str]] = {}  # a run's log, as `ingest` would print it
+
+    def _log(self, job_id: str, line: str) -> None:
+        if job_id in self._runs:
+            kept = self._lines.setdefault(job_id, [])
+            if len(kept) < MAX_LINES:
+                kept.append(f"{time.strftime('%H:%M:%S')} {line}")
+
+    def lines(self, job_id: str, offset: int) -> list[str] | None:
+        """A run's log lines from `offset` on; None for a job that is no run of the app's (a Ray job)."""
+        if job_id not in self._runs:
+            return None
+        return self._lines.get(job_id, [])[offset:]
 
     def register(self, job_id: str, collection: str, route: dict | None = None) -> None:
         self._runs[job_id] = Run(collection, route)
         self._jobs[job_id] = {"counts": Counter(), "errors": []}
+        self._log(job_id, f"started in the app: collection {collection}" + (f" ({route['reason']})" if route else ""))
         finished = [i for i, run in self._runs.items() if run.status != "RUNNING"]
         for old in finished[: max(0, len(self._runs) - KEPT_RUNS)]:
             del self._runs[old]
             self._jobs.pop(old, None)
+            self._lines.pop(old, None)
 
     def settle(self, job_id: str, status: str, message: str | None = None) -> None:
         """A run's end; one asked in time to stop ends STOPPED (even if its last chunk got through)."""
@@ -68,6 +84,7 @@ class ProgressBoard:
         run.status = "STOPPED" if run.stop_requested and status == "SUCCEEDED" else status
         run.end_time = run.heard_at = time.time()
         run.message = message
+        self._log(job_id, run.status + (f": {message}" if message else ""))
 
     def request_stop(self, job_id: str) -> bool:
         """Whether a running run was asked to stop now (it stops before its next chunk of files)."""
@@ -99,6 +116,10 @@ class ProgressBoard:
         job = self._jobs.setdefault(job_id, {"counts": Counter(), "errors": []})
         job["counts"].update(counts)
         job["errors"].extend(errors[: MAX_ERRORS - len(job["errors"])])
+        if any(counts.values()):
+            self._log(job_id, ", ".join(f"{key} {value}" for key, value in counts.items() if value))
+        for error in errors:
+            self._log(job_id, f"failed: {error.get('path')}: {error.get('reason')}")
 
     def finish(self, job_id: str, summary: dict[str, int], errors: list[dict]) -> None:
         """`errors`: at most MAX_ERRORS (the Reporter trims them). The final summary replaces the live counts (a retried write task may have reported twice)."""

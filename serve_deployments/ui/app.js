@@ -16,6 +16,7 @@ const state = {
   poll: null, polling: false, pollFailed: false, jobStatus: new Map(), openErrors: new Set(), blobs: [],
   query: null, offset: 0, // the search or listing shown, and where its page starts
   scope: "search", // the key's (GET whoami): the page offers only what it may do
+  logs: new Map(), // job id -> {offset, lines}: the live logs of the jobs whose log is open
   people: new Map(), peopleOf: null, // id -> person, of the collection the people section or the search shows last
 };
 
@@ -144,6 +145,28 @@ async function loadCollections() {
   }
 }
 
+// An admin deletes a collection by typing its name again; what was removed is said.
+function deleteForm(collection) {
+  if (!allows("admin")) return el("td");
+  const form = el("form", { class: "delete-form" },
+    el("input", { name: "confirm", placeholder: "type its name to delete", autocomplete: "off" }),
+    el("button", { type: "submit", class: "secondary danger", text: "Delete" }));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const answer = await (await api(`collections/${encodeURIComponent(collection)}`, {
+        method: "DELETE", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ confirm: form.confirm.value }),
+      })).json();
+      say($("#notice"), `Deleted: ${answer.removed.map((r) => `${r.name} (${r.records} records)`).join(", ")}`);
+      loadCollections();
+    } catch (error) {
+      failed($("#notice"))(error);
+    }
+  });
+  return el("td", {}, form);
+}
+
 function renderCollections(collections) {
   const body = $("#collections tbody");
   body.replaceChildren(...collections.map((c) => el("tr", { "data-name": c.name },
@@ -152,6 +175,7 @@ function renderCollections(collections) {
     el("td", { text: c.model ?? "" }),
     el("td", {}, el("span", { text: c.weights ?? "" }),
       c.random_weights ? el("span", { class: "badge warn", text: "random: ranking means nothing" }) : null),
+    deleteForm(c.name),
   )));
   $("#no-collections").hidden = collections.length > 0;
   $("#collection-names").replaceChildren(...collections.map((c) => el("option", { value: c.name })));
@@ -229,6 +253,7 @@ async function pollJobs() {
     if (state.pollFailed) say($("#notice"), ""); // the server answers again
     state.pollFailed = false;
     renderJobs(jobs);
+    for (const [jobId, kept] of state.logs) if (!kept.final) followLog(jobId);
     const finishedNow = jobs.some((job) => FINAL.has(job.status) && state.jobStatus.has(job.job_id)
       && !FINAL.has(state.jobStatus.get(job.job_id)));
     const running = jobs.some((job) => !FINAL.has(job.status));
@@ -259,6 +284,40 @@ function errorsCell(job) {
   return el("td", { class: "errors" }, details);
 }
 
+// A job's log, live while it is open: its lines asked for from where the last answer ended.
+function logCell(job) {
+  const kept = state.logs.get(job.job_id);
+  const details = el("details", { class: "log", open: Boolean(kept) }, el("summary", { text: "Log" }),
+    el("pre", { text: kept ? kept.lines.join("\n") : "" }));
+  details.addEventListener("toggle", () => {
+    if (details.open && !state.logs.has(job.job_id)) {
+      state.logs.set(job.job_id, { offset: 0, lines: [] });
+      followLog(job.job_id);
+    } else if (!details.open) {
+      state.logs.delete(job.job_id);
+    }
+  });
+  return el("td", {}, details);
+}
+
+async function followLog(jobId) {
+  const kept = state.logs.get(jobId);
+  if (!kept || kept.busy) return;
+  kept.busy = true;
+  try {
+    const answer = await (await api(`ingest/${encodeURIComponent(jobId)}/logs?offset=${kept.offset}`)).json();
+    kept.lines.push(...answer.lines);
+    kept.offset = answer.offset;
+    const shown = document.querySelector(`#jobs tr[data-job-id='${jobId}'] .log pre`);
+    if (shown) shown.textContent = kept.lines.join("\n");
+    kept.final = FINAL.has(answer.status);
+  } catch (error) {
+    failed($("#notice"))(error);
+  } finally {
+    kept.busy = false;
+  }
+}
+
 function stopButton(job) {
   if (FINAL.has(job.status)) return el("td");
   const button = el("button", { type: "button", class: "secondary", text: "Stop" });
@@ -277,6 +336,7 @@ function renderJobs(jobs) {
       job.watch ? el("span", { class: "badge watch", text: "watch" }) : null),
     ...counts.map((key) => el("td", { class: `num ${key}`, text: String(job[key]) })),
     errorsCell(job),
+    logCell(job),
     stopButton(job),
   )));
   $("#no-jobs").hidden = jobs.length > 0;
