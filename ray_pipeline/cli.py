@@ -13,6 +13,7 @@ import typing
 
 from ray_pipeline.core import defaults
 from ray_pipeline.core import record_keys as keys
+from ray_pipeline.core.machine import this_machine
 from ray_pipeline.core.errors import UserFacingError
 from ray_pipeline.core.paths import FileFailure, path_text
 from ray_pipeline.model.clip import ModelSpec
@@ -170,6 +171,9 @@ def _add_ingest_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--paths-from", metavar="FILE",
                         help="the PATHs (files or folders) read from FILE, one per line, beside any given as arguments "
                              "(blank lines and lines starting with # left out): a list longer than a command line takes")
+    parser.add_argument("--machine", default=this_machine(), metavar="NAME",
+                        help="the machine whose files these are (default: PHOTO_MACHINE, else this host's name): records "
+                             "say so, and --prune removes only this machine's, where several write one Chroma server")
     parser.add_argument("--uploads", metavar="DIR",
                         help="files under DIR are the Serve app's uploads (set by the HTTP API): one that fails is deleted, "
                              "not remembered")
@@ -421,6 +425,7 @@ def _config(args, parser) -> RunConfig:
         prune_missing_folders=args.prune_missing_folders,
         dry_run=getattr(args, "dry_run", False),
         uploads=os.path.realpath(args.uploads) if args.uploads else None,
+        machine=args.machine,
     )
 
 

@@ -80,7 +80,7 @@ class InlineIngest:
         reporter.start(listing.discovered, tally)
         try:
             tally.add(ingest_here(listing.paths, stored, store, self.embedder, facts.geometry, config.max_pixels,
-                                  config.within, reporter, keep_stored=True,
+                                  config.within, config.machine, reporter, keep_stored=True,
                                   stop_requested=lambda: ray.get(self.board.stop_requested.remote(job.job_id))))
             after = after_files(store, FilesThrough.of(stored, PairsAmong(beside(listing.paths))), tally,
                                 enrichments=config.enrichments, uploads=config.uploads)

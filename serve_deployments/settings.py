@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ray_pipeline.core import defaults
+from ray_pipeline.core.machine import this_machine
 from ray_pipeline.model.clip import ModelSpec
 from ray_pipeline.model.embedders import PRECISIONS
 from ray_pipeline.records.errors import StoreError
@@ -71,6 +72,7 @@ class Settings:
     caption_num_gpus: float = 0.0
     text_max_replicas: int = 1
     text_idle_seconds: float = 300.0
+    machine: str = field(default_factory=this_machine)  # whose files the app's ingestions read (`core.machine`)
     face_max_replicas: int = 1
     face_idle_seconds: float = 300.0
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
@@ -109,6 +111,7 @@ class Settings:
             caption_num_gpus=_gpu_share("CAPTION_NUM_GPUS", 0.25),
             text_max_replicas=_number("TEXT_MAX_REPLICAS", int, 1),
             text_idle_seconds=_number("TEXT_IDLE_SECONDS", float, 300.0),
+            machine=this_machine(),  # as the shell building the app names it, for every replica and job alike
             face_max_replicas=_number("FACE_MAX_REPLICAS", int, 1),
             face_idle_seconds=_number("FACE_IDLE_SECONDS", float, 300.0),
             max_upload_bytes=_number("INGEST_MAX_UPLOAD_BYTES", int, DEFAULT_MAX_UPLOAD_BYTES),
@@ -145,7 +148,7 @@ class Settings:
         """A run the app was asked for, as the CLI would be asked for it: the app's store and model, files
         read only inside the ingestion roots (symlinks followed), live counts under the job's id."""
         return RunConfig(target=self.target(collection), model=self.model, paths=tuple(paths), caption=caption,
-                         read_text=read_text, find_faces=find_faces, serve_app=self.serve_app, within=self.ingestion_roots(), progress_id=job_id,
+                         read_text=read_text, find_faces=find_faces, machine=self.machine, serve_app=self.serve_app, within=self.ingestion_roots(), progress_id=job_id,
                          inline_max_files=self.inline_max_files, prune=prune, uploads=self.upload_dir)
 
 

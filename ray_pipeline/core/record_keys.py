@@ -4,6 +4,7 @@ here for the code that makes, matches and shows records (the README's record lay
 PATH = "path"  # the file's path as text; `file_names.PATH_BYTES` holds a non-UTF-8 name exactly
 PATHS = "paths"  # every path known to hold the record's bytes, `path` among them, as text, sorted
 FILENAME = "filename"
+MACHINE = "machine"  # the machine whose files the record was made from: its prune removes only such records
 UPLOAD_NAME = "upload_name"  # an upload's name on the uploader's disk (its file is named by its hash)
 FORMAT = "format"  # the extension, lower case
 IS_RAW = "is_raw"

@@ -230,7 +230,8 @@ def _stages(config: RunConfig, device: str, store: StoreHandle, registry: Sharde
     embed = EmbedOptions(resolved=resolved, device=device, compile=config.compile,
                          batch_size=config.batch_size or (256 if device == "cuda" else 32),
                          collection=config.target.collection, threads=plan.embed_threads, precision=config.precision)
-    return Stages((store, registry, resolved.geometry, config.max_pixels, config.within), embed, plan, len(registry.shards))
+    return Stages((store, registry, resolved.geometry, config.max_pixels, config.within, config.machine), embed, plan,
+                  len(registry.shards))
 
 
 @contextmanager

@@ -36,10 +36,10 @@ class PrepareStage:
     """Ray Data class UDF for the CPU stage; one instance per CPU actor."""
 
     def __init__(self, store: StoreHandle, claims: ShardedClaims, geometry: InputGeometry, max_pixels: int,
-                 within: tuple[str, ...] = ()):
+                 within: tuple[str, ...] = (), machine: str = ""):
         """`claims`: the job's duplicate registry, in shards."""
         as_batch_work()
-        self.journey = Journey(store.store, claims.claim, geometry, max_pixels, within)
+        self.journey = Journey(store.store, claims.claim, geometry, max_pixels, within, machine)
         self.collection = store.target.collection
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

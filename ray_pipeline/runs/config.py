@@ -5,9 +5,10 @@ again (`cli_args`). Every default comes from `core.defaults`."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ray_pipeline.core import defaults
+from ray_pipeline.core.machine import this_machine
 from ray_pipeline.core.paths import is_within
 from ray_pipeline.model.clip import ModelSpec
 from ray_pipeline.records.enrichments import CostlyEnrichment, asked
@@ -40,6 +41,7 @@ class RunConfig:
     prune_missing_folders: bool = False  # prune even under folders that are missing, unmounted or emptied
     dry_run: bool = False  # with prune: say what would be removed, change nothing
     uploads: str | None = None  # the Serve app's upload folder: a file under it that fails is deleted, not remembered
+    machine: str = field(default_factory=this_machine)  # whose files these are (`core.machine`): prune removes only theirs
 
     @property
     def enrichments(self) -> tuple[CostlyEnrichment, ...]:
@@ -82,4 +84,5 @@ class RunConfig:
             args.append("--prune")
         if self.uploads:
             args += ["--uploads", self.uploads]
+        args += ["--machine", self.machine]
         return args

@@ -42,7 +42,7 @@ AHEAD = 256
 
 
 def ingest_here(paths: list[str], stored: Stored, store: RecordStore, embedder: Embedder, geometry: InputGeometry,
-                max_pixels: int, within: tuple[str, ...], reporter: Reporter, keep_stored: bool = False,
+                max_pixels: int, within: tuple[str, ...], machine: str, reporter: Reporter, keep_stored: bool = False,
                 stop_requested: Callable[[], bool] | None = None) -> Tally:
     """The files of `paths` that `stored` (what the check before reading found) leaves to read, taken here:
     a copy of a stored file is a duplicate, the vectors come from `embedder`, the records go to `store`, a
@@ -50,7 +50,7 @@ def ingest_here(paths: list[str], stored: Stored, store: RecordStore, embedder: 
     batch once it is written; `stop_requested`, asked after each, stops the run between two batches."""
     registry = DuplicateRegistry()
     registry.claim(stored.claims())
-    journey = Journey(store, registry.claim, geometry, max_pixels, within)
+    journey = Journey(store, registry.claim, geometry, max_pixels, within, machine)
     return journeys(stored.left_to_read(paths), journey, embedder, store, reporter, keep_stored, stop_requested)
 
 

@@ -160,7 +160,7 @@ def _pruning(config: RunConfig, listing: Listing) -> Pruning:
     missing_too = config.prune_missing_folders
     folders = [path for path in given if os.path.isdir(path) or (missing_too and not os.path.lexists(path))]
     return Pruning(folders, folders_holding(listing.paths), tuple(problem.path for problem in listing.problems),
-                   force=missing_too)
+                   force=missing_too, machine=config.machine)
 
 
 def _nothing_to_read(config: RunConfig, listing: Listing, stored: Stored, tally: Tally, pruning: Pruning | None,
@@ -216,7 +216,7 @@ def _here(config: RunConfig, listing: Listing, stored: Stored, tally: Tally, pru
         if isinstance(embedder, LoadingEmbedder):
             embedder.start()  # Chroma imported: the model's imports run alone
         tally.add(ingest_here(listing.paths, stored, store, embedder, facts.geometry, config.max_pixels, config.within,
-                              reporter, config.keeps_contents))
+                              config.machine, reporter, config.keeps_contents))
         after = after_files(store, _through(listing, stored), tally, pruning, config.enrichments, config.uploads)
         enriched = run_queued(store, after.queued, _own_pool(config), reporter)
     return _Done(bool(facts.collection_metadata.get("random_weights")), reporter, after, enriched, embedder.described())

@@ -208,7 +208,7 @@ class Watcher:
         stored = stored_in(store, changed, config.within, read_leftovers=False)
         pruning = Pruning(self.folders, {folder for folder in self.folders if more_than([folder], 0)},
                           force=config.prune_missing_folders, events_seen=True, scan=tuple(gone_folders),
-                          at_paths=tuple(changed + gone), known=self.holds)
+                          at_paths=tuple(changed + gone), known=self.holds, machine=config.machine)
         route = choose_route(RunFacts(to_read=len(stored.left_to_read(changed)), warm_model=True,
                                       inline_max_files=self.batch_limit))
         if route.kind == RouteKind.RAY_DATA:
@@ -228,7 +228,7 @@ class Watcher:
             facts = warm.facts()
             store = handle.open(facts.collection_metadata)
             batch.add(ingest_here(changed, stored, store, warm, facts.geometry, config.max_pixels, config.within,
-                                  reporter, keep_stored=True))
+                                  config.machine, reporter, keep_stored=True))
         after = after_files(store, FilesThrough.of(stored, PairsAmong(beside(changed)), tuple(gone)), batch, pruning,
                             config.enrichments, config.uploads)
         if after.queued:

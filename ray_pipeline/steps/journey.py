@@ -47,9 +47,11 @@ def moved_fields(file: FileBytes) -> dict:
     return {**fields, **folders_field(fields["path"])}
 
 
-def record_metadata(file: FileBytes, photo: DecodedPhoto) -> dict:
-    """The metadata stored with a record (see the README's record layout), with the keys filters need."""
-    metadata = {**file_fields(file), keys.PATHS: [path_text(file.path)], keys.WIDTH: photo.width,
+def record_metadata(file: FileBytes, photo: DecodedPhoto, machine: str = "") -> dict:
+    """The metadata stored with a record (see the README's record layout), with the keys filters need, and the
+    machine whose file it is."""
+    metadata = {**file_fields(file), keys.PATHS: [path_text(file.path)], **({keys.MACHINE: machine} if machine else {}),
+                keys.WIDTH: photo.width,
                 keys.HEIGHT: photo.height, **photo.exif}
     return {**metadata, **derived_keys(metadata)}
 
@@ -94,6 +96,7 @@ class PhotoFile:
     """One file on its journey: each step records what it learnt, or why the file stops there."""
 
     path: str
+    machine: str = ""  # whose file it is (`core.machine`)
     status: Outcome = Outcome.FAILED
     reason: str = ""
     id: str = ""
@@ -140,7 +143,7 @@ class PhotoFile:
     @property
     def metadata(self) -> dict:
         """The record's metadata (a new file's only)."""
-        return record_metadata(self.read_bytes, self.picture)
+        return record_metadata(self.read_bytes, self.picture, self.machine)
 
 
 @dataclass(frozen=True)
@@ -153,10 +156,11 @@ class Journey:
     geometry: InputGeometry
     max_pixels: int
     within: tuple[str, ...] = ()  # resolved folders the files must really lie in; () for anywhere
+    machine: str = ""  # whose files they are: their records say so
 
     def run(self, paths: list[str]) -> list[PhotoFile]:
         """Take these files as far as they go: new files come back decoded, the others with their status."""
-        files = [PhotoFile(path) for path in paths]
+        files = [PhotoFile(path, self.machine) for path in paths]
         for photo in files:
             if self.within and not is_within(os.path.realpath(photo.path), self.within):
                 photo.reason = OUTSIDE_ROOTS

@@ -232,6 +232,7 @@ class Pruning:
     scan: tuple[str, ...] | None = None  # the folders whose records are looked at (None: `folders`)
     at_paths: tuple[str, ...] = ()  # and the records at these paths (a watch's changed and gone files)
     known: dict[str, str] = field(default_factory=dict)  # {path: id} known before this run (a watch's earlier batches)
+    machine: str = ""  # whose files these are: another machine's records (same paths, other files) are not looked at
 
 
 def plan_pruning(store: RecordStore, pruning: Pruning, holds: dict[str, str]) -> PrunePlan:
@@ -240,6 +241,8 @@ def plan_pruning(store: RecordStore, pruning: Pruning, holds: dict[str, str]) ->
     records = store.records_under(scan) if scan else {}
     if pruning.at_paths:
         records.update(store.records_at(list(pruning.at_paths)))
+    if pruning.machine:  # a record of no machine was written before records said whose they are: this one's
+        records = {i: m for i, m in records.items() if m.get(keys.MACHINE) in (None, pruning.machine)}
     plan = plan_prune(records, {**pruning.known, **holds}, pruning.folders, pruning.listed, pruning.kept,
                       pruning.force, events_seen=pruning.events_seen)
     if plan.moves:
