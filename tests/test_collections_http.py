@@ -11,7 +11,7 @@ import sys
 
 import requests
 from conftest import ROOT
-from serve_app import auth
+from serve_app import auth, wait_job
 
 from samples.face_photos import write_faces
 
@@ -24,7 +24,7 @@ def upload(service, folder, names: list[str], **fields) -> dict:
     response = requests.post(f"{service['url']}/ingest/upload", headers=auth(service), params={"wait": "true"},
                              files=files, data={"collection": COLLECTION, **fields}, timeout=300)
     assert response.status_code == 200, response.text
-    return response.json()
+    return wait_job(service, response.json()["job_id"])  # its faces, found after the records are stored
 
 
 def show(service, **params) -> requests.Response:
