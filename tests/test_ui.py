@@ -417,10 +417,18 @@ def test_people_found_named_merged_and_filtered_in_the_page(service, browser, tm
     context.close()
 
 
-def test_a_search_key_sees_no_ingestion_or_changes_in_the_page(service, browser):
+def test_a_search_key_sees_no_ingestion_or_changes_in_the_page(service, browser, tmp_path):
     """A key of the `search` scope: the page offers search and browsing, no ingestion, jobs or renaming people."""
     from playwright.sync_api import expect
 
+    from samples.sample_photos import write_many
+
+    (photo,) = write_many(str(tmp_path), 1, seed=56)
+    with open(photo, "rb") as data:
+        stored = requests.post(f"{service['url']}/ingest/upload", headers=auth(service), params={"wait": "true"},
+                               files={"files": ("a.jpg", data, "image/jpeg")}, data={"collection": "ui-searchkey"},
+                               timeout=300)
+    assert stored.status_code == 200, stored.text
     made = requests.post(f"{service['url']}/keys", headers=auth(service), timeout=60,
                          json={"name": "family phones", "scope": "search"})
     assert made.status_code == 201, made.text
@@ -435,8 +443,11 @@ def test_a_search_key_sees_no_ingestion_or_changes_in_the_page(service, browser)
     expect(page.locator("#search-section")).to_be_visible()
     expect(page.locator("#ingest-section")).to_be_hidden()
     expect(page.locator("#jobs-section")).to_be_hidden()
+    search = page.locator("#search-form")
+    expect(search.locator("[name=collection] option[value='ui-searchkey']")).to_be_attached()
+    search.locator("[name=collection]").select_option("ui-searchkey")
     page.click("#browse")
-    expect(page.locator("#search-message")).to_contain_text("result")
+    expect(page.locator("#search-message")).to_contain_text("1 result in ui-searchkey")
     section = page.locator("#people-section")
     if section.locator("[name=collection] option[value='ui-people']").count():
         section.locator("[name=collection]").select_option("ui-people")
