@@ -10,17 +10,25 @@ import os
 import sys
 import tempfile
 import typing
+from dataclasses import replace
 
 from ray_pipeline.core import defaults
 from ray_pipeline.core import record_keys as keys
 from ray_pipeline.core.machine import this_machine
 from ray_pipeline.core.errors import UserFacingError
 from ray_pipeline.core.paths import FileFailure, path_text
+from ray_pipeline.model import clip as clip_model
 from ray_pipeline.model.clip import ModelSpec
 from ray_pipeline.model.embedders import PRECISIONS
 from ray_pipeline.model.faces import FaceFinder
 from ray_pipeline.records.access_keys import SCOPES, Key, KeyBook
-from ray_pipeline.records.collections import delete_collection, list_collections, show_collection
+from ray_pipeline.records.collections import (
+    check_new_collection,
+    creation_metadata,
+    delete_collection,
+    list_collections,
+    show_collection,
+)
 from ray_pipeline.records.enrichments import FACES, asked
 from ray_pipeline.records.errors import MissingCollection
 from ray_pipeline.records.filters import SearchFilters, first_error
@@ -31,6 +39,7 @@ from ray_pipeline.runs.enrich_records import run_enrich
 from ray_pipeline.runs.ingest import run_ingest
 from ray_pipeline.runs.regroup import IN_PROCESS_MAX as REGROUP_IN_PROCESS_MAX
 from ray_pipeline.runs.regroup import run_regroup
+from ray_pipeline.runs.reindex import reindex
 from ray_pipeline.runs.watch import run_watch
 from ray_pipeline.search import query as search
 from ray_pipeline.search.people import people_like, person_json
@@ -260,6 +269,29 @@ def build_parser() -> argparse.ArgumentParser:
     deleting = collection_commands.add_parser("delete", help="a collection and its companions (failures, faces, people)")
     deleting.add_argument("name", metavar="NAME", type=_collection)
     deleting.add_argument("--confirm", required=True, metavar="NAME", help="the collection's name, typed again")
+    creating_collection = collection_commands.add_parser(
+        "create", help="an empty collection of a model, with the enrichments every ingestion into it makes")
+    creating_collection.add_argument("name", metavar="NAME", type=_collection)
+    _add_model_options(creating_collection, with_defaults=True)
+    for flag, what in (("--caption", "caption"), ("--read-text", "read the text in"), ("--find-faces", "find the faces in")):
+        creating_collection.add_argument(flag, action="store_true", help=f"every ingestion into it will {what} its photos")
+    reindexing = collection_commands.add_parser(
+        "reindex", help="embed every record's file again with another model (paths, metadata, captions and other "
+                        "enrichments kept), then swap: NAME answers from the new model, the old records stay as "
+                        "NAME.before-<time> until deleted")
+    reindexing.add_argument("name", metavar="NAME", type=_collection)
+    _add_model_options(reindexing, with_defaults=True)
+    _add_precision_option(reindexing)
+    reindexing.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    reindexing.add_argument("--errors", metavar="FILE", help="write one JSON line per record left out: {path, reason}")
+    reindexing.add_argument("--within", action="append", default=[], metavar="DIR",
+                            help="read only files whose real path (symlinks followed) is inside DIR; repeatable")
+    reindexing.add_argument("--machine", default=this_machine(), metavar="NAME",
+                            help="this machine (default: PHOTO_MACHINE, else the host's name): other machines' records "
+                                 "are left out, and reported")
+    reindexing.add_argument("--progress-id", metavar="ID", help="report live counts under this id (set by the HTTP API)")
+    reindexing.add_argument("--inline-max-files", type=_count, metavar="N",
+                            help="at most N files to read run without a Ray Data job (as ingest's)")
     for command in collection_commands.choices.values():
         _add_server_options(command, "the")
 
@@ -580,8 +612,22 @@ def _keys(args, parser) -> int:
 
 
 def _collections(args, parser) -> int:
-    """`collections`: list, show (JSON), or delete with the name typed again (what was removed, as JSON)."""
+    """`collections`: list, show (JSON), create (what it holds, as JSON), reindex (its summary line, last), or
+    delete with the name typed again (what was removed, as JSON)."""
+    if args.collections_command == "reindex":
+        return _reindex(args, parser)
+    model = ModelSpec.asked(args.model, args.pretrained, args.checkpoint, args.allow_random_weights) \
+        if args.collections_command == "create" else None
+    resolved = clip_model.resolve(model)[0] if model is not None else None  # before the store is held: seconds
     with opened_client(_server(args)) as client:
+        if resolved is not None:
+            target = replace(_server(args), collection=args.name)
+            check_new_collection(client, args.name)
+            open_store(target, creation_metadata(resolved.collection_metadata(),
+                                                 asked(args.caption, args.read_text, args.find_faces)), client=client)
+            clip_model.warn_if_random(resolved, args.name)
+            print(json.dumps(show_collection(client, args.name)))
+            return 0
         if args.collections_command == "list":
             for entry in list_collections(client):
                 print(f"{entry['name']}  {entry['count']} records  {entry['model']} ({entry['weights']})")
@@ -592,6 +638,25 @@ def _collections(args, parser) -> int:
             KeyBook(client).audit(ADMIN_BY_COMMAND, "collection deleted", args.name,
                                   ", ".join(f"{name} ({count} records)" for name, count in removed.collections))
             print(json.dumps(removed.as_json()))
+    return 0
+
+
+def _reindex(args, parser) -> int:
+    """`collections reindex`: as `reindex.reindex`; records left out go to stderr and `--errors`."""
+    _check_errors_file(args, parser)
+    config = RunConfig(target=replace(_server(args), collection=args.name, url=args.chroma_url),
+                       model=ModelSpec.asked(args.model, args.pretrained, args.checkpoint, args.allow_random_weights),
+                       device=args.device, precision=args.precision, within=tuple(os.path.realpath(d) for d in args.within),
+                       machine=args.machine, progress_id=args.progress_id, inline_max_files=args.inline_max_files)
+    done = reindex(config)
+    _stop_ray()
+    if args.errors:
+        _write_errors(args.errors, done.left_out)
+    _print_some([f"left out: {path_text(left.path)}: {left.reason}" for left in done.left_out], "records left out",
+                f" (see {args.errors})" if args.errors else "")
+    if done.random_weights:
+        print("WARNING: RANDOM WEIGHTS: the new vectors come from an untrained model", file=sys.stderr)
+    print_summary(done.summary)
     return 0
 
 

@@ -19,7 +19,7 @@ from ray_pipeline.records.target import StoreTarget
 
 # (method, path, scope): the first that matches decides; a route none matches needs `admin`.
 SCOPE_OF: list[tuple[str, re.Pattern, str]] = [(method, re.compile(path), scope) for method, path, scope in [
-    ("GET", r"/whoami", "search"),
+    ("GET", r"/whoami|/models", "search"),
     ("GET", r"/collections(/[^/]+)?", "search"),
     ("GET", r"/collections/[^/]+/(photos|similar|people|people/[^/]+/faces|faces/[^/]+/thumbnail)", "search"),
     ("POST", r"/collections/[^/]+/people/like", "search"),

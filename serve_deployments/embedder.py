@@ -16,6 +16,7 @@ from ray_pipeline.files.decode import decode_file
 from ray_pipeline.files.reading import FileBytes
 from ray_pipeline.model.clip import ModelSpec
 from ray_pipeline.model.embedders import LocalEmbedder, ModelFacts
+from ray_pipeline.runs.warm import EMBEDDER
 
 logger = logging.getLogger("ray.serve")
 
@@ -23,6 +24,11 @@ MAX_BATCH = 16  # requests grouped into one model call (each may carry several p
 BATCH_WAIT_S = 0.002  # how long a lone request waits for company: requests that come while the model runs queue up and make the next batch anyway
 GPU_BATCH = 64  # pictures per compiled model call on a GPU (one shape: short batches are padded)
 PHOTO_DECODES = 2  # photos searched by, decoded at once by a replica: N such searches cost at most this many decodes
+
+
+def embedder_name(number: int) -> str:
+    """The deployment of the app's `number`th model (`Settings.models`): the default's is `Embedder`."""
+    return EMBEDDER if number == 0 else f"{EMBEDDER}-{number}"
 
 
 @serve.deployment(max_ongoing_requests=64)

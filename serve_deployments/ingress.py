@@ -8,7 +8,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -28,11 +28,10 @@ from ray_pipeline.files.decode import DecodeError, decode_file
 from ray_pipeline.files.listing import listed_up_to
 from ray_pipeline.files.reading import FileBytes
 from ray_pipeline.files.upload_names import write_upload_name
-from ray_pipeline.model.embedders import ModelFacts
 from ray_pipeline.records.access_keys import MAX_KEY_NAME, AccessError
-from ray_pipeline.records.chroma import check_model
-from ray_pipeline.records.collections import CollectionRefused, collections_at
-from ray_pipeline.records.enrichments import CAPTION, FACES, TEXT
+from ray_pipeline.records.chroma import MODEL_KEYS
+from ray_pipeline.records.collections import CollectionRefused, check_new_collection, collections_at, creation_metadata
+from ray_pipeline.records.enrichments import CAPTION, FACES, TEXT, asked
 from ray_pipeline.records.errors import MissingCollection, StoreError
 from ray_pipeline.records.filters import SearchFilters
 from ray_pipeline.records.people import MAX_NAME, PeopleError
@@ -61,6 +60,7 @@ from serve_deployments.access import (
     use_key,
 )
 from serve_deployments.jobs import JOB_ID, Jobs, UnknownJob, new_job_id
+from serve_deployments.models import AppModels, ModelNotRun
 from serve_deployments.settings import Settings
 from serve_deployments.store_access import long_lived_owner, store_handle
 from serve_deployments.thumbnails import (
@@ -232,6 +232,20 @@ class DeleteRequest(BaseModel):
     confirm: str = Field(max_length=600, description="the collection's name, typed again")
 
 
+class CreateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: CollectionName
+    model: str | None = Field(None, max_length=1000, description="one of `GET /models`' names; none: the app's default")
+    caption: bool = Field(False, description="every ingestion into it captions its photos")
+    read_text: bool = Field(False, description="every ingestion into it reads the text in its photos")
+    find_faces: bool = Field(False, description="every ingestion into it finds the faces in its photos")
+
+
+class ReindexRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, max_length=1000, description="one of `GET /models`' names")
+
+
 class KeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=MAX_KEY_NAME)
@@ -326,9 +340,9 @@ def read_upload(upload: UploadFile, limit: int) -> FileBytes:
 @serve.deployment(num_replicas=1, max_ongoing_requests=100, ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, embedder, inline, captioner, text_reader, face_finder, settings: Settings):
+    def __init__(self, embedders: list, inline, captioner, text_reader, face_finder, settings: Settings):
         self.settings = settings
-        self.embedder = embedder
+        self.models = AppModels(settings.models, embedders)
         self.captioner = captioner
         self.text_reader = text_reader
         self.face_finder = face_finder
@@ -338,7 +352,6 @@ class Ingress:
         self.jobs = Jobs(settings, inline)
         self.owner = long_lived_owner(settings)  # embedded Chroma: the one owner that jobs use too
         self.keys = app.state.keys = AppKeys(settings.token, settings.store, self.owner)
-        self._known_model: ModelFacts | None = None
         self.previews = threading.BoundedSemaphore(PREVIEW_DECODES)  # thumbnails and /caption decode this many at once
         os.makedirs(settings.upload_dir, exist_ok=True)
 
@@ -395,15 +408,34 @@ class Ingress:
     def healthz(self) -> dict:
         return {"status": "ok"}
 
+    async def _run_config(self, paths: list[str], collection: str, caption: bool, read_text: bool, find_faces: bool,
+                          prune: bool = False) -> RunConfig:
+        """The run asked for, by the model that wrote the collection (a new one's: the app's default; 409 where the
+        app does not run it), with the enrichments it has on by default."""
+        try:
+            _, metadata = await self._existing_store(collection)
+        except HTTPException as exc:
+            if exc.status_code != 404:
+                raise
+            metadata = None  # a new collection
+        number = 0 if metadata is None else await self._model_number(collection, metadata)
+        return self.settings.run_config(paths, collection, new_job_id(), caption, prune, read_text, find_faces,
+                                        model=self.settings.models[number]).with_defaults_of(metadata)
+
+    async def _model_number(self, collection: str, metadata: dict) -> int:
+        try:
+            return await self.models.number_of(collection, metadata)
+        except ModelNotRun as exc:
+            raise HTTPException(409, str(exc)) from None
+
     @app.post("/ingest", status_code=202)
     async def ingest(self, body: IngestRequest, wait: bool = WAIT) -> Response:
         self._may_use(body.collection)
         paths = await asyncio.to_thread(self._checked_paths, body.paths)
         files = await asyncio.to_thread(listed_up_to, paths, self.settings.inline_max_files)
+        config = await self._run_config(paths, body.collection, body.caption, body.read_text, body.find_faces, body.prune)
         if body.prune:
             await self._audit("prune", body.collection, "\n".join(paths))
-        config = self.settings.run_config(paths, body.collection, new_job_id(), body.caption, body.prune, body.read_text,
-                                          body.find_faces)
         return await self._ingest(config, self._route(files, prune=body.prune), wait)
 
     @app.post("/watches", status_code=202)
@@ -415,8 +447,7 @@ class Ingress:
         for given, real in zip(body.paths, paths):
             if not os.path.isdir(real):
                 raise HTTPException(422, f"paths: not a folder: {given} (a watch follows folders)")
-        config = self.settings.run_config(paths, body.collection, new_job_id(), body.caption, read_text=body.read_text,
-                                          find_faces=body.find_faces)
+        config = await self._run_config(paths, body.collection, body.caption, body.read_text, body.find_faces)
         job_id = await asyncio.to_thread(self.jobs.submit, config, self._route(0, watch=True), True)
         await self._audit("watch (removes the records of photos deleted from the folders)", body.collection,
                           f"{job_id}\n" + "\n".join(paths))
@@ -428,8 +459,7 @@ class Ingress:
                             read_text: bool = Form(False), find_faces: bool = Form(False), wait: bool = WAIT) -> Response:
         self._may_use(collection)
         stored = await asyncio.to_thread(self._save_uploads, files)
-        config = self.settings.run_config(stored, collection, new_job_id(), caption, read_text=read_text,
-                                          find_faces=find_faces)
+        config = await self._run_config(stored, collection, caption, read_text, find_faces)
         return await self._ingest(config, self._route(len(stored)), wait, files=len(stored))
 
     def _save_uploads(self, files: list[UploadFile]) -> list[str]:
@@ -515,6 +545,47 @@ class Ingress:
                           ", ".join(f"{name} ({count} records)" for name, count in removed.collections))
         return removed.as_json()
 
+    @app.get("/models")
+    def models_listed(self) -> dict:
+        """The CLIP models the app runs (`CLIP_MODEL`, then `CLIP_EXTRA_MODELS`): what a collection may be created or
+        reindexed with."""
+        return {"models": self.models.listed()}
+
+    def _model_asked(self, label: str | None) -> int:
+        """The number of the app's model of this label (none: the default); 422 naming the field where it runs none."""
+        number = 0 if label is None else self.models.number_labelled(label)
+        if number is None:
+            raise HTTPException(422, f"model: this app runs no model {label!r} (it runs "
+                                     f"{', '.join(spec.label for spec in self.settings.models)})")
+        return number
+
+    @app.post("/collections", status_code=201)
+    async def create_collection(self, body: CreateRequest) -> dict:
+        """An empty collection of one of the app's models, whose ingestions make the enrichments asked for whether
+        asked again or not: what it holds, as `GET /collections/{name}`."""
+        self._may_use(body.name)
+        number = self._model_asked(body.model)
+        await asyncio.to_thread(self.keys.run, check_new_collection, body.name)
+        metadata = creation_metadata((await self.models.facts(number)).collection_metadata,
+                                     asked(body.caption, body.read_text, body.find_faces))
+        with _store_answers(body.name):
+            await asyncio.to_thread(lambda: store_handle(self.settings, body.name, self.owner).open(metadata))
+            return await asyncio.to_thread(self.keys.run, show, body.name, 0)
+
+    @app.post("/collections/{collection}/reindex", status_code=202)
+    async def reindex_collection(self, collection: str, body: ReindexRequest) -> Response:
+        """A Ray job that embeds every record's file again with another of the app's models into a new collection,
+        keeping paths, metadata and enrichments, then swaps the names (the old records stay, renamed, until deleted):
+        202 with its id, followed as an ingestion is."""
+        number = self._model_asked(body.model)
+        _, metadata = await self._existing_store(collection)
+        facts = await self.models.facts(number)
+        if all(metadata.get(key) == facts.collection_metadata.get(key) for key in MODEL_KEYS):
+            raise HTTPException(422, f"model: collection {collection!r} holds vectors of that very model already")
+        job_id = await asyncio.to_thread(self.jobs.submit_reindex, collection, self.settings.models[number])
+        await self._audit("reindex", collection, f"{job_id} into {body.model}")
+        return JSONResponse(status_code=202, content={"job_id": job_id})
+
     @app.get("/whoami")
     def whoami(self) -> dict:
         """The key in use (never its secret): what the page may offer."""
@@ -585,19 +656,24 @@ class Ingress:
     @app.post("/search/text")
     async def search_text(self, body: SearchRequest) -> dict:
         """JSON {collection, text, k, offset, filters...}: the best matches first."""
-        return await self._search(body, self.embedder.embed_texts.remote(body.text), body)
+        return await self._search(body, lambda embedder: embedder.embed_texts.remote(body.text), body)
 
     @app.post("/search/image")
     async def search_image(self, form: Annotated[ImageSearchForm, File()]) -> dict:
         """Multipart: an image `file`, and `collection`, `k`, `offset` and filters as form fields: the best
         matches first."""
         photo = read_upload(form.file, self.settings.max_upload_bytes)
-        return await self._search(form, self.embedder.embed_photo.remote(photo))
+        return await self._search(form, lambda embedder: embedder.embed_photo.remote(photo))
 
-    async def _search(self, fields: ImageSearchRequest, embedding, by_text: SearchRequest | None = None) -> dict:
-        """The page of results for the query being embedded (`by_text`: a text's, whose words are looked for too)."""
-        try:  # the collection is checked while the query is embedded
-            store, vector = await asyncio.gather(self._checked_store(fields.collection), embedding)
+    async def _search(self, fields: ImageSearchRequest, embed: Callable, by_text: SearchRequest | None = None) -> dict:
+        """The page of results for the query `embed(an Embedder)` embeds (`by_text`: a text's, whose words are looked
+        for too), by the model that wrote the collection."""
+        default = embed(self.models.embedders[0])  # while the collection is looked up: most are the default model's
+        try:
+            store, number = await self._checked_store(fields.collection)
+            if number != 0:
+                default.cancel()
+            vector = await (default if number == 0 else embed(self.models.embedders[number]))
         except DecodeError as exc:
             raise HTTPException(422, f"file: {user_facing_reason(exc) or exc}") from None
         except replica_lost():
@@ -634,12 +710,6 @@ class Ingress:
                                         self.settings.similar_max_pairs)
         return JSONResponse(found.as_json())
 
-    async def _model(self) -> ModelFacts:
-        """The Embedder's model, asked once."""
-        if self._known_model is None:
-            self._known_model = await self.embedder.model.remote()
-        return self._known_model
-
     async def _existing_store(self, collection: str) -> tuple[RecordStore, dict]:
         """The collection's store and its metadata; 404 when there is none."""
 
@@ -650,14 +720,11 @@ class Ingress:
 
         return await asyncio.to_thread(opened)
 
-    async def _checked_store(self, collection: str) -> RecordStore:
-        """The collection's store: 404 when there is none, 409 when another model wrote it."""
+    async def _checked_store(self, collection: str) -> tuple[RecordStore, int]:
+        """The collection's store, and the number of the app's model that wrote it: 404 when there is none, 409 when
+        the app runs no model that wrote it."""
         store, metadata = await self._existing_store(collection)
-        try:
-            check_model(collection, metadata, (await self._model()).collection_metadata)
-        except StoreError as exc:
-            raise HTTPException(409, str(exc)) from None
-        return store
+        return store, await self._model_number(collection, metadata)
 
     def _decode(self, file: FileBytes, geometry: InputGeometry):
         try:

@@ -46,18 +46,19 @@ class Written:
 
 @serve.deployment(max_ongoing_requests=8)
 class InlineIngest:
-    def __init__(self, embedder, settings: Settings):
-        self.embedder = ServedEmbedder(embedder)
+    def __init__(self, embedders: list, settings: Settings):
+        self.embedders = [ServedEmbedder(handle) for handle in embedders]  # one per model of the app's (`Settings.models`)
         self.settings = settings
         self.owner = long_lived_owner(settings)
         self.board = progress.board(create=True)
-        self._facts: ModelFacts | None = None
+        self._facts: dict[int, ModelFacts] = {}
 
     async def ingest(self, job: InlineJob) -> Written:
-        """Read, embed and write the job's files, then the sequence after them."""
-        if self._facts is None:
-            self._facts = await self.embedder.handle.model.remote()
-        return await asyncio.to_thread(self._ingest, job, self._facts)
+        """Read, embed and write the job's files (by the Embedder of the job's model), then the sequence after them."""
+        number = self.settings.models.index(job.config.model)
+        if number not in self._facts:
+            self._facts[number] = await self.embedders[number].handle.model.remote()
+        return await asyncio.to_thread(self._ingest, job, self.embedders[number], self._facts[number])
 
     async def enrich(self, job: InlineJob, queued: list[Queued]) -> Enriched:
         """Make the enrichments queued for the job's records (captions) with the app's deployments."""
@@ -67,7 +68,7 @@ class InlineIngest:
         await asyncio.to_thread(reporter.flush)
         return enriched
 
-    def _ingest(self, job: InlineJob, facts: ModelFacts) -> Written:
+    def _ingest(self, job: InlineJob, embedder: ServedEmbedder, facts: ModelFacts) -> Written:
         config = job.config
         tally = Tally()
         listing = photo_paths(list(config.paths))
@@ -79,7 +80,7 @@ class InlineIngest:
         reporter = progress.Reporter(job.job_id, config.target.collection)
         reporter.start(listing.discovered, tally)
         try:
-            tally.add(ingest_here(listing.paths, stored, store, self.embedder, facts.geometry, config.max_pixels,
+            tally.add(ingest_here(listing.paths, stored, store, embedder, facts.geometry, config.max_pixels,
                                   config.within, config.machine, reporter, keep_stored=True,
                                   stop_requested=lambda: ray.get(self.board.stop_requested.remote(job.job_id))))
             after = after_files(store, FilesThrough.of(stored, PairsAmong(beside(listing.paths))), tally,

@@ -18,6 +18,7 @@ import time
 import uuid
 
 from ray_pipeline.core.errors import user_facing_reason
+from ray_pipeline.model.clip import ModelSpec
 from ray_pipeline.runs import progress
 from ray_pipeline.runs.config import RunConfig
 from ray_pipeline.runs.in_process import RunStopped
@@ -68,6 +69,16 @@ def similar_entrypoint(settings: Settings, collection: str, threshold: float) ->
                        "--max-pairs", str(settings.similar_max_pairs), "--json"])
 
 
+def reindex_entrypoint(settings: Settings, collection: str, model: ModelSpec, job_id: str) -> str:
+    """The CLI command line of a `collections reindex` job: into one of the app's models, reading only inside the
+    ingestion roots, as the app's machine, its live counts under the job's id."""
+    store = settings.target(collection).cli_args()[2:]  # where it lives; the collection is `reindex`'s NAME
+    within = [arg for folder in settings.ingestion_roots() for arg in ("--within", folder)]
+    return shlex.join([sys.executable, "-m", "ray_pipeline", "collections", "reindex", collection, *store,
+                       *model.cli_args(), *within, "--machine", settings.machine, "--progress-id", job_id,
+                       "--inline-max-files", str(settings.inline_max_files)])
+
+
 JOB_ID = re.compile(r"ingest-[0-9a-f]{16}")  # what `new_job_id` makes: any other id names no job of this API
 
 
@@ -109,6 +120,14 @@ class Jobs:
         job_id = new_job_id()
         self.client.submit_job(entrypoint=similar_entrypoint(self.settings, collection, threshold), submission_id=job_id,
                                metadata={"kind": JOB_KIND, "collection": collection, "command": "similar"})
+        return job_id
+
+    def submit_reindex(self, collection: str, model: ModelSpec) -> str:
+        """A Ray job of `collections reindex`; its status, once it has ended, carries the reindex's summary (`reindex`)."""
+        job_id = new_job_id()
+        self.client.submit_job(entrypoint=reindex_entrypoint(self.settings, collection, model, job_id),
+                               submission_id=job_id,
+                               metadata={"kind": JOB_KIND, "collection": collection, "command": "reindex"})
         return job_id
 
     async def start_inline(self, config: RunConfig, route: Route) -> tuple[str, asyncio.Future]:
@@ -203,6 +222,8 @@ class Jobs:
                          metadata.get("command") == "watch")
         if metadata.get("command") == "similar":
             status["similar"] = (live or {}).get("similar")  # the groups, once the job has succeeded
+        if metadata.get("command") == "reindex" and info.status.value in FINISHED:
+            status["reindex"] = self._from_logs(job_id).get("counts")  # the reindex's summary line
         return status
 
     @staticmethod

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 from ray_pipeline.core import defaults
 from ray_pipeline.core.machine import this_machine
-from ray_pipeline.model.clip import ModelSpec
+from ray_pipeline.model.clip import ModelError, ModelSpec
 from ray_pipeline.model.embedders import PRECISIONS
 from ray_pipeline.records.errors import StoreError
 from ray_pipeline.records.target import StoreTarget
@@ -65,7 +65,8 @@ class Settings:
     allowed_roots: tuple[str, ...]
     upload_dir: str
     store: StoreTarget  # where the collections live; its collection is empty: each request names its own
-    model: ModelSpec = ModelSpec()  # the CLIP model the app searches and writes with
+    model: ModelSpec = ModelSpec()  # the CLIP model the app searches and writes with: a new collection's
+    extra_models: tuple[ModelSpec, ...] = ()  # other models a collection may be created or reindexed with
     blip_model: str = defaults.BLIP_MODEL
     caption_max_replicas: int = 1
     caption_idle_seconds: float = 300.0
@@ -80,6 +81,7 @@ class Settings:
     embed_min_replicas: int = 1
     embed_max_replicas: int = 2
     embed_num_gpus: float = 0.0
+    embed_extra_idle_seconds: float = 300.0  # another model's Embedder goes to zero replicas after this long idle
     inline_max_files: int = defaults.INLINE_MAX_FILES
     similar_in_app_max: int = IN_PROCESS_MAX  # records compared in the app; a larger collection's `similar` is a Ray job
     similar_max_pairs: int = SIMILAR_MAX_PAIRS  # the strongest pairs an answer of `similar` keeps
@@ -105,6 +107,7 @@ class Settings:
                               path=None if chroma_url else os.path.realpath(os.environ.get("CHROMA_PATH", defaults.CHROMA_PATH))),
             model=ModelSpec.asked(os.environ.get("CLIP_MODEL"), os.environ.get("CLIP_PRETRAINED"),
                                   os.environ.get("CLIP_CHECKPOINT"), _flag("ALLOW_RANDOM_WEIGHTS")),
+            extra_models=_models("CLIP_EXTRA_MODELS", _flag("ALLOW_RANDOM_WEIGHTS")),
             blip_model=os.environ.get("BLIP_MODEL", defaults.BLIP_MODEL),
             caption_max_replicas=_number("CAPTION_MAX_REPLICAS", int, 1),
             caption_idle_seconds=_number("CAPTION_IDLE_SECONDS", float, 300.0),
@@ -119,6 +122,7 @@ class Settings:
             embed_min_replicas=_number("EMBED_MIN_REPLICAS", int, 1),
             embed_max_replicas=_number("EMBED_MAX_REPLICAS", int, 2, minimum=1),
             embed_num_gpus=_gpu_share("EMBED_NUM_GPUS", 0.5),
+            embed_extra_idle_seconds=_number("EMBED_EXTRA_IDLE_SECONDS", float, 300.0),
             inline_max_files=_number("INGEST_INLINE_MAX_FILES", int, defaults.INLINE_MAX_FILES),
             similar_in_app_max=_number("SIMILAR_IN_APP_MAX", int, IN_PROCESS_MAX),
             similar_max_pairs=_number("SIMILAR_MAX_PAIRS", int, SIMILAR_MAX_PAIRS, minimum=1),
@@ -135,6 +139,11 @@ class Settings:
             raise SettingsError(f"EMBED_MIN_REPLICAS ({self.embed_min_replicas}) is over EMBED_MAX_REPLICAS "
                                 f"({self.embed_max_replicas})")
 
+    @property
+    def models(self) -> tuple[ModelSpec, ...]:
+        """Every model the app runs, its default first: each has an Embedder deployment of its own."""
+        return (self.model, *[spec for spec in self.extra_models if spec != self.model])
+
     def target(self, collection: str) -> StoreTarget:
         """One collection of the app's store."""
         return replace(self.store, collection=collection)
@@ -144,12 +153,23 @@ class Settings:
         return (*self.allowed_roots, self.upload_dir)
 
     def run_config(self, paths: list[str], collection: str, job_id: str, caption: bool = False,
-                   prune: bool = False, read_text: bool = False, find_faces: bool = False) -> RunConfig:
-        """A run the app was asked for, as the CLI would be asked for it: the app's store and model, files
-        read only inside the ingestion roots (symlinks followed), live counts under the job's id."""
-        return RunConfig(target=self.target(collection), model=self.model, paths=tuple(paths), caption=caption,
+                   prune: bool = False, read_text: bool = False, find_faces: bool = False,
+                   model: ModelSpec | None = None) -> RunConfig:
+        """A run the app was asked for, as the CLI would be asked for it: the app's store, the collection's model
+        (`model`; a new collection's is the app's default), files read only inside the ingestion roots (symlinks
+        followed), live counts under the job's id."""
+        return RunConfig(target=self.target(collection), model=model or self.model, paths=tuple(paths), caption=caption,
                          read_text=read_text, find_faces=find_faces, machine=self.machine, serve_app=self.serve_app, within=self.ingestion_roots(), progress_id=job_id,
                          inline_max_files=self.inline_max_files, prune=prune, uploads=self.upload_dir)
+
+
+def _models(name: str, allow_random_weights: bool) -> tuple[ModelSpec, ...]:
+    """The environment variable `name`: models as `ARCHITECTURE@WEIGHTS`, comma-separated."""
+    try:
+        return tuple(ModelSpec.from_label(label, allow_random_weights)
+                     for label in os.environ.get(name, "").split(",") if label.strip())
+    except ModelError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
 
 
 def _gpu_share(name: str, share: float) -> float:

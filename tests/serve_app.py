@@ -52,6 +52,9 @@ def service(ray_head, tiny_model, tmp_path_factory):
         "CHROMA_PATH": str(work / "chroma"),
         "CLIP_MODEL": tiny_model["config"],
         "CLIP_CHECKPOINT": tiny_model["checkpoint"],
+        # a second model, of other weights, for collections created or reindexed with it
+        "CLIP_EXTRA_MODELS": f"{tiny_model['config']}@{tiny_model['other_checkpoint']}",
+        "EMBED_EXTRA_IDLE_SECONDS": str(IDLE_SECONDS),
         "BLIP_MODEL": str(save_blip(work / "blip")),
         "INGEST_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
         "PREVIEW_MAX_PIXELS": str(PREVIEW_MAX_PIXELS),

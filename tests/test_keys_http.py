@@ -22,6 +22,9 @@ BOGUS_ID = "0" * 64
 # Every route, as (method, path, JSON body or None), and the least scope that may use it.
 ROUTES = [
     ("GET", "/whoami", None, "search"),
+    ("GET", "/models", None, "search"),
+    ("POST", "/collections", {"name": "keys-a", "model": "no-such-model@x"}, "admin"),
+    ("POST", "/collections/keys-a/reindex", {"model": "no-such-model@x"}, "admin"),
     ("GET", "/collections", None, "search"),
     ("GET", "/collections/keys-a", None, "search"),
     ("DELETE", "/collections/keys-a", {"confirm": "keys-x"}, "admin"),

@@ -127,7 +127,8 @@ def test_the_serve_configs_scaling_takes_effect(service, ray_head):
     captioner = deployments["Captioner"]["deployment_config"]["autoscaling_config"]
     assert (embedder["min_replicas"], embedder["max_replicas"]) == (1, EMBED_MAX_REPLICAS)  # the code's default is 2
     assert (captioner["min_replicas"], captioner["downscale_to_zero_delay_s"]) == (0, IDLE_SECONDS)  # the code's is 300
-    assert set(deployments) == {"Ingress", "Embedder", "InlineIngest", "Captioner", "TextReader", "FaceFinder"}
+    # Embedder-1: the second model's (CLIP_EXTRA_MODELS), at zero replicas until a collection of it is used
+    assert set(deployments) == {"Ingress", "Embedder", "Embedder-1", "InlineIngest", "Captioner", "TextReader", "FaceFinder"}
 
 
 def embedder_pid(ray_head) -> int | None:

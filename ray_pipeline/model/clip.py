@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 RANDOM_SEED = 0  # every actor and every search must build the very same random model
 RANDOM_WEIGHTS = f"random:seed={RANDOM_SEED}"  # the weights recorded for them
+CHECKPOINT_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 
 
 class ModelError(UserFacingError):
@@ -47,6 +48,28 @@ class ModelSpec:
         elif pretrained is None:
             pretrained = defaults.PRETRAINED
         return cls(name or defaults.MODEL, pretrained or None, checkpoint or None, allow_random_weights)
+
+    @property
+    def label(self) -> str:
+        """The model as the app's settings (`CLIP_EXTRA_MODELS`) and its API name it: `ARCHITECTURE@WEIGHTS`, the
+        weights a pretrained tag or a checkpoint file (nothing after the `@`: random weights, where allowed)."""
+        return f"{self.name}@{self.checkpoint or self.pretrained or ''}"
+
+    @classmethod
+    def from_label(cls, label: str, allow_random_weights: bool = False) -> ModelSpec:
+        """The model a `label` names; weights that look like a file (a folder in them, or a checkpoint's
+        extension) are a checkpoint, others a pretrained tag."""
+        name, at, weights = label.strip().rpartition("@")
+        if not at or not name.strip():
+            raise ModelError(f"{label!r}: expected ARCHITECTURE@WEIGHTS (a pretrained tag, or a checkpoint file)")
+        weights = weights.strip()
+        is_file = "/" in weights or weights.lower().endswith(CHECKPOINT_EXTENSIONS)
+        return cls(name.strip(), None if is_file else (weights or None), weights if is_file else None, allow_random_weights)
+
+    @property
+    def architecture(self) -> str:
+        """The architecture a collection written by this model records (`model`), known without loading it."""
+        return _architecture_name(self.name)
 
     def cli_args(self) -> list[str]:
         """The CLI's options that ask for this model (read back by `asked`), for a command line another

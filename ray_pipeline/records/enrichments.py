@@ -175,3 +175,14 @@ def asked(caption: bool, read_text: bool, find_faces: bool = False) -> tuple[Cos
     """The costly enrichments a run or `enrich` was asked for, in the order they are made."""
     return tuple(enrichment for enrichment, wanted in ((CAPTION, caption), (TEXT, read_text), (FACES, find_faces))
                  if wanted)
+
+
+# A collection's metadata: the costly enrichments every ingestion into it makes, asked for or not (`collections
+# create`), their keys comma-separated.
+ENRICHMENTS_ON_KEY = "enrichments_on"
+
+
+def enrichments_on(collection_metadata: dict[str, Any]) -> tuple[CostlyEnrichment, ...]:
+    """The costly enrichments a collection has on by default."""
+    named = str(collection_metadata.get(ENRICHMENTS_ON_KEY) or "").split(",")
+    return tuple(enrichment for enrichment in (CAPTION, TEXT, FACES) if enrichment.key in named)

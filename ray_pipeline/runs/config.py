@@ -5,13 +5,13 @@ again (`cli_args`). Every default comes from `core.defaults`."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ray_pipeline.core import defaults
 from ray_pipeline.core.machine import this_machine
 from ray_pipeline.core.paths import is_within
 from ray_pipeline.model.clip import ModelSpec
-from ray_pipeline.records.enrichments import CostlyEnrichment, asked
+from ray_pipeline.records.enrichments import CAPTION, FACES, TEXT, CostlyEnrichment, asked, enrichments_on
 from ray_pipeline.records.target import StoreTarget
 
 
@@ -47,6 +47,12 @@ class RunConfig:
     def enrichments(self) -> tuple[CostlyEnrichment, ...]:
         """The costly enrichments asked for, made after the records are written."""
         return asked(self.caption, self.read_text, self.find_faces)
+
+    def with_defaults_of(self, collection_metadata: dict | None) -> RunConfig:
+        """This run with the enrichments its collection has on by default (`collections create`) added."""
+        on = enrichments_on(collection_metadata or {})
+        return replace(self, caption=self.caption or CAPTION in on, read_text=self.read_text or TEXT in on,
+                       find_faces=self.find_faces or FACES in on)
 
     @property
     def keeps_contents(self) -> bool:

@@ -55,6 +55,7 @@ class RunResult:
     pruned: list[str]  # what prune did, one line each
     holds: dict[str, str]  # {path: id} of the listed files whose bytes are known (with prune)
     route: Route
+    config: RunConfig  # as it ran: with its collection's enrichments on by default
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ def run_ingest(config: RunConfig) -> RunResult:
         init_ray()
         handle = StoreHandle(config.target, long_lived_owner(config.target.folder, detached=False))
         stored = stored_through(handle, listing.paths, config.within, config.rehash)
+    config = config.with_defaults_of(stored.collection_metadata)
     if 0 < len(stored.holds()) < len(listing.paths):
         logger.info("%d of %d files are stored already: not read again (--rehash reads them all)",
                     len(stored.holds()), len(listing.paths))
@@ -142,7 +144,7 @@ def _finished(config: RunConfig, route: Route, tally: Tally, started: float, don
     done.reporter.finish(summary, errors)
     after = done.after
     pruned, holds = (after.plan.describe(), after.holds) if after is not None else ([], {})
-    return RunResult(summary, tally, errors, done.random_weights, pruned, holds, route)
+    return RunResult(summary, tally, errors, done.random_weights, pruned, holds, route, config)
 
 
 def _listed(config: RunConfig) -> list[str]:
@@ -273,7 +275,7 @@ def _dry_run(config: RunConfig, route: Route, listing: Listing, pruning: Pruning
     # Nothing was ingested: the summary says what was listed and what would go.
     summary = {"collection": config.target.collection, "dry_run": True, "discovered": len(listing.paths),
                "removed": len(plan.removals), "seconds": round(time.monotonic() - started, 2), "route": route.as_json()}
-    return RunResult(summary, tally, tally.errors, False, plan.describe(), {}, route)
+    return RunResult(summary, tally, tally.errors, False, plan.describe(), {}, route, config)
 
 
 def _sha256(path: str) -> str | None:

@@ -118,6 +118,7 @@ class Watcher:
         return observer
 
     def _count_first(self, first: RunResult) -> None:
+        self.config = first.config  # with the collection's enrichments on by default
         self.total.add(first.tally)
         self.total.errors = list(first.errors)
         self.enriched.update({e.summary_key: first.summary.get(e.summary_key) or 0 for e in self.config.enrichments})
