@@ -38,7 +38,8 @@ def test_token_from_a_file_never_shows(monkeypatch, tmp_path):
     assert settings.allowed_roots == (f"{tmp_path}/a", f"{tmp_path}/b")
 
 
-MODEL_VARIABLES = ("CLIP_MODEL", "CLIP_PRETRAINED", "CLIP_CHECKPOINT", "ALLOW_RANDOM_WEIGHTS", "CHROMA_PATH", "CHROMA_URL")
+MODEL_VARIABLES = ("CLIP_MODEL", "CLIP_PRETRAINED", "CLIP_CHECKPOINT", "ALLOW_RANDOM_WEIGHTS", "CHROMA_PATH", "CHROMA_URL",
+                   "CLIP_EXTRA_MODELS")
 
 
 @pytest.fixture
@@ -63,6 +64,22 @@ def test_a_checkpoint_excludes_a_pretrained_tag(environment, tmp_path):
     parser = build_parser()
     args = parser.parse_args(["ingest", "photos", "--collection", "photos", "--checkpoint", "w.pt"])
     assert _config(args, parser).model == ModelSpec(defaults.MODEL, None, "w.pt", False)  # the CLI's default tag is left out
+
+
+def test_the_apps_other_models(environment):
+    """CLIP_EXTRA_MODELS: each `ARCHITECTURE@WEIGHTS`, a tag or a checkpoint file; a label names its model back."""
+    assert Settings.from_env().models == (ModelSpec.asked(),)
+    environment.setenv("CLIP_EXTRA_MODELS", "ViT-L-14@laion2b_s32b_b82k, RN50@/models/rn50.pt,ViT-B-32@laion2b_s34b_b79k,"
+                                            "ViT-S-16@w.safetensors")
+    environment.setenv("ALLOW_RANDOM_WEIGHTS", "1")
+    models = Settings.from_env().models
+    assert models[1:] == (ModelSpec("ViT-L-14", "laion2b_s32b_b82k", None, True), ModelSpec("RN50", None, "/models/rn50.pt", True),
+                          ModelSpec("ViT-S-16", None, "w.safetensors", True))  # the default named again: once
+    assert [ModelSpec.from_label(spec.label, True) for spec in models] == list(models)
+    for wrong in ("ViT-L-14", "@laion2b", "ViT-L-14;laion"):
+        environment.setenv("CLIP_EXTRA_MODELS", wrong)
+        with pytest.raises(SettingsError, match="CLIP_EXTRA_MODELS: .*expected ARCHITECTURE@WEIGHTS"):
+            Settings.from_env()
 
 
 def test_the_store_from_the_environment(environment, tmp_path):
