@@ -454,6 +454,8 @@ def test_a_search_key_sees_no_ingestion_or_changes_in_the_page(service, browser,
     section.locator("button[type=submit]").click()
     expect(page.locator("#people-message")).to_contain_text("in ")
     assert page.locator("#people .name-form, #people .merge-form").count() == 0
+    expect(page.locator("#create-form")).to_be_hidden()
+    assert page.locator("#collections .delete-form, #collections .reindex-form").count() == 0
     assert page_errors == [] and page.locator("#notice").is_hidden()
     context.close()
 
@@ -479,5 +481,69 @@ def test_a_collection_deleted_in_the_page_only_with_its_name_typed(service, brow
     row.locator(".delete-form button").click()
     expect(page.locator("#notice")).to_contain_text("Deleted: ui-doomed (1 records)")
     expect(page.locator("#collections tr[data-name='ui-doomed']")).to_have_count(0)
+    assert page_errors == []
+    context.close()
+
+
+def test_collections_created_and_reindexed_and_a_result_opened_large_in_the_page(service, browser, tmp_path):
+    """An admin creates a collection of the app's second model with faces on, and reindexes another into that model
+    (a Ray job in the jobs table; the old records stay under a new name); a result opens large, and steps on."""
+    from playwright.sync_api import expect
+
+    from samples.sample_photos import write_many
+
+    files = [("files", (f"holiday-{number}.jpg", open(path, "rb").read(), "image/jpeg"))
+             for number, path in enumerate(write_many(str(tmp_path), 3, seed=57))]
+    stored = requests.post(f"{service['url']}/ingest/upload", headers=auth(service), params={"wait": "true"},
+                           files=files, data={"collection": "ui-reindex"}, timeout=300)
+    assert stored.status_code == 200, stored.text
+    second = requests.get(f"{service['url']}/models", headers=auth(service), timeout=60).json()["models"][1]["name"]
+    context, page, page_errors = signed_in(browser, service, height=1200)
+
+    create = page.locator("#create-form")
+    expect(create).to_be_visible()
+    create.locator("[name=name]").fill("ui-made")
+    create.locator("[name=model]").select_option(second)
+    create.locator("[name=find_faces]").check()
+    create.locator("button[type=submit]").click()
+    expect(create.locator(".message")).to_have_text("Created ui-made (tiny-clip, making faces for every photo)",
+                                                    timeout=JOB_SECONDS * 1000)  # the second model's Embedder starts
+    expect(page.locator("#collections tr[data-name='ui-made'] .count")).to_have_text("0")
+
+    row = page.locator("#collections tr[data-name='ui-reindex']")
+    row.locator(".reindex-form [name=model]").select_option(second)
+    row.locator(".reindex-form button").click()
+    expect(page.locator("#notice")).to_contain_text(f"Reindexing ui-reindex into {second}: job ingest-")
+    job_id = page.locator("#notice").inner_text().split("job ")[-1].strip()
+    expect(page.locator(f"#jobs tr[data-job-id='{job_id}'] .status")).to_have_text("SUCCEEDED", timeout=JOB_SECONDS * 1000)
+    expect(page.locator("#collections tr[data-name^='ui-reindex.before-'] .count")).to_have_text("3")
+    row.locator(".reindex-form [name=model]").select_option(second)  # into the model it has now: refused
+    row.locator(".reindex-form button").click()
+    expect(page.locator("#notice")).to_contain_text("model: collection 'ui-reindex' holds vectors of that very model")
+
+    search = page.locator("#search-form")
+    search.locator("[name=collection]").select_option("ui-reindex")
+    search.locator("[name=text]").fill("a holiday")
+    page.click("#search-text")
+    # by the second model's Embedder, started again (it goes to zero after a few idle seconds in the tests)
+    expect(page.locator("#search-message")).to_contain_text("3 results in ui-reindex", timeout=JOB_SECONDS * 1000)
+    names = page.locator("#results .result .filename").all_inner_texts()
+    assert sorted(names) == ["holiday-0.jpg", "holiday-1.jpg", "holiday-2.jpg"]
+    page.locator("#results .result figure").first.click()
+    viewer = page.locator("#viewer")
+    expect(viewer).to_be_visible()
+    expect(viewer.locator(".viewer-name")).to_have_text(names[0])
+    page.wait_for_function("() => document.querySelector('#viewer-image').naturalWidth > 256", timeout=60_000)
+    expect(page.locator("#viewer-previous")).to_be_disabled()
+    page.click("#viewer-next")
+    expect(viewer.locator(".viewer-name")).to_have_text(names[1])
+    page.click("#viewer-next")
+    expect(viewer.locator(".viewer-name")).to_have_text(names[2])
+    expect(page.locator("#viewer-next")).to_be_disabled()
+    page.wait_for_function("() => document.querySelector('#viewer-image').naturalWidth > 256", timeout=60_000)
+    assert "nullnull" not in viewer.inner_text()
+    page.screenshot(path=ARTIFACTS / "ui-result-large.png")
+    page.click("#viewer-close")
+    expect(viewer).to_be_hidden()
     assert page_errors == []
     context.close()

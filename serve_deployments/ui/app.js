@@ -18,6 +18,8 @@ const state = {
   scope: "search", // the key's (GET whoami): the page offers only what it may do
   logs: new Map(), // job id -> {offset, lines}: the live logs of the jobs whose log is open
   people: new Map(), peopleOf: null, // id -> person, of the collection the people section or the search shows last
+  models: [], // the app's models (GET models), for creating and reindexing collections
+  results: [], viewing: null, // the page of results shown, and the index of the one open large
 };
 
 class ApiError extends Error {
@@ -129,7 +131,9 @@ async function start() {
   // A key of the search scope sees no ingestion, jobs or changes to people.
   $("#ingest-section").hidden = !allows("ingest");
   $("#jobs-section").hidden = !allows("ingest");
+  $("#create-form").hidden = !allows("admin");
   $("#app").hidden = false;
+  if (allows("admin")) await loadModels();
   loadCollections().then(pollJobs);
   state.poll = setInterval(pollJobs, POLL_MS);
 }
@@ -143,6 +147,56 @@ async function loadCollections() {
   } catch (error) {
     failed($("#notice"))(error);
   }
+}
+
+async function loadModels() {
+  try {
+    state.models = (await (await api("models")).json()).models;
+  } catch (error) {
+    failed($("#notice"))(error);
+  }
+  $("#create-form select[name=model]").replaceChildren(...state.models.map((model) => el("option",
+    { value: model.name, text: model.default ? `${model.name} (the default)` : model.name })));
+}
+
+async function createCollection(event) {
+  event.preventDefault();
+  const form = event.target;
+  const message = form.querySelector(".message");
+  const body = { name: form.name.value.trim(), model: form.model.value || null, caption: form.caption.checked,
+    read_text: form.read_text.checked, find_faces: form.find_faces.checked };
+  say(message, "Creating… (a model not in use yet starts first)");
+  try {
+    const made = await (await api("collections", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    })).json();
+    const on = made.enrichments_on.length ? `, making ${made.enrichments_on.join(", ")} for every photo` : "";
+    say(message, `Created ${made.name} (${made.model}${on})`);
+    form.name.value = "";
+    loadCollections();
+  } catch (error) {
+    failed(message)(error);
+  }
+}
+
+// An admin reindexes a collection into another of the app's models: a Ray job, followed in the jobs table.
+function reindexForm(collection) {
+  const form = el("form", { class: "reindex-form" },
+    el("select", { name: "model" }, ...state.models.map((model) => el("option", { value: model.name, text: model.name }))),
+    el("button", { type: "submit", class: "secondary", text: "Reindex" }));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const { job_id: jobId } = await (await api(`collections/${encodeURIComponent(collection)}/reindex`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ model: form.model.value }),
+      })).json();
+      say($("#notice"), `Reindexing ${collection} into ${form.model.value}: job ${jobId}`);
+      pollJobs();
+    } catch (error) {
+      failed($("#notice"))(error);
+    }
+  });
+  return form;
 }
 
 // An admin deletes a collection by typing its name again; what was removed is said.
@@ -164,7 +218,7 @@ function deleteForm(collection) {
       failed($("#notice"))(error);
     }
   });
-  return el("td", {}, form);
+  return el("td", {}, form, state.models.length > 1 ? reindexForm(collection) : null);
 }
 
 function renderCollections(collections) {
@@ -411,7 +465,8 @@ async function showPage(offset) {
     const filtered = Object.keys(query.filters).length > 0;
     say(message, count + (total == null ? "" : ` · ${range} of ${total}`)
       + (results.length === 0 && offset === 0 && filtered ? ": none match the filters" : ""));
-    $("#results").append(...results.map((result) => resultCard(query.collection, result, words)));
+    state.results = results.map((result) => ({ collection: query.collection, result, words }));
+    $("#results").append(...state.results.map((shown, index) => resultCard(shown.collection, shown.result, shown.words, index)));
     state.offset = offset;
     $("#pages").hidden = offset === 0 && results.length < query.k;
     $("#previous-page").disabled = offset === 0;
@@ -433,11 +488,16 @@ function highlighted(tag, className, text, words) {
   return line;
 }
 
-function resultCard(collection, result, words = []) {
+function resultCard(collection, result, words = [], index = null) {
   const metadata = result.metadata || {};
   const image = el("img", { alt: result.name || result.id, width: THUMBNAIL_SIZE, height: THUMBNAIL_SIZE });
   const figure = el("figure", { class: "thumb" }, image);
   loadThumbnail(collection, result.id, image, figure);
+  if (index !== null) {
+    figure.classList.add("opens");
+    figure.title = "Open it large";
+    figure.addEventListener("click", () => openLarge(index));
+  }
   const keys = [...SHOWN_FIRST.filter((key) => key in metadata),
     ...Object.keys(metadata).filter((key) => !SHOWN_FIRST.includes(key) && key !== "caption" && key !== "text").sort()];
   return el("article", { class: "result", "data-id": result.id },
@@ -460,9 +520,50 @@ function resultCard(collection, result, words = []) {
   );
 }
 
-async function loadThumbnail(collection, id, image, figure) {
+// --- a result, large ----------------------------------------------------------------------------
+
+const LARGE_SIZE = 1024; // the largest thumbnail the API makes
+
+// The result at `index` of the page shown, large, with all the record has; Previous and Next step through the
+// results, into the page before or after at either end.
+function openLarge(index) {
+  const { collection, result, words } = state.results[index];
+  const metadata = result.metadata || {};
+  state.viewing = index;
+  const image = $("#viewer-image");
+  image.removeAttribute("src");
+  $("#viewer .large").classList.remove("missing");
+  $("#viewer .large figcaption")?.remove();
+  image.alt = result.name || result.path || result.id;
+  loadThumbnail(collection, result.id, image, $("#viewer .large"), LARGE_SIZE);
+  const people = (metadata.people || []).map((id) => state.people.get(id)?.name || "someone unnamed");
+  const facts = [["score", result.score === null ? null : result.score.toFixed(3)], ["path", result.path],
+    ["taken", metadata.datetime_original], ["camera", [metadata.camera_make, metadata.camera_model].filter(Boolean).join(" ")],
+    ["people", people.join(", ")]];
+  $("#viewer-facts").replaceChildren(...[
+    el("h3", { class: "viewer-name", text: result.name || result.path || result.id }),
+    el("dl", {}, ...facts.filter(([, value]) => value).flatMap(([key, value]) => [el("dt", { text: key }), el("dd", { text: value })])),
+    result.place ? highlighted("div", "place", result.place, words) : null,
+    result.caption ? highlighted("p", "caption", result.caption, words) : null,
+    result.text ? highlighted("pre", "text", result.text, words) : null,
+    el("details", {}, el("summary", { text: "Metadata" }), el("dl", {}, ...Object.keys(metadata).sort()
+      .flatMap((key) => [el("dt", { text: key }), el("dd", { text: String(metadata[key]) })])))].filter(Boolean));
+  $("#viewer-position").textContent = `${state.offset + index + 1} of this search`;
+  $("#viewer-previous").disabled = index === 0 && state.offset === 0;
+  $("#viewer-next").disabled = index === state.results.length - 1 && $("#next-page").disabled;
+  if (!$("#viewer").open) $("#viewer").showModal();
+}
+
+async function stepLarge(by) {
+  const index = state.viewing + by;
+  if (index >= 0 && index < state.results.length) return openLarge(index);
+  await showPage(by > 0 ? state.offset + state.query.k : Math.max(0, state.offset - state.query.k));
+  if (state.results.length) openLarge(by > 0 ? 0 : state.results.length - 1);
+}
+
+async function loadThumbnail(collection, id, image, figure, size = THUMBNAIL_SIZE) {
   try {
-    const path = `thumbnails/${encodeURIComponent(collection)}/${encodeURIComponent(id)}?size=${THUMBNAIL_SIZE}`;
+    const path = `thumbnails/${encodeURIComponent(collection)}/${encodeURIComponent(id)}?size=${size}`;
     const url = URL.createObjectURL(await (await api(path)).blob());
     state.blobs.push(url);
     image.src = url;
@@ -641,6 +742,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#search-form").addEventListener("submit", search);
   $("#similar-form").addEventListener("submit", findSimilar);
   $("#people-form").addEventListener("submit", showPeople);
+  $("#create-form").addEventListener("submit", createCollection);
+  $("#viewer-previous").addEventListener("click", () => stepLarge(-1));
+  $("#viewer-next").addEventListener("click", () => stepLarge(1));
+  $("#viewer-close").addEventListener("click", () => $("#viewer").close());
   $("#search-form select[name=collection]").addEventListener("change", (event) => loadPeople(event.target.value));
   $("#previous-page").addEventListener("click", () => showPage(Math.max(0, state.offset - state.query.k)));
   $("#next-page").addEventListener("click", () => showPage(state.offset + state.query.k));
