@@ -44,11 +44,13 @@ class FileFailure:
 
     path: str  # the real path, which need not be UTF-8
     reason: str
+    name: str | None = None  # an upload's: the name it came with (its path is the app's copy, named by its hash)
 
     def as_json(self) -> dict[str, str]:
-        """As reports carry it (errors file, status JSON): {"path", "reason"}, and "path_bytes" for a
-        non-UTF-8 name."""
-        return {"path": path_text(self.path), "reason": self.reason, **exact_name(self.path)}
+        """As reports carry it (errors file, status JSON): {"path", "reason"}, "path_bytes" for a non-UTF-8 name,
+        and an upload's "name"."""
+        return {"path": path_text(self.path), "reason": self.reason, **exact_name(self.path),
+                **({"name": self.name} if self.name else {})}
 
 
 def is_within(path: str, roots: tuple[str, ...]) -> bool:

@@ -20,7 +20,8 @@ def tidy_name(given: str | None) -> str | None:
     return name
 
 
-def _sidecar(upload_dir: str, stored: str) -> str:
+def name_file(upload_dir: str, stored: str) -> str:
+    """Where the name an upload came with is kept."""
     return os.path.join(upload_dir, NAMES_FOLDER, os.path.basename(stored))
 
 
@@ -33,13 +34,13 @@ def write_upload_name(upload_dir: str, stored: str, given: str | None) -> None:
     os.makedirs(folder, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, encoding="utf-8") as out:
         out.write(name)
-    os.replace(out.name, _sidecar(upload_dir, stored))
+    os.replace(out.name, name_file(upload_dir, stored))
 
 
 def upload_name(upload_dir: str, stored: str) -> str | None:
     """The name an upload came with; None for a file that is no upload, or came with none."""
     try:
-        with open(_sidecar(upload_dir, stored), encoding="utf-8") as kept:
+        with open(name_file(upload_dir, stored), encoding="utf-8") as kept:
             return tidy_name(kept.read(MAX_NAME * 4 + 1))
     except (OSError, UnicodeDecodeError):
         return None

@@ -13,13 +13,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ray_pipeline.core import record_keys as keys
 from ray_pipeline.core.paths import is_within
 from ray_pipeline.core.reasons import lasting
 from ray_pipeline.files.state import FileState
-from ray_pipeline.files.upload_names import upload_name
+from ray_pipeline.files.upload_names import name_file, upload_name
 from ray_pipeline.records.enrichments import CostlyEnrichment
 from ray_pipeline.records.failures import Failure
 from ray_pipeline.records.store import RecordStore
@@ -64,7 +64,9 @@ def after_files(store: RecordStore, files: FilesThrough, tally: Tally, pruning: 
     failed = {error.path: error.reason for error in tally.errors}
     if uploads is not None:
         discarded = [path for path in failed if is_within(os.path.realpath(path), (uploads,))]
-        discard_uploads(discarded)
+        names = {path: upload_name(uploads, path) for path in discarded}  # reported by the names they came with
+        tally.errors = [replace(error, name=names[error.path]) if names.get(error.path) else error for error in tally.errors]
+        discard_uploads(uploads, discarded)
         failed = {path: reason for path, reason in failed.items() if path not in discarded}
     store.remember_failures(
         [Failure(path, files.read_before[path], reason) for path, reason in failed.items()
@@ -88,9 +90,10 @@ def after_files(store: RecordStore, files: FilesThrough, tally: Tally, pruning: 
     return After(plan, holds, queue(store, enrichments, tally.stored) if enrichments else [])
 
 
-def discard_uploads(paths: list[str]) -> None:
-    """Delete the app's copies of uploads that failed: kept, they would fill its folder with files of no use."""
-    for path in paths:
+def discard_uploads(uploads: str, paths: list[str]) -> None:
+    """Delete the app's copies of uploads that failed, and the names they came with: kept, they would fill its
+    folder with files of no use."""
+    for path in [*paths, *(name_file(uploads, path) for path in paths)]:
         try:
             os.remove(path)
         except OSError:  # gone already (the same bytes uploaded twice, failing twice)

@@ -326,7 +326,7 @@ function when(seconds) {
 }
 
 function errorsCell(job) {
-  const lines = job.errors.map((e) => el("li", {}, el("code", { text: e.path }), ` ${e.reason}`));
+  const lines = job.errors.map((e) => el("li", {}, el("code", { text: e.name || e.path, title: e.path }), ` ${e.reason}`));
   if (job.status === "FAILED" && job.message) lines.unshift(el("li", { class: "error", text: job.message }));
   if (!lines.length) return el("td");
   const details = el("details", { open: state.openErrors.has(job.job_id) },
