@@ -97,6 +97,10 @@ class Jobs:
         # This cluster's own address, not whichever one auto-detection finds: a machine may run several.
         self.client = JobSubmissionClient(os.environ.get("RAY_JOBS_ADDRESS") or ray.get_runtime_context().gcs_address)
         self.board = progress.board(create=True)
+        # The app's runs live in its ingress (this object): those the app ran before it started again ended with it.
+        cut = ray.get(self.board.cut_off.remote(time.time()))
+        if cut:
+            logger.warning("%d ingestion(s) in the app were cut off by its restart: %s", len(cut), ", ".join(cut))
         self._final: dict[str, dict] = {}  # counts read from finished jobs' logs, read once each
         self._running: set[asyncio.Task] = set()  # inline jobs in flight, kept until they end
 

@@ -55,6 +55,23 @@ def test_a_run_silent_too_long_is_reported_lost():
     assert board.run("job-3").status == "RUNNING"
 
 
+def test_runs_of_an_app_that_started_again_are_cut_off_saying_so():
+    board = ProgressBoard()
+    board.register("before", "photos")
+    board.register("ended", "photos")
+    board.settle("ended", "SUCCEEDED")
+    restarted = time.time()
+    board.register("after", "photos")
+    board._runs["after"].start_time = restarted + 1
+    assert board.cut_off(restarted) == ["before"]
+    run = board.run("before")
+    assert run.status == "FAILED" and "cut off by a restart of the app" in run.message
+    assert board.lines("before", 0)[-1].endswith("FAILED: " + run.message)
+    assert (board.run("ended").status, board.run("after").status) == ("SUCCEEDED", "RUNNING")
+    board.settle("before", "SUCCEEDED")  # a replica that finished it after all: as it ended
+    assert board.run("before").status == "SUCCEEDED"
+
+
 def test_old_finished_runs_are_let_go():
     board = ProgressBoard()
     board.register("running", "photos")

@@ -18,6 +18,7 @@ MAX_ERRORS = 100  # per job: enough to act on, small enough to poll
 
 MAX_LINES = 5000  # an inline run's log lines kept (its counts chunk by chunk, its failures, its end)
 RUN_SILENCE_S = 600  # a run with no news this long was lost with the app replica that ran it
+CUT_OFF = "cut off by a restart of the app: send the same files again to store the rest (those stored are kept)"
 KEPT_RUNS = 1000  # runs kept for the listing; the oldest finished ones are let go first
 
 
@@ -85,6 +86,15 @@ class ProgressBoard:
         run.end_time = run.heard_at = time.time()
         run.message = message
         self._log(job_id, run.status + (f": {message}" if message else ""))
+
+    def cut_off(self, before: float) -> list[str]:
+        """The runs still RUNNING that started before `before` (when the app that ran them started again: its
+        jobs end with it) are FAILED, saying so; their ids. One that was not cut off after all (an app replica
+        still finishing it) settles as it ends."""
+        cut = [job_id for job_id, run in self._runs.items() if run.status == "RUNNING" and run.start_time < before]
+        for job_id in cut:
+            self.settle(job_id, "FAILED", f"error: {CUT_OFF}")
+        return cut
 
     def request_stop(self, job_id: str) -> bool:
         """Whether a running run was asked to stop now (it stops before its next chunk of files)."""
