@@ -55,6 +55,8 @@ def test_create_then_reindex_into_another_model(tiny_model, tmp_path):
     assert "PHARMACIE" in before[street]["metadata"]["text"]
     held = json.loads(command("collections", "show", "shops", "--chroma-path", chroma).stdout)
     assert held["disk_bytes"] > 0 and held["store_disk_bytes"] > held["disk_bytes"]
+    last = held["last_ingestion"]
+    assert (last["discovered"], last["embedded"], last["failed"]) == (len(signs), len(signs), 0) and last["at"]
 
     same = command("collections", "reindex", "shops", "--chroma-path", chroma, *first)
     assert same.returncode == 2 and "model: collection 'shops' holds vectors of that very model already" in same.stderr

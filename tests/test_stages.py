@@ -143,6 +143,9 @@ class FakeStore:
             self.failures.pop(path, None)
         self.failures.update((failure.path, failure) for failure in failed)
 
+    def note_ingestion(self, outcome: dict) -> None:
+        self.last_ingestion = dict(outcome)
+
     @property
     def store(self) -> FakeStore:
         """The stages reach their store as a `StoreHandle` gives it, in the process they run in: this one."""

@@ -517,6 +517,11 @@ def test_collections_created_and_reindexed_and_a_result_opened_large_in_the_page
     job_id = page.locator("#notice").inner_text().split("job ")[-1].strip()
     expect(page.locator(f"#jobs tr[data-job-id='{job_id}'] .status")).to_have_text("SUCCEEDED", timeout=JOB_SECONDS * 1000)
     expect(page.locator("#collections tr[data-name^='ui-reindex.before-'] .count")).to_have_text("3")
+    row.locator("details.collection-details summary").click()  # what it holds now
+    facts = row.locator("details.collection-details dl")
+    expect(facts).to_contain_text(re.compile(r"records\s*3"))
+    expect(facts).to_contain_text(re.compile(r"last ingestion\s*\d{4}-\d\d-\d\dT[\d:]+Z: 3 new"))
+    expect(facts).to_contain_text(re.compile(r"on disk\s*[\d.]+ MB of vector index"))
     row.locator(".reindex-form [name=model]").select_option(second)  # into the model it has now: refused
     row.locator(".reindex-form button").click()
     expect(page.locator("#notice")).to_contain_text("model: collection 'ui-reindex' holds vectors of that very model")

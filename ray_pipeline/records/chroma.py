@@ -3,6 +3,7 @@ does not answer, the embedded folder's lock, and the collection's records."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -13,7 +14,14 @@ from ray_pipeline.core import record_keys as keys
 from ray_pipeline.core.paths import is_within, path_text, recorded_path
 from ray_pipeline.files.state import FileState
 from ray_pipeline.records.connection import connect, with_retries
-from ray_pipeline.records.enrichments import DOCUMENT_KEYS, LAYOUT_KEY, RECORD_LAYOUT, derived_keys, document_of
+from ray_pipeline.records.enrichments import (
+    DOCUMENT_KEYS,
+    LAST_INGESTION_KEY,
+    LAYOUT_KEY,
+    RECORD_LAYOUT,
+    derived_keys,
+    document_of,
+)
 from ray_pipeline.records.errors import MissingCollection, StoreError
 from ray_pipeline.records.failures import Failure, FailureMemory
 from ray_pipeline.records.people import PeopleBook, PeopleOfStore
@@ -272,6 +280,11 @@ class ChromaStore(PeopleOfStore):
             metadatas = [dict(found["metadatas"][row] or {}) for row in stale]
             self._rewrite([found["ids"][row] for row in stale], [found["embeddings"][row] for row in stale], metadatas,
                           [{} for _ in stale])
+
+    def note_ingestion(self, outcome: dict[str, Any]) -> None:
+        """The collection keeps what its last ingestion did (`collections show` reports it)."""
+        with_retries(self.target, self.collection.modify,
+                     metadata={**self.metadata, LAST_INGESTION_KEY: json.dumps(outcome, sort_keys=True)})
 
     def records_at(self, paths: list[str]) -> dict[str, dict]:
         """{id: metadata} of the records whose file is at one of these paths."""

@@ -4,6 +4,7 @@ renamed when a reindex swaps them, and deleted with their companions."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from ray_pipeline.records.companions import (
     is_companion,
 )
 from ray_pipeline.records.connection import connect
-from ray_pipeline.records.enrichments import ENRICHMENTS_ON_KEY, CostlyEnrichment, enrichments_on
+from ray_pipeline.records.enrichments import ENRICHMENTS_ON_KEY, LAST_INGESTION_KEY, CostlyEnrichment, enrichments_on
 from ray_pipeline.records.errors import MissingCollection
 from ray_pipeline.records.target import StoreTarget, collection_name_problem
 
@@ -80,6 +81,7 @@ def show_collection(client, name: str, failures: int = 0) -> dict:
              "weights": metadata.get("weights"), "random_weights": metadata.get("random_weights"),
              "record_layout": metadata.get("record_layout"),
              "enrichments_on": [enrichment.key for enrichment in enrichments_on(metadata)],
+             "last_ingestion": json.loads(metadata[LAST_INGESTION_KEY]) if metadata.get(LAST_INGESTION_KEY) else None,
              **disk_use(client, [name, *(companion_name(name, suffix) for suffix in COMPANIONS)]),
              "enrichments": {"captioned": len(collection.get(where={keys.HAS_CAPTION: True}, include=[])["ids"]),
                              "text_read": len(collection.get(where_document={"$contains": " t:"}, include=[])["ids"]),

@@ -177,6 +177,10 @@ def asked(caption: bool, read_text: bool, find_faces: bool = False) -> tuple[Cos
                  if wanted)
 
 
+# A collection's metadata: what its last ingestion that read files or changed records did (JSON: when, and its
+# counts), for `collections show`.
+LAST_INGESTION_KEY = "last_ingestion"
+
 # A collection's metadata: the costly enrichments every ingestion into it makes, asked for or not (`collections
 # create`), their keys comma-separated.
 ENRICHMENTS_ON_KEY = "enrichments_on"

@@ -195,6 +195,9 @@ class ShardedStore(PeopleOfStore):
         return merged(self._each(lambda store, part: store.failed_before(dict(part)),
                                  self._split(states.items(), lambda item: failure_id(item[0]))))
 
+    def note_ingestion(self, outcome: dict[str, Any]) -> None:
+        self.shards[0].note_ingestion(outcome)  # where `collections show` reads the collection's metadata
+
     def remember_failures(self, failed: list[Failure], cleared: list[str]) -> None:
         self._each(ChromaStore.remember_failures, self._split(failed, lambda failure: failure_id(failure.path)),
                    self._split(cleared, failure_id))

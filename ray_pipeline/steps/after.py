@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field, replace
 
 from ray_pipeline.core import record_keys as keys
@@ -87,6 +88,8 @@ def after_files(store: RecordStore, files: FilesThrough, tally: Tally, pruning: 
                  if is_within(os.path.realpath(path), (uploads,)) and (name := upload_name(uploads, path))}
         if named:
             store.merge_metadata(named)
+    store.note_ingestion({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **tally.summary(),
+                          "removed": tally.removed})
     return After(plan, holds, queue(store, enrichments, tally.stored) if enrichments else [])
 
 

@@ -221,16 +221,52 @@ function deleteForm(collection) {
   return el("td", {}, form, state.models.length > 1 ? reindexForm(collection) : null);
 }
 
+// What a collection holds (GET collections/{name}), asked for when its details are opened.
+function detailsOf(collection) {
+  const details = el("details", { class: "collection-details" }, el("summary", { text: collection }), el("dl"));
+  details.addEventListener("toggle", async () => {
+    if (!details.open) return;
+    try {
+      const held = await (await api(`collections/${encodeURIComponent(collection)}?failures=20`)).json();
+      const last = held.last_ingestion;
+      const facts = [
+        ["records", held.records], ["photos", held.photos], ["model", `${held.model} (${held.weights})`],
+        ["on for every ingestion", held.enrichments_on.join(", ") || "nothing"],
+        ["captioned", held.enrichments.captioned], ["with text", held.enrichments.text_read],
+        ["looked for faces", held.enrichments.looked_for_faces], ["faces", held.faces], ["people", held.people],
+        ["on disk", held.disk_bytes == null ? "not known (a Chroma server)" : `${(held.disk_bytes / 1e6).toFixed(1)} MB of `
+          + `vector index (the store: ${(held.store_disk_bytes / 1e6).toFixed(1)} MB)`],
+        ["last ingestion", last ? `${last.at}: ${last.embedded} new, ${last.skipped_existing} already stored, `
+          + `${last.failed} failed, ${last.removed} removed` : "none yet"],
+        ["failed files", held.failed_files],
+      ];
+      details.querySelector("dl").replaceChildren(...facts.flatMap(([key, value]) => [el("dt", { text: key }),
+        el("dd", { text: String(value) })]),
+      ...(held.failures || []).flatMap((f) => [el("dt", { class: "error", text: "failed" }),
+        el("dd", {}, el("code", { text: f.path }), ` ${f.reason}`)]));
+    } catch (error) {
+      failed($("#notice"))(error);
+    }
+  });
+  return details;
+}
+
 function renderCollections(collections) {
   const body = $("#collections tbody");
+  const open = new Set([...document.querySelectorAll("#collections tr[data-name] details.collection-details[open]")]
+    .map((details) => details.closest("tr").dataset.name));
   body.replaceChildren(...collections.map((c) => el("tr", { "data-name": c.name },
-    el("td", { class: "name", text: c.name }),
+    el("td", { class: "name" }, detailsOf(c.name)),
     el("td", { class: "num count", text: String(c.count) }),
     el("td", { text: c.model ?? "" }),
     el("td", {}, el("span", { text: c.weights ?? "" }),
       c.random_weights ? el("span", { class: "badge warn", text: "random: ranking means nothing" }) : null),
     deleteForm(c.name),
   )));
+  for (const name of open) {  // kept open across a refresh, their facts asked for again
+    const details = body.querySelector(`tr[data-name='${CSS.escape(name)}'] details.collection-details`);
+    if (details) details.open = true;
+  }
   $("#no-collections").hidden = collections.length > 0;
   $("#collection-names").replaceChildren(...collections.map((c) => el("option", { value: c.name })));
   for (const select of document.querySelectorAll("#search-form select[name=collection], #similar-form select[name=collection], "
