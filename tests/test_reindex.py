@@ -11,13 +11,10 @@ import sys
 
 import chromadb
 import numpy as np
-import pytest
 from conftest import ROOT, summary_line
 
 from samples.sample_photos import real_photos, write_jpeg
 from samples.text_photos import write_shop_signs
-
-pytestmark = pytest.mark.unit
 
 
 def command(*args: str) -> subprocess.CompletedProcess:
