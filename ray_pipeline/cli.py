@@ -284,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_precision_option(reindexing)
     reindexing.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     reindexing.add_argument("--errors", metavar="FILE", help="write one JSON line per record left out: {path, reason}")
+    reindexing.add_argument("--allow-left-out", action="store_true",
+                            help="swap even when some records cannot be read again (gone, changed, failing, another "
+                                 "machine's): they stay in the old records only; by default the reindex stops, nothing "
+                                 "changed")
     reindexing.add_argument("--within", action="append", default=[], metavar="DIR",
                             help="read only files whose real path (symlinks followed) is inside DIR; repeatable")
     reindexing.add_argument("--machine", default=this_machine(), metavar="NAME",
@@ -648,7 +652,7 @@ def _reindex(args, parser) -> int:
                        model=ModelSpec.asked(args.model, args.pretrained, args.checkpoint, args.allow_random_weights),
                        device=args.device, precision=args.precision, within=tuple(os.path.realpath(d) for d in args.within),
                        machine=args.machine, progress_id=args.progress_id, inline_max_files=args.inline_max_files)
-    done = reindex(config)
+    done = reindex(config, args.allow_left_out)
     _stop_ray()
     if args.errors:
         _write_errors(args.errors, done.left_out)

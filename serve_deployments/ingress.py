@@ -28,6 +28,7 @@ from ray_pipeline.files.decode import DecodeError, decode_file
 from ray_pipeline.files.listing import listed_up_to
 from ray_pipeline.files.reading import FileBytes
 from ray_pipeline.files.upload_names import write_upload_name
+from ray_pipeline.model.clip import ModelSpec
 from ray_pipeline.records.access_keys import MAX_KEY_NAME, AccessError
 from ray_pipeline.records.chroma import MODEL_KEYS
 from ray_pipeline.records.collections import CollectionRefused, check_new_collection, collections_at, creation_metadata
@@ -244,6 +245,8 @@ class CreateRequest(BaseModel):
 class ReindexRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=1000, description="one of `GET /models`' names")
+    allow_left_out: bool = Field(False, description="swap even when some records cannot be read again (they stay in "
+                                                    "the old records only); by default the reindex stops, nothing changed")
 
 
 class KeyRequest(BaseModel):
@@ -408,19 +411,27 @@ class Ingress:
     def healthz(self) -> dict:
         return {"status": "ok"}
 
-    async def _run_config(self, paths: list[str], collection: str, caption: bool, read_text: bool, find_faces: bool,
-                          prune: bool = False) -> RunConfig:
-        """The run asked for, by the model that wrote the collection (a new one's: the app's default; 409 where the
-        app does not run it), with the enrichments it has on by default."""
+    async def _writing(self, collection: str) -> tuple[ModelSpec, dict | None]:
+        """The model an ingestion into the collection runs (a new one's: the app's default; 409 where the app does not
+        run it, or while the collection is being reindexed), and the collection's metadata (None: a new one)."""
+        reindexing = await asyncio.to_thread(self.jobs.reindexing, collection)
+        if reindexing is not None:
+            raise HTTPException(409, f"collection: {collection!r} is being reindexed (job {reindexing}): ingest into it "
+                                     "once that job has ended")
         try:
             _, metadata = await self._existing_store(collection)
         except HTTPException as exc:
             if exc.status_code != 404:
                 raise
-            metadata = None  # a new collection
-        number = 0 if metadata is None else await self._model_number(collection, metadata)
+            return self.settings.model, None  # a new collection
+        return self.settings.models[await self._model_number(collection, metadata)], metadata
+
+    async def _run_config(self, paths: list[str], collection: str, caption: bool, read_text: bool, find_faces: bool,
+                          prune: bool = False, writing: tuple[ModelSpec, dict | None] | None = None) -> RunConfig:
+        """The run asked for, by the model that wrote the collection, with the enrichments it has on by default."""
+        model, metadata = writing or await self._writing(collection)
         return self.settings.run_config(paths, collection, new_job_id(), caption, prune, read_text, find_faces,
-                                        model=self.settings.models[number]).with_defaults_of(metadata)
+                                        model=model).with_defaults_of(metadata)
 
     async def _model_number(self, collection: str, metadata: dict) -> int:
         try:
@@ -458,8 +469,9 @@ class Ingress:
                             collection: Annotated[CollectionName, Form()], caption: bool = Form(False),
                             read_text: bool = Form(False), find_faces: bool = Form(False), wait: bool = WAIT) -> Response:
         self._may_use(collection)
+        writing = await self._writing(collection)  # before anything is saved: a refusal leaves no file behind
         stored = await asyncio.to_thread(self._save_uploads, files)
-        config = await self._run_config(stored, collection, caption, read_text, find_faces)
+        config = await self._run_config(stored, collection, caption, read_text, find_faces, writing=writing)
         return await self._ingest(config, self._route(len(stored)), wait, files=len(stored))
 
     def _save_uploads(self, files: list[UploadFile]) -> list[str]:
@@ -579,10 +591,17 @@ class Ingress:
         202 with its id, followed as an ingestion is."""
         number = self._model_asked(body.model)
         _, metadata = await self._existing_store(collection)
+        if self.settings.store.sharded:
+            raise HTTPException(422, "collection: a collection sharded over several servers cannot be reindexed yet")
+        running = await asyncio.to_thread(self.jobs.running_on, collection)
+        if running:
+            raise HTTPException(409, f"collection: jobs are writing to {collection!r} ({', '.join(running)}): reindex it "
+                                     "once they have ended (a watch: stop it first)")
         facts = await self.models.facts(number)
         if all(metadata.get(key) == facts.collection_metadata.get(key) for key in MODEL_KEYS):
             raise HTTPException(422, f"model: collection {collection!r} holds vectors of that very model already")
-        job_id = await asyncio.to_thread(self.jobs.submit_reindex, collection, self.settings.models[number])
+        job_id = await asyncio.to_thread(self.jobs.submit_reindex, collection, self.settings.models[number],
+                                         body.allow_left_out)
         await self._audit("reindex", collection, f"{job_id} into {body.model}")
         return JSONResponse(status_code=202, content={"job_id": job_id})
 

@@ -69,14 +69,15 @@ def similar_entrypoint(settings: Settings, collection: str, threshold: float) ->
                        "--max-pairs", str(settings.similar_max_pairs), "--json"])
 
 
-def reindex_entrypoint(settings: Settings, collection: str, model: ModelSpec, job_id: str) -> str:
+def reindex_entrypoint(settings: Settings, collection: str, model: ModelSpec, job_id: str, allow_left_out: bool) -> str:
     """The CLI command line of a `collections reindex` job: into one of the app's models, reading only inside the
     ingestion roots, as the app's machine, its live counts under the job's id."""
     store = settings.target(collection).cli_args()[2:]  # where it lives; the collection is `reindex`'s NAME
     within = [arg for folder in settings.ingestion_roots() for arg in ("--within", folder)]
     return shlex.join([sys.executable, "-m", "ray_pipeline", "collections", "reindex", collection, *store,
                        *model.cli_args(), *within, "--machine", settings.machine, "--progress-id", job_id,
-                       "--inline-max-files", str(settings.inline_max_files)])
+                       "--inline-max-files", str(settings.inline_max_files),
+                       *(["--allow-left-out"] if allow_left_out else [])])
 
 
 JOB_ID = re.compile(r"ingest-[0-9a-f]{16}")  # what `new_job_id` makes: any other id names no job of this API
@@ -103,6 +104,7 @@ class Jobs:
             logger.warning("%d ingestion(s) in the app were cut off by its restart: %s", len(cut), ", ".join(cut))
         self._final: dict[str, dict] = {}  # counts read from finished jobs' logs, read once each
         self._running: set[asyncio.Task] = set()  # inline jobs in flight, kept until they end
+        self._reindexing: dict[str, str] = {}  # collection -> the reindex job started by this app
 
     def submit(self, config: RunConfig, route: Route, watch: bool = False) -> str:
         """A Ray job of `ingest` (with `config.prune`: `ingest --prune`) or, with `watch`, of `watch`, which runs
@@ -126,13 +128,27 @@ class Jobs:
                                metadata={"kind": JOB_KIND, "collection": collection, "command": "similar"})
         return job_id
 
-    def submit_reindex(self, collection: str, model: ModelSpec) -> str:
+    def submit_reindex(self, collection: str, model: ModelSpec, allow_left_out: bool = False) -> str:
         """A Ray job of `collections reindex`; its status, once it has ended, carries the reindex's summary (`reindex`)."""
         job_id = new_job_id()
-        self.client.submit_job(entrypoint=reindex_entrypoint(self.settings, collection, model, job_id),
+        self.client.submit_job(entrypoint=reindex_entrypoint(self.settings, collection, model, job_id, allow_left_out),
                                submission_id=job_id,
                                metadata={"kind": JOB_KIND, "collection": collection, "command": "reindex"})
+        self._reindexing[collection] = job_id
         return job_id
+
+    def reindexing(self, collection: str) -> str | None:
+        """The reindex of the collection that this app started and is still running; None when there is none."""
+        job_id = self._reindexing.get(collection)
+        if job_id is not None and self.client.get_job_status(job_id).value in FINISHED:
+            del self._reindexing[collection]
+            return None
+        return job_id
+
+    def running_on(self, collection: str) -> list[str]:
+        """The jobs of this API writing to the collection now (ingestions, watches, reindexes)."""
+        return [job["job_id"] for job in self.recent(100)
+                if job.get("collection") == collection and job["status"] not in FINISHED]
 
     async def start_inline(self, config: RunConfig, route: Route) -> tuple[str, asyncio.Future]:
         """An inline job (`config.progress_id` its id); returns its id and a future that is done once its

@@ -58,11 +58,28 @@ def test_create_then_reindex_into_another_model(tiny_model, tmp_path):
     same = command("collections", "reindex", "shops", "--chroma-path", chroma, *first)
     assert same.returncode == 2 and "model: collection 'shops' holds vectors of that very model already" in same.stderr
 
+    def listed() -> list[str]:
+        return [line.split()[0] for line in command("collections", "list", "--chroma-path", chroma).stdout.splitlines()]
+
+    # A record that cannot be read again stops the reindex, nothing changed: found after reading the files again...
     gone, changed = str(signs["menu.jpg"]), str(signs["bakery.jpg"])
-    os.remove(gone)
     write_jpeg(changed, real_photos()["coffee"])  # another photo now
+    stopped = command("collections", "reindex", "shops", "--chroma-path", chroma, *second)
+    assert stopped.returncode == 2, stopped.stderr[-2000:]
+    assert (f"reindex: 1 of {len(signs)} records cannot be read here after reading them again ({changed}: holds other "
+            "bytes now") in stopped.stderr and "nothing was changed" in stopped.stderr
+    assert listed() == ["shops"]  # the new collection it had made: dropped
+    assert {path: record["id"] for path, record in records(chroma, "shops").items()} == {
+        path: record["id"] for path, record in before.items()}
+    # ... or before reading any (an unmounted disk would otherwise leave the name with no records)
+    os.remove(gone)
+    stopped = command("collections", "reindex", "shops", "--chroma-path", chroma, *second)
+    assert stopped.returncode == 2 and f"({gone}: is gone since it was stored)" in stopped.stderr
+    assert listed() == ["shops"]
+
     errors = tmp_path / "left-out.jsonl"
-    reindexed = command("collections", "reindex", "shops", "--chroma-path", chroma, "--errors", str(errors), *second)
+    reindexed = command("collections", "reindex", "shops", "--chroma-path", chroma, "--errors", str(errors),
+                        "--allow-left-out", *second)
     assert reindexed.returncode == 0, reindexed.stderr[-3000:]
     summary = summary_line(reindexed.stdout)
     assert (summary["reindexed"], summary["left_out"], summary["new_contents"]) == (len(signs) - 2, 2, 1)

@@ -64,6 +64,10 @@ def test_reindex_into_the_second_model(service, tmp_path):
     assert refused.status_code == 422 and "model: this app runs no model" in refused.text
     started = post(service, "/collections/to-reindex/reindex", {"model": second})
     assert started.status_code == 202, started.text
+    busy = requests.post(f"{service['url']}/ingest/upload", headers=auth(service), timeout=60,
+                         files=[("files", ("grace.jpg", (tmp_path / "grace.jpg").read_bytes(), "image/jpeg"))],
+                         data={"collection": "to-reindex"})
+    assert busy.status_code == 409 and "collection: 'to-reindex' is being reindexed" in busy.text, busy.text
     finished = wait_job(service, started.json()["job_id"], timeout=600)
     assert finished["status"] == "SUCCEEDED" and finished["collection"] == "to-reindex", finished
     assert (finished["reindex"]["reindexed"], finished["reindex"]["left_out"]) == (2, 0), finished

@@ -56,9 +56,14 @@ class EmbeddedOwner:
         """A collection deleted: its store, opened here, is no longer."""
         self._stores.pop(collection, None)
 
-    def with_client(self, call: Callable[..., T], *args) -> T:
-        """`call(client, *args)` with the folder's client: for the app's own collections (its keys)."""
-        return call(self._client, *args)
+    def with_client(self, call: Callable[..., T], *args, forget: tuple[str, ...] = ()) -> T:
+        """`call(client, *args)` with the folder's client: for the app's own collections (its keys), and for renames,
+        whose names in `forget` the stores opened here let go of in the same call (nothing comes between)."""
+        try:
+            return call(self._client, *args)
+        finally:
+            for collection in forget:
+                self.forget(collection)
 
 
 OWNER_NAMESPACE = "ray_pipeline"
