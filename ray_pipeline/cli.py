@@ -135,6 +135,13 @@ def _add_precision_option(parser: argparse.ArgumentParser) -> None:
                              "twice as fast as fp32; fp32 elsewhere), or one of them")
 
 
+def _add_within_and_progress_options(parser: argparse.ArgumentParser) -> None:
+    """What every command that reads files for the HTTP API takes: `ingest`, `watch`, `collections reindex`."""
+    parser.add_argument("--within", action="append", default=[], metavar="DIR",
+                        help="read only files whose real path (symlinks followed) is inside DIR; repeatable")
+    parser.add_argument("--progress-id", metavar="ID", help="report live counts under this id (set by the HTTP API)")
+
+
 def _add_ingest_options(parser: argparse.ArgumentParser) -> None:
     """What `ingest` and `watch` both take."""
     _add_store_options(parser)
@@ -162,9 +169,7 @@ def _add_ingest_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--serve-app", default=defaults.SERVE_APP, metavar="NAME",
                         help="Serve application running the Captioner (and, for watch, the Embedder it uses when it runs "
                              "the same model) (default: default)")
-    parser.add_argument("--within", action="append", default=[], metavar="DIR",
-                        help="read only files whose real path (symlinks followed) is inside DIR; repeatable")
-    parser.add_argument("--progress-id", metavar="ID", help="report live counts under this id (set by the HTTP API)")
+    _add_within_and_progress_options(parser)
     parser.add_argument("--inline-max-files", type=_count, metavar="N",
                         help=f"at most N files to read run without a Ray job: on a running cluster (default "
                              f"{defaults.INLINE_MAX_FILES}), in this process or through its Serve app's Embedder; in watch, "
@@ -288,12 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
                             help="swap even when some records cannot be read again (gone, changed, failing, another "
                                  "machine's): they stay in the old records only; by default the reindex stops, nothing "
                                  "changed")
-    reindexing.add_argument("--within", action="append", default=[], metavar="DIR",
-                            help="read only files whose real path (symlinks followed) is inside DIR; repeatable")
+    _add_within_and_progress_options(reindexing)
     reindexing.add_argument("--machine", default=this_machine(), metavar="NAME",
                             help="this machine (default: PHOTO_MACHINE, else the host's name): other machines' records "
                                  "are left out, and reported")
-    reindexing.add_argument("--progress-id", metavar="ID", help="report live counts under this id (set by the HTTP API)")
     reindexing.add_argument("--inline-max-files", type=_count, metavar="N",
                             help="at most N files to read run without a Ray Data job (as ingest's)")
     for command in collection_commands.choices.values():

@@ -30,7 +30,7 @@ from ray_pipeline.files.reading import FileBytes
 from ray_pipeline.files.upload_names import write_upload_name
 from ray_pipeline.model.clip import ModelSpec
 from ray_pipeline.records.access_keys import MAX_KEY_NAME, AccessError
-from ray_pipeline.records.chroma import MODEL_KEYS
+from ray_pipeline.records.chroma import same_model
 from ray_pipeline.records.collections import CollectionRefused, check_new_collection, collections_at, creation_metadata
 from ray_pipeline.records.enrichments import CAPTION, FACES, TEXT, asked
 from ray_pipeline.records.errors import MissingCollection, StoreError
@@ -598,7 +598,7 @@ class Ingress:
             raise HTTPException(409, f"collection: jobs are writing to {collection!r} ({', '.join(running)}): reindex it "
                                      "once they have ended (a watch: stop it first)")
         facts = await self.models.facts(number)
-        if all(metadata.get(key) == facts.collection_metadata.get(key) for key in MODEL_KEYS):
+        if same_model(metadata, facts.collection_metadata):
             raise HTTPException(422, f"model: collection {collection!r} holds vectors of that very model already")
         job_id = await asyncio.to_thread(self.jobs.submit_reindex, collection, self.settings.models[number],
                                          body.allow_left_out)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ray_pipeline.model.clip import ModelSpec
 from ray_pipeline.model.embedders import ModelFacts
-from ray_pipeline.records.chroma import MODEL_KEYS
+from ray_pipeline.records.chroma import same_model
 from ray_pipeline.records.errors import StoreError
 
 
@@ -32,8 +32,7 @@ class AppModels:
         and whose loaded weights are the ones it records (only those of that architecture are asked)."""
         for number, spec in enumerate(self.specs):
             if spec.architecture == metadata.get("model"):
-                recorded = (await self.facts(number)).collection_metadata
-                if all(recorded.get(key) == metadata.get(key) for key in MODEL_KEYS):
+                if same_model((await self.facts(number)).collection_metadata, metadata):
                     return number
         raise ModelNotRun(f"collection {collection!r} holds vectors from model {metadata.get('model')} (weights "
                           f"{metadata.get('weights')}), which this app does not run (it runs "

@@ -33,9 +33,14 @@ SETTLE_TRIES = 5  # reads of records just enriched, to write again what a writer
 MODEL_KEYS = ("model", "weights")
 
 
+def same_model(recorded: dict, wanted: dict) -> bool:
+    """Whether two records of a model (a collection's metadata, a model's identity) name the very same model."""
+    return all(recorded.get(key) == wanted.get(key) for key in MODEL_KEYS)
+
+
 def check_model(name: str, recorded: dict, wanted: dict) -> None:
     """Refuse to mix vectors of two models in one collection."""
-    if any(recorded.get(key) != wanted.get(key) for key in MODEL_KEYS):
+    if not same_model(recorded, wanted):
         raise StoreError(
             f"collection {name!r} holds vectors from model {recorded.get('model')} "
             f"(weights {recorded.get('weights')}); this run uses {wanted.get('model')} "

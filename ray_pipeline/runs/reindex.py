@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -22,11 +22,11 @@ from ray_pipeline.core import record_keys as keys
 from ray_pipeline.core.errors import UserFacingError
 from ray_pipeline.core.paths import FileFailure, path_text, recorded_path
 from ray_pipeline.model.clip import recorded_identity
-from ray_pipeline.records.chroma import MODEL_KEYS
+from ray_pipeline.records.chroma import ChromaStore, same_model
 from ray_pipeline.records.collections import rename_collection
 from ray_pipeline.records.companions import FAILURES_SUFFIX, companion_name
 from ray_pipeline.records.enrichments import ENRICHMENTS_ON_KEY
-from ray_pipeline.records.errors import FolderInUse
+from ray_pipeline.records.errors import FolderInUse, MissingCollection
 from ray_pipeline.records.owner import long_lived_owner, owner_answer
 from ray_pipeline.records.store import opened_client
 from ray_pipeline.records.target import StoreTarget, collection_name_problem
@@ -36,7 +36,7 @@ from ray_pipeline.runs.ingest import run_ingest
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-PAGE = 1000  # records read, and carried over, at a time
+PAGE = 1000  # records carried over at a time
 
 
 class ReindexRefused(UserFacingError):
@@ -65,11 +65,11 @@ def reindex(config: RunConfig, allow_left_out: bool = False) -> Reindexed:
     target, name = config.target, config.target.collection
     if target.sharded:
         raise ReindexRefused("collection: a collection sharded over several servers cannot be reindexed yet")
-    metadata, old = _on_client(target, _old_records, name)
+    metadata, old = _on_client(target, _old_records, target, set())
     if not old:
         raise ReindexRefused(f"collection: {name!r} holds no records: delete it, and create it with the new model")
     identity = recorded_identity(config.model)
-    if identity is not None and all(metadata.get(key) == identity[key] for key in MODEL_KEYS):
+    if identity is not None and same_model(metadata, identity):
         raise ReindexRefused(f"model: collection {name!r} holds vectors of that very model already")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     new, previous = f"{name}.reindex-{stamp}", f"{name}.before-{stamp}"
@@ -125,8 +125,7 @@ def _embed_and_carry(config: RunConfig, new: str, old: list[OldRecord], readable
                     for record in old if record.id not in done.carried and record.path in listed]
         _stop_if_left_out(left_out, len(seen), allow_left_out, " after reading them again")
         done.left_out += left_out
-        _, now = _on_client(target, _old_records, name)
-        old = [record for record in now if record.id not in seen]
+        _, old = _on_client(target, _old_records, target, seen)
         if not old:
             return done
         logger.info("%d records were written to %r meanwhile: embedding them too", len(old), name)
@@ -175,28 +174,15 @@ def _on_client(target: StoreTarget, call: Callable[..., T], *args, forget: tuple
         return owner_answer(owner.with_client.remote(call, *args, forget=forget))
 
 
-def _old_records(client, name: str) -> tuple[dict[str, Any], list[OldRecord]]:
+def _old_records(client, target: StoreTarget, known: set[str]) -> tuple[dict[str, Any], list[OldRecord]]:
+    """The collection's metadata, and its records but those of the `known` ids (their ids alone are read)."""
     try:
-        collection = client.get_collection(name, embedding_function=None)
-    except Exception:
-        raise ReindexRefused(f"collection: no collection {name!r}") from None
-    found = [OldRecord(i, recorded_path(m or {}), (m or {}).get(keys.MACHINE))
-             for page in _pages(collection, ["metadatas"]) for i, m in zip(page["ids"], page["metadatas"])]
-    return dict(collection.metadata or {}), found
-
-
-def _pages(collection, include: list[str], ids: list[str] | None = None) -> Iterator[dict]:
-    if ids is not None:
-        for start in range(0, len(ids), PAGE):
-            yield collection.get(ids=ids[start : start + PAGE], include=include)
-        return
-    offset = 0
-    while True:
-        page = collection.get(include=include, limit=PAGE, offset=offset)
-        yield page
-        if len(page["ids"]) < PAGE:
-            return
-        offset += PAGE
+        store = ChromaStore(target, client=client)
+    except MissingCollection:
+        raise ReindexRefused(f"collection: no collection {target.collection!r}") from None
+    ids = [i for i in store.matching_ids(None, None) if i not in known]
+    found = [OldRecord(i, recorded_path(m), m.get(keys.MACHINE)) for i, m in store.records(ids).items()]
+    return store.metadata, found
 
 
 def _carry(client, name: str, new: str, ids: list[str]) -> list[str]:

@@ -12,7 +12,7 @@ from ray_pipeline.core import defaults
 from ray_pipeline.core.errors import UserFacingError
 from ray_pipeline.model.clip import ModelSpec, recorded_identity
 from ray_pipeline.model.embedders import LocalEmbedder, ModelFacts
-from ray_pipeline.records.chroma import MODEL_KEYS
+from ray_pipeline.records.chroma import same_model
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class ServedEmbedder:
         except Exception:  # no Serve, no such app, or no Embedder in it
             return None
         identity = recorded_identity(model) if model is not None else None
-        if identity is not None and any(facts.collection_metadata.get(key) != identity[key] for key in MODEL_KEYS):
+        if identity is not None and not same_model(facts.collection_metadata, identity):
             logger.info("the Serve app %r embeds with another model", serve_app)
             return None
         return cls(handle)

@@ -19,7 +19,7 @@ from ray_pipeline.core.paths import FileFailure, is_within, recorded_path
 from ray_pipeline.files.reading import read_file
 from ray_pipeline.files.state import STAT_THREADS, FileState, file_states
 from ray_pipeline.model.clip import ModelSpec, recorded_identity
-from ray_pipeline.records.chroma import MODEL_KEYS
+from ray_pipeline.records.chroma import same_model
 from ray_pipeline.records.enrichments import LAYOUT_KEY, RECORD_LAYOUT
 from ray_pipeline.records.errors import FolderInUse, MissingCollection
 from ray_pipeline.records.owner import StoreHandle
@@ -146,7 +146,7 @@ class Stored:
         if self.collection_metadata.get(LAYOUT_KEY, 1) < RECORD_LAYOUT:
             return False
         identity = recorded_identity(model)
-        return identity is not None and all(self.collection_metadata.get(k) == identity[k] for k in MODEL_KEYS)
+        return identity is not None and same_model(self.collection_metadata, identity)
 
 
 def stored_in(store: RecordStore, paths: list[str], within: tuple[str, ...] = (), rehash: bool = False,
